@@ -1,0 +1,133 @@
+//! Who is calling: the admin (admin key) or a team (its virtual key). Extractors reject missing and
+//! unknown keys with 401 and suspended teams with 403; handlers then scope every lookup to the caller.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use saasllm_shared::db;
+use saasllm_shared::domain::keys;
+use saasllm_shared::domain::status::TeamStatus;
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// An authenticated caller.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+    Team {
+        team_id: String,
+        organization_id: String,
+    },
+}
+
+impl Caller {
+    /// Allows the admin and the team itself; another team gets the same 404 as a missing team,
+    /// so ids of other tenants cannot be probed.
+    pub fn ensure_can_see_team(&self, team_id: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Team { team_id: own, .. } if own != team_id => Err(team_not_found(team_id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// For a `team_id` given in a body or query: a team key may only name its own team (403).
+    pub fn ensure_acts_for_team(&self, team_id: &str) -> Result<(), ApiError> {
+        match self {
+            Caller::Team { team_id: own, .. } if own != team_id => Err(ApiError::Forbidden(
+                format!("team_id '{team_id}' does not match the team of this API key"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's team, if it is a team.
+    pub fn team_id(&self) -> Option<&str> {
+        match self {
+            Caller::Admin => None,
+            Caller::Team { team_id, .. } => Some(team_id),
+        }
+    }
+}
+
+/// The 404 for a team that does not exist or is not the caller's.
+pub fn team_not_found(team_id: &str) -> ApiError {
+    ApiError::NotFound(format!("Team '{team_id}' not found"))
+}
+
+/// Extracts any authenticated caller.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let presented = presented_key(parts)?;
+        let presented_hash = keys::hash(presented);
+        if bool::from(presented_hash.ct_eq(&state.settings.admin_key_hash)) {
+            return Ok(Caller::Admin);
+        }
+        let owner = db::keys::find_owner(&state.db, &presented_hash)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
+        if owner.status == TeamStatus::Suspended {
+            return Err(ApiError::Forbidden(format!(
+                "Team '{}' is suspended",
+                owner.team_id
+            )));
+        }
+        Ok(Caller::Team {
+            team_id: owner.team_id,
+            organization_id: owner.organization_id,
+        })
+    }
+}
+
+/// Extracts the admin; a valid team key gets 403.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        match Caller::from_request_parts(parts, state).await? {
+            Caller::Admin => Ok(AdminAuth),
+            Caller::Team { .. } => Err(ApiError::Forbidden(
+                "This endpoint requires the admin key".into(),
+            )),
+        }
+    }
+}
+
+/// The key from `X-Admin-Key`, else from `Authorization: Bearer`.
+fn presented_key(parts: &Parts) -> Result<&str, ApiError> {
+    if let Some(value) = parts.headers.get("x-admin-key") {
+        return value
+            .to_str()
+            .ok()
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()));
+    }
+    let Some(value) = parts.headers.get(AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized(
+            "Missing API key: send 'Authorization: Bearer <key>' (or 'X-Admin-Key: <admin key>')"
+                .into(),
+        ));
+    };
+    let value = value.to_str().unwrap_or_default().trim();
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::Unauthorized(
+            "Invalid Authorization header: expected 'Authorization: Bearer <key>'".into(),
+        ));
+    }
+    Ok(token)
+}

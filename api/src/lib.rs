@@ -1,0 +1,12 @@
+//! The SaaS LiteLLM HTTP API as a library, so that `main.rs` stays thin and tests can start it.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod startup;
+pub mod state;
+
+pub use config::ApiConfig;
+pub use startup::Application;

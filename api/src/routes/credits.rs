@@ -1,0 +1,243 @@
+//! Credits: balance, add (admin), check, and the ledger.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Json as JsonResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use saasllm_shared::db;
+use saasllm_shared::db::credits::{TransactionRow, TransactionType};
+use saasllm_shared::domain::money::MicroUsd;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::{AdminAuth, Caller, team_not_found};
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query, parse_json};
+use crate::routes::teams::{CreditsView, MAX_CREDITS_PER_REQUEST};
+use crate::routes::validate;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/credits/teams/{team_id}/balance", get(balance))
+        .route("/api/credits/teams/{team_id}/add", post(add))
+        .route("/api/credits/teams/{team_id}/check", post(check))
+        .route(
+            "/api/credits/teams/{team_id}/transactions",
+            get(transactions),
+        )
+}
+
+#[derive(Serialize)]
+struct BalanceResponse {
+    team_id: String,
+    #[serde(flatten)]
+    credits: CreditsView,
+    /// USD budget of the OpenAI-compatible path: credits_allocated x USD_PER_CREDIT.
+    budget_usd: f64,
+    spend_usd: f64,
+}
+
+async fn balance(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<JsonResponse<BalanceResponse>, ApiError> {
+    caller.ensure_can_see_team(&team_id)?;
+    let balance = db::credits::find_balance(&state.db, &team_id)
+        .await?
+        .ok_or_else(|| team_not_found(&team_id))?;
+    let budget = MicroUsd(
+        balance
+            .credits_allocated
+            .saturating_mul(state.settings.usd_per_credit.0),
+    );
+    Ok(JsonResponse(BalanceResponse {
+        credits: CreditsView::from(&balance),
+        budget_usd: budget.as_usd(),
+        spend_usd: MicroUsd(balance.spend_micro_usd).as_usd(),
+        team_id,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddCredits {
+    #[serde(alias = "credits")]
+    credits_amount: i64,
+    reason: Option<String>,
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct TransactionView {
+    transaction_id: Uuid,
+    team_id: String,
+    transaction_type: TransactionType,
+    credits_amount: i64,
+    balance_after: i64,
+    reason: Option<String>,
+    job_id: Option<Uuid>,
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+}
+
+impl From<TransactionRow> for TransactionView {
+    fn from(t: TransactionRow) -> Self {
+        Self {
+            transaction_id: t.transaction_id,
+            team_id: t.team_id,
+            transaction_type: t.transaction_type,
+            credits_amount: t.credits_amount,
+            balance_after: t.balance_after,
+            reason: t.reason,
+            job_id: t.job_id,
+            metadata: t.metadata,
+            created_at: t.created_at,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AddResponse {
+    team_id: String,
+    credits_added: i64,
+    #[serde(flatten)]
+    credits: CreditsView,
+    transaction: TransactionView,
+    message: String,
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team_id))]
+async fn add(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+    Json(body): Json<AddCredits>,
+) -> Result<JsonResponse<AddResponse>, ApiError> {
+    if !(1..=MAX_CREDITS_PER_REQUEST).contains(&body.credits_amount) {
+        return Err(ApiError::BadRequest(format!(
+            "credits_amount must be a whole number between 1 and {MAX_CREDITS_PER_REQUEST}"
+        )));
+    }
+    let metadata = validate::metadata(body.metadata)?;
+    let reason = body.reason.unwrap_or_else(|| "Credits added".to_owned());
+    let mut tx = state.db.begin().await?;
+    let (balance, transaction) = db::credits::allocate(
+        &mut tx,
+        &team_id,
+        body.credits_amount,
+        TransactionType::Addition,
+        Some(&reason),
+        &metadata,
+    )
+    .await?
+    .ok_or_else(|| team_not_found(&team_id))?;
+    tx.commit().await?;
+    tracing::info!(
+        credits = body.credits_amount,
+        balance_after = transaction.balance_after,
+        "credits added"
+    );
+    Ok(JsonResponse(AddResponse {
+        team_id,
+        credits_added: body.credits_amount,
+        credits: CreditsView::from(&balance),
+        transaction: transaction.into(),
+        message: format!("Added {} credits", body.credits_amount),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckCredits {
+    #[serde(default = "one", alias = "credits_needed")]
+    credits_required: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+#[derive(Serialize)]
+struct CheckResponse {
+    team_id: String,
+    available: bool,
+    credits_required: i64,
+    credits_remaining: i64,
+    credits_available: i64,
+}
+
+/// Whether the team can start jobs costing `credits_required`. The body is optional (default 1).
+async fn check(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+    body: Bytes,
+) -> Result<JsonResponse<CheckResponse>, ApiError> {
+    caller.ensure_can_see_team(&team_id)?;
+    let request: CheckCredits = if body.iter().all(u8::is_ascii_whitespace) {
+        CheckCredits {
+            credits_required: 1,
+        }
+    } else {
+        parse_json(&body)?
+    };
+    if !(1..=MAX_CREDITS_PER_REQUEST).contains(&request.credits_required) {
+        return Err(ApiError::BadRequest(format!(
+            "credits_required must be between 1 and {MAX_CREDITS_PER_REQUEST}"
+        )));
+    }
+    let balance = db::credits::find_balance(&state.db, &team_id)
+        .await?
+        .ok_or_else(|| team_not_found(&team_id))?;
+    Ok(JsonResponse(CheckResponse {
+        team_id,
+        available: balance.available() >= request.credits_required,
+        credits_required: request.credits_required,
+        credits_remaining: balance.remaining(),
+        credits_available: balance.available(),
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct TransactionsResponse {
+    team_id: String,
+    total_transactions: i64,
+    limit: i64,
+    offset: i64,
+    transactions: Vec<TransactionView>,
+}
+
+async fn transactions(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+    Query(page): Query<PageQuery>,
+) -> Result<JsonResponse<TransactionsResponse>, ApiError> {
+    caller.ensure_can_see_team(&team_id)?;
+    let (limit, offset) = validate::page(page.limit, page.offset, 50)?;
+    if db::teams::find(&state.db, &team_id).await?.is_none() {
+        return Err(team_not_found(&team_id));
+    }
+    let (rows, total) = tokio::try_join!(
+        db::credits::list_transactions(&state.db, &team_id, limit, offset),
+        db::credits::count_transactions(&state.db, &team_id),
+    )?;
+    Ok(JsonResponse(TransactionsResponse {
+        team_id,
+        total_transactions: total,
+        limit,
+        offset,
+        transactions: rows.into_iter().map(Into::into).collect(),
+    }))
+}

@@ -1,0 +1,22 @@
+//! The HTTP routes, one module per resource; this file only merges them.
+
+mod credits;
+mod health;
+mod model_groups;
+mod organizations;
+mod teams;
+pub(crate) mod validate;
+
+use axum::Router;
+
+use crate::state::AppState;
+
+/// Every route of the API.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .merge(health::router())
+        .merge(organizations::router())
+        .merge(model_groups::router())
+        .merge(teams::router())
+        .merge(credits::router())
+}

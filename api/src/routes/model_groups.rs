@@ -1,0 +1,383 @@
+//! Model groups: named, priority-ordered model lists with fallback. Admin manages them; a team key
+//! sees only the groups granted to its team.
+
+use std::collections::HashSet;
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Json as JsonResponse;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use saasllm_shared::db;
+use saasllm_shared::db::model_groups::{ModelEntryRow, ModelGroupRow, NewModelEntry};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::auth::{AdminAuth, Caller, team_not_found};
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+use crate::routes::validate;
+use crate::state::AppState;
+
+/// Most models one group may hold.
+const MAX_MODELS_PER_GROUP: usize = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/model-groups/create", post(create))
+        .route("/api/model-groups", get(list))
+        .route("/api/model-groups/{group_name}", get(show).delete(delete))
+        .route(
+            "/api/model-groups/{group_name}/models",
+            get(models).put(replace_models),
+        )
+        .route("/api/model-groups/{group_name}/resolve", get(resolve))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelInput {
+    model_name: String,
+    priority: Option<i32>,
+    config: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateModelGroup {
+    group_name: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    models: Vec<ModelInput>,
+    metadata: Option<serde_json::Value>,
+}
+
+/// `PUT .../models` takes the bare array, or `{"models": [...]}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ReplaceModels {
+    List(Vec<ModelInput>),
+    Object { models: Vec<ModelInput> },
+}
+
+#[derive(Serialize)]
+struct ModelGroupResponse {
+    model_group_id: uuid::Uuid,
+    group_name: String,
+    display_name: Option<String>,
+    description: Option<String>,
+    status: String,
+    models: Vec<ModelResponse>,
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct ModelResponse {
+    model_name: String,
+    priority: i32,
+    config: serde_json::Value,
+}
+
+impl ModelGroupResponse {
+    fn new(group: ModelGroupRow, models: Vec<ModelEntryRow>) -> Self {
+        Self {
+            models: models
+                .into_iter()
+                .filter(|m| m.model_group_id == group.model_group_id)
+                .map(|m| ModelResponse {
+                    model_name: m.model_name,
+                    priority: m.priority,
+                    config: m.config,
+                })
+                .collect(),
+            model_group_id: group.model_group_id,
+            group_name: group.group_name,
+            display_name: group.display_name,
+            description: group.description,
+            status: group.status,
+            metadata: group.metadata,
+            created_at: group.created_at,
+            updated_at: group.updated_at,
+        }
+    }
+}
+
+/// Checks a model list and assigns list positions to models given without a priority.
+fn validate_models(models: Vec<ModelInput>) -> Result<Vec<NewModelEntry>, ApiError> {
+    if models.is_empty() {
+        return Err(ApiError::BadRequest(
+            "models must list at least one model".into(),
+        ));
+    }
+    if models.len() > MAX_MODELS_PER_GROUP {
+        return Err(ApiError::BadRequest(format!(
+            "models may list at most {MAX_MODELS_PER_GROUP} models"
+        )));
+    }
+    let mut names = HashSet::new();
+    let mut priorities = HashSet::new();
+    let mut entries = Vec::with_capacity(models.len());
+    for (index, model) in models.into_iter().enumerate() {
+        let model_name = model.model_name.trim().to_owned();
+        if model_name.is_empty() || model_name.len() > 200 {
+            return Err(ApiError::BadRequest(
+                "model_name must be between 1 and 200 characters".into(),
+            ));
+        }
+        let priority = model.priority.unwrap_or(index as i32);
+        if !(0..=10_000).contains(&priority) {
+            return Err(ApiError::BadRequest(format!(
+                "priority of '{model_name}' must be between 0 and 10000"
+            )));
+        }
+        if !names.insert(model_name.clone()) {
+            return Err(ApiError::BadRequest(format!(
+                "model '{model_name}' is listed twice"
+            )));
+        }
+        if !priorities.insert(priority) {
+            return Err(ApiError::BadRequest(format!(
+                "priority {priority} is used twice"
+            )));
+        }
+        let config = match model.config {
+            None | Some(serde_json::Value::Null) => json!({}),
+            Some(object @ serde_json::Value::Object(_)) => object,
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "config of '{model_name}' must be a JSON object"
+                )));
+            }
+        };
+        entries.push(NewModelEntry {
+            model_name,
+            priority,
+            config,
+        });
+    }
+    entries.sort_by_key(|m| m.priority);
+    Ok(entries)
+}
+
+#[tracing::instrument(skip_all, fields(group_name = %body.group_name))]
+async fn create(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Json(body): Json<CreateModelGroup>,
+) -> Result<JsonResponse<ModelGroupResponse>, ApiError> {
+    validate::identifier("group_name", &body.group_name)?;
+    let metadata = validate::metadata(body.metadata)?;
+    let models = validate_models(body.models)?;
+    let display_name = body.display_name.unwrap_or_else(|| body.group_name.clone());
+    let mut tx = state.db.begin().await?;
+    let group = db::model_groups::insert(
+        &mut tx,
+        &body.group_name,
+        Some(&display_name),
+        body.description.as_deref(),
+        &metadata,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::from_db(e, |constraint| {
+            (constraint == "model_groups_group_name_key").then(|| {
+                ApiError::Conflict(format!("Model group '{}' already exists", body.group_name))
+            })
+        })
+    })?;
+    let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
+    tx.commit().await?;
+    Ok(JsonResponse(ModelGroupResponse::new(group, models)))
+}
+
+async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<JsonResponse<Vec<ModelGroupResponse>>, ApiError> {
+    let groups = match caller.team_id() {
+        None => db::model_groups::list_all(&state.db).await?,
+        Some(team_id) => db::model_groups::list_for_team(&state.db, team_id).await?,
+    };
+    let ids: Vec<_> = groups.iter().map(|g| g.model_group_id).collect();
+    let models = db::model_groups::models_of(&state.db, &ids).await?;
+    Ok(JsonResponse(
+        groups
+            .into_iter()
+            .map(|group| {
+                let own = models
+                    .iter()
+                    .filter(|m| m.model_group_id == group.model_group_id)
+                    .cloned()
+                    .collect();
+                ModelGroupResponse::new(group, own)
+            })
+            .collect(),
+    ))
+}
+
+/// The group with this name, if the caller may see it (admin: any; team: granted ones).
+async fn visible_group(
+    state: &AppState,
+    caller: &Caller,
+    group_name: &str,
+) -> Result<ModelGroupRow, ApiError> {
+    let group = db::model_groups::find_by_name(&state.db, group_name)
+        .await?
+        .ok_or_else(|| group_not_found(group_name))?;
+    if let Some(team_id) = caller.team_id() {
+        if !db::model_groups::team_has_access(&state.db, team_id, group.model_group_id).await? {
+            return Err(group_not_found(group_name));
+        }
+    }
+    Ok(group)
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(group_name): Path<String>,
+) -> Result<JsonResponse<ModelGroupResponse>, ApiError> {
+    let group = visible_group(&state, &caller, &group_name).await?;
+    let models = db::model_groups::models_of(&state.db, &[group.model_group_id]).await?;
+    Ok(JsonResponse(ModelGroupResponse::new(group, models)))
+}
+
+async fn models(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(group_name): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let group = visible_group(&state, &caller, &group_name).await?;
+    let models = db::model_groups::models_of(&state.db, &[group.model_group_id]).await?;
+    let response = ModelGroupResponse::new(group, models);
+    Ok(JsonResponse(json!({
+        "group_name": response.group_name,
+        "models": response.models,
+    })))
+}
+
+#[tracing::instrument(skip_all, fields(group_name = %group_name))]
+async fn replace_models(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(group_name): Path<String>,
+    Json(body): Json<ReplaceModels>,
+) -> Result<JsonResponse<ModelGroupResponse>, ApiError> {
+    let models = match body {
+        ReplaceModels::List(models) | ReplaceModels::Object { models } => validate_models(models)?,
+    };
+    let mut tx = state.db.begin().await?;
+    let group = db::model_groups::find_by_name(&mut *tx, &group_name)
+        .await?
+        .ok_or_else(|| group_not_found(&group_name))?;
+    let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
+    let group = db::model_groups::find_by_name(&mut *tx, &group_name)
+        .await?
+        .ok_or_else(|| group_not_found(&group_name))?;
+    tx.commit().await?;
+    Ok(JsonResponse(ModelGroupResponse::new(group, models)))
+}
+
+#[tracing::instrument(skip_all, fields(group_name = %group_name))]
+async fn delete(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(group_name): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let group = db::model_groups::find_by_name(&state.db, &group_name)
+        .await?
+        .ok_or_else(|| group_not_found(&group_name))?;
+    let in_use = |teams: Vec<String>| {
+        ApiError::Conflict(format!(
+            "Model group '{group_name}' is assigned to team(s) {}; remove it from them first",
+            teams.join(", ")
+        ))
+    };
+    let teams = db::model_groups::teams_using(&state.db, group.model_group_id).await?;
+    if !teams.is_empty() {
+        return Err(in_use(teams));
+    }
+    match db::model_groups::delete(&state.db, group.model_group_id).await {
+        Ok(true) => Ok(JsonResponse(json!({
+            "group_name": group_name,
+            "message": format!("Model group '{group_name}' deleted successfully"),
+        }))),
+        Ok(false) => Err(group_not_found(&group_name)),
+        // A grant made between the check and the delete.
+        Err(e) if db::is_constraint_violation(&e, "team_model_groups_group_fkey") => {
+            let teams = db::model_groups::teams_using(&state.db, group.model_group_id).await?;
+            Err(in_use(teams))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ResolveQuery {
+    team_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ResolveResponse {
+    group_name: String,
+    primary_model: Option<String>,
+    fallback_models: Vec<String>,
+    team_has_access: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Which model the team should call for a group. A team without access gets
+/// `team_has_access: false` and no model names.
+async fn resolve(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(group_name): Path<String>,
+    Query(query): Query<ResolveQuery>,
+) -> Result<JsonResponse<ResolveResponse>, ApiError> {
+    let team_id = match (query.team_id, caller.team_id()) {
+        (Some(team_id), _) => team_id,
+        (None, Some(own)) => own.to_owned(),
+        (None, None) => {
+            return Err(ApiError::BadRequest(
+                "team_id query parameter is required".into(),
+            ));
+        }
+    };
+    caller.ensure_acts_for_team(&team_id)?;
+    if matches!(caller, Caller::Admin) && db::teams::find(&state.db, &team_id).await?.is_none() {
+        return Err(team_not_found(&team_id));
+    }
+    let group = db::model_groups::find_by_name(&state.db, &group_name)
+        .await?
+        .ok_or_else(|| group_not_found(&group_name))?;
+    if !db::model_groups::team_has_access(&state.db, &team_id, group.model_group_id).await? {
+        return Ok(JsonResponse(ResolveResponse {
+            group_name,
+            primary_model: None,
+            fallback_models: Vec::new(),
+            team_has_access: false,
+            error: Some(format!(
+                "Team '{team_id}' does not have access to model group '{}'",
+                group.group_name
+            )),
+        }));
+    }
+    let mut models = db::model_groups::models_of(&state.db, &[group.model_group_id])
+        .await?
+        .into_iter()
+        .map(|m| m.model_name);
+    Ok(JsonResponse(ResolveResponse {
+        group_name,
+        primary_model: models.next(),
+        fallback_models: models.collect(),
+        team_has_access: true,
+        error: None,
+    }))
+}
+
+fn group_not_found(group_name: &str) -> ApiError {
+    ApiError::NotFound(format!("Model group '{group_name}' not found"))
+}

@@ -1,0 +1,145 @@
+//! Organizations (admin): create, get, list teams.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Router, response::Json as JsonResponse};
+use chrono::{DateTime, Utc};
+use saasllm_shared::db;
+use saasllm_shared::db::organizations::OrganizationRow;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AdminAuth;
+use crate::error::ApiError;
+use crate::extract::{Json, Path};
+use crate::routes::validate;
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/organizations/create", post(create))
+        .route("/api/organizations/{organization_id}", get(show))
+        .route("/api/organizations/{organization_id}/teams", get(teams))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrganization {
+    organization_id: String,
+    name: String,
+    metadata: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+struct OrganizationResponse {
+    organization_id: String,
+    name: String,
+    status: String,
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<OrganizationRow> for OrganizationResponse {
+    fn from(row: OrganizationRow) -> Self {
+        Self {
+            organization_id: row.organization_id,
+            name: row.name,
+            status: row.status,
+            metadata: row.metadata,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(organization_id = %body.organization_id))]
+async fn create(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Json(body): Json<CreateOrganization>,
+) -> Result<JsonResponse<OrganizationResponse>, ApiError> {
+    validate::identifier("organization_id", &body.organization_id)?;
+    validate::non_blank("name", &body.name)?;
+    let metadata = validate::metadata(body.metadata)?;
+    let row = db::organizations::insert(
+        &state.db,
+        &body.organization_id,
+        body.name.trim(),
+        &metadata,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::from_db(e, |constraint| {
+            (constraint == "organizations_pkey").then(|| {
+                ApiError::Conflict(format!(
+                    "Organization '{}' already exists",
+                    body.organization_id
+                ))
+            })
+        })
+    })?;
+    Ok(JsonResponse(row.into()))
+}
+
+async fn show(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+) -> Result<JsonResponse<OrganizationResponse>, ApiError> {
+    let row = db::organizations::find(&state.db, &organization_id)
+        .await?
+        .ok_or_else(|| organization_not_found(&organization_id))?;
+    Ok(JsonResponse(row.into()))
+}
+
+#[derive(Serialize)]
+struct OrganizationTeams {
+    organization_id: String,
+    team_count: usize,
+    teams: Vec<OrganizationTeam>,
+}
+
+#[derive(Serialize)]
+struct OrganizationTeam {
+    team_id: String,
+    team_alias: Option<String>,
+    status: saasllm_shared::domain::status::TeamStatus,
+    model_groups: Vec<String>,
+    credits_allocated: i64,
+    credits_remaining: i64,
+    created_at: DateTime<Utc>,
+}
+
+async fn teams(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(organization_id): Path<String>,
+) -> Result<JsonResponse<OrganizationTeams>, ApiError> {
+    db::organizations::find(&state.db, &organization_id)
+        .await?
+        .ok_or_else(|| organization_not_found(&organization_id))?;
+    let rows = db::teams::list_by_organization(&state.db, &organization_id).await?;
+    let mut teams = Vec::with_capacity(rows.len());
+    for row in rows {
+        let balance = db::credits::find_balance(&state.db, &row.team_id).await?;
+        let model_groups = db::teams::model_group_names(&state.db, &row.team_id).await?;
+        teams.push(OrganizationTeam {
+            credits_allocated: balance.as_ref().map_or(0, |b| b.credits_allocated),
+            credits_remaining: balance.as_ref().map_or(0, |b| b.remaining()),
+            model_groups,
+            team_id: row.team_id,
+            team_alias: row.team_alias,
+            status: row.status,
+            created_at: row.created_at,
+        });
+    }
+    Ok(JsonResponse(OrganizationTeams {
+        organization_id,
+        team_count: teams.len(),
+        teams,
+    }))
+}
+
+fn organization_not_found(organization_id: &str) -> ApiError {
+    ApiError::NotFound(format!("Organization '{organization_id}' not found"))
+}

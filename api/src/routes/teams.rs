@@ -1,0 +1,331 @@
+//! Teams: create (with a virtual key shown once), get, grant model groups, suspend, resume, rotate key.
+
+use axum::Router;
+use axum::extract::State;
+use axum::response::Json as JsonResponse;
+use axum::routing::{get, post, put};
+use chrono::{DateTime, Utc};
+use saasllm_shared::db;
+use saasllm_shared::db::credits::{BalanceRow, TransactionType};
+use saasllm_shared::domain::keys;
+use saasllm_shared::domain::status::TeamStatus;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::auth::{AdminAuth, Caller, team_not_found};
+use crate::error::ApiError;
+use crate::extract::{Json, Path};
+use crate::routes::validate;
+use crate::state::AppState;
+
+/// Largest credit amount accepted in one request.
+pub const MAX_CREDITS_PER_REQUEST: i64 = 1_000_000_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/teams/create", post(create))
+        .route("/api/teams/{team_id}", get(show))
+        .route(
+            "/api/teams/{team_id}/model-groups",
+            put(assign_model_groups),
+        )
+        .route("/api/teams/{team_id}/suspend", post(suspend))
+        .route("/api/teams/{team_id}/resume", post(resume))
+        .route("/api/teams/{team_id}/rotate-key", post(rotate_key))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTeam {
+    organization_id: String,
+    team_id: String,
+    team_alias: Option<String>,
+    #[serde(default)]
+    model_groups: Vec<String>,
+    #[serde(default)]
+    credits_allocated: i64,
+    metadata: Option<serde_json::Value>,
+}
+
+/// The credit counters as the guide nests them under `credits`, plus the hold figures.
+#[derive(Serialize)]
+pub struct CreditsView {
+    pub credits_allocated: i64,
+    pub credits_used: i64,
+    pub credits_remaining: i64,
+    pub credits_reserved: i64,
+    pub credits_available: i64,
+    pub credit_limit: Option<i64>,
+    pub auto_refill: bool,
+}
+
+impl From<&BalanceRow> for CreditsView {
+    fn from(b: &BalanceRow) -> Self {
+        Self {
+            credits_allocated: b.credits_allocated,
+            credits_used: b.credits_used,
+            credits_remaining: b.remaining(),
+            credits_reserved: b.credits_reserved,
+            credits_available: b.available(),
+            credit_limit: b.credit_limit,
+            auto_refill: b.auto_refill,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CreatedTeam {
+    team_id: String,
+    organization_id: String,
+    team_alias: Option<String>,
+    status: TeamStatus,
+    model_groups: Vec<String>,
+    allowed_models: Vec<String>,
+    credits_allocated: i64,
+    credits_remaining: i64,
+    virtual_key: String,
+    key_prefix: String,
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+    message: &'static str,
+}
+
+/// Deduplicates group names (first occurrence wins) and resolves them to ids in that order;
+/// the first unknown name is a 404.
+async fn resolve_group_names(
+    conn: &mut PgConnection,
+    names: Vec<String>,
+) -> Result<(Vec<String>, Vec<Uuid>), ApiError> {
+    let mut unique: Vec<String> = Vec::with_capacity(names.len());
+    for name in names {
+        if !unique.contains(&name) {
+            unique.push(name);
+        }
+    }
+    let found = db::model_groups::find_ids_by_names(&mut *conn, &unique).await?;
+    let mut ids = Vec::with_capacity(unique.len());
+    for name in &unique {
+        let id = found
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(id, _)| *id)
+            .ok_or_else(|| ApiError::NotFound(format!("Model group '{name}' not found")))?;
+        ids.push(id);
+    }
+    Ok((unique, ids))
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %body.team_id))]
+async fn create(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Json(body): Json<CreateTeam>,
+) -> Result<JsonResponse<CreatedTeam>, ApiError> {
+    validate::identifier("team_id", &body.team_id)?;
+    validate::identifier("organization_id", &body.organization_id)?;
+    let metadata = validate::metadata(body.metadata)?;
+    if !(0..=MAX_CREDITS_PER_REQUEST).contains(&body.credits_allocated) {
+        return Err(ApiError::BadRequest(format!(
+            "credits_allocated must be between 0 and {MAX_CREDITS_PER_REQUEST}"
+        )));
+    }
+    let mut tx = state.db.begin().await?;
+    if db::organizations::find(&mut *tx, &body.organization_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound(format!(
+            "Organization '{}' not found",
+            body.organization_id
+        )));
+    }
+    let (group_names, group_ids) = resolve_group_names(&mut tx, body.model_groups).await?;
+    let team = db::teams::insert(
+        &mut tx,
+        &body.team_id,
+        &body.organization_id,
+        body.team_alias.as_deref(),
+        &metadata,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::from_db(e, |constraint| match constraint {
+            "teams_pkey" => Some(ApiError::Conflict(format!(
+                "Team '{}' already exists",
+                body.team_id
+            ))),
+            "teams_organization_fkey" => Some(ApiError::NotFound(format!(
+                "Organization '{}' not found",
+                body.organization_id
+            ))),
+            _ => None,
+        })
+    })?;
+    db::teams::replace_model_groups(&mut tx, &team.team_id, &group_ids).await?;
+    db::credits::create_balance(&mut tx, &team.team_id).await?;
+    let mut credits_remaining = 0;
+    if body.credits_allocated > 0 {
+        let (balance, _) = db::credits::allocate(
+            &mut tx,
+            &team.team_id,
+            body.credits_allocated,
+            TransactionType::Allocation,
+            Some("Initial allocation"),
+            &json!({}),
+        )
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("balance row missing right after insert"))?;
+        credits_remaining = balance.remaining();
+    }
+    let key = keys::generate();
+    db::keys::insert(&mut tx, &team.team_id, &key).await?;
+    let allowed_models = db::teams::allowed_models(&mut *tx, &team.team_id).await?;
+    tx.commit().await?;
+    tracing::info!(key_prefix = %key.display_prefix, "team created");
+    Ok(JsonResponse(CreatedTeam {
+        team_id: team.team_id,
+        organization_id: team.organization_id,
+        team_alias: team.team_alias,
+        status: team.status,
+        model_groups: group_names,
+        allowed_models,
+        credits_allocated: body.credits_allocated,
+        credits_remaining,
+        virtual_key: key.plain,
+        key_prefix: key.display_prefix,
+        metadata: team.metadata,
+        created_at: team.created_at,
+        message: "Team created successfully with LiteLLM integration",
+    }))
+}
+
+#[derive(Serialize)]
+struct TeamResponse {
+    team_id: String,
+    organization_id: String,
+    team_alias: Option<String>,
+    status: TeamStatus,
+    credits: CreditsView,
+    model_groups: Vec<String>,
+    allowed_models: Vec<String>,
+    key_prefix: Option<String>,
+    metadata: serde_json::Value,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<JsonResponse<TeamResponse>, ApiError> {
+    caller.ensure_can_see_team(&team_id)?;
+    let team = db::teams::find(&state.db, &team_id)
+        .await?
+        .ok_or_else(|| team_not_found(&team_id))?;
+    let balance = db::credits::find_balance(&state.db, &team_id)
+        .await?
+        .ok_or_else(|| team_not_found(&team_id))?;
+    let (model_groups, allowed_models, key_prefix) = tokio::try_join!(
+        db::teams::model_group_names(&state.db, &team_id),
+        db::teams::allowed_models(&state.db, &team_id),
+        db::keys::active_prefix(&state.db, &team_id),
+    )?;
+    Ok(JsonResponse(TeamResponse {
+        team_id: team.team_id,
+        organization_id: team.organization_id,
+        team_alias: team.team_alias,
+        status: team.status,
+        credits: CreditsView::from(&balance),
+        model_groups,
+        allowed_models,
+        key_prefix,
+        metadata: team.metadata,
+        created_at: team.created_at,
+        updated_at: team.updated_at,
+    }))
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team_id))]
+async fn assign_model_groups(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+    Json(names): Json<Vec<String>>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    if db::teams::find(&mut *tx, &team_id).await?.is_none() {
+        return Err(team_not_found(&team_id));
+    }
+    let (group_names, group_ids) = resolve_group_names(&mut tx, names).await?;
+    db::teams::replace_model_groups(&mut tx, &team_id, &group_ids).await?;
+    let allowed_models = db::teams::allowed_models(&mut *tx, &team_id).await?;
+    tx.commit().await?;
+    Ok(JsonResponse(json!({
+        "team_id": team_id,
+        "model_groups": group_names,
+        "allowed_models": allowed_models,
+        "message": "Model groups assigned successfully",
+    })))
+}
+
+async fn set_status(
+    state: &AppState,
+    team_id: &str,
+    status: TeamStatus,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let team = db::teams::set_status(&state.db, team_id, status)
+        .await?
+        .ok_or_else(|| team_not_found(team_id))?;
+    tracing::info!(team_id, ?status, "team status changed");
+    let verb = match status {
+        TeamStatus::Active => "resumed",
+        TeamStatus::Suspended => "suspended",
+    };
+    Ok(JsonResponse(json!({
+        "team_id": team.team_id,
+        "status": team.status,
+        "message": format!("Team '{}' {verb}", team.team_id),
+    })))
+}
+
+async fn suspend(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    set_status(&state, &team_id, TeamStatus::Suspended).await
+}
+
+async fn resume(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    set_status(&state, &team_id, TeamStatus::Active).await
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %team_id))]
+async fn rotate_key(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let mut tx = state.db.begin().await?;
+    if !db::teams::lock(&mut tx, &team_id).await? {
+        return Err(team_not_found(&team_id));
+    }
+    db::keys::revoke_active(&mut tx, &team_id).await?;
+    let key = keys::generate();
+    db::keys::insert(&mut tx, &team_id, &key).await?;
+    tx.commit().await?;
+    tracing::info!(key_prefix = %key.display_prefix, "virtual key rotated");
+    Ok(JsonResponse(json!({
+        "team_id": team_id,
+        "virtual_key": key.plain,
+        "key_prefix": key.display_prefix,
+        "message": "Virtual key rotated; the previous key no longer works",
+    })))
+}

@@ -1,0 +1,100 @@
+//! Settings shared by the API and the worker, read from environment variables (or flags) by clap.
+//! Each binary flattens the parts it needs; tests build these structs directly.
+
+use std::convert::Infallible;
+
+use secrecy::SecretString;
+
+use crate::domain::money::MicroUsd;
+
+/// Parses a secret flag or variable without ever echoing its value.
+pub fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
+    Ok(SecretString::from(value.to_owned()))
+}
+
+/// PostgreSQL, the source of truth.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseConfig {
+    /// PostgreSQL connection URL. The database is created if it does not exist, and migrations run at start.
+    #[arg(
+        id = "database_url",
+        long = "database-url",
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/saasllm",
+        value_parser = parse_secret
+    )]
+    pub url: SecretString,
+    /// Maximum connections in this process's PostgreSQL pool.
+    #[arg(
+        id = "database_max_connections",
+        long = "database-max-connections",
+        env = "DATABASE_MAX_CONNECTIONS",
+        default_value_t = 32
+    )]
+    pub max_connections: u32,
+}
+
+/// Redis, which carries call ids and wake-ups (never the only copy of anything).
+#[derive(Debug, Clone, clap::Args)]
+pub struct RedisConfig {
+    /// Redis connection URL.
+    #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = parse_secret)]
+    pub url: SecretString,
+    /// Prefix of every Redis key this deployment uses, so several deployments can share one Redis.
+    #[arg(long = "queue-name", env = "QUEUE_NAME", default_value = "saasllm")]
+    pub queue_name: String,
+}
+
+/// The OpenAI-compatible upstream (a LiteLLM proxy, or any compatible endpoint).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LlmConfig {
+    /// Base URL of the upstream; `/v1/chat/completions` is appended.
+    #[arg(
+        id = "llm_base_url",
+        long = "llm-base-url",
+        env = "LLM_BASE_URL",
+        default_value = "http://127.0.0.1:4000"
+    )]
+    pub base_url: String,
+    /// Bearer key sent to the upstream (for LiteLLM, its master key). Optional.
+    #[arg(id = "llm_api_key", long = "llm-api-key", env = "LLM_API_KEY", value_parser = parse_secret)]
+    pub api_key: Option<SecretString>,
+    /// Timeout of one upstream request, in seconds; a timeout moves to the next model of the group.
+    #[arg(
+        long = "llm-timeout-secs",
+        env = "LLM_TIMEOUT_SECS",
+        default_value_t = 120
+    )]
+    pub timeout_secs: u64,
+}
+
+/// How credits translate to money.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BillingConfig {
+    /// US dollars of LLM spend one credit buys on the OpenAI-compatible path (budget = credits x this).
+    #[arg(long = "usd-per-credit", env = "USD_PER_CREDIT", default_value = "0.10", value_parser = MicroUsd::parse_usd)]
+    pub usd_per_credit: MicroUsd,
+}
+
+/// Log output.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TelemetryConfig {
+    /// `text` for people, `json` for log pipelines.
+    #[arg(
+        long = "log-format",
+        env = "LOG_FORMAT",
+        default_value = "text",
+        value_enum
+    )]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `saasllm_api=debug,info`.
+    #[arg(long = "log-level", env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,173 @@
+//! Credit balances and the append-only credit ledger. Every balance change is one conditional
+//! UPDATE plus one ledger row, in the caller's transaction.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A team's counters.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BalanceRow {
+    pub team_id: String,
+    pub credits_allocated: i64,
+    pub credits_used: i64,
+    pub credits_reserved: i64,
+    pub credit_limit: Option<i64>,
+    pub auto_refill: bool,
+    pub spend_micro_usd: i64,
+    pub budget_reserved_micro_usd: i64,
+}
+
+impl BalanceRow {
+    /// Allocated minus used: what the guide calls `credits_remaining`.
+    pub fn remaining(&self) -> i64 {
+        self.credits_allocated - self.credits_used
+    }
+
+    /// Remaining minus the holds of open jobs.
+    pub fn available(&self) -> i64 {
+        self.remaining() - self.credits_reserved
+    }
+}
+
+/// Kind of a ledger row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum TransactionType {
+    Allocation,
+    Addition,
+    Deduction,
+    Refund,
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TransactionRow {
+    pub transaction_id: Uuid,
+    pub team_id: String,
+    pub transaction_type: TransactionType,
+    pub credits_amount: i64,
+    pub balance_after: i64,
+    pub reason: Option<String>,
+    pub job_id: Option<Uuid>,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+const BALANCE_COLUMNS: &str = "team_id, credits_allocated, credits_used, credits_reserved, credit_limit, \
+     auto_refill, spend_micro_usd, budget_reserved_micro_usd";
+const TRANSACTION_COLUMNS: &str = "transaction_id, team_id, transaction_type, credits_amount, balance_after, reason, job_id, metadata, created_at";
+
+/// Creates the balance row of a new team, with nothing allocated.
+pub async fn create_balance(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<()> {
+    sqlx::query("insert into credit_balances (team_id) values ($1)")
+        .bind(team_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A team's balance.
+pub async fn find_balance(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+) -> sqlx::Result<Option<BalanceRow>> {
+    sqlx::query_as(&format!(
+        "select {BALANCE_COLUMNS} from credit_balances where team_id = $1"
+    ))
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Adds `amount` credits and writes the ledger row. The UPDATE's row lock serialises concurrent
+/// additions, so each ledger row's `balance_after` follows from the previous one.
+/// Returns `None` when the team has no balance (unknown team).
+pub async fn allocate(
+    conn: &mut PgConnection,
+    team_id: &str,
+    amount: i64,
+    kind: TransactionType,
+    reason: Option<&str>,
+    metadata: &serde_json::Value,
+) -> sqlx::Result<Option<(BalanceRow, TransactionRow)>> {
+    let balance: Option<BalanceRow> = sqlx::query_as(&format!(
+        "update credit_balances set credits_allocated = credits_allocated + $2, updated_at = now()
+         where team_id = $1 returning {BALANCE_COLUMNS}"
+    ))
+    .bind(team_id)
+    .bind(amount)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(balance) = balance else {
+        return Ok(None);
+    };
+    let transaction = insert_transaction(
+        conn,
+        team_id,
+        kind,
+        amount,
+        balance.remaining(),
+        reason,
+        None,
+        metadata,
+    )
+    .await?;
+    Ok(Some((balance, transaction)))
+}
+
+/// Appends a ledger row.
+#[allow(clippy::too_many_arguments)]
+pub async fn insert_transaction(
+    conn: &mut PgConnection,
+    team_id: &str,
+    kind: TransactionType,
+    amount: i64,
+    balance_after: i64,
+    reason: Option<&str>,
+    job_id: Option<Uuid>,
+    metadata: &serde_json::Value,
+) -> sqlx::Result<TransactionRow> {
+    sqlx::query_as(&format!(
+        "insert into credit_transactions
+             (transaction_id, team_id, transaction_type, credits_amount, balance_after, reason, job_id, metadata)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {TRANSACTION_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(team_id)
+    .bind(kind)
+    .bind(amount)
+    .bind(balance_after)
+    .bind(reason)
+    .bind(job_id)
+    .bind(metadata)
+    .fetch_one(conn)
+    .await
+}
+
+/// A page of the team's ledger, newest first.
+pub async fn list_transactions(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<Vec<TransactionRow>> {
+    sqlx::query_as(&format!(
+        "select {TRANSACTION_COLUMNS} from credit_transactions where team_id = $1
+         order by seq desc limit $2 offset $3"
+    ))
+    .bind(team_id)
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db)
+    .await
+}
+
+/// How many ledger rows the team has.
+pub async fn count_transactions(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("select count(*) from credit_transactions where team_id = $1")
+        .bind(team_id)
+        .fetch_one(db)
+        .await
+}

@@ -1,0 +1,69 @@
+//! Virtual keys: hashes only, one active key per team.
+
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::keys::NewVirtualKey;
+use crate::domain::status::TeamStatus;
+
+/// Who a presented key belongs to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyOwner {
+    pub team_id: String,
+    pub organization_id: String,
+    pub status: TeamStatus,
+}
+
+/// Stores a new key for the team.
+pub async fn insert(
+    conn: &mut PgConnection,
+    team_id: &str,
+    key: &NewVirtualKey,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into virtual_keys (key_id, team_id, key_hash, key_prefix) values ($1, $2, $3, $4)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(team_id)
+    .bind(&key.hash)
+    .bind(&key.display_prefix)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Revokes the team's active key, if any.
+pub async fn revoke_active(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "update virtual_keys set revoked_at = now() where team_id = $1 and revoked_at is null",
+    )
+    .bind(team_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The owner of an active key with this hash.
+pub async fn find_owner(
+    db: impl PgExecutor<'_>,
+    key_hash: &[u8],
+) -> sqlx::Result<Option<KeyOwner>> {
+    sqlx::query_as(
+        "select t.team_id, t.organization_id, t.status
+         from virtual_keys k join teams t using (team_id)
+         where k.key_hash = $1 and k.revoked_at is null",
+    )
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// The display prefix of the team's active key.
+pub async fn active_prefix(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "select key_prefix from virtual_keys where team_id = $1 and revoked_at is null",
+    )
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,74 @@
+//! Every SQL statement of the service. Functions take an executor or a connection so that the
+//! caller owns the transaction; row structs stay here and are mapped to wire types by the API.
+
+pub mod credits;
+pub mod keys;
+pub mod model_groups;
+pub mod organizations;
+pub mod teams;
+
+use std::time::Duration;
+
+use secrecy::ExposeSecret;
+use sqlx::migrate::MigrateDatabase;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres};
+
+use crate::config::DatabaseConfig;
+
+/// The schema migrations, embedded in the binaries.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Creates the database if it is missing, opens a pool and applies pending migrations.
+/// Several processes may start at once: creation tolerates a concurrent creator and the migrator
+/// takes an advisory lock.
+pub async fn connect_and_migrate(config: &DatabaseConfig) -> anyhow::Result<PgPool> {
+    let url = config.url.expose_secret();
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {e}"))?;
+    if !Postgres::database_exists(url)
+        .await
+        .map_err(describe_connect_error)?
+    {
+        if let Err(error) = Postgres::create_database(url).await {
+            let already_exists = error
+                .as_database_error()
+                .and_then(|e| e.code())
+                .is_some_and(|code| code == "42P04");
+            if !already_exists {
+                return Err(describe_connect_error(error));
+            }
+        }
+        tracing::info!(
+            database = options.get_database().unwrap_or_default(),
+            "created database"
+        );
+    }
+    let pool = pool_options(config)
+        .connect_with(options.log_statements(tracing::log::LevelFilter::Debug))
+        .await
+        .map_err(describe_connect_error)?;
+    MIGRATOR.run(&pool).await?;
+    Ok(pool)
+}
+
+/// Pool settings shared by the binaries and the tests.
+pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .min_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+}
+
+fn describe_connect_error(error: sqlx::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot reach PostgreSQL (check DATABASE_URL): {error}")
+}
+
+/// Whether the error is a violation of the named constraint.
+pub fn is_constraint_violation(error: &sqlx::Error, constraint: &str) -> bool {
+    error
+        .as_database_error()
+        .and_then(|e| e.constraint())
+        .is_some_and(|name| name == constraint)
+}

@@ -1,0 +1,193 @@
+//! Model groups: a name mapped to a priority-ordered list of models.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+/// A stored model group (without its models).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ModelGroupRow {
+    pub model_group_id: Uuid,
+    pub group_name: String,
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub status: String,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One model of a group.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ModelEntryRow {
+    pub model_group_id: Uuid,
+    pub priority: i32,
+    pub model_name: String,
+    pub config: serde_json::Value,
+}
+
+/// A model to store in a group.
+#[derive(Debug, Clone)]
+pub struct NewModelEntry {
+    pub model_name: String,
+    pub priority: i32,
+    pub config: serde_json::Value,
+}
+
+const GROUP_COLUMNS: &str = "model_group_id, group_name, display_name, description, status, metadata, created_at, updated_at";
+
+/// Inserts a group; a duplicate name violates `model_groups_group_name_key`.
+pub async fn insert(
+    conn: &mut PgConnection,
+    group_name: &str,
+    display_name: Option<&str>,
+    description: Option<&str>,
+    metadata: &serde_json::Value,
+) -> sqlx::Result<ModelGroupRow> {
+    sqlx::query_as(&format!(
+        "insert into model_groups (model_group_id, group_name, display_name, description, metadata)
+         values ($1, $2, $3, $4, $5) returning {GROUP_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(group_name)
+    .bind(display_name)
+    .bind(description)
+    .bind(metadata)
+    .fetch_one(conn)
+    .await
+}
+
+/// Replaces the whole model list of a group (in the caller's transaction).
+pub async fn replace_models(
+    conn: &mut PgConnection,
+    model_group_id: Uuid,
+    models: &[NewModelEntry],
+) -> sqlx::Result<Vec<ModelEntryRow>> {
+    sqlx::query("delete from model_group_models where model_group_id = $1")
+        .bind(model_group_id)
+        .execute(&mut *conn)
+        .await?;
+    let names: Vec<&str> = models.iter().map(|m| m.model_name.as_str()).collect();
+    let priorities: Vec<i32> = models.iter().map(|m| m.priority).collect();
+    let configs: Vec<serde_json::Value> = models.iter().map(|m| m.config.clone()).collect();
+    sqlx::query("update model_groups set updated_at = now() where model_group_id = $1")
+        .bind(model_group_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query_as(
+        "insert into model_group_models (model_group_id, model_name, priority, config)
+         select $1, name, priority, config
+         from unnest($2::text[], $3::int4[], $4::jsonb[]) as t(name, priority, config)
+         returning model_group_id, priority, model_name, config",
+    )
+    .bind(model_group_id)
+    .bind(&names)
+    .bind(&priorities)
+    .bind(&configs)
+    .fetch_all(conn)
+    .await
+    .map(|mut rows: Vec<ModelEntryRow>| {
+        rows.sort_by_key(|m| m.priority);
+        rows
+    })
+}
+
+/// Every group, by name.
+pub async fn list_all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ModelGroupRow>> {
+    sqlx::query_as(&format!(
+        "select {GROUP_COLUMNS} from model_groups order by group_name"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+/// The groups granted to one team, by name.
+pub async fn list_for_team(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+) -> sqlx::Result<Vec<ModelGroupRow>> {
+    sqlx::query_as(&format!(
+        "select {GROUP_COLUMNS} from model_groups
+         where model_group_id in (select model_group_id from team_model_groups where team_id = $1)
+         order by group_name"
+    ))
+    .bind(team_id)
+    .fetch_all(db)
+    .await
+}
+
+/// One group by its name.
+pub async fn find_by_name(
+    db: impl PgExecutor<'_>,
+    group_name: &str,
+) -> sqlx::Result<Option<ModelGroupRow>> {
+    sqlx::query_as(&format!(
+        "select {GROUP_COLUMNS} from model_groups where group_name = $1"
+    ))
+    .bind(group_name)
+    .fetch_optional(db)
+    .await
+}
+
+/// Groups among `names` that exist, as (id, name).
+pub async fn find_ids_by_names(
+    db: impl PgExecutor<'_>,
+    names: &[String],
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as("select model_group_id, group_name from model_groups where group_name = any($1)")
+        .bind(names)
+        .fetch_all(db)
+        .await
+}
+
+/// The models of the given groups, ordered by group then priority.
+pub async fn models_of(
+    db: impl PgExecutor<'_>,
+    group_ids: &[Uuid],
+) -> sqlx::Result<Vec<ModelEntryRow>> {
+    sqlx::query_as(
+        "select model_group_id, priority, model_name, config from model_group_models
+         where model_group_id = any($1) order by model_group_id, priority",
+    )
+    .bind(group_ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes a group; a group still granted to a team violates `team_model_groups_group_fkey`.
+/// Returns whether a group was deleted.
+pub async fn delete(db: impl PgExecutor<'_>, model_group_id: Uuid) -> sqlx::Result<bool> {
+    let result = sqlx::query("delete from model_groups where model_group_id = $1")
+        .bind(model_group_id)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Whether the team holds a grant to the group.
+pub async fn team_has_access(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    model_group_id: Uuid,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from team_model_groups where team_id = $1 and model_group_id = $2)",
+    )
+    .bind(team_id)
+    .bind(model_group_id)
+    .fetch_one(db)
+    .await
+}
+
+/// The teams holding a grant to the group, for the 409 message on delete.
+pub async fn teams_using(
+    db: impl PgExecutor<'_>,
+    model_group_id: Uuid,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select team_id from team_model_groups where model_group_id = $1 order by team_id limit 10",
+    )
+    .bind(model_group_id)
+    .fetch_all(db)
+    .await
+}

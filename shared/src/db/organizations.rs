@@ -1,0 +1,47 @@
+//! Organizations: the top of the tenancy tree.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// A stored organization.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrganizationRow {
+    pub organization_id: String,
+    pub name: String,
+    pub status: String,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Inserts an organization; a duplicate id violates `organizations_pkey`.
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    organization_id: &str,
+    name: &str,
+    metadata: &serde_json::Value,
+) -> sqlx::Result<OrganizationRow> {
+    sqlx::query_as(
+        "insert into organizations (organization_id, name, metadata) values ($1, $2, $3)
+         returning organization_id, name, status, metadata, created_at, updated_at",
+    )
+    .bind(organization_id)
+    .bind(name)
+    .bind(metadata)
+    .fetch_one(db)
+    .await
+}
+
+/// One organization by id.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    organization_id: &str,
+) -> sqlx::Result<Option<OrganizationRow>> {
+    sqlx::query_as(
+        "select organization_id, name, status, metadata, created_at, updated_at
+         from organizations where organization_id = $1",
+    )
+    .bind(organization_id)
+    .fetch_optional(db)
+    .await
+}

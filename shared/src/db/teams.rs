@@ -1,0 +1,146 @@
+//! Teams and their model-group grants.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::status::TeamStatus;
+
+/// A stored team.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TeamRow {
+    pub team_id: String,
+    pub organization_id: String,
+    pub team_alias: Option<String>,
+    pub status: TeamStatus,
+    pub metadata: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const TEAM_COLUMNS: &str =
+    "team_id, organization_id, team_alias, status, metadata, created_at, updated_at";
+
+/// Inserts a team; violates `teams_pkey` on a duplicate id and `teams_organization_fkey` for an
+/// unknown organization.
+pub async fn insert(
+    conn: &mut PgConnection,
+    team_id: &str,
+    organization_id: &str,
+    team_alias: Option<&str>,
+    metadata: &serde_json::Value,
+) -> sqlx::Result<TeamRow> {
+    sqlx::query_as(&format!(
+        "insert into teams (team_id, organization_id, team_alias, metadata) values ($1, $2, $3, $4)
+         returning {TEAM_COLUMNS}"
+    ))
+    .bind(team_id)
+    .bind(organization_id)
+    .bind(team_alias)
+    .bind(metadata)
+    .fetch_one(conn)
+    .await
+}
+
+/// One team by id.
+pub async fn find(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<TeamRow>> {
+    sqlx::query_as(&format!(
+        "select {TEAM_COLUMNS} from teams where team_id = $1"
+    ))
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Locks the team row for the rest of the transaction (so that, for example, two key rotations
+/// run one after the other). Returns whether the team exists.
+pub async fn lock(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<bool> {
+    let found: Option<String> =
+        sqlx::query_scalar("select team_id from teams where team_id = $1 for no key update")
+            .bind(team_id)
+            .fetch_optional(conn)
+            .await?;
+    Ok(found.is_some())
+}
+
+/// The teams of an organization, by id.
+pub async fn list_by_organization(
+    db: impl PgExecutor<'_>,
+    organization_id: &str,
+) -> sqlx::Result<Vec<TeamRow>> {
+    sqlx::query_as(&format!(
+        "select {TEAM_COLUMNS} from teams where organization_id = $1 order by team_id"
+    ))
+    .bind(organization_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Sets the status; `None` when the team does not exist.
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    status: TeamStatus,
+) -> sqlx::Result<Option<TeamRow>> {
+    sqlx::query_as(&format!(
+        "update teams set status = $2, updated_at = now() where team_id = $1 returning {TEAM_COLUMNS}"
+    ))
+    .bind(team_id)
+    .bind(status)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces the team's grants with `group_ids`, in that order.
+pub async fn replace_model_groups(
+    conn: &mut PgConnection,
+    team_id: &str,
+    group_ids: &[Uuid],
+) -> sqlx::Result<()> {
+    sqlx::query("delete from team_model_groups where team_id = $1")
+        .bind(team_id)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "insert into team_model_groups (team_id, model_group_id, position)
+         select $1, id, (ord - 1)::int from unnest($2::uuid[]) with ordinality as t(id, ord)",
+    )
+    .bind(team_id)
+    .bind(group_ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("update teams set updated_at = now() where team_id = $1")
+        .bind(team_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The names of the team's groups, in grant order.
+pub async fn model_group_names(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select g.group_name from team_model_groups t join model_groups g using (model_group_id)
+         where t.team_id = $1 order by t.position",
+    )
+    .bind(team_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The models the team may call directly: the union of its groups' models, first occurrence
+/// first (grant order, then priority), without duplicates.
+pub async fn allowed_models(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select model_name from (
+             select m.model_name, min(array[t.position, m.priority]) as first_seen
+             from team_model_groups t join model_group_models m using (model_group_id)
+             where t.team_id = $1 group by m.model_name
+         ) models order by first_seen, model_name",
+    )
+    .bind(team_id)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,5 @@
+//! Domain types and pure rules: keys, money, states.
+
+pub mod keys;
+pub mod money;
+pub mod status;

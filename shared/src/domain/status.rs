@@ -1,0 +1,103 @@
+//! Lifecycle states of teams, jobs and calls, as stored in PostgreSQL.
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a team's key is accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum TeamStatus {
+    Active,
+    Suspended,
+}
+
+/// A job's lifecycle: pending -> in_progress -> (completing ->) completed | failed, or expired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    InProgress,
+    Completing,
+    Completed,
+    Failed,
+    Expired,
+}
+
+impl JobStatus {
+    /// Every status, for error messages and filters.
+    pub const ALL: [JobStatus; 6] = [
+        JobStatus::Pending,
+        JobStatus::InProgress,
+        JobStatus::Completing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Expired,
+    ];
+
+    /// The stored and wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::InProgress => "in_progress",
+            JobStatus::Completing => "completing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Expired => "expired",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// Whether no more calls may be added.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completing | JobStatus::Completed | JobStatus::Failed | JobStatus::Expired
+        )
+    }
+}
+
+/// A call's lifecycle: queued -> running -> succeeded | failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum CallStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl CallStatus {
+    /// Whether the call has its final result.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, CallStatus::Succeeded | CallStatus::Failed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_status_names_round_trip() {
+        for status in JobStatus::ALL {
+            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, status.as_str());
+        }
+        assert_eq!(JobStatus::parse("done"), None);
+    }
+
+    #[test]
+    fn only_open_jobs_accept_calls() {
+        assert!(!JobStatus::Pending.is_finished());
+        assert!(!JobStatus::InProgress.is_finished());
+        assert!(JobStatus::Completing.is_finished());
+        assert!(JobStatus::Expired.is_finished());
+    }
+}
