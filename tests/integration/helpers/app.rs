@@ -1,0 +1,192 @@
+//! `spawn_app` and typed helpers for the control-plane endpoints.
+
+use std::net::SocketAddr;
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use saasllm_api::Application;
+use saasllm_api::startup::ApiSettings;
+use saasllm_shared::config::RedisConfig;
+use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::redis_conn::RedisHandle;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+/// The admin key every test app is built with.
+pub const ADMIN_KEY: &str = "test-admin-key";
+
+/// A running API over the test's database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub db: PgPool,
+    pub client: reqwest::Client,
+}
+
+/// Redis URL for tests (`REDIS_URL`, default the local server).
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// Starts the API on 127.0.0.1:0 with its own Redis namespace.
+pub async fn spawn_app(db: PgPool) -> TestApp {
+    spawn_app_with(db, &redis_url(), 64 * 1024).await
+}
+
+/// Starts the API with a given Redis URL and body limit.
+pub async fn spawn_app_with(db: PgPool, redis_url: &str, max_body_bytes: usize) -> TestApp {
+    let redis = RedisHandle::new(&RedisConfig {
+        url: SecretString::from(redis_url.to_owned()),
+        queue_name: format!("test-{}", uuid::Uuid::new_v4()),
+    })
+    .expect("valid redis url");
+    let settings = ApiSettings {
+        admin_api_key: SecretString::from(ADMIN_KEY.to_owned()),
+        max_body_bytes,
+        usd_per_credit: MicroUsd(100_000),
+    };
+    let app = Application::build_with(db.clone(), redis, settings, "127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("API builds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        addr,
+        db,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// A request with no credentials.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// A request with the admin key (`X-Admin-Key`).
+    pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).header("X-Admin-Key", ADMIN_KEY)
+    }
+
+    /// A request with a bearer key.
+    pub fn with_key(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.anonymous(method, path).bearer_auth(key)
+    }
+
+    pub async fn create_org(&self, organization_id: &str) -> Value {
+        let body = json!({"organization_id": organization_id, "name": format!("Org {organization_id}")});
+        ok_json(self.admin(Method::POST, "/api/organizations/create").json(&body).send().await).await
+    }
+
+    /// Creates a group whose models are tried in the given order.
+    pub async fn create_group(&self, group_name: &str, models: &[&str]) -> Value {
+        let models: Vec<Value> = models
+            .iter()
+            .enumerate()
+            .map(|(i, m)| json!({"model_name": m, "priority": i}))
+            .collect();
+        let body = json!({"group_name": group_name, "models": models});
+        ok_json(self.admin(Method::POST, "/api/model-groups/create").json(&body).send().await).await
+    }
+
+    /// Creates a team (its organization must exist) and returns the response with `virtual_key`.
+    pub async fn create_team(&self, organization_id: &str, team_id: &str, groups: &[&str], credits: i64) -> Value {
+        let body = json!({
+            "organization_id": organization_id,
+            "team_id": team_id,
+            "model_groups": groups,
+            "credits_allocated": credits,
+        });
+        ok_json(self.admin(Method::POST, "/api/teams/create").json(&body).send().await).await
+    }
+
+    /// An organization, a group `ChatAgent` and a team with `credits`; returns the team's key.
+    pub async fn team_with_key(&self, team_id: &str, credits: i64) -> String {
+        let org = format!("org_{team_id}");
+        self.create_org(&org).await;
+        let groups = if self.group_exists("ChatAgent").await { vec!["ChatAgent"] } else {
+            self.create_group("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]).await;
+            vec!["ChatAgent"]
+        };
+        let team = self.create_team(&org, team_id, &groups, credits).await;
+        team["virtual_key"].as_str().expect("virtual_key").to_owned()
+    }
+
+    async fn group_exists(&self, name: &str) -> bool {
+        self.admin(Method::GET, &format!("/api/model-groups/{name}"))
+            .send()
+            .await
+            .expect("request")
+            .status()
+            == StatusCode::OK
+    }
+}
+
+/// Asserts a 200 and returns the JSON body.
+pub async fn ok_json(response: reqwest::Result<Response>) -> Value {
+    let response = response.expect("request sent");
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON body");
+    assert_eq!(status, StatusCode::OK, "unexpected status, body: {body}");
+    body
+}
+
+/// Asserts the status and a `{"detail": "..."}` body; returns the detail.
+pub async fn error_detail(response: reqwest::Result<Response>, expected: StatusCode) -> String {
+    let response = response.expect("request sent");
+    let status = response.status();
+    let text = response.text().await.expect("body");
+    assert_eq!(status, expected, "unexpected status, body: {text}");
+    let body: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    body["detail"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no detail in {body}"))
+        .to_owned()
+}
+
+/// Asserts the ledger invariants of one team: `credits_used` equals the sum of deductions,
+/// `credits_allocated` the sum of allocations and additions, `credits_reserved` the open holds, and
+/// `balance_after` follows from row to row.
+pub async fn assert_ledger_consistent(db: &PgPool, team_id: &str) {
+    let (allocated, used, reserved): (i64, i64, i64) = sqlx::query_as(
+        "select credits_allocated, credits_used, credits_reserved from credit_balances where team_id = $1",
+    )
+    .bind(team_id)
+    .fetch_one(db)
+    .await
+    .expect("balance");
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "select transaction_type, credits_amount, balance_after from credit_transactions where team_id = $1 order by seq",
+    )
+    .bind(team_id)
+    .fetch_all(db)
+    .await
+    .expect("ledger");
+    let mut remaining = 0;
+    let (mut added, mut deducted) = (0, 0);
+    for (kind, amount, balance_after) in &rows {
+        match kind.as_str() {
+            "allocation" | "addition" => {
+                added += amount;
+                remaining += amount;
+            }
+            "deduction" => {
+                deducted += amount;
+                remaining -= amount;
+            }
+            other => panic!("unexpected ledger row kind {other}"),
+        }
+        assert_eq!(*balance_after, remaining, "balance_after chain broken in {rows:?}");
+    }
+    assert_eq!(allocated, added, "credits_allocated != allocations in ledger");
+    assert_eq!(used, deducted, "credits_used != deductions in ledger");
+    let holds: i64 = sqlx::query_scalar("select count(*) from jobs where team_id = $1 and credit_hold = 'held'")
+        .bind(team_id)
+        .fetch_one(db)
+        .await
+        .expect("holds");
+    assert_eq!(reserved, holds, "credits_reserved != open holds");
+}
