@@ -176,6 +176,8 @@ create table llm_calls (
     latency_ms        bigint,
     error             text,
     created_at        timestamptz not null default now(),
+    -- last time the id was pushed to Redis; the reconciler re-pushes what Redis has lost
+    enqueued_at       timestamptz not null default now(),
     started_at        timestamptz,
     finished_at       timestamptz,
     constraint llm_calls_job_fkey foreign key (job_id) references jobs (job_id),
@@ -183,7 +185,8 @@ create table llm_calls (
     constraint llm_calls_status_check check (status in ('queued', 'running', 'succeeded', 'failed'))
 );
 create index llm_calls_job_idx on llm_calls (job_id, created_at);
-create index llm_calls_unfinished_idx on llm_calls (status, lease_expires_at) where status in ('queued', 'running');
+create index llm_calls_running_lease_idx on llm_calls (lease_expires_at) where status = 'running';
+create index llm_calls_queued_idx on llm_calls (enqueued_at) where status = 'queued';
 
 create table llm_call_attempts (
     attempt_id   bigint generated always as identity primary key,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use saasllm_shared::config::{
     BillingConfig, DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig, parse_secret,
 };
+use saasllm_worker::WorkerOptions;
 use secrecy::SecretString;
 
 /// Everything the API process reads at start.
@@ -25,6 +26,29 @@ pub struct ApiConfig {
     /// Largest accepted request body, in bytes.
     #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Jobs not completed within this many seconds expire and release their credit hold.
+    #[arg(long = "job-ttl-secs", env = "JOB_TTL_SECS", default_value_t = 86_400)]
+    pub job_ttl_secs: u64,
+    /// How long a synchronous llm-call waits for its result before answering 504 (the call goes on).
+    #[arg(
+        long = "sync-call-timeout-secs",
+        env = "SYNC_CALL_TIMEOUT_SECS",
+        default_value_t = 300
+    )]
+    pub sync_call_timeout_secs: u64,
+    /// How long complete waits for a job's unfinished calls before answering 202 `completing`.
+    #[arg(
+        long = "complete-wait-secs",
+        env = "COMPLETE_WAIT_SECS",
+        default_value_t = 30
+    )]
+    pub complete_wait_secs: u64,
+    /// Run queue workers inside the API process (the all-in-one mode). Set to false when running
+    /// `saasllm-worker` processes separately.
+    #[arg(long = "embedded-worker", env = "EMBEDDED_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
+    pub embedded_worker: bool,
+    #[command(flatten)]
+    pub worker: WorkerOptions,
     #[command(flatten)]
     pub database: DatabaseConfig,
     #[command(flatten)]

@@ -22,15 +22,30 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+/// The raw body bytes, with the same `{"detail": ...}` rejections as `Json` (413 over the limit).
+pub struct RawBody(pub Bytes);
+
+impl<S> FromRequest<S> for RawBody
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let limit = req
             .extensions()
             .get::<BodyLimit>()
             .map(|l| l.0)
             .unwrap_or(0);
-        let bytes = Bytes::from_request(req, state)
+        Bytes::from_request(req, state)
             .await
-            .map_err(|e| body_error(e, limit))?;
-        parse_json(&bytes).map(Json)
+            .map(RawBody)
+            .map_err(|e| body_error(e, limit))
     }
 }
 

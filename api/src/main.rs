@@ -1,13 +1,13 @@
 //! `saasllm-api`: parse configuration, start tracing, build, serve until SIGTERM.
 
 use clap::Parser;
-use saasllm_api::{ApiConfig, Application, startup};
+use saasllm_api::{ApiConfig, Application};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
     saasllm_shared::telemetry::init(&config.telemetry);
     let app = Application::build(&config).await?;
-    app.run_until(startup::shutdown_signal()).await?;
+    app.run_until(saasllm_shared::shutdown::signal()).await?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Request};
@@ -10,10 +11,13 @@ use axum::response::{IntoResponse, Response};
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
+use saasllm_worker::upstream::Upstream;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
@@ -22,6 +26,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
+use crate::notify::Notifier;
 use crate::routes;
 use crate::state::{AppState, Settings};
 
@@ -33,12 +38,34 @@ pub struct ApiSettings {
     pub admin_api_key: SecretString,
     pub max_body_bytes: usize,
     pub usd_per_credit: MicroUsd,
+    pub job_ttl: Duration,
+    pub sync_call_timeout: Duration,
+    pub complete_wait: Duration,
+}
+
+impl ApiSettings {
+    /// Defaults for everything but the admin key (tests and embedders adjust fields).
+    pub fn new(admin_api_key: SecretString) -> Self {
+        Self {
+            admin_api_key,
+            max_body_bytes: 2 * 1024 * 1024,
+            usd_per_credit: MicroUsd(100_000),
+            job_ttl: Duration::from_secs(86_400),
+            sync_call_timeout: Duration::from_secs(300),
+            complete_wait: Duration::from_secs(30),
+        }
+    }
 }
 
 /// A bound, not yet serving, API.
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// In-process workers of the all-in-one mode, stopped after the server.
+    embedded_worker: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<anyhow::Result<()>>,
+    )>,
 }
 
 impl Application {
@@ -54,8 +81,25 @@ impl Application {
             admin_api_key,
             max_body_bytes: config.max_body_bytes,
             usd_per_credit: config.billing.usd_per_credit,
+            job_ttl: Duration::from_secs(config.job_ttl_secs),
+            sync_call_timeout: Duration::from_secs(config.sync_call_timeout_secs),
+            complete_wait: Duration::from_secs(config.complete_wait_secs),
         };
-        Self::build_with(pool, redis, settings, config.bind_addr).await
+        let mut app =
+            Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
+        if config.embedded_worker {
+            let upstream = Upstream::new(&config.llm)?;
+            let cancel = CancellationToken::new();
+            let handle = tokio::spawn(saasllm_worker::run(
+                pool,
+                redis,
+                upstream,
+                config.worker.clone(),
+                cancel.clone(),
+            ));
+            app.embedded_worker = Some((cancel, handle));
+        }
+        Ok(app)
     }
 
     /// Binds an API over existing connections (tests use port 0).
@@ -69,16 +113,22 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
         let state = AppState {
+            notifier: Notifier::start(pool.clone()),
+            queue: CallQueue::new(redis.clone()),
             db: pool,
             redis,
             settings: Arc::new(Settings {
                 admin_key_hash: keys::hash(settings.admin_api_key.expose_secret()),
                 usd_per_credit: settings.usd_per_credit,
+                job_ttl: settings.job_ttl,
+                sync_call_timeout: settings.sync_call_timeout,
+                complete_wait: settings.complete_wait,
             }),
         };
         Ok(Self {
             listener,
             router: router(state, settings.max_body_bytes),
+            embedded_worker: None,
         })
     }
 
@@ -89,15 +139,21 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish and stops the
+    /// embedded workers (which finish their in-flight calls).
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "API listening");
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        if let Some((cancel, handle)) = self.embedded_worker {
+            cancel.cancel();
+            handle.await??;
+        }
+        Ok(served?)
     }
 }
 
@@ -159,30 +215,4 @@ fn generated_admin_key() -> SecretString {
          Send it as 'X-Admin-Key: <key>' or 'Authorization: Bearer <key>'. Set ADMIN_API_KEY to keep one across restarts.\n"
     );
     SecretString::from(key)
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutdown signal received");
 }

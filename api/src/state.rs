@@ -2,15 +2,22 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use sqlx::PgPool;
+
+use crate::notify::Notifier;
 
 /// Shared application state; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
     pub redis: RedisHandle,
+    pub queue: CallQueue,
+    pub notifier: Arc<Notifier>,
     pub settings: Arc<Settings>,
 }
 
@@ -19,4 +26,7 @@ pub struct Settings {
     /// SHA-256 of the admin key; compared in constant time.
     pub admin_key_hash: Vec<u8>,
     pub usd_per_credit: MicroUsd,
+    pub job_ttl: Duration,
+    pub sync_call_timeout: Duration,
+    pub complete_wait: Duration,
 }

@@ -4,7 +4,9 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod queue;
 pub mod redis_conn;
+pub mod shutdown;
 pub mod telemetry;
 
 pub use db::MIGRATOR;

@@ -60,3 +60,18 @@ impl RedisHandle {
             .map_err(|_| "timed out".to_owned())?
     }
 }
+
+impl RedisHandle {
+    /// A connection of its own, for blocking commands (BRPOP) that would stall a shared one.
+    pub async fn dedicated_connection(
+        &self,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(response_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+    }
+}

@@ -11,7 +11,11 @@ use crate::helpers::spawn_app;
 async fn health_is_ok_when_postgres_and_redis_answer(db: PgPool) {
     let app = spawn_app(db).await;
 
-    let response = app.anonymous(Method::GET, "/health").send().await.expect("request");
+    let response = app
+        .anonymous(Method::GET, "/health")
+        .send()
+        .await
+        .expect("request");
 
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().contains_key("x-request-id"));
@@ -26,7 +30,11 @@ async fn health_is_503_when_redis_is_unreachable(db: PgPool) {
     // Nothing listens on port 1.
     let app = spawn_app_with(db, "redis://127.0.0.1:1", 1024).await;
 
-    let response = app.anonymous(Method::GET, "/health").send().await.expect("request");
+    let response = app
+        .anonymous(Method::GET, "/health")
+        .send()
+        .await
+        .expect("request");
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = response.json().await.expect("json");
@@ -40,7 +48,11 @@ async fn health_is_503_when_postgres_is_gone(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     db.close().await;
 
-    let response = app.anonymous(Method::GET, "/health").send().await.expect("request");
+    let response = app
+        .anonymous(Method::GET, "/health")
+        .send()
+        .await
+        .expect("request");
 
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = response.json().await.expect("json");

@@ -3,9 +3,12 @@
 mod helpers;
 
 mod auth;
+mod calls;
 mod credits;
 mod health;
+mod jobs;
 mod model_groups;
 mod organizations;
+mod queue;
 mod request_errors;
 mod teams;

@@ -12,8 +12,19 @@ async fn creates_and_gets_an_organization_in_the_guide_shape(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     let body = json!({"organization_id": "org_your_company", "name": "Your Company", "metadata": {"tier": "premium"}});
 
-    let created = ok_json(app.admin(Method::POST, "/api/organizations/create").json(&body).send().await).await;
-    let fetched = ok_json(app.admin(Method::GET, "/api/organizations/org_your_company").send().await).await;
+    let created = ok_json(
+        app.admin(Method::POST, "/api/organizations/create")
+            .json(&body)
+            .send()
+            .await,
+    )
+    .await;
+    let fetched = ok_json(
+        app.admin(Method::GET, "/api/organizations/org_your_company")
+            .send()
+            .await,
+    )
+    .await;
 
     for org in [&created, &fetched] {
         assert_eq!(org["organization_id"], "org_your_company");
@@ -22,10 +33,12 @@ async fn creates_and_gets_an_organization_in_the_guide_shape(db: PgPool) {
         assert_eq!(org["metadata"], json!({"tier": "premium"}));
         assert!(org["created_at"].is_string() && org["updated_at"].is_string());
     }
-    let stored: String = sqlx::query_scalar("select name from organizations where organization_id = 'org_your_company'")
-        .fetch_one(&db)
-        .await
-        .expect("row");
+    let stored: String = sqlx::query_scalar(
+        "select name from organizations where organization_id = 'org_your_company'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("row");
     assert_eq!(stored, "Your Company");
 }
 
@@ -44,7 +57,10 @@ async fn duplicate_organization_is_409(db: PgPool) {
     .await;
 
     assert_eq!(detail, "Organization 'org_a' already exists");
-    let count: i64 = sqlx::query_scalar("select count(*) from organizations").fetch_one(&db).await.expect("count");
+    let count: i64 = sqlx::query_scalar("select count(*) from organizations")
+        .fetch_one(&db)
+        .await
+        .expect("count");
     assert_eq!(count, 1);
 }
 
@@ -52,8 +68,15 @@ async fn duplicate_organization_is_409(db: PgPool) {
 async fn unknown_organization_is_404(db: PgPool) {
     let app = spawn_app(db).await;
 
-    for path in ["/api/organizations/org_nope", "/api/organizations/org_nope/teams"] {
-        let detail = error_detail(app.admin(Method::GET, path).send().await, StatusCode::NOT_FOUND).await;
+    for path in [
+        "/api/organizations/org_nope",
+        "/api/organizations/org_nope/teams",
+    ] {
+        let detail = error_detail(
+            app.admin(Method::GET, path).send().await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
         assert_eq!(detail, "Organization 'org_nope' not found");
     }
 }
@@ -68,7 +91,12 @@ async fn lists_the_teams_of_an_organization_with_their_credits(db: PgPool) {
     app.create_team("org_a", "team_2", &[], 0).await;
     app.create_team("org_b", "team_3", &[], 5).await;
 
-    let listed = ok_json(app.admin(Method::GET, "/api/organizations/org_a/teams").send().await).await;
+    let listed = ok_json(
+        app.admin(Method::GET, "/api/organizations/org_a/teams")
+            .send()
+            .await,
+    )
+    .await;
 
     assert_eq!(listed["organization_id"], "org_a");
     assert_eq!(listed["team_count"], 2);
@@ -85,18 +113,26 @@ async fn organization_endpoints_require_the_admin_key(db: PgPool) {
     let body = json!({"organization_id": "org_new", "name": "New"});
 
     error_detail(
-        app.anonymous(Method::POST, "/api/organizations/create").json(&body).send().await,
+        app.anonymous(Method::POST, "/api/organizations/create")
+            .json(&body)
+            .send()
+            .await,
         StatusCode::UNAUTHORIZED,
     )
     .await;
     let detail = error_detail(
-        app.with_key(&key, Method::POST, "/api/organizations/create").json(&body).send().await,
+        app.with_key(&key, Method::POST, "/api/organizations/create")
+            .json(&body)
+            .send()
+            .await,
         StatusCode::FORBIDDEN,
     )
     .await;
     assert_eq!(detail, "This endpoint requires the admin key");
     error_detail(
-        app.with_key(&key, Method::GET, "/api/organizations/org_team_x").send().await,
+        app.with_key(&key, Method::GET, "/api/organizations/org_team_x")
+            .send()
+            .await,
         StatusCode::FORBIDDEN,
     )
     .await;

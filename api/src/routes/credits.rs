@@ -1,7 +1,6 @@
 //! Credits: balance, add (admin), check, and the ledger.
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
 use axum::routing::{get, post};
@@ -14,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query, parse_json};
+use crate::extract::{Json, Path, Query, RawBody, parse_json};
 use crate::routes::teams::{CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::routes::validate;
 use crate::state::AppState;
@@ -175,7 +174,7 @@ async fn check(
     caller: Caller,
     State(state): State<AppState>,
     Path(team_id): Path<String>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<JsonResponse<CheckResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
     let request: CheckCredits = if body.iter().all(u8::is_ascii_whitespace) {

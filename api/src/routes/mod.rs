@@ -1,7 +1,9 @@
 //! The HTTP routes, one module per resource; this file only merges them.
 
+mod calls;
 mod credits;
 mod health;
+pub(crate) mod jobs;
 mod model_groups;
 mod organizations;
 mod teams;
@@ -19,4 +21,6 @@ pub fn router() -> Router<AppState> {
         .merge(model_groups::router())
         .merge(teams::router())
         .merge(credits::router())
+        .merge(jobs::router())
+        .merge(calls::router())
 }

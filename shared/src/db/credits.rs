@@ -171,3 +171,60 @@ pub async fn count_transactions(db: impl PgExecutor<'_>, team_id: &str) -> sqlx:
         .fetch_one(db)
         .await
 }
+
+/// Reserves one credit for a new job if the team has one available. `None` means no credit was
+/// available (or no such team); the caller answers 402.
+pub async fn reserve_hold(
+    conn: &mut PgConnection,
+    team_id: &str,
+) -> sqlx::Result<Option<BalanceRow>> {
+    sqlx::query_as(&format!(
+        "update credit_balances set credits_reserved = credits_reserved + 1, updated_at = now()
+         where team_id = $1 and credits_allocated - credits_used - credits_reserved >= 1
+         returning {BALANCE_COLUMNS}"
+    ))
+    .bind(team_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Releases a job's hold without charge.
+pub async fn release_hold(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<BalanceRow> {
+    sqlx::query_as(&format!(
+        "update credit_balances set credits_reserved = credits_reserved - 1, updated_at = now()
+         where team_id = $1 returning {BALANCE_COLUMNS}"
+    ))
+    .bind(team_id)
+    .fetch_one(conn)
+    .await
+}
+
+/// Turns a job's hold into a deduction of one credit and writes the ledger row. The hold
+/// guarantees the credit is there; the unique (job_id, kind) constraint forbids a second charge.
+pub async fn charge_hold(
+    conn: &mut PgConnection,
+    team_id: &str,
+    job_id: Uuid,
+    reason: &str,
+) -> sqlx::Result<(BalanceRow, TransactionRow)> {
+    let balance: BalanceRow = sqlx::query_as(&format!(
+        "update credit_balances
+         set credits_used = credits_used + 1, credits_reserved = credits_reserved - 1, updated_at = now()
+         where team_id = $1 returning {BALANCE_COLUMNS}"
+    ))
+    .bind(team_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let row = insert_transaction(
+        conn,
+        team_id,
+        TransactionType::Deduction,
+        1,
+        balance.remaining(),
+        Some(reason),
+        Some(job_id),
+        &serde_json::json!({}),
+    )
+    .await?;
+    Ok((balance, row))
+}

@@ -1,7 +1,9 @@
 //! Every SQL statement of the service. Functions take an executor or a connection so that the
 //! caller owns the transaction; row structs stay here and are mapped to wire types by the API.
 
+pub mod calls;
 pub mod credits;
+pub mod jobs;
 pub mod keys;
 pub mod model_groups;
 pub mod organizations;

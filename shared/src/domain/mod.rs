@@ -2,4 +2,5 @@
 
 pub mod keys;
 pub mod money;
+pub mod pricing;
 pub mod status;

@@ -6,7 +6,6 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use saasllm_api::Application;
 use saasllm_api::startup::ApiSettings;
 use saasllm_shared::config::RedisConfig;
-use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::redis_conn::RedisHandle;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -40,13 +39,17 @@ pub async fn spawn_app_with(db: PgPool, redis_url: &str, max_body_bytes: usize) 
     })
     .expect("valid redis url");
     let settings = ApiSettings {
-        admin_api_key: SecretString::from(ADMIN_KEY.to_owned()),
         max_body_bytes,
-        usd_per_credit: MicroUsd(100_000),
+        ..ApiSettings::new(SecretString::from(ADMIN_KEY.to_owned()))
     };
-    let app = Application::build_with(db.clone(), redis, settings, "127.0.0.1:0".parse().expect("addr"))
-        .await
-        .expect("API builds");
+    let app = Application::build_with(
+        db.clone(),
+        redis,
+        settings,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("API builds");
     let addr = app.local_addr();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
@@ -68,7 +71,8 @@ impl TestApp {
 
     /// A request with the admin key (`X-Admin-Key`).
     pub fn admin(&self, method: Method, path: &str) -> RequestBuilder {
-        self.anonymous(method, path).header("X-Admin-Key", ADMIN_KEY)
+        self.anonymous(method, path)
+            .header("X-Admin-Key", ADMIN_KEY)
     }
 
     /// A request with a bearer key.
@@ -77,8 +81,15 @@ impl TestApp {
     }
 
     pub async fn create_org(&self, organization_id: &str) -> Value {
-        let body = json!({"organization_id": organization_id, "name": format!("Org {organization_id}")});
-        ok_json(self.admin(Method::POST, "/api/organizations/create").json(&body).send().await).await
+        let body =
+            json!({"organization_id": organization_id, "name": format!("Org {organization_id}")});
+        ok_json(
+            self.admin(Method::POST, "/api/organizations/create")
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await
     }
 
     /// Creates a group whose models are tried in the given order.
@@ -89,30 +100,54 @@ impl TestApp {
             .map(|(i, m)| json!({"model_name": m, "priority": i}))
             .collect();
         let body = json!({"group_name": group_name, "models": models});
-        ok_json(self.admin(Method::POST, "/api/model-groups/create").json(&body).send().await).await
+        ok_json(
+            self.admin(Method::POST, "/api/model-groups/create")
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await
     }
 
     /// Creates a team (its organization must exist) and returns the response with `virtual_key`.
-    pub async fn create_team(&self, organization_id: &str, team_id: &str, groups: &[&str], credits: i64) -> Value {
+    pub async fn create_team(
+        &self,
+        organization_id: &str,
+        team_id: &str,
+        groups: &[&str],
+        credits: i64,
+    ) -> Value {
         let body = json!({
             "organization_id": organization_id,
             "team_id": team_id,
             "model_groups": groups,
             "credits_allocated": credits,
         });
-        ok_json(self.admin(Method::POST, "/api/teams/create").json(&body).send().await).await
+        ok_json(
+            self.admin(Method::POST, "/api/teams/create")
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await
     }
 
     /// An organization, a group `ChatAgent` and a team with `credits`; returns the team's key.
     pub async fn team_with_key(&self, team_id: &str, credits: i64) -> String {
         let org = format!("org_{team_id}");
         self.create_org(&org).await;
-        let groups = if self.group_exists("ChatAgent").await { vec!["ChatAgent"] } else {
-            self.create_group("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]).await;
+        let groups = if self.group_exists("ChatAgent").await {
+            vec!["ChatAgent"]
+        } else {
+            self.create_group("ChatAgent", &["gpt-3.5-turbo", "gpt-4"])
+                .await;
             vec!["ChatAgent"]
         };
         let team = self.create_team(&org, team_id, &groups, credits).await;
-        team["virtual_key"].as_str().expect("virtual_key").to_owned()
+        team["virtual_key"]
+            .as_str()
+            .expect("virtual_key")
+            .to_owned()
     }
 
     async fn group_exists(&self, name: &str) -> bool {
@@ -179,14 +214,56 @@ pub async fn assert_ledger_consistent(db: &PgPool, team_id: &str) {
             }
             other => panic!("unexpected ledger row kind {other}"),
         }
-        assert_eq!(*balance_after, remaining, "balance_after chain broken in {rows:?}");
+        assert_eq!(
+            *balance_after, remaining,
+            "balance_after chain broken in {rows:?}"
+        );
     }
-    assert_eq!(allocated, added, "credits_allocated != allocations in ledger");
+    assert_eq!(
+        allocated, added,
+        "credits_allocated != allocations in ledger"
+    );
     assert_eq!(used, deducted, "credits_used != deductions in ledger");
-    let holds: i64 = sqlx::query_scalar("select count(*) from jobs where team_id = $1 and credit_hold = 'held'")
-        .bind(team_id)
+    let holds: i64 =
+        sqlx::query_scalar("select count(*) from jobs where team_id = $1 and credit_hold = 'held'")
+            .bind(team_id)
+            .fetch_one(db)
+            .await
+            .expect("holds");
+    assert_eq!(reserved, holds, "credits_reserved != open holds");
+}
+
+/// Runs a `select count(*) ...` (or any single bigint) query.
+pub async fn count(db: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
         .fetch_one(db)
         .await
-        .expect("holds");
-    assert_eq!(reserved, holds, "credits_reserved != open holds");
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// Asserts that `text` appears in no row of any table of the public schema, neither as text
+/// (every row rendered as JSON) nor as the hex of its bytes (a `bytea` holding it).
+pub async fn assert_not_stored(db: &PgPool, text: &str) {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select tablename::text from pg_catalog.pg_tables where schemaname = 'public'",
+    )
+    .fetch_all(db)
+    .await
+    .expect("tables");
+    assert!(
+        tables.iter().any(|t| t == "virtual_keys"),
+        "schema not found: {tables:?}"
+    );
+    for table in &tables {
+        let hits: i64 = sqlx::query_scalar(&format!(
+            "select count(*) from public.{table:?} t
+             where strpos(to_jsonb(t)::text, $1) > 0
+                or strpos(to_jsonb(t)::text, encode(convert_to($1, 'UTF8'), 'hex')) > 0"
+        ))
+        .bind(text)
+        .fetch_one(db)
+        .await
+        .unwrap_or_else(|e| panic!("scanning {table}: {e}"));
+        assert_eq!(hits, 0, "'{text}' is stored in table {table}");
+    }
 }

@@ -1,5 +1,6 @@
 //! Test harness: start the API on a free port over the test's own database and Redis namespace.
 
 pub mod app;
+pub mod stack;
 
 pub use app::{ADMIN_KEY, TestApp, spawn_app};

@@ -1,0 +1,282 @@
+//! LLM calls in a job: written to PostgreSQL as `queued`, pushed to the queue, run by a worker.
+//! By default the request waits for the result (the guide's synchronous shape); with
+//! `"async": true` or `Prefer: respond-async` it answers 202 at once and the call is polled.
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Json as JsonResponse, Response};
+use axum::routing::{get, post};
+use saasllm_shared::db;
+use saasllm_shared::db::calls::{CallRow, NewCall};
+use saasllm_shared::domain::status::CallStatus;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{Json, Path};
+use crate::routes::jobs::{parse_id, visible_job};
+use crate::state::AppState;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs/{job_id}/llm-call", post(llm_call))
+        .route("/api/jobs/{job_id}/calls/{call_id}", get(show_call))
+}
+
+#[derive(Deserialize)]
+struct LlmCallRequest {
+    model_group: String,
+    messages: Value,
+    purpose: Option<String>,
+    #[serde(rename = "async", default)]
+    respond_async: bool,
+    /// Every other OpenAI chat parameter, passed through to the upstream.
+    #[serde(flatten)]
+    params: Map<String, Value>,
+}
+
+/// Checks the messages and the common parameters, so a typo is a 400 here rather than an
+/// upstream error after queueing.
+fn validate_request(request: &LlmCallRequest) -> Result<(), ApiError> {
+    let Some(messages) = request.messages.as_array() else {
+        return Err(ApiError::BadRequest(
+            "messages must be an array of {role, content} objects".into(),
+        ));
+    };
+    if messages.is_empty() {
+        return Err(ApiError::BadRequest("messages must not be empty".into()));
+    }
+    for (index, message) in messages.iter().enumerate() {
+        if message.get("role").and_then(Value::as_str).is_none() {
+            return Err(ApiError::BadRequest(format!(
+                "messages[{index}] needs a string 'role'"
+            )));
+        }
+    }
+    let number = |field: &str, range: std::ops::RangeInclusive<f64>| -> Result<(), ApiError> {
+        match request.params.get(field) {
+            None | Some(Value::Null) => Ok(()),
+            Some(value) => match value.as_f64() {
+                Some(n) if range.contains(&n) => Ok(()),
+                _ => Err(ApiError::BadRequest(format!(
+                    "{field} must be a number between {} and {}",
+                    range.start(),
+                    range.end()
+                ))),
+            },
+        }
+    };
+    number("temperature", 0.0..=2.0)?;
+    number("top_p", 0.0..=1.0)?;
+    number("presence_penalty", -2.0..=2.0)?;
+    number("frequency_penalty", -2.0..=2.0)?;
+    for field in ["max_tokens", "max_completion_tokens"] {
+        match request.params.get(field) {
+            None | Some(Value::Null) => {}
+            Some(value) if value.as_u64().is_some_and(|n| n >= 1) => {}
+            Some(_) => {
+                return Err(ApiError::BadRequest(format!(
+                    "{field} must be a positive integer"
+                )));
+            }
+        }
+    }
+    if request.params.get("stream").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::BadRequest(
+            "stream is not supported on the job path; use async calls and poll, or /v1/chat/completions".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %job_id, call_id))]
+async fn llm_call(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+    Json(request): Json<LlmCallRequest>,
+) -> Result<Response, ApiError> {
+    validate_request(&request)?;
+    let respond_async = request.respond_async
+        || headers
+            .get_all("prefer")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
+            });
+    let job = visible_job(&state, &caller, &job_id).await?;
+    if job.status.is_finished() {
+        return Err(ApiError::Conflict(format!(
+            "Job '{}' is {}; no more calls can be made in it",
+            job.job_id,
+            job.status.as_str()
+        )));
+    }
+    let group = db::model_groups::find_by_name(&state.db, &request.model_group)
+        .await?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!("Model group '{}' not found", request.model_group))
+        })?;
+    if !db::model_groups::team_has_access(&state.db, &job.team_id, group.model_group_id).await? {
+        return Err(ApiError::Forbidden(format!(
+            "Team '{}' does not have access to model group '{}'",
+            job.team_id, group.group_name
+        )));
+    }
+
+    let mut upstream_body = request.params;
+    upstream_body.remove("model");
+    upstream_body.insert("messages".into(), request.messages);
+    let upstream_body = Value::Object(upstream_body);
+
+    let mut tx = state.db.begin().await?;
+    // Re-checked under the job's row lock: a concurrent complete cannot slip in between.
+    let locked = db::jobs::lock(&mut tx, job.job_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
+    if locked.status.is_finished() {
+        return Err(ApiError::Conflict(format!(
+            "Job '{}' is {}; no more calls can be made in it",
+            job.job_id,
+            locked.status.as_str()
+        )));
+    }
+    let call_id = db::calls::insert(
+        &mut tx,
+        &NewCall {
+            job_id: job.job_id,
+            team_id: &job.team_id,
+            model_group_id: group.model_group_id,
+            model_group: &group.group_name,
+            purpose: request.purpose.as_deref(),
+            request: &upstream_body,
+        },
+    )
+    .await?;
+    db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
+    tx.commit().await?;
+    tracing::Span::current().record("call_id", tracing::field::display(call_id));
+
+    // Registered before the push so the worker's notification cannot be missed.
+    let waiter = (!respond_async).then(|| state.notifier.call(call_id));
+    if let Err(e) = state.queue.push(&[call_id]).await {
+        tracing::error!(error = %e, "cannot enqueue call; withdrawing it");
+        if db::calls::withdraw_unclaimed(&state.db, call_id).await? {
+            return Err(ApiError::Unavailable(
+                "Queue unavailable, the call was not accepted; retry later".into(),
+            ));
+        }
+        // Already claimed through another path: it was accepted after all.
+    }
+    if respond_async {
+        return Ok((
+            StatusCode::ACCEPTED,
+            JsonResponse(json!({
+                "call_id": call_id,
+                "job_id": job.job_id,
+                "status": "queued",
+                "poll_url": format!("/api/jobs/{}/calls/{call_id}", job.job_id),
+            })),
+        )
+            .into_response());
+    }
+
+    let deadline = tokio::time::Instant::now() + state.settings.sync_call_timeout;
+    let mut waiter = waiter;
+    loop {
+        if let Some(row) = db::calls::find(&state.db, job.job_id, call_id).await? {
+            if row.status.is_terminal() {
+                return sync_result(&row);
+            }
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(ApiError::GatewayTimeout(format!(
+                "LLM call {call_id} did not finish within {} s; it goes on: poll GET /api/jobs/{}/calls/{call_id}",
+                state.settings.sync_call_timeout.as_secs(),
+                job.job_id
+            )));
+        }
+        let wait = (deadline - now).min(std::time::Duration::from_secs(1));
+        match waiter.take() {
+            Some(w) => {
+                w.wait(wait).await;
+            }
+            None => tokio::time::sleep(wait).await,
+        }
+        waiter = Some(state.notifier.call(call_id));
+    }
+}
+
+/// The guide's synchronous answer, or 502 when every model failed.
+fn sync_result(row: &CallRow) -> Result<Response, ApiError> {
+    match row.status {
+        CallStatus::Succeeded => Ok(JsonResponse(result_body(row)).into_response()),
+        _ => Err(ApiError::BadGateway(format!(
+            "LLM call failed: {}",
+            row.error.as_deref().unwrap_or("unknown error")
+        ))),
+    }
+}
+
+fn result_body(row: &CallRow) -> Value {
+    json!({
+        "call_id": row.call_id,
+        "response": {
+            "content": row.response_content,
+            "finish_reason": row.finish_reason,
+        },
+        "metadata": {
+            "tokens_used": row.total_tokens.unwrap_or(0),
+            "latency_ms": row.latency_ms.unwrap_or(0),
+            "model_group": row.model_group,
+        },
+    })
+}
+
+async fn show_call(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path((job_id, call_id)): Path<(String, String)>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let job = visible_job(&state, &caller, &job_id).await?;
+    let call_uuid: Uuid = parse_id("call", &call_id)?;
+    let row = db::calls::find(&state.db, job.job_id, call_uuid)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Call '{call_id}' not found")))?;
+    let mut body = json!({
+        "call_id": row.call_id,
+        "job_id": row.job_id,
+        "status": row.status,
+        "purpose": row.purpose,
+        "model_group": row.model_group,
+        "created_at": row.created_at,
+        "finished_at": row.finished_at,
+    });
+    if let Value::Object(fields) = &mut body {
+        match row.status {
+            CallStatus::Succeeded => {
+                if let Value::Object(result) = result_body(&row) {
+                    fields.extend(result.into_iter().filter(|(k, _)| k != "call_id"));
+                }
+            }
+            CallStatus::Failed => {
+                fields.insert(
+                    "error".into(),
+                    Value::String(format!(
+                        "LLM call failed: {}",
+                        row.error.as_deref().unwrap_or("unknown error")
+                    )),
+                );
+            }
+            CallStatus::Queued | CallStatus::Running => {}
+        }
+    }
+    Ok(JsonResponse(body))
+}

@@ -1,0 +1,420 @@
+//! Jobs: create (holding one credit), read, list, complete (settling the credit exactly once).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json as JsonResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use saasllm_shared::db;
+use saasllm_shared::db::calls::CallRow;
+use saasllm_shared::db::jobs::{JobRow, NewJob, Settlement};
+use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::auth::{Caller, team_not_found};
+use crate::error::ApiError;
+use crate::extract::{Json, Path, Query};
+use crate::routes::validate;
+use crate::state::AppState;
+
+/// How often a waiting request re-reads the database even without a notification.
+const RECHECK: Duration = Duration::from_secs(1);
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/jobs/create", post(create))
+        .route("/api/jobs/{job_id}", get(show))
+        .route("/api/jobs/{job_id}/complete", post(complete))
+        .route("/api/teams/{team_id}/jobs", get(list_for_team))
+}
+
+/// Parses a job or call id from the path.
+pub fn parse_id(kind: &str, text: &str) -> Result<Uuid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("Invalid {kind} id '{text}': expected a UUID")))
+}
+
+/// The job, if the caller may see it; another team's job is a plain 404.
+pub async fn visible_job(
+    state: &AppState,
+    caller: &Caller,
+    job_id: &str,
+) -> Result<JobRow, ApiError> {
+    let id = parse_id("job", job_id)?;
+    db::jobs::find(&state.db, id, caller.team_id())
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateJob {
+    team_id: String,
+    user_id: Option<String>,
+    job_type: String,
+    metadata: Option<serde_json::Value>,
+}
+
+#[tracing::instrument(skip_all, fields(team_id = %body.team_id, job_id))]
+async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    Json(body): Json<CreateJob>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    caller.ensure_acts_for_team(&body.team_id)?;
+    validate::non_blank("job_type", &body.job_type)?;
+    if body.job_type.len() > 200 {
+        return Err(ApiError::BadRequest(
+            "job_type must be at most 200 characters".into(),
+        ));
+    }
+    let metadata = validate::metadata(body.metadata)?;
+    let mut tx = state.db.begin().await?;
+    if db::credits::reserve_hold(&mut tx, &body.team_id)
+        .await?
+        .is_none()
+    {
+        drop(tx);
+        let balance = db::credits::find_balance(&state.db, &body.team_id)
+            .await?
+            .ok_or_else(|| team_not_found(&body.team_id))?;
+        return Err(ApiError::InsufficientCredits {
+            required: 1,
+            available: balance.available().max(0),
+        });
+    }
+    let job = db::jobs::insert(
+        &mut tx,
+        &NewJob {
+            team_id: &body.team_id,
+            user_id: body.user_id.as_deref(),
+            job_type: body.job_type.trim(),
+            metadata: &metadata,
+            ttl_secs: state.settings.job_ttl.as_secs() as i64,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
+    Ok(JsonResponse(json!({
+        "job_id": job.job_id,
+        "team_id": job.team_id,
+        "job_type": job.job_type,
+        "status": job.status,
+        "created_at": job.created_at,
+        "expires_at": job.expires_at,
+    })))
+}
+
+/// One call as listed in a job.
+#[derive(Serialize)]
+struct CallSummary {
+    call_id: Uuid,
+    purpose: Option<String>,
+    model_group: String,
+    status: CallStatus,
+    tokens: Option<i64>,
+    latency_ms: Option<i64>,
+    error: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<&CallRow> for CallSummary {
+    fn from(c: &CallRow) -> Self {
+        Self {
+            call_id: c.call_id,
+            purpose: c.purpose.clone(),
+            model_group: c.model_group.clone(),
+            status: c.status,
+            tokens: c.total_tokens,
+            latency_ms: c.latency_ms,
+            error: c.error.as_ref().map(|e| format!("LLM call failed: {e}")),
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// The guide's `costs` block.
+#[derive(Serialize)]
+struct Costs {
+    total_calls: usize,
+    successful_calls: usize,
+    failed_calls: usize,
+    total_tokens: i64,
+    total_cost_usd: f64,
+    avg_latency_ms: i64,
+    credit_applied: bool,
+    credits_remaining: i64,
+}
+
+async fn costs(state: &AppState, job: &JobRow, calls: &[CallRow]) -> Result<Costs, ApiError> {
+    let finished: Vec<&CallRow> = calls.iter().filter(|c| c.status.is_terminal()).collect();
+    let latencies: Vec<i64> = finished.iter().filter_map(|c| c.latency_ms).collect();
+    let balance = db::credits::find_balance(&state.db, &job.team_id)
+        .await?
+        .ok_or_else(|| team_not_found(&job.team_id))?;
+    Ok(Costs {
+        total_calls: calls.len(),
+        successful_calls: calls
+            .iter()
+            .filter(|c| c.status == CallStatus::Succeeded)
+            .count(),
+        failed_calls: calls
+            .iter()
+            .filter(|c| c.status == CallStatus::Failed)
+            .count(),
+        total_tokens: calls.iter().filter_map(|c| c.total_tokens).sum(),
+        total_cost_usd: MicroUsd(calls.iter().filter_map(|c| c.cost_micro_usd).sum()).as_usd(),
+        avg_latency_ms: if latencies.is_empty() {
+            0
+        } else {
+            latencies.iter().sum::<i64>() / latencies.len() as i64
+        },
+        credit_applied: job.credit_applied(),
+        credits_remaining: balance.remaining(),
+    })
+}
+
+async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let job = visible_job(&state, &caller, &job_id).await?;
+    let calls = db::calls::list_for_job(&state.db, job.job_id).await?;
+    let count = |s: CallStatus| calls.iter().filter(|c| c.status == s).count();
+    let settled = matches!(
+        job.status,
+        JobStatus::Completed | JobStatus::Failed | JobStatus::Expired
+    );
+    let costs = if settled {
+        Some(costs(&state, &job, &calls).await?)
+    } else {
+        None
+    };
+    Ok(JsonResponse(json!({
+        "job_id": job.job_id,
+        "team_id": job.team_id,
+        "user_id": job.user_id,
+        "job_type": job.job_type,
+        "status": job.status,
+        "metadata": job.metadata,
+        "completion_metadata": job.completion_metadata,
+        "error_message": job.error_message,
+        "credit_applied": job.credit_applied(),
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+        "completed_at": job.completed_at,
+        "expires_at": job.expires_at,
+        "progress": {
+            "total": calls.len(),
+            "queued": count(CallStatus::Queued),
+            "running": count(CallStatus::Running),
+            "succeeded": count(CallStatus::Succeeded),
+            "failed": count(CallStatus::Failed),
+        },
+        "calls": calls.iter().map(CallSummary::from).collect::<Vec<_>>(),
+        "costs": costs,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompleteJob {
+    status: String,
+    metadata: Option<serde_json::Value>,
+    error_message: Option<String>,
+}
+
+/// The settled job in the guide's shape.
+async fn summary(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
+    let job = db::jobs::find(&state.db, job_id, None)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
+    let calls = db::calls::list_for_job(&state.db, job_id).await?;
+    let costs = costs(state, &job, &calls).await?;
+    Ok(JsonResponse(json!({
+        "job_id": job.job_id,
+        "status": job.status,
+        "completed_at": job.completed_at,
+        "costs": costs,
+        "calls": calls.iter().map(CallSummary::from).collect::<Vec<_>>(),
+    }))
+    .into_response())
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %job_id))]
+async fn complete(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    Json(body): Json<CompleteJob>,
+) -> Result<Response, ApiError> {
+    let requested = match body.status.as_str() {
+        "completed" => JobStatus::Completed,
+        "failed" => JobStatus::Failed,
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "status must be 'completed' or 'failed', not '{other}'"
+            )));
+        }
+    };
+    let metadata = validate::metadata(body.metadata)?;
+    let job = visible_job(&state, &caller, &job_id).await?;
+    let job_id = job.job_id;
+    let mut current = job;
+    // At most two rounds: a concurrent complete may move the job between our read and our write.
+    for _ in 0..2 {
+        match current.status {
+            JobStatus::Completed | JobStatus::Failed if current.status == requested => {
+                return summary(&state, job_id).await;
+            }
+            JobStatus::Completed | JobStatus::Failed => {
+                return Err(ApiError::Conflict(format!(
+                    "Job '{job_id}' is already {}; it cannot become {}",
+                    current.status.as_str(),
+                    requested.as_str()
+                )));
+            }
+            JobStatus::Expired => {
+                return Err(ApiError::Conflict(format!(
+                    "Job '{job_id}' expired before it was completed; its credit hold was released"
+                )));
+            }
+            JobStatus::Completing if current.requested_status != Some(requested) => {
+                return Err(ApiError::Conflict(format!(
+                    "Job '{job_id}' is already being completed as {}",
+                    current.requested_status.map_or("failed", JobStatus::as_str)
+                )));
+            }
+            JobStatus::Completing => break,
+            JobStatus::Pending | JobStatus::InProgress => {
+                let mut tx = state.db.begin().await?;
+                db::jobs::mark_completing(
+                    &mut tx,
+                    job_id,
+                    requested,
+                    &metadata,
+                    body.error_message.as_deref(),
+                )
+                .await?;
+                tx.commit().await?;
+                current = db::jobs::find(&state.db, job_id, None)
+                    .await?
+                    .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
+            }
+        }
+    }
+    if current.status != JobStatus::Completing {
+        return complete_again(&state, job_id, requested).await;
+    }
+    wait_for_settlement(&state, job_id).await
+}
+
+/// The job moved twice under us; answer from its final state.
+async fn complete_again(
+    state: &AppState,
+    job_id: Uuid,
+    requested: JobStatus,
+) -> Result<Response, ApiError> {
+    let job = db::jobs::find(&state.db, job_id, None)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
+    if job.status == requested {
+        summary(state, job_id).await
+    } else {
+        Err(ApiError::Conflict(format!(
+            "Job '{job_id}' is already {}",
+            job.status.as_str()
+        )))
+    }
+}
+
+/// Settles now if every call has finished; otherwise waits (bounded) for the worker that ends
+/// the last call to settle, then answers 202 `completing` if it still has not.
+async fn wait_for_settlement(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.settings.complete_wait;
+    loop {
+        let waiter = state.notifier.job(job_id);
+        match db::jobs::settle(&state.db, job_id).await? {
+            Settlement::Settled | Settlement::NotCompleting => return summary(state, job_id).await,
+            Settlement::Waiting => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            let counts = db::jobs::call_counts(&state.db, job_id).await?;
+            return Ok((
+                StatusCode::ACCEPTED,
+                JsonResponse(json!({
+                    "job_id": job_id,
+                    "status": "completing",
+                    "calls_unfinished": counts.unfinished(),
+                    "message": "Calls are still running; the job settles when the last one ends. Poll GET /api/jobs/{job_id}.",
+                })),
+            )
+                .into_response());
+        }
+        waiter.wait((deadline - now).min(RECHECK)).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<i64>,
+    offset: Option<i64>,
+    status: Option<String>,
+}
+
+async fn list_for_team(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+    Query(query): Query<ListQuery>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    caller.ensure_can_see_team(&team_id)?;
+    let (limit, offset) = validate::page(query.limit, query.offset, 100)?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(JobStatus::parse(text).ok_or_else(|| {
+            let names: Vec<&str> = JobStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::BadRequest(format!(
+                "Invalid status '{text}': must be one of {}",
+                names.join(", ")
+            ))
+        })?),
+    };
+    if db::teams::find(&state.db, &team_id).await?.is_none() {
+        return Err(team_not_found(&team_id));
+    }
+    let (jobs, total) = db::jobs::list_for_team(&state.db, &team_id, status, limit, offset).await?;
+    let jobs: Vec<_> = jobs
+        .into_iter()
+        .map(|j| {
+            json!({
+                "job_id": j.job_id,
+                "team_id": j.team_id,
+                "user_id": j.user_id,
+                "job_type": j.job_type,
+                "status": j.status,
+                "metadata": j.metadata,
+                "credit_applied": j.credit_applied(),
+                "created_at": j.created_at,
+                "completed_at": j.completed_at,
+            })
+        })
+        .collect();
+    Ok(JsonResponse(json!({
+        "team_id": team_id,
+        "total": total,
+        "limit": limit,
+        "offset": offset,
+        "jobs": jobs,
+    })))
+}

@@ -1,0 +1,84 @@
+//! `fake-llm`: serve the deterministic OpenAI-compatible fake on a fixed address until Ctrl-C or
+//! SIGTERM, for benchmarks, docker-compose and the README demo.
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use saasllm_fake_llm::{FakeLlm, FakeLlmConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Deterministic OpenAI-compatible chat-completions server (behaviour chosen by model name).
+#[derive(Debug, Parser)]
+#[command(name = "fake-llm", version)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "FAKE_LLM_ADDR", default_value = "127.0.0.1:4000")]
+    addr: SocketAddr,
+
+    /// Latency added before every response, in milliseconds.
+    #[arg(long, env = "FAKE_LLM_LATENCY_MS", default_value_t = 0)]
+    latency_ms: u64,
+
+    /// Do not keep a log of requests; nothing reads it in the binary and it grows without bound
+    /// under benchmarks.
+    #[arg(long, env = "FAKE_LLM_NO_RECORD")]
+    no_record: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let llm = FakeLlm::try_start_with(FakeLlmConfig {
+        latency_ms: cli.latency_ms,
+        addr: cli.addr,
+    })?;
+    if cli.no_record {
+        llm.set_recording(false);
+    }
+    tracing::info!(
+        addr = %llm.addr(),
+        base_url = %llm.base_url(),
+        latency_ms = cli.latency_ms,
+        recording = !cli.no_record,
+        "fake LLM listening"
+    );
+    shutdown_signal().await;
+    tracing::info!(
+        total_requests = llm.total_requests(),
+        max_concurrent = llm.max_concurrent(),
+        "shutting down"
+    );
+    llm.shutdown().await?;
+    Ok(())
+}
+
+/// Ctrl-C locally, SIGTERM under docker/Kubernetes.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

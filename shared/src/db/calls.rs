@@ -1,0 +1,301 @@
+//! LLM calls: queued by the API, claimed by a worker under a lease, finished exactly once.
+//! Every write after the claim is fenced by the lease token, so a worker whose lease expired
+//! (and whose call was handed to another worker) can no longer change the call.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::status::CallStatus;
+
+/// PostgreSQL notification channel carrying the id of each finished call.
+pub const CALL_FINISHED_CHANNEL: &str = "saasllm_call_finished";
+
+/// A stored call.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CallRow {
+    pub call_id: Uuid,
+    pub job_id: Uuid,
+    pub team_id: String,
+    pub model_group: String,
+    pub purpose: Option<String>,
+    pub status: CallStatus,
+    pub model_used: Option<String>,
+    pub response_content: Option<String>,
+    pub finish_reason: Option<String>,
+    pub response: Option<serde_json::Value>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub cost_micro_usd: Option<i64>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const CALL_COLUMNS: &str = "call_id, job_id, team_id, model_group, purpose, status, model_used, response_content, \
+     finish_reason, response, prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, latency_ms, error, \
+     created_at, finished_at";
+
+/// A call to queue.
+pub struct NewCall<'a> {
+    pub job_id: Uuid,
+    pub team_id: &'a str,
+    pub model_group_id: Uuid,
+    pub model_group: &'a str,
+    pub purpose: Option<&'a str>,
+    pub request: &'a serde_json::Value,
+}
+
+/// Inserts a `queued` call.
+pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result<Uuid> {
+    sqlx::query_scalar(
+        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request)
+         values ($1, $2, $3, $4, $5, $6, $7) returning call_id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(call.job_id)
+    .bind(call.team_id)
+    .bind(call.model_group_id)
+    .bind(call.model_group)
+    .bind(call.purpose)
+    .bind(call.request)
+    .fetch_one(conn)
+    .await
+}
+
+/// Withdraws a call that could not be enqueued, if no worker has claimed it yet.
+pub async fn withdraw_unclaimed(db: impl PgExecutor<'_>, call_id: Uuid) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "delete from llm_calls where call_id = $1 and status = 'queued' and lease_token = 0",
+    )
+    .bind(call_id)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// One call of a job.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    call_id: Uuid,
+) -> sqlx::Result<Option<CallRow>> {
+    sqlx::query_as(&format!(
+        "select {CALL_COLUMNS} from llm_calls where call_id = $1 and job_id = $2"
+    ))
+    .bind(call_id)
+    .bind(job_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every call of a job, oldest first.
+pub async fn list_for_job(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Vec<CallRow>> {
+    sqlx::query_as(&format!(
+        "select {CALL_COLUMNS} from llm_calls where job_id = $1 order by created_at, call_id"
+    ))
+    .bind(job_id)
+    .fetch_all(db)
+    .await
+}
+
+/// A call claimed by a worker.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClaimedCall {
+    pub call_id: Uuid,
+    pub job_id: Uuid,
+    pub team_id: String,
+    pub model_group_id: Option<Uuid>,
+    pub model_group: String,
+    pub request: serde_json::Value,
+    pub lease_token: i64,
+}
+
+/// queued -> running under a new lease. `None` when the call is not queued (finished, or running
+/// elsewhere): a duplicate or stale queue message, to be dropped.
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    call_id: Uuid,
+    worker_id: &str,
+    lease_secs: f64,
+) -> sqlx::Result<Option<ClaimedCall>> {
+    sqlx::query_as(
+        "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
+             lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
+         where call_id = $1 and status = 'queued'
+         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token",
+    )
+    .bind(call_id)
+    .bind(worker_id)
+    .bind(lease_secs)
+    .fetch_optional(db)
+    .await
+}
+
+/// Extends the lease of a running call; false when the lease was lost.
+pub async fn extend_lease(
+    db: impl PgExecutor<'_>,
+    call_id: Uuid,
+    lease_token: i64,
+    lease_secs: f64,
+) -> sqlx::Result<bool> {
+    let result = sqlx::query(
+        "update llm_calls set lease_expires_at = now() + make_interval(secs => $3)
+         where call_id = $1 and lease_token = $2 and status = 'running'",
+    )
+    .bind(call_id)
+    .bind(lease_token)
+    .bind(lease_secs)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// One upstream attempt, as recorded.
+pub struct Attempt<'a> {
+    pub model_name: &'a str,
+    pub http_status: Option<i32>,
+    pub outcome: &'a str,
+    pub latency_ms: i64,
+    pub error: Option<&'a str>,
+}
+
+/// The final result of a call.
+pub struct CallResult<'a> {
+    pub status: CallStatus,
+    pub model_used: Option<&'a str>,
+    pub response_content: Option<&'a str>,
+    pub finish_reason: Option<&'a str>,
+    pub response: Option<&'a serde_json::Value>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub cost_micro_usd: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<&'a str>,
+}
+
+/// Writes the attempts and the result in one transaction, if the lease is still ours, and
+/// notifies waiting API processes on commit. Returns false (writing nothing) when the lease was
+/// lost: another worker owns the call now.
+pub async fn finish(
+    conn: &mut PgConnection,
+    call_id: Uuid,
+    lease_token: i64,
+    attempts: &[Attempt<'_>],
+    result: &CallResult<'_>,
+) -> sqlx::Result<bool> {
+    let written = sqlx::query(
+        "update llm_calls set status = $3, model_used = $4, response_content = $5, finish_reason = $6,
+             response = $7, prompt_tokens = $8, completion_tokens = $9, total_tokens = $10,
+             cost_micro_usd = $11, latency_ms = $12, error = $13, finished_at = now(), lease_expires_at = null
+         where call_id = $1 and lease_token = $2 and status = 'running'",
+    )
+    .bind(call_id)
+    .bind(lease_token)
+    .bind(result.status)
+    .bind(result.model_used)
+    .bind(result.response_content)
+    .bind(result.finish_reason)
+    .bind(result.response)
+    .bind(result.prompt_tokens)
+    .bind(result.completion_tokens)
+    .bind(result.total_tokens)
+    .bind(result.cost_micro_usd)
+    .bind(result.latency_ms)
+    .bind(result.error)
+    .execute(&mut *conn)
+    .await?;
+    if written.rows_affected() != 1 {
+        return Ok(false);
+    }
+    if !attempts.is_empty() {
+        let models: Vec<&str> = attempts.iter().map(|a| a.model_name).collect();
+        let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status).collect();
+        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
+        let latencies: Vec<i64> = attempts.iter().map(|a| a.latency_ms).collect();
+        let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error).collect();
+        sqlx::query(
+            "insert into llm_call_attempts (call_id, lease_token, model_name, http_status, outcome, latency_ms, error)
+             select $1, $2, m, s, o, l, e
+             from unnest($3::text[], $4::int4[], $5::text[], $6::int8[], $7::text[]) as t(m, s, o, l, e)",
+        )
+        .bind(call_id)
+        .bind(lease_token)
+        .bind(&models)
+        .bind(&statuses)
+        .bind(&outcomes)
+        .bind(&latencies)
+        .bind(&errors)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(CALL_FINISHED_CHANNEL)
+        .bind(call_id.to_string())
+        .execute(conn)
+        .await?;
+    Ok(true)
+}
+
+/// Running calls whose lease expired go back to `queued` (their worker died or stalled); returns
+/// their ids for re-enqueueing.
+pub async fn requeue_expired_leases(
+    db: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "update llm_calls set status = 'queued', worker_id = null, lease_expires_at = null, enqueued_at = now()
+         where call_id in (
+             select call_id from llm_calls where status = 'running' and lease_expires_at < now()
+             limit $1 for update skip locked)
+         returning call_id",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Queued calls last pushed before `before` (so no longer in Redis): marks them pushed now and
+/// returns their ids.
+pub async fn take_lost_queued(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "update llm_calls set enqueued_at = now()
+         where call_id in (
+             select call_id from llm_calls where status = 'queued' and enqueued_at < $1
+             order by enqueued_at limit $2 for update skip locked)
+         returning call_id",
+    )
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// When a queued call was last pushed.
+pub async fn enqueued_at(
+    db: impl PgExecutor<'_>,
+    call_id: Uuid,
+) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar("select enqueued_at from llm_calls where call_id = $1 and status = 'queued'")
+        .bind(call_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// The models of a group for execution, in priority order, with their config.
+pub async fn group_models(
+    db: impl PgExecutor<'_>,
+    model_group_id: Uuid,
+) -> sqlx::Result<Vec<(String, serde_json::Value)>> {
+    sqlx::query_as("select model_name, config from model_group_models where model_group_id = $1 order by priority")
+        .bind(model_group_id)
+        .fetch_all(db)
+        .await
+}

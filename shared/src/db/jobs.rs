@@ -1,0 +1,266 @@
+//! Jobs: creation with a credit hold, status transitions, settlement and expiry.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::db::credits;
+use crate::domain::status::JobStatus;
+
+/// A stored job.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobRow {
+    pub job_id: Uuid,
+    pub team_id: String,
+    pub user_id: Option<String>,
+    pub job_type: String,
+    pub status: JobStatus,
+    pub requested_status: Option<JobStatus>,
+    pub credit_hold: String,
+    pub metadata: serde_json::Value,
+    pub completion_metadata: Option<serde_json::Value>,
+    pub error_message: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl JobRow {
+    /// Whether the job's credit was charged.
+    pub fn credit_applied(&self) -> bool {
+        self.credit_hold == "charged"
+    }
+}
+
+const JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, credit_hold, metadata, \
+     completion_metadata, error_message, created_at, updated_at, completed_at, expires_at";
+
+/// Fields of a new job.
+pub struct NewJob<'a> {
+    pub team_id: &'a str,
+    pub user_id: Option<&'a str>,
+    pub job_type: &'a str,
+    pub metadata: &'a serde_json::Value,
+    pub ttl_secs: i64,
+}
+
+/// Inserts a job (the caller has reserved its credit in the same transaction).
+pub async fn insert(conn: &mut PgConnection, job: &NewJob<'_>) -> sqlx::Result<JobRow> {
+    sqlx::query_as(&format!(
+        "insert into jobs (job_id, team_id, user_id, job_type, metadata, expires_at)
+         values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) returning {JOB_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(job.team_id)
+    .bind(job.user_id)
+    .bind(job.job_type)
+    .bind(job.metadata)
+    .bind(job.ttl_secs as f64)
+    .fetch_one(conn)
+    .await
+}
+
+/// A job, if it exists and (when `team_id` is given) belongs to that team.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    team_id: Option<&str>,
+) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(&format!(
+        "select {JOB_COLUMNS} from jobs where job_id = $1 and ($2::text is null or team_id = $2)"
+    ))
+    .bind(job_id)
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Locks the job row for the rest of the transaction.
+pub async fn lock(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(&format!(
+        "select {JOB_COLUMNS} from jobs where job_id = $1 for no key update"
+    ))
+    .bind(job_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// pending -> in_progress when the first call is accepted.
+pub async fn mark_in_progress(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("update jobs set status = 'in_progress', updated_at = now() where job_id = $1 and status = 'pending'")
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records the requested final status; the job becomes `completing` until its calls finish.
+pub async fn mark_completing(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    requested: JobStatus,
+    metadata: &serde_json::Value,
+    error_message: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update jobs set status = 'completing', requested_status = $2, completion_metadata = $3,
+             error_message = $4, updated_at = now()
+         where job_id = $1 and status in ('pending', 'in_progress')",
+    )
+    .bind(job_id)
+    .bind(requested)
+    .bind(metadata)
+    .bind(error_message)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Counts of a job's calls by state.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct CallCounts {
+    pub queued: i64,
+    pub running: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+}
+
+impl CallCounts {
+    pub fn unfinished(&self) -> i64 {
+        self.queued + self.running
+    }
+}
+
+/// How many of the job's calls are in each state.
+pub async fn call_counts(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<CallCounts> {
+    sqlx::query_as(
+        "select count(*) filter (where status = 'queued') as queued,
+                count(*) filter (where status = 'running') as running,
+                count(*) filter (where status = 'succeeded') as succeeded,
+                count(*) filter (where status = 'failed') as failed
+         from llm_calls where job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+}
+
+/// What `settle` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settlement {
+    /// The job reached its final status now (charged or released).
+    Settled,
+    /// Calls are still queued or running; the worker settles when the last one ends.
+    Waiting,
+    /// Nothing to do: the job is not `completing` (already settled, or never asked to complete).
+    NotCompleting,
+}
+
+/// Settles a `completing` job whose calls have all finished: the final status, and in the same
+/// transaction either the charge (requested `completed` and no call failed) or the release of
+/// the hold. The job row lock and the guarded hold transition make this safe to run from any
+/// number of API processes and workers at once: exactly one of them settles.
+pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
+    let mut tx = db.begin().await?;
+    let Some(job) = lock(&mut tx, job_id).await? else {
+        return Ok(Settlement::NotCompleting);
+    };
+    if job.status != JobStatus::Completing {
+        return Ok(Settlement::NotCompleting);
+    }
+    let counts = call_counts(&mut *tx, job_id).await?;
+    if counts.unfinished() > 0 {
+        return Ok(Settlement::Waiting);
+    }
+    let final_status = job.requested_status.unwrap_or(JobStatus::Failed);
+    let charge = final_status == JobStatus::Completed && counts.failed == 0;
+    let moved = sqlx::query(
+        "update jobs set status = $2, credit_hold = $3, completed_at = now(), updated_at = now()
+         where job_id = $1 and status = 'completing' and credit_hold = 'held'",
+    )
+    .bind(job_id)
+    .bind(final_status)
+    .bind(if charge { "charged" } else { "released" })
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() == 1 {
+        if charge {
+            let reason = format!("Job {} completed successfully", job.job_type);
+            credits::charge_hold(&mut tx, &job.team_id, job_id, &reason).await?;
+        } else {
+            credits::release_hold(&mut tx, &job.team_id).await?;
+        }
+    }
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(JOB_SETTLED_CHANNEL)
+        .bind(job_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Settlement::Settled)
+}
+
+/// PostgreSQL notification channel carrying the id of each settled job.
+pub const JOB_SETTLED_CHANNEL: &str = "saasllm_job_settled";
+
+/// Expires up to `limit` jobs past their TTL and releases their holds; returns how many.
+pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
+    let mut tx = db.begin().await?;
+    let expired: Vec<(Uuid, String)> = sqlx::query_as(
+        "update jobs set status = 'expired', credit_hold = 'released', updated_at = now(), completed_at = now()
+         where job_id in (
+             select job_id from jobs
+             where status in ('pending', 'in_progress', 'completing') and expires_at < now() and credit_hold = 'held'
+             order by expires_at limit $1 for update skip locked)
+         returning job_id, team_id",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (_, team_id) in &expired {
+        credits::release_hold(&mut tx, team_id).await?;
+    }
+    tx.commit().await?;
+    Ok(expired.len() as u64)
+}
+
+/// A page of a team's jobs, newest first, optionally of one status; with the total count.
+pub async fn list_for_team(
+    db: &PgPool,
+    team_id: &str,
+    status: Option<JobStatus>,
+    limit: i64,
+    offset: i64,
+) -> sqlx::Result<(Vec<JobRow>, i64)> {
+    let sql = format!(
+        "select {JOB_COLUMNS} from jobs where team_id = $1 and ($2::text is null or status = $2)
+         order by created_at desc, job_id desc limit $3 offset $4"
+    );
+    let rows = sqlx::query_as(&sql)
+        .bind(team_id)
+        .bind(status)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(db);
+    let total = sqlx::query_scalar(
+        "select count(*) from jobs where team_id = $1 and ($2::text is null or status = $2)",
+    )
+    .bind(team_id)
+    .bind(status)
+    .fetch_one(db);
+    tokio::try_join!(rows, total)
+}
+
+/// `completing` jobs with no unfinished call: normally settled by whoever finished the last
+/// call, listed here for the reconciler in case that process died in between.
+pub async fn completing_ready(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "select j.job_id from jobs j where j.status = 'completing'
+           and not exists (select 1 from llm_calls c where c.job_id = j.job_id and c.status in ('queued', 'running'))
+         limit $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,133 @@
+//! LLM prices: USD per 1M input and output tokens, as integer micro-dollars per 1M tokens.
+//! A model group's per-model `config` may override them (`input_cost_per_million`,
+//! `output_cost_per_million`, in USD). An unknown model has no price: its cost stays empty
+//! (visible as such) rather than silently priced at a default.
+
+use crate::domain::money::MicroUsd;
+
+/// Price of one model in micro-dollars per 1M tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price {
+    pub input_per_million: i64,
+    pub output_per_million: i64,
+}
+
+const fn usd(dollars_per_million_times_100: i64) -> i64 {
+    dollars_per_million_times_100 * 10_000
+}
+
+/// Shipped defaults: (model name, input, output) in cents per 1M tokens.
+const DEFAULT_PRICES: &[(&str, i64, i64)] = &[
+    ("gpt-4o", 250, 1_000),
+    ("gpt-4o-mini", 15, 60),
+    ("gpt-4.1", 200, 800),
+    ("gpt-4.1-mini", 40, 160),
+    ("gpt-4-turbo", 1_000, 3_000),
+    ("gpt-4", 3_000, 6_000),
+    ("gpt-3.5-turbo", 50, 150),
+    ("o3-mini", 110, 440),
+    ("claude-3-5-sonnet", 300, 1_500),
+    ("claude-3-sonnet", 300, 1_500),
+    ("claude-3-5-haiku", 80, 400),
+    ("claude-3-haiku", 25, 125),
+    ("claude-3-opus", 1_500, 7_500),
+];
+
+/// The price of `model`: the group config's override first, then the shipped table (matching a
+/// provider-prefixed name such as `openai/gpt-4o` too).
+pub fn price_for(model: &str, config: &serde_json::Value) -> Option<Price> {
+    let from_config = |field: &str| {
+        config
+            .get(field)
+            .and_then(|v| match v {
+                serde_json::Value::Number(n) => MicroUsd::parse_usd(&n.to_string()).ok(),
+                serde_json::Value::String(s) => MicroUsd::parse_usd(s).ok(),
+                _ => None,
+            })
+            .map(|m| m.0)
+    };
+    if let (Some(input), Some(output)) = (
+        from_config("input_cost_per_million"),
+        from_config("output_cost_per_million"),
+    ) {
+        return Some(Price {
+            input_per_million: input,
+            output_per_million: output,
+        });
+    }
+    let bare = model.rsplit('/').next().unwrap_or(model);
+    DEFAULT_PRICES
+        .iter()
+        .find(|(name, _, _)| *name == bare)
+        .map(|&(_, input, output)| Price {
+            input_per_million: usd(input),
+            output_per_million: usd(output),
+        })
+}
+
+/// Cost of a call, rounded to the nearest micro-dollar.
+pub fn cost(price: Price, prompt_tokens: i64, completion_tokens: i64) -> MicroUsd {
+    let total = i128::from(prompt_tokens) * i128::from(price.input_per_million)
+        + i128::from(completion_tokens) * i128::from(price.output_per_million);
+    MicroUsd(((total + 500_000) / 1_000_000) as i64)
+}
+
+/// Parses LiteLLM's `x-litellm-response-cost` header (a decimal USD amount, maybe in exponent form).
+pub fn parse_cost_header(value: &str) -> Option<MicroUsd> {
+    let value = value.trim();
+    if let Ok(exact) = MicroUsd::parse_usd(value) {
+        return Some(exact);
+    }
+    let dollars: f64 = value.parse().ok()?;
+    (dollars.is_finite() && dollars >= 0.0)
+        .then(|| MicroUsd((dollars * 1_000_000.0).round() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn prices_known_models_and_provider_prefixed_names() {
+        let gpt4o = price_for("gpt-4o", &json!({})).expect("known");
+        assert_eq!(gpt4o.input_per_million, 2_500_000);
+        assert_eq!(gpt4o.output_per_million, 10_000_000);
+        assert_eq!(price_for("openai/gpt-4o", &json!({})), Some(gpt4o));
+        assert_eq!(price_for("my-private-model", &json!({})), None);
+    }
+
+    #[test]
+    fn group_config_overrides_the_table() {
+        let config = json!({"input_cost_per_million": 1.5, "output_cost_per_million": "2"});
+        assert_eq!(
+            price_for("gpt-4o", &config),
+            Some(Price {
+                input_per_million: 1_500_000,
+                output_per_million: 2_000_000
+            })
+        );
+        assert_eq!(
+            price_for("unknown", &config).map(|p| p.input_per_million),
+            Some(1_500_000)
+        );
+    }
+
+    #[test]
+    fn cost_is_exact_integer_arithmetic() {
+        // gpt-3.5-turbo: $0.50 in, $1.50 out per 1M tokens.
+        let price = price_for("gpt-3.5-turbo", &json!({})).expect("known");
+        assert_eq!(cost(price, 1_000, 500), MicroUsd(1_250));
+        assert_eq!(cost(price, 1, 0), MicroUsd(1)); // 0.5 micro rounds up
+        assert_eq!(cost(price, 0, 0), MicroUsd(0));
+    }
+
+    #[test]
+    fn parses_litellm_cost_headers() {
+        assert_eq!(parse_cost_header("0.0025"), Some(MicroUsd(2_500)));
+        assert_eq!(parse_cost_header("2.5e-05"), Some(MicroUsd(25)));
+        assert_eq!(parse_cost_header("nope"), None);
+        assert_eq!(parse_cost_header("-1"), None);
+    }
+}

@@ -1,0 +1,215 @@
+//! The whole data plane for a test: API, worker(s) on the test's own queue, and a fake upstream.
+
+use std::time::Duration;
+
+use reqwest::{Method, Response};
+use saasllm_api::Application;
+use saasllm_api::startup::ApiSettings;
+use saasllm_fake_llm::FakeLlm;
+use saasllm_shared::config::{LlmConfig, RedisConfig};
+use saasllm_shared::redis_conn::RedisHandle;
+use saasllm_worker::WorkerOptions;
+use saasllm_worker::upstream::Upstream;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::helpers::app::{ADMIN_KEY, TestApp, ok_json, redis_url};
+
+/// API + fake upstream, and the workers started with `start_worker`.
+pub struct Stack {
+    pub app: TestApp,
+    pub llm: FakeLlm,
+    pub redis: RedisHandle,
+    workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
+    llm_timeout_secs: u64,
+}
+
+/// Options of a stack.
+pub struct StackOptions {
+    pub workers: usize,
+    pub complete_wait: Duration,
+    pub sync_call_timeout: Duration,
+    pub llm_timeout_secs: u64,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            complete_wait: Duration::from_secs(30),
+            sync_call_timeout: Duration::from_secs(30),
+            llm_timeout_secs: 10,
+        }
+    }
+}
+
+/// Worker tuning for tests: a short lease and reconciler interval.
+pub fn test_worker_options() -> WorkerOptions {
+    WorkerOptions {
+        concurrency: 16,
+        lease_secs: 5,
+        reconcile_interval_secs: 1,
+        reconcile_grace_secs: 3,
+        shutdown_timeout_secs: 10,
+    }
+}
+
+pub async fn spawn_stack(db: PgPool) -> Stack {
+    spawn_stack_with(db, StackOptions::default()).await
+}
+
+pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
+    let llm = FakeLlm::start();
+    let redis = RedisHandle::new(&RedisConfig {
+        url: SecretString::from(redis_url()),
+        queue_name: format!("test-{}", uuid::Uuid::new_v4()),
+    })
+    .expect("valid redis url");
+    let settings = ApiSettings {
+        max_body_bytes: 1024 * 1024,
+        complete_wait: options.complete_wait,
+        sync_call_timeout: options.sync_call_timeout,
+        ..ApiSettings::new(SecretString::from(ADMIN_KEY.to_owned()))
+    };
+    let app = Application::build_with(
+        db.clone(),
+        redis.clone(),
+        settings,
+        "127.0.0.1:0".parse().expect("addr"),
+    )
+    .await
+    .expect("API builds");
+    let addr = app.local_addr();
+    tokio::spawn(app.run_until(std::future::pending()));
+    let mut stack = Stack {
+        app: TestApp {
+            addr,
+            db,
+            client: reqwest::Client::new(),
+        },
+        llm,
+        redis,
+        workers: Vec::new(),
+        llm_timeout_secs: options.llm_timeout_secs,
+    };
+    for _ in 0..options.workers {
+        stack.start_worker();
+    }
+    stack
+}
+
+impl Stack {
+    /// Starts one more worker on the stack's queue.
+    pub fn start_worker(&mut self) {
+        let upstream = Upstream::new(&LlmConfig {
+            base_url: self.llm.base_url(),
+            api_key: Some(SecretString::from("sk-upstream-test".to_owned())),
+            timeout_secs: self.llm_timeout_secs,
+        })
+        .expect("upstream client");
+        let cancel = CancellationToken::new();
+        let handle = tokio::spawn(saasllm_worker::run(
+            self.app.db.clone(),
+            self.redis.clone(),
+            upstream,
+            test_worker_options(),
+            cancel.clone(),
+        ));
+        self.workers.push((cancel, handle));
+    }
+
+    /// Stops every worker gracefully and checks none of them failed.
+    pub async fn stop_workers(&mut self) {
+        for (cancel, handle) in self.workers.drain(..) {
+            cancel.cancel();
+            handle.await.expect("worker task").expect("worker run");
+        }
+    }
+
+    /// Whether every worker task is still running (none exited on an error).
+    pub fn workers_alive(&self) -> bool {
+        self.workers.iter().all(|(_, h)| !h.is_finished())
+    }
+
+    /// An organization, a team with `credits` and these groups (created if missing); its key.
+    pub async fn team(&self, team_id: &str, credits: i64, groups: &[(&str, &[&str])]) -> String {
+        let org = format!("org_{team_id}");
+        self.app.create_org(&org).await;
+        for (name, models) in groups {
+            let exists = self
+                .app
+                .admin(Method::GET, &format!("/api/model-groups/{name}"))
+                .send()
+                .await
+                .expect("request")
+                .status()
+                .is_success();
+            if !exists {
+                self.app.create_group(name, models).await;
+            }
+        }
+        let names: Vec<&str> = groups.iter().map(|(n, _)| *n).collect();
+        let team = self.app.create_team(&org, team_id, &names, credits).await;
+        team["virtual_key"]
+            .as_str()
+            .expect("virtual_key")
+            .to_owned()
+    }
+
+    pub async fn create_job(&self, key: &str, team_id: &str) -> String {
+        let body = json!({"team_id": team_id, "job_type": "document_analysis", "metadata": {"document_id": "doc_1"}});
+        let job = ok_json(
+            self.app
+                .with_key(key, Method::POST, "/api/jobs/create")
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await;
+        job["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    pub async fn llm_call(&self, key: &str, job_id: &str, body: Value) -> Response {
+        self.app
+            .with_key(key, Method::POST, &format!("/api/jobs/{job_id}/llm-call"))
+            .json(&body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn complete(&self, key: &str, job_id: &str, status: &str) -> Response {
+        self.app
+            .with_key(key, Method::POST, &format!("/api/jobs/{job_id}/complete"))
+            .json(&json!({"status": status, "metadata": {"result": "done"}}))
+            .send()
+            .await
+            .expect("request sent")
+    }
+}
+
+/// A chat body for a group.
+pub fn chat(group: &str, text: &str) -> Value {
+    json!({"model_group": group, "messages": [{"role": "user", "content": text}], "purpose": "test"})
+}
+
+/// Polls `check` until it returns true or `deadline` passes.
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

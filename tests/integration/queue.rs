@@ -1,0 +1,199 @@
+//! The queue under load: several workers, a deep backlog, and Redis losing its entries.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::app::{assert_ledger_consistent, ok_json};
+use crate::helpers::stack::{StackOptions, chat, eventually, spawn_stack_with};
+
+/// Inserts `count` queued calls for one job straight into PostgreSQL and pushes their ids, as
+/// the API would, but without an HTTP round trip per call.
+async fn queue_calls(
+    stack: &crate::helpers::stack::Stack,
+    job_id: &str,
+    count: usize,
+) -> Vec<uuid::Uuid> {
+    let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
+        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, request)
+         select gen_random_uuid(), j.job_id, j.team_id, g.model_group_id, g.group_name,
+                jsonb_build_object('messages', jsonb_build_array(jsonb_build_object('role', 'user', 'content', 'n' || n)))
+         from jobs j, model_groups g, generate_series(1, $2) n
+         where j.job_id = $1::uuid and g.group_name = 'ChatAgent'
+         returning call_id",
+    )
+    .bind(job_id)
+    .bind(count as i32)
+    .fetch_all(&stack.app.db)
+    .await
+    .expect("insert calls");
+    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
+        .push(&ids)
+        .await
+        .expect("push");
+    ids
+}
+
+async fn unfinished(db: &PgPool) -> i64 {
+    sqlx::query_scalar("select count(*) from llm_calls where status in ('queued', 'running')")
+        .fetch_one(db)
+        .await
+        .expect("count")
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn two_workers_run_a_thousand_calls_each_exactly_once(db: PgPool) {
+    let mut stack = spawn_stack_with(
+        db.clone(),
+        StackOptions {
+            workers: 0,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let key = stack.team("team_q", 5, &[("ChatAgent", &["gpt-4o"])]).await;
+    let job_id = stack.create_job(&key, "team_q").await;
+    let ids = queue_calls(&stack, &job_id, 1_000).await;
+    // Duplicate messages for a tenth of them: the claim must drop the copies.
+    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
+        .push(&ids[..100])
+        .await
+        .expect("push duplicates");
+
+    stack.start_worker();
+    stack.start_worker();
+    let drained = eventually(Duration::from_secs(60), || async {
+        unfinished(&db).await == 0
+    })
+    .await;
+
+    assert!(drained, "calls left unfinished");
+    assert!(stack.workers_alive());
+    let (succeeded, leases): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where status = 'succeeded'), count(*) filter (where lease_token = 1) from llm_calls",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("counts");
+    assert_eq!(succeeded, 1_000);
+    assert_eq!(leases, 1_000, "every call was claimed exactly once");
+    let attempts: i64 = sqlx::query_scalar("select count(*) from llm_call_attempts")
+        .fetch_one(&db)
+        .await
+        .expect("attempts");
+    assert_eq!(attempts, 1_000);
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for request in stack.llm.requests() {
+        let text = request.body["messages"][0]["content"]
+            .as_str()
+            .expect("content")
+            .to_owned();
+        *seen.entry(text).or_default() += 1;
+    }
+    assert_eq!(seen.len(), 1_000);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "the upstream saw a call twice"
+    );
+    let workers: i64 = sqlx::query_scalar("select count(distinct worker_id) from llm_calls")
+        .fetch_one(&db)
+        .await
+        .expect("workers");
+    assert_eq!(workers, 2, "both workers took part");
+    stack.stop_workers().await;
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_backlog_of_twenty_thousand_calls_drains_with_one_worker(db: PgPool) {
+    let mut stack = spawn_stack_with(
+        db.clone(),
+        StackOptions {
+            workers: 0,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let key = stack
+        .team("team_backlog", 5, &[("ChatAgent", &["gpt-4o"])])
+        .await;
+    let job_id = stack.create_job(&key, "team_backlog").await;
+    stack.llm.set_recording(false);
+    queue_calls(&stack, &job_id, 20_000).await;
+
+    stack.start_worker();
+    let drained = eventually(Duration::from_secs(240), || async {
+        unfinished(&db).await == 0
+    })
+    .await;
+
+    assert!(drained, "backlog did not drain");
+    assert!(stack.workers_alive(), "a worker exited");
+    let succeeded: i64 =
+        sqlx::query_scalar("select count(*) from llm_calls where status = 'succeeded'")
+            .fetch_one(&db)
+            .await
+            .expect("count");
+    assert_eq!(succeeded, 20_000);
+    assert_eq!(stack.llm.total_requests(), 20_000);
+    let completion = ok_json(Ok(stack.complete(&key, &job_id, "completed").await)).await;
+    assert_eq!(completion["costs"]["credit_applied"], true);
+    assert_ledger_consistent(&db, "team_backlog").await;
+    stack.stop_workers().await;
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn calls_lost_from_redis_are_found_again_by_the_reconciler(db: PgPool) {
+    let mut stack = spawn_stack_with(
+        db.clone(),
+        StackOptions {
+            workers: 0,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let key = stack
+        .team("team_lost", 5, &[("ChatAgent", &["gpt-4o"])])
+        .await;
+    let job_id = stack.create_job(&key, "team_lost").await;
+    let mut body = chat("ChatAgent", "do not lose me");
+    body["async"] = json!(true);
+    for _ in 0..5 {
+        assert_eq!(
+            stack.llm_call(&key, &job_id, body.clone()).await.status(),
+            202
+        );
+    }
+    // Redis forgets everything, as after a restart without persistence.
+    let mut conn = stack.redis.connection().await.expect("redis");
+    let _: i64 = redis_del(&mut conn, &format!("{}:calls", stack.redis.namespace)).await;
+
+    stack.start_worker();
+    let drained = eventually(Duration::from_secs(20), || async {
+        unfinished(&db).await == 0
+    })
+    .await;
+
+    assert!(drained, "lost calls were not recovered");
+    assert_eq!(stack.llm.total_requests(), 5);
+    let job = ok_json(
+        stack
+            .app
+            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(job["progress"]["succeeded"], 5);
+    stack.stop_workers().await;
+}
+
+async fn redis_del(conn: &mut redis::aio::ConnectionManager, key: &str) -> i64 {
+    redis::cmd("DEL")
+        .arg(key)
+        .query_async(conn)
+        .await
+        .expect("DEL")
+}

@@ -1,0 +1,242 @@
+//! Runs one call: claim it under a lease, try the group's models in priority order, record every
+//! attempt and the result (fenced by the lease), then settle the job if it is waiting on this call.
+
+use std::time::{Duration, Instant};
+
+use saasllm_shared::db;
+use saasllm_shared::db::calls::{Attempt, CallResult, ClaimedCall};
+use saasllm_shared::db::jobs::Settlement;
+use saasllm_shared::domain::pricing;
+use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::fallback::Next;
+use crate::upstream::Upstream;
+
+/// Executes claimed calls.
+#[derive(Clone)]
+pub struct Executor {
+    pub db: PgPool,
+    pub upstream: Upstream,
+    pub worker_id: String,
+    pub lease: Duration,
+}
+
+/// One attempt, kept until the result is written with it.
+struct AttemptRecord {
+    model: String,
+    http_status: Option<i32>,
+    outcome: &'static str,
+    latency_ms: i64,
+    error: Option<String>,
+}
+
+impl Executor {
+    /// Handles one queue message. A message for a call that is not queued is a duplicate and is
+    /// dropped by the claim.
+    #[tracing::instrument(skip_all, fields(call_id = %call_id, job_id, team_id))]
+    pub async fn handle(&self, call_id: Uuid) -> anyhow::Result<()> {
+        let Some(call) =
+            db::calls::claim(&self.db, call_id, &self.worker_id, self.lease.as_secs_f64()).await?
+        else {
+            tracing::debug!("call is not queued; duplicate message dropped");
+            return Ok(());
+        };
+        let span = tracing::Span::current();
+        span.record("job_id", tracing::field::display(call.job_id));
+        span.record("team_id", tracing::field::display(&call.team_id));
+
+        let keeper = self.keep_lease(&call);
+        let outcome = self.run_chain(&call).await;
+        keeper.abort();
+
+        let (attempts, result) = outcome?;
+        let attempt_rows: Vec<Attempt<'_>> = attempts
+            .iter()
+            .map(|a| Attempt {
+                model_name: &a.model,
+                http_status: a.http_status,
+                outcome: a.outcome,
+                latency_ms: a.latency_ms,
+                error: a.error.as_deref(),
+            })
+            .collect();
+        let mut tx = self.db.begin().await?;
+        let written = db::calls::finish(
+            &mut tx,
+            call.call_id,
+            call.lease_token,
+            &attempt_rows,
+            &result.as_row(),
+        )
+        .await?;
+        tx.commit().await?;
+        if !written {
+            tracing::warn!(
+                "lease lost before the result was written; another worker owns the call"
+            );
+            return Ok(());
+        }
+        // Checked after the commit: whichever of this worker and the complete request commits
+        // last sees the other's write, so one of them settles.
+        if let Some(job) = db::jobs::find(&self.db, call.job_id, None).await? {
+            if job.status == JobStatus::Completing
+                && db::jobs::settle(&self.db, call.job_id).await? == Settlement::Settled
+            {
+                tracing::info!("job settled by worker");
+            }
+        }
+        Ok(())
+    }
+
+    /// Extends the lease while the call runs, so a long call is not taken for a dead one.
+    fn keep_lease(&self, call: &ClaimedCall) -> tokio::task::JoinHandle<()> {
+        let (db, call_id, token, lease) =
+            (self.db.clone(), call.call_id, call.lease_token, self.lease);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(lease / 3);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                match db::calls::extend_lease(&db, call_id, token, lease.as_secs_f64()).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(error = %e, "could not extend lease"),
+                }
+            }
+        })
+    }
+
+    async fn run_chain(
+        &self,
+        call: &ClaimedCall,
+    ) -> anyhow::Result<(Vec<AttemptRecord>, OwnedResult)> {
+        let started = Instant::now();
+        let models = match call.model_group_id {
+            Some(group_id) => db::calls::group_models(&self.db, group_id).await?,
+            None => Vec::new(),
+        };
+        let mut attempts = Vec::with_capacity(models.len());
+        let mut last_error = format!("model group '{}' has no models", call.model_group);
+        for (model, config) in models {
+            let mut body = call.request.clone();
+            if let Value::Object(fields) = &mut body {
+                fields.insert("model".into(), Value::String(model.clone()));
+            }
+            let attempt_started = Instant::now();
+            let answer = self.upstream.chat(&body).await;
+            let latency_ms = attempt_started.elapsed().as_millis() as i64;
+            match answer {
+                Ok(completion) => {
+                    attempts.push(AttemptRecord {
+                        model: model.clone(),
+                        http_status: Some(200),
+                        outcome: "succeeded",
+                        latency_ms,
+                        error: None,
+                    });
+                    let cost = completion.reported_cost.or_else(|| {
+                        let price = pricing::price_for(&model, &config)?;
+                        Some(pricing::cost(
+                            price,
+                            completion.prompt_tokens.unwrap_or(0),
+                            completion.completion_tokens.unwrap_or(0),
+                        ))
+                    });
+                    if cost.is_none() {
+                        tracing::warn!(model, "no price known for model; cost left empty");
+                    }
+                    let total_tokens = completion.total_tokens.or_else(|| {
+                        Some(completion.prompt_tokens? + completion.completion_tokens?)
+                    });
+                    return Ok((
+                        attempts,
+                        OwnedResult {
+                            status: CallStatus::Succeeded,
+                            model_used: Some(model),
+                            content: completion.content,
+                            finish_reason: completion.finish_reason,
+                            response: Some(completion.body),
+                            prompt_tokens: completion.prompt_tokens,
+                            completion_tokens: completion.completion_tokens,
+                            total_tokens,
+                            cost_micro_usd: cost.map(|c| c.0),
+                            latency_ms: started.elapsed().as_millis() as i64,
+                            error: None,
+                        },
+                    ));
+                }
+                Err(error) => {
+                    let next = error.next();
+                    tracing::info!(model, error = %error, ?next, "upstream attempt failed");
+                    attempts.push(AttemptRecord {
+                        model,
+                        http_status: error.http_status(),
+                        outcome: if next == Next::Fallback {
+                            "fallback"
+                        } else {
+                            "fatal"
+                        },
+                        latency_ms,
+                        error: Some(error.to_string()),
+                    });
+                    last_error = error.to_string();
+                    if next == Next::Stop {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok((
+            attempts,
+            OwnedResult {
+                status: CallStatus::Failed,
+                model_used: None,
+                content: None,
+                finish_reason: None,
+                response: None,
+                prompt_tokens: None,
+                completion_tokens: None,
+                total_tokens: None,
+                cost_micro_usd: None,
+                latency_ms: started.elapsed().as_millis() as i64,
+                error: Some(last_error),
+            },
+        ))
+    }
+}
+
+/// The result of the chain, owned until it is written.
+struct OwnedResult {
+    status: CallStatus,
+    model_used: Option<String>,
+    content: Option<String>,
+    finish_reason: Option<String>,
+    response: Option<Value>,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    total_tokens: Option<i64>,
+    cost_micro_usd: Option<i64>,
+    latency_ms: i64,
+    error: Option<String>,
+}
+
+impl OwnedResult {
+    fn as_row(&self) -> CallResult<'_> {
+        CallResult {
+            status: self.status,
+            model_used: self.model_used.as_deref(),
+            response_content: self.content.as_deref(),
+            finish_reason: self.finish_reason.as_deref(),
+            response: self.response.as_ref(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cost_micro_usd: self.cost_micro_usd,
+            latency_ms: self.latency_ms,
+            error: self.error.as_deref(),
+        }
+    }
+}

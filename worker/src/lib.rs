@@ -1,0 +1,124 @@
+//! The queue worker: pops call ids from Redis, runs each call against the upstream with
+//! model-group fallback, writes results to PostgreSQL; plus the reconciler. Stateless: run as
+//! many processes as needed against one Redis and one PostgreSQL.
+
+pub mod config;
+pub mod executor;
+pub mod fallback;
+pub mod reconciler;
+pub mod upstream;
+
+use std::time::Duration;
+
+use saasllm_shared::queue::CallQueue;
+use saasllm_shared::redis_conn::RedisHandle;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{WorkerConfig, WorkerOptions};
+use executor::Executor;
+use upstream::Upstream;
+
+/// How long one BRPOP blocks before checking for shutdown.
+const POP_WAIT: Duration = Duration::from_secs(1);
+
+/// Runs the worker until `cancel` fires, then lets in-flight calls finish (bounded by the
+/// shutdown timeout) and returns.
+pub async fn run(
+    db: PgPool,
+    redis: RedisHandle,
+    upstream: Upstream,
+    options: WorkerOptions,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let queue = CallQueue::new(redis);
+    let executor = Executor {
+        db: db.clone(),
+        upstream,
+        worker_id: worker_id(),
+        lease: options.lease(),
+    };
+    tracing::info!(worker_id = %executor.worker_id, concurrency = options.concurrency, "worker started");
+    let mut slots = JoinSet::new();
+    for _ in 0..options.concurrency.max(1) {
+        slots.spawn(consume(queue.clone(), executor.clone(), cancel.clone()));
+    }
+    let reconciler = tokio::spawn(reconciler::run(
+        db,
+        queue,
+        options.reconciler(),
+        cancel.clone(),
+    ));
+
+    cancel.cancelled().await;
+    tracing::info!("worker stopping: no new calls are taken; waiting for in-flight calls");
+    let drained = tokio::time::timeout(Duration::from_secs(options.shutdown_timeout_secs), async {
+        while slots.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            "shutdown timeout reached; unfinished calls will be re-queued when their lease expires"
+        );
+        slots.abort_all();
+    }
+    let _ = reconciler.await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// One slot: pop, run, repeat. Redis errors are retried here (with backoff) so a Redis restart
+/// never ends the worker.
+async fn consume(queue: CallQueue, executor: Executor, cancel: CancellationToken) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let mut consumer = match queue.consumer().await {
+            Ok(consumer) => consumer,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to Redis; retrying");
+                pause(&cancel, backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            let popped = tokio::select! {
+                () = cancel.cancelled() => return,
+                popped = consumer.pop(POP_WAIT) => popped,
+            };
+            match popped {
+                Ok(Some(call_id)) => {
+                    backoff = Duration::from_millis(100);
+                    if let Err(e) = executor.handle(call_id).await {
+                        // The call keeps its lease and is re-queued when it expires.
+                        tracing::error!(%call_id, error = ?e, "call could not be run to the end");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis pop failed; reconnecting");
+                    pause(&cancel, backoff).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn pause(cancel: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}
+
+/// A name unique to this process start, for leases and logs.
+fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}

@@ -1,0 +1,91 @@
+//! Finds work that Redis lost or a dead worker left behind, and reaps expired jobs. PostgreSQL
+//! is the truth; this loop makes Redis agree with it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use saasllm_shared::db;
+use saasllm_shared::queue::CallQueue;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Most rows handled per step of a pass.
+const BATCH: i64 = 1_000;
+
+/// Settings of the reconciler.
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcilerSettings {
+    pub interval: Duration,
+    /// How long a popped id may take to be claimed before the call counts as lost.
+    pub grace: Duration,
+}
+
+/// Runs passes until cancelled.
+pub async fn run(
+    db: PgPool,
+    queue: CallQueue,
+    settings: ReconcilerSettings,
+    cancel: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(settings.interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(e) = pass(&db, &queue, settings).await {
+            tracing::warn!(error = %e, "reconciler pass failed; retrying next interval");
+        }
+    }
+}
+
+/// One pass: expired leases back to the queue, lost queued calls re-pushed, overdue jobs
+/// expired, completing jobs whose calls are done settled.
+pub async fn pass(
+    db: &PgPool,
+    queue: &CallQueue,
+    settings: ReconcilerSettings,
+) -> anyhow::Result<()> {
+    let expired = db::calls::requeue_expired_leases(db, BATCH).await?;
+    if !expired.is_empty() {
+        tracing::warn!(
+            count = expired.len(),
+            "re-queued calls whose worker lease expired"
+        );
+        queue.push(&expired).await?;
+    }
+
+    // The queue is FIFO: every call pushed before the one next in line has been popped. A queued
+    // call last pushed before that (and before the grace period) was popped by a worker that
+    // never claimed it, or Redis lost it.
+    let grace_cutoff = Utc::now() - settings.grace;
+    let cutoff = match queue.next_in_line().await? {
+        None => Some(grace_cutoff),
+        Some(next) => db::calls::enqueued_at(db, next)
+            .await?
+            .map(|at| at.min(grace_cutoff)),
+    };
+    if let Some(cutoff) = cutoff {
+        let lost = db::calls::take_lost_queued(db, cutoff, BATCH).await?;
+        if !lost.is_empty() {
+            tracing::warn!(
+                count = lost.len(),
+                "re-pushed queued calls missing from Redis"
+            );
+            queue.push(&lost).await?;
+        }
+    }
+
+    let reaped = db::jobs::expire_overdue(db, BATCH).await?;
+    if reaped > 0 {
+        tracing::info!(
+            count = reaped,
+            "expired jobs past their TTL and released their holds"
+        );
+    }
+    for job_id in db::jobs::completing_ready(db, BATCH).await? {
+        db::jobs::settle(db, job_id).await?;
+    }
+    Ok(())
+}

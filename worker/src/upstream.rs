@@ -1,0 +1,193 @@
+//! The OpenAI-compatible upstream (LiteLLM proxy): one chat-completions request, its usage and
+//! cost, or an error that keeps the status and the start of the body.
+
+use std::time::Duration;
+
+use saasllm_shared::config::LlmConfig;
+use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::pricing;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use crate::fallback::{self, Next};
+
+/// How much of an error body is kept.
+const ERROR_BODY_LIMIT: usize = 2_048;
+
+/// A client for `{LLM_BASE_URL}/v1/chat/completions`.
+#[derive(Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    url: String,
+    api_key: Option<SecretString>,
+}
+
+/// A successful completion.
+#[derive(Debug)]
+pub struct Completion {
+    pub content: Option<String>,
+    pub finish_reason: Option<String>,
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    /// From `x-litellm-response-cost`, when the upstream reports it.
+    pub reported_cost: Option<MicroUsd>,
+    pub body: Value,
+}
+
+/// A failed attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{message}")]
+    Transport { message: String },
+    #[error("{message}")]
+    Status {
+        status: u16,
+        message: String,
+        body: String,
+    },
+    #[error("upstream answered something that is not a chat completion: {0}")]
+    InvalidResponse(String),
+}
+
+impl UpstreamError {
+    /// Whether the next model of the group should be tried.
+    pub fn next(&self) -> Next {
+        match self {
+            UpstreamError::Transport { .. } | UpstreamError::InvalidResponse(_) => Next::Fallback,
+            UpstreamError::Status { status, body, .. } => fallback::classify_status(*status, body),
+        }
+    }
+
+    /// The HTTP status, if the upstream answered.
+    pub fn http_status(&self) -> Option<i32> {
+        match self {
+            UpstreamError::Status { status, .. } => Some(i32::from(*status)),
+            _ => None,
+        }
+    }
+}
+
+impl Upstream {
+    pub fn new(config: &LlmConfig) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(config.timeout_secs))
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(256)
+            .build()?;
+        Ok(Self {
+            client,
+            url: format!(
+                "{}/v1/chat/completions",
+                config.base_url.trim_end_matches('/')
+            ),
+            api_key: config.api_key.clone(),
+        })
+    }
+
+    /// Sends one chat-completions request.
+    pub async fn chat(&self, body: &Value) -> Result<Completion, UpstreamError> {
+        let mut request = self.client.post(&self.url).json(body);
+        if let Some(key) = &self.api_key {
+            request = request.bearer_auth(key.expose_secret());
+        }
+        let response = request.send().await.map_err(|e| UpstreamError::Transport {
+            message: if e.is_timeout() {
+                "upstream request timed out".to_owned()
+            } else if e.is_connect() {
+                format!("cannot connect to the upstream: {}", root_cause(&e))
+            } else {
+                format!("upstream request failed: {}", root_cause(&e))
+            },
+        })?;
+        let status = response.status();
+        let reported_cost = response
+            .headers()
+            .get("x-litellm-response-cost")
+            .and_then(|v| v.to_str().ok())
+            .and_then(pricing::parse_cost_header);
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| UpstreamError::Transport {
+                message: format!("upstream response was cut off: {}", root_cause(&e)),
+            })?;
+        if !status.is_success() {
+            let body =
+                String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).into_owned();
+            return Err(UpstreamError::Status {
+                status: status.as_u16(),
+                message: error_message(status.as_u16(), &body),
+                body,
+            });
+        }
+        let body: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
+        let choice = body
+            .get("choices")
+            .and_then(|c| c.get(0))
+            .ok_or_else(|| UpstreamError::InvalidResponse("no choices".into()))?;
+        let usage = body.get("usage");
+        let tokens = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_i64);
+        Ok(Completion {
+            content: choice
+                .pointer("/message/content")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            finish_reason: choice
+                .get("finish_reason")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            prompt_tokens: tokens("prompt_tokens"),
+            completion_tokens: tokens("completion_tokens"),
+            total_tokens: tokens("total_tokens"),
+            reported_cost,
+            body,
+        })
+    }
+}
+
+/// The most useful text of an error answer: OpenAI's `error.message` when present.
+fn error_message(status: u16, body: &str) -> String {
+    let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("detail"))
+            .or_else(|| v.get("message"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    });
+    match from_json {
+        Some(message) => message,
+        None if body.trim().is_empty() => format!("upstream answered HTTP {status}"),
+        None => format!(
+            "upstream answered HTTP {status}: {}",
+            body.chars().take(300).collect::<String>()
+        ),
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_prefers_openai_error_text() {
+        assert_eq!(
+            error_message(429, r#"{"error":{"message":"Rate limit exceeded"}}"#),
+            "Rate limit exceeded"
+        );
+        assert_eq!(error_message(503, ""), "upstream answered HTTP 503");
+        assert_eq!(
+            error_message(502, "oops"),
+            "upstream answered HTTP 502: oops"
+        );
+    }
+}
