@@ -81,12 +81,11 @@ impl Executor {
         }
         // Checked after the commit: whichever of this worker and the complete request commits
         // last sees the other's write, so one of them settles.
-        if let Some(job) = db::jobs::find(&self.db, call.job_id, None).await? {
-            if job.status == JobStatus::Completing
-                && db::jobs::settle(&self.db, call.job_id).await? == Settlement::Settled
-            {
-                tracing::info!("job settled by worker");
-            }
+        let job = db::jobs::find(&self.db, call.job_id, None).await?;
+        if job.is_some_and(|j| j.status == JobStatus::Completing)
+            && db::jobs::settle(&self.db, call.job_id).await? == Settlement::Settled
+        {
+            tracing::info!("job settled by worker");
         }
         Ok(())
     }

@@ -190,10 +190,10 @@ async fn llm_call(
     let deadline = tokio::time::Instant::now() + state.settings.sync_call_timeout;
     let mut waiter = waiter;
     loop {
-        if let Some(row) = db::calls::find(&state.db, job.job_id, call_id).await? {
-            if row.status.is_terminal() {
-                return sync_result(&row);
-            }
+        if let Some(row) = db::calls::find(&state.db, job.job_id, call_id).await?
+            && row.status.is_terminal()
+        {
+            return sync_result(&row);
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {

@@ -226,10 +226,10 @@ async fn visible_group(
     let group = db::model_groups::find_by_name(&state.db, group_name)
         .await?
         .ok_or_else(|| group_not_found(group_name))?;
-    if let Some(team_id) = caller.team_id() {
-        if !db::model_groups::team_has_access(&state.db, team_id, group.model_group_id).await? {
-            return Err(group_not_found(group_name));
-        }
+    if let Some(team_id) = caller.team_id()
+        && !db::model_groups::team_has_access(&state.db, team_id, group.model_group_id).await?
+    {
+        return Err(group_not_found(group_name));
     }
     Ok(group)
 }
