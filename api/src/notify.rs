@@ -113,6 +113,9 @@ impl Notifier {
 
 async fn listen(db: PgPool, notifier: Arc<Notifier>) {
     loop {
+        if db.is_closed() {
+            return;
+        }
         let mut listener = match PgListener::connect_with(&db).await {
             Ok(listener) => listener,
             Err(e) => {
@@ -131,7 +134,13 @@ async fn listen(db: PgPool, notifier: Arc<Notifier>) {
         }
         notifier.wake_all();
         loop {
-            match listener.try_recv().await {
+            // The pool closing (process or test shutting down) ends the listener, so that its
+            // connection does not hold the database open.
+            let received = tokio::select! {
+                () = db.close_event() => return,
+                received = listener.try_recv() => received,
+            };
+            match received {
                 Ok(Some(notification)) => {
                     let Ok(id) = notification.payload().parse::<Uuid>() else {
                         continue;

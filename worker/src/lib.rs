@@ -51,7 +51,11 @@ pub async fn run(
         cancel.clone(),
     ));
 
-    cancel.cancelled().await;
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        // The pool closes only when its owner is going away (an embedding process or a test).
+        () = db_closed(&executor) => cancel.cancel(),
+    }
     tracing::info!("worker stopping: no new calls are taken; waiting for in-flight calls");
     let drained = tokio::time::timeout(Duration::from_secs(options.shutdown_timeout_secs), async {
         while slots.join_next().await.is_some() {}
@@ -104,6 +108,10 @@ async fn consume(queue: CallQueue, executor: Executor, cancel: CancellationToken
             }
         }
     }
+}
+
+async fn db_closed(executor: &Executor) {
+    executor.db.close_event().await;
 }
 
 async fn pause(cancel: &CancellationToken, duration: Duration) {
