@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
+use saasllm_shared::config::LlmConfig;
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::money::MicroUsd;
@@ -41,6 +42,7 @@ pub struct ApiSettings {
     pub job_ttl: Duration,
     pub sync_call_timeout: Duration,
     pub complete_wait: Duration,
+    pub llm: LlmConfig,
 }
 
 impl ApiSettings {
@@ -53,6 +55,11 @@ impl ApiSettings {
             job_ttl: Duration::from_secs(86_400),
             sync_call_timeout: Duration::from_secs(300),
             complete_wait: Duration::from_secs(30),
+            llm: LlmConfig {
+                base_url: "http://127.0.0.1:4000".to_owned(),
+                api_key: None,
+                timeout_secs: 120,
+            },
         }
     }
 }
@@ -84,6 +91,7 @@ impl Application {
             job_ttl: Duration::from_secs(config.job_ttl_secs),
             sync_call_timeout: Duration::from_secs(config.sync_call_timeout_secs),
             complete_wait: Duration::from_secs(config.complete_wait_secs),
+            llm: config.llm.clone(),
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
@@ -115,6 +123,7 @@ impl Application {
         let state = AppState {
             notifier: Notifier::start(pool.clone()),
             queue: CallQueue::new(redis.clone()),
+            upstream: Upstream::new(&settings.llm)?,
             db: pool,
             redis,
             settings: Arc::new(Settings {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
+use saasllm_worker::upstream::Upstream;
 use sqlx::PgPool;
 
 use crate::notify::Notifier;
@@ -18,6 +19,8 @@ pub struct AppState {
     pub redis: RedisHandle,
     pub queue: CallQueue,
     pub notifier: Arc<Notifier>,
+    /// The OpenAI-compatible upstream, for the passthrough endpoint.
+    pub upstream: Upstream,
     pub settings: Arc<Settings>,
 }
 

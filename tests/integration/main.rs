@@ -8,6 +8,7 @@ mod credits;
 mod health;
 mod jobs;
 mod model_groups;
+mod openai;
 mod organizations;
 mod queue;
 mod request_errors;

@@ -85,21 +85,29 @@ impl Upstream {
         })
     }
 
-    /// Sends one chat-completions request.
-    pub async fn chat(&self, body: &Value) -> Result<Completion, UpstreamError> {
+    /// Sends a chat-completions body as it is and returns the raw response (for passthrough).
+    pub async fn post(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
         let mut request = self.client.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        let response = request.send().await.map_err(|e| UpstreamError::Transport {
-            message: if e.is_timeout() {
-                "upstream request timed out".to_owned()
-            } else if e.is_connect() {
-                format!("cannot connect to the upstream: {}", root_cause(&e))
-            } else {
-                format!("upstream request failed: {}", root_cause(&e))
-            },
-        })?;
+        request.send().await
+    }
+
+    /// Sends one chat-completions request.
+    pub async fn chat(&self, body: &Value) -> Result<Completion, UpstreamError> {
+        let response = self
+            .post(body)
+            .await
+            .map_err(|e| UpstreamError::Transport {
+                message: if e.is_timeout() {
+                    "upstream request timed out".to_owned()
+                } else if e.is_connect() {
+                    format!("cannot connect to the upstream: {}", root_cause(&e))
+                } else {
+                    format!("upstream request failed: {}", root_cause(&e))
+                },
+            })?;
         let status = response.status();
         let reported_cost = response
             .headers()

@@ -5,6 +5,7 @@ mod credits;
 mod health;
 pub(crate) mod jobs;
 mod model_groups;
+mod openai;
 mod organizations;
 mod teams;
 pub(crate) mod validate;
@@ -23,4 +24,5 @@ pub fn router() -> Router<AppState> {
         .merge(credits::router())
         .merge(jobs::router())
         .merge(calls::router())
+        .merge(openai::router())
 }

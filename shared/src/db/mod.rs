@@ -7,6 +7,7 @@ pub mod jobs;
 pub mod keys;
 pub mod model_groups;
 pub mod organizations;
+pub mod spend;
 pub mod teams;
 
 use std::time::Duration;

@@ -72,6 +72,11 @@ pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
         max_body_bytes: 1024 * 1024,
         complete_wait: options.complete_wait,
         sync_call_timeout: options.sync_call_timeout,
+        llm: LlmConfig {
+            base_url: llm.base_url(),
+            api_key: Some(SecretString::from("sk-upstream-test".to_owned())),
+            timeout_secs: options.llm_timeout_secs,
+        },
         ..ApiSettings::new(SecretString::from(ADMIN_KEY.to_owned()))
     };
     let app = Application::build_with(

@@ -1,0 +1,453 @@
+//! OpenAI-compatible endpoint for team keys: `POST /v1/chat/completions` (streaming or not) and
+//! `GET /v1/models`. Requests pass through to the upstream unchanged apart from what must change;
+//! only the team's `allowed_models` are reachable, and a USD budget (credits_allocated x
+//! USD_PER_CREDIT) is enforced by reserving each request's estimated cost before it is sent.
+//! Errors use OpenAI's shape so the SDKs raise their usual exception classes.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use saasllm_shared::db;
+use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::pricing::{self, Price};
+use serde_json::{Map, Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::RawBody;
+use crate::state::AppState;
+
+/// Output tokens assumed for the estimate when the request sets no `max_tokens`.
+const DEFAULT_MAX_OUTPUT_TOKENS: i64 = 1_024;
+/// Price used for models the price table does not know: deliberately high, so an unknown
+/// model cannot slip past the budget; the record says the default was used.
+const UNKNOWN_MODEL_PRICE: Price = Price {
+    input_per_million: 10_000_000,
+    output_per_million: 30_000_000,
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+}
+
+/// An error in OpenAI's wire shape.
+pub struct OpenAiError {
+    status: StatusCode,
+    message: String,
+    kind: &'static str,
+    code: Option<&'static str>,
+}
+
+impl OpenAiError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            code,
+        }
+    }
+}
+
+impl From<ApiError> for OpenAiError {
+    fn from(error: ApiError) -> Self {
+        let status = error.status();
+        if let ApiError::Internal(cause) = &error {
+            tracing::error!(error = ?cause, "request failed");
+        }
+        let (kind, code) = match status {
+            StatusCode::UNAUTHORIZED => ("invalid_request_error", Some("invalid_api_key")),
+            StatusCode::FORBIDDEN => ("permission_denied", None),
+            StatusCode::NOT_FOUND => ("invalid_request_error", None),
+            s if s.is_server_error() => ("server_error", None),
+            _ => ("invalid_request_error", None),
+        };
+        Self::new(status, kind, code, error.to_string())
+    }
+}
+
+impl IntoResponse for OpenAiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// The team behind a virtual key; the admin key has no budget and is refused here.
+fn team_of(caller: Result<Caller, ApiError>) -> Result<String, OpenAiError> {
+    match caller? {
+        Caller::Team { team_id, .. } => Ok(team_id),
+        Caller::Admin => Err(OpenAiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            None,
+            "The OpenAI-compatible endpoint takes a team's virtual key, not the admin key",
+        )),
+    }
+}
+
+async fn models(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+) -> Result<Response, OpenAiError> {
+    let team_id = team_of(caller)?;
+    let models = db::teams::allowed_models(&state.db, &team_id)
+        .await
+        .map_err(ApiError::from)?;
+    let data: Vec<Value> = models
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "saasllm"}))
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(team_id, model, request_id))]
+async fn chat_completions(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    body: Result<RawBody, ApiError>,
+) -> Result<Response, OpenAiError> {
+    let team_id = team_of(caller)?;
+    let RawBody(bytes) = body?;
+    let mut request: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            format!("Malformed JSON body: {e}"),
+        )
+    })?;
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            OpenAiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                None,
+                "`model` is required",
+            )
+        })?;
+    if !request.get("messages").is_some_and(Value::is_array) {
+        return Err(OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "`messages` must be an array",
+        ));
+    }
+    let span = tracing::Span::current();
+    span.record("team_id", team_id.as_str());
+    span.record("model", model.as_str());
+
+    let allowed = db::teams::allowed_models(&state.db, &team_id)
+        .await
+        .map_err(ApiError::from)?;
+    if !allowed.contains(&model) {
+        return Err(OpenAiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            Some("model_not_allowed"),
+            format!(
+                "Model '{model}' is not allowed for team '{team_id}'. Allowed models: {}",
+                allowed.join(", ")
+            ),
+        ));
+    }
+
+    let config = db::spend::model_config(&state.db, &team_id, &model)
+        .await
+        .map_err(ApiError::from)?
+        .unwrap_or_else(|| json!({}));
+    let price = pricing::price_for(&model, &config);
+    let max_output = request
+        .get("max_tokens")
+        .or_else(|| request.get("max_completion_tokens"))
+        .and_then(Value::as_i64)
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
+    // A token is at least a byte of the request, so bytes bound the prompt from above.
+    let estimate = pricing::cost(
+        price.unwrap_or(UNKNOWN_MODEL_PRICE),
+        bytes.len() as i64,
+        max_output,
+    )
+    .0
+    .max(1);
+    let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+
+    let request_id = db::spend::reserve(&state.db, &team_id, &model, stream, estimate, state.settings.usd_per_credit.0)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| {
+            OpenAiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                Some("budget_exceeded"),
+                format!(
+                    "Budget exceeded for team '{team_id}': this request could cost up to ${:.6}, more than what is left of the budget. Add credits to raise it.",
+                    estimate as f64 / 1e6
+                ),
+            )
+        })?;
+    span.record("request_id", tracing::field::display(request_id));
+
+    if stream {
+        // Ask the upstream for a final usage chunk so the cost is known when the stream ends.
+        let options = request.entry("stream_options").or_insert_with(|| json!({}));
+        if let Value::Object(options) = options {
+            options.insert("include_usage".into(), Value::Bool(true));
+        }
+    }
+    let pricing = Pricing {
+        model,
+        config,
+        price,
+    };
+    let sent = state.upstream.post(&Value::Object(request)).await;
+    let response = match sent {
+        Ok(response) => response,
+        Err(e) => {
+            let usage = Usage {
+                error: Some(e.to_string()),
+                cost_source: "price_table",
+                ..Usage::default()
+            };
+            db::spend::settle(&state.db, request_id, &usage)
+                .await
+                .map_err(ApiError::from)?;
+            return Err(OpenAiError::new(
+                StatusCode::BAD_GATEWAY,
+                "server_error",
+                None,
+                format!("Upstream request failed: {e}"),
+            ));
+        }
+    };
+    let status = response.status();
+    let reported_cost = response
+        .headers()
+        .get("x-litellm-response-cost")
+        .and_then(|v| v.to_str().ok())
+        .and_then(pricing::parse_cost_header);
+    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
+
+    if stream && status.is_success() {
+        let recorder = StreamRecorder::new(state.db.clone(), request_id, pricing, reported_cost);
+        let scanner = Arc::clone(&recorder.scan);
+        let body = response.bytes_stream().map(move |chunk| {
+            if let Ok(bytes) = &chunk {
+                scanner
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .feed(bytes);
+            }
+            // The recorder lives as long as the body: dropping it (end of stream or client gone)
+            // records the spend.
+            let _keep = &recorder;
+            chunk
+        });
+        let mut response = Response::new(Body::from_stream(body));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            content_type.unwrap_or_else(|| HeaderValue::from_static("text/event-stream")),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+        return Ok(response);
+    }
+
+    let bytes = response.bytes().await.map_err(|e| {
+        OpenAiError::new(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            None,
+            format!("Upstream response was cut off: {e}"),
+        )
+    });
+    let usage = match &bytes {
+        Ok(body) if status.is_success() => usage_of(
+            serde_json::from_slice::<Value>(body).ok().as_ref(),
+            &pricing,
+            reported_cost,
+        ),
+        Ok(body) => Usage {
+            http_status: Some(i32::from(status.as_u16())),
+            error: Some(String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()),
+            cost_source: "price_table",
+            ..Usage::default()
+        },
+        Err(e) => Usage {
+            error: Some(e.message.clone()),
+            cost_source: "price_table",
+            ..Usage::default()
+        },
+    };
+    db::spend::settle(&state.db, request_id, &usage)
+        .await
+        .map_err(ApiError::from)?;
+    let bytes = bytes?;
+    let mut response = Response::new(Body::from(bytes));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        content_type.unwrap_or_else(|| HeaderValue::from_static("application/json")),
+    );
+    Ok(response)
+}
+
+/// How to price a request's usage.
+struct Pricing {
+    model: String,
+    config: Value,
+    price: Option<Price>,
+}
+
+/// Usage and cost of a completed request: the upstream's cost header first, then the price
+/// table, then the conservative default (recorded as such).
+fn usage_of(
+    body: Option<&Value>,
+    pricing: &Pricing,
+    reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
+) -> Usage {
+    let usage = body.and_then(|b| b.get("usage"));
+    let tokens = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_i64);
+    let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
+    let (cost, source) = match (reported_cost, pricing.price) {
+        (Some(cost), _) => (cost.0, "header"),
+        (None, Some(price)) => (
+            pricing::cost(price, prompt.unwrap_or(0), completion.unwrap_or(0)).0,
+            "price_table",
+        ),
+        (None, None) => {
+            tracing::warn!(model = %pricing.model, config = %pricing.config, "no price known; recording at the default price");
+            (
+                pricing::cost(
+                    UNKNOWN_MODEL_PRICE,
+                    prompt.unwrap_or(0),
+                    completion.unwrap_or(0),
+                )
+                .0,
+                "default_price",
+            )
+        }
+    };
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: tokens("total_tokens").or_else(|| Some(prompt? + completion?)),
+        cost_micro_usd: cost,
+        cost_source: source,
+        http_status: Some(200),
+        error: None,
+    }
+}
+
+/// Reads SSE lines as they pass, keeping the usage chunk and counting content for a client
+/// that leaves before the usage arrives.
+#[derive(Default)]
+struct SseScan {
+    partial: Vec<u8>,
+    usage: Option<Value>,
+    content_chars: i64,
+}
+
+impl SseScan {
+    fn feed(&mut self, bytes: &[u8]) {
+        self.partial.extend_from_slice(bytes);
+        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=end).collect();
+            let Some(data) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            let Ok(event) = serde_json::from_slice::<Value>(data.trim_ascii()) else {
+                continue;
+            };
+            if let Some(usage) = event.get("usage").filter(|u| !u.is_null()) {
+                self.usage = Some(usage.clone());
+            }
+            if let Some(text) = event
+                .pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+            {
+                self.content_chars += text.chars().count() as i64;
+            }
+        }
+    }
+}
+
+/// Owns a streaming request's reservation; when dropped (stream finished or client gone) it
+/// records what was used and releases the reservation.
+struct StreamRecorder {
+    db: PgPool,
+    request_id: Uuid,
+    pricing: Option<Pricing>,
+    reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
+    scan: Arc<Mutex<SseScan>>,
+}
+
+impl StreamRecorder {
+    fn new(
+        db: PgPool,
+        request_id: Uuid,
+        pricing: Pricing,
+        reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
+    ) -> Self {
+        Self {
+            db,
+            request_id,
+            pricing: Some(pricing),
+            reported_cost,
+            scan: Arc::default(),
+        }
+    }
+}
+
+impl Drop for StreamRecorder {
+    fn drop(&mut self) {
+        let Some(pricing) = self.pricing.take() else {
+            return;
+        };
+        let scan = std::mem::take(&mut *self.scan.lock().unwrap_or_else(|p| p.into_inner()));
+        let usage = match scan.usage {
+            Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, self.reported_cost),
+            None => {
+                // The client left before the usage chunk: bill what was streamed so far.
+                let completion = (scan.content_chars + 3) / 4;
+                let mut usage = usage_of(
+                    Some(&json!({"usage": {"prompt_tokens": 0, "completion_tokens": completion}})),
+                    &pricing,
+                    self.reported_cost,
+                );
+                usage.error =
+                    Some("stream ended before the usage chunk (client disconnected?)".into());
+                usage
+            }
+        };
+        let (db, request_id) = (self.db.clone(), self.request_id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = db::spend::settle(&db, request_id, &usage).await {
+                    tracing::error!(%request_id, error = %e, "could not record streaming spend; reservation stays open");
+                }
+            });
+        }
+    }
+}

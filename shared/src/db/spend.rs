@@ -1,0 +1,121 @@
+//! USD budget of the OpenAI-compatible path: reserve an estimate before the upstream call,
+//! replace it by the actual cost after. One conditional UPDATE admits a request, so concurrent
+//! requests cannot together pass the budget.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Reserves `estimate` micro-dollars for a request if `spend + reserved + estimate` stays within
+/// `credits_allocated x usd_per_credit`. Returns the request id, or `None` when over budget.
+pub async fn reserve(
+    db: &PgPool,
+    team_id: &str,
+    model: &str,
+    stream: bool,
+    estimate: i64,
+    usd_per_credit_micro: i64,
+) -> sqlx::Result<Option<Uuid>> {
+    let mut tx = db.begin().await?;
+    let admitted = sqlx::query(
+        "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
+         where team_id = $1
+           and spend_micro_usd + budget_reserved_micro_usd + $2 <= credits_allocated * $3",
+    )
+    .bind(team_id)
+    .bind(estimate)
+    .bind(usd_per_credit_micro)
+    .execute(&mut *tx)
+    .await?;
+    if admitted.rows_affected() != 1 {
+        return Ok(None);
+    }
+    let request_id = Uuid::now_v7();
+    sqlx::query(
+        "insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd) values ($1, $2, $3, $4, $5)",
+    )
+    .bind(request_id)
+    .bind(team_id)
+    .bind(model)
+    .bind(stream)
+    .bind(estimate)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(request_id))
+}
+
+/// What a finished request cost.
+#[derive(Debug, Clone, Default)]
+pub struct Usage {
+    pub prompt_tokens: Option<i64>,
+    pub completion_tokens: Option<i64>,
+    pub total_tokens: Option<i64>,
+    pub cost_micro_usd: i64,
+    pub cost_source: &'static str,
+    pub http_status: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// Replaces the reservation by the actual cost (zero for a failed request), once: a second
+/// call for the same request changes nothing. Returns whether this call recorded it.
+pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
+    let mut tx = db.begin().await?;
+    let done = settle_in(&mut tx, request_id, usage).await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+async fn settle_in(conn: &mut PgConnection, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
+    let status = if usage.error.is_some() && usage.cost_micro_usd == 0 {
+        "released"
+    } else {
+        "recorded"
+    };
+    let row: Option<(String, i64)> = sqlx::query_as(
+        "update spend_records set status = $2, prompt_tokens = $3, completion_tokens = $4, total_tokens = $5,
+             cost_micro_usd = $6, cost_source = $7, http_status = $8, error = $9, finished_at = now()
+         where request_id = $1 and status = 'reserved'
+         returning team_id, reserved_micro_usd",
+    )
+    .bind(request_id)
+    .bind(status)
+    .bind(usage.prompt_tokens)
+    .bind(usage.completion_tokens)
+    .bind(usage.total_tokens)
+    .bind(usage.cost_micro_usd)
+    .bind(usage.cost_source)
+    .bind(usage.http_status)
+    .bind(usage.error.as_deref())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((team_id, reserved)) = row else {
+        return Ok(false);
+    };
+    sqlx::query(
+        "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd - $2,
+             spend_micro_usd = spend_micro_usd + $3, updated_at = now()
+         where team_id = $1",
+    )
+    .bind(&team_id)
+    .bind(reserved)
+    .bind(usage.cost_micro_usd)
+    .execute(conn)
+    .await?;
+    Ok(true)
+}
+
+/// The price config of `model` in the team's groups (first grant first), for cost estimates.
+pub async fn model_config(
+    db: &PgPool,
+    team_id: &str,
+    model: &str,
+) -> sqlx::Result<Option<serde_json::Value>> {
+    sqlx::query_scalar(
+        "select m.config from team_model_groups t join model_group_models m using (model_group_id)
+         where t.team_id = $1 and m.model_name = $2 order by t.position, m.priority limit 1",
+    )
+    .bind(team_id)
+    .bind(model)
+    .fetch_optional(db)
+    .await
+}

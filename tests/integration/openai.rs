@@ -1,0 +1,325 @@
+//! OpenAI-compatible endpoint: allowed models, OpenAI error shape, a budget that concurrent
+//! requests cannot overspend, streaming passthrough and spend recorded on disconnect.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::future::join_all;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use crate::helpers::app::ok_json;
+use crate::helpers::stack::{Stack, eventually, spawn_stack};
+
+async fn chat(stack: &Stack, key: &str, body: Value) -> reqwest::Response {
+    stack
+        .app
+        .with_key(key, Method::POST, "/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, expected, "{body}");
+    assert!(
+        body["error"]["message"].is_string() && body["error"]["type"].is_string(),
+        "{body}"
+    );
+    body["error"].clone()
+}
+
+async fn open_reservations(db: &PgPool, team_id: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "select budget_reserved_micro_usd, spend_micro_usd from credit_balances where team_id = $1",
+    )
+    .bind(team_id)
+    .fetch_one(db)
+    .await
+    .expect("balance")
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn passes_completions_through_and_lists_only_allowed_models(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_o", 10, &[("ChatAgent", &["gpt-3.5-turbo", "gpt-4"])])
+        .await;
+
+    let models = ok_json(
+        stack
+            .app
+            .with_key(&key, Method::GET, "/v1/models")
+            .send()
+            .await,
+    )
+    .await;
+    let completion = ok_json(Ok(chat(
+        &stack,
+        &key,
+        json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "Hello!"}], "temperature": 0.3, "logit_bias": {"50256": -100}}),
+    )
+    .await))
+    .await;
+    let refused = openai_error(
+        chat(
+            &stack,
+            &key,
+            json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|m| m["id"].as_str().expect("id"))
+        .collect();
+    assert_eq!(ids, ["gpt-3.5-turbo", "gpt-4"]);
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(
+        completion["choices"][0]["message"]["content"],
+        "echo: Hello!"
+    );
+    assert!(completion["usage"]["total_tokens"].as_i64().expect("usage") > 0);
+    assert!(
+        refused["message"]
+            .as_str()
+            .expect("message")
+            .contains("not allowed")
+    );
+    let sent = stack.llm.requests();
+    assert_eq!(
+        sent.len(),
+        1,
+        "the refused request never reached the upstream"
+    );
+    assert_eq!(
+        sent[0].body["logit_bias"],
+        json!({"50256": -100}),
+        "unknown fields pass through"
+    );
+    let (reserved, spend) = open_reservations(&db, "team_o").await;
+    assert_eq!(reserved, 0);
+    assert!(spend > 0);
+    let recorded: (String, Option<i64>) =
+        sqlx::query_as("select status, total_tokens from spend_records where team_id = 'team_o'")
+            .fetch_one(&db)
+            .await
+            .expect("record");
+    assert_eq!(recorded.0, "recorded");
+    assert_eq!(recorded.1, completion["usage"]["total_tokens"].as_i64());
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn keys_are_checked_with_openai_shaped_errors(db: PgPool) {
+    let stack = spawn_stack(db).await;
+    stack
+        .team("team_k", 10, &[("ChatAgent", &["gpt-4o"])])
+        .await;
+    let body = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+
+    let anonymous = stack
+        .app
+        .anonymous(Method::POST, "/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    let wrong = chat(&stack, "sk-not-a-key", body.clone()).await;
+    let admin = stack
+        .app
+        .admin(Method::POST, "/v1/chat/completions")
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+
+    openai_error(anonymous, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(
+        openai_error(wrong, StatusCode::UNAUTHORIZED).await["code"],
+        "invalid_api_key"
+    );
+    openai_error(admin, StatusCode::FORBIDDEN).await;
+    assert_eq!(stack.llm.total_requests(), 0);
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn fifty_concurrent_requests_cannot_overspend_a_one_dollar_budget(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    // 10 credits x $0.10 = $1.00. Each request is estimated at exactly $0.05 (no input price,
+    // $50 per 1M output tokens, max_tokens 1000) and the upstream reports $0.05 as its cost.
+    let key = stack.team("team_b", 10, &[]).await;
+    ok_json(
+        stack
+            .app
+            .admin(Method::POST, "/api/model-groups/create")
+            .json(&json!({"group_name": "Priced", "models": [{"model_name": "cost-50000", "config": {"input_cost_per_million": 0, "output_cost_per_million": 50}}]}))
+            .send()
+            .await,
+    )
+    .await;
+    ok_json(
+        stack
+            .app
+            .admin(Method::PUT, "/api/teams/team_b/model-groups")
+            .json(&json!(["Priced"]))
+            .send()
+            .await,
+    )
+    .await;
+    let body = json!({"model": "cost-50000", "max_tokens": 1000, "messages": [{"role": "user", "content": "spend"}]});
+
+    let responses = join_all((0..50).map(|_| chat(&stack, &key, body.clone()))).await;
+
+    let mut admitted = 0;
+    for response in responses {
+        match response.status() {
+            StatusCode::OK => admitted += 1,
+            StatusCode::PAYMENT_REQUIRED => {
+                let error = openai_error(response, StatusCode::PAYMENT_REQUIRED).await;
+                assert!(
+                    error["message"]
+                        .as_str()
+                        .expect("message")
+                        .contains("Budget"),
+                    "{error}"
+                );
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(admitted, 20, "exactly $1.00 / $0.05 requests fit");
+    assert_eq!(
+        stack.llm.total_requests(),
+        20,
+        "rejected requests made no upstream call"
+    );
+    let (reserved, spend) = open_reservations(&db, "team_b").await;
+    assert_eq!(reserved, 0);
+    assert_eq!(spend, 1_000_000, "recorded spend is exactly the budget");
+
+    // Adding credits raises the budget at once.
+    ok_json(
+        stack
+            .app
+            .admin(Method::POST, "/api/credits/teams/team_b/add")
+            .json(&json!({"credits_amount": 1}))
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(
+        chat(&stack, &key, body.clone()).await.status(),
+        StatusCode::OK
+    );
+    let balance = ok_json(
+        stack
+            .app
+            .with_key(&key, Method::GET, "/api/credits/teams/team_b/balance")
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(balance["spend_usd"], 1.05);
+    assert_eq!(balance["budget_usd"], 1.1);
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn streams_chunks_as_they_arrive_and_records_usage(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_s", 10, &[("Streamy", &["chunkdelay-200"])])
+        .await;
+
+    let started = Instant::now();
+    let response = chat(
+        &stack,
+        &key,
+        json!({"model": "chunkdelay-200", "stream": true, "messages": [{"role": "user", "content": "tell me a long story"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/event-stream")
+    );
+    let mut arrivals = Vec::new();
+    let mut text = String::new();
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        arrivals.push(started.elapsed());
+        text.push_str(&String::from_utf8_lossy(&chunk.expect("chunk")));
+    }
+
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(
+        text.contains("\"usage\""),
+        "the upstream was asked for usage"
+    );
+    let first_to_last = *arrivals.last().expect("chunks") - arrivals[0];
+    assert!(
+        first_to_last >= Duration::from_millis(600),
+        "chunks arrived together: {arrivals:?}"
+    );
+    let sent = stack.llm.requests();
+    assert_eq!(sent[0].body["stream_options"]["include_usage"], true);
+    let recorded = eventually(Duration::from_secs(5), || async {
+        sqlx::query_scalar::<_, String>("select status from spend_records where team_id = 'team_s'")
+            .fetch_one(&db)
+            .await
+            .expect("record")
+            == "recorded"
+    })
+    .await;
+    assert!(recorded);
+    let tokens: Option<i64> =
+        sqlx::query_scalar("select total_tokens from spend_records where team_id = 'team_s'")
+            .fetch_one(&db)
+            .await
+            .expect("tokens");
+    assert!(tokens.expect("usage recorded") > 0);
+    assert_eq!(open_reservations(&db, "team_s").await.0, 0);
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_client_leaving_mid_stream_still_leaves_a_spend_record_and_no_reservation(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_d", 10, &[("Streamy", &["chunkdelay-300"])])
+        .await;
+
+    let response = chat(
+        &stack,
+        &key,
+        json!({"model": "chunkdelay-300", "stream": true, "messages": [{"role": "user", "content": "one two three four five six"}]}),
+    )
+    .await;
+    let mut body = response.bytes_stream();
+    for _ in 0..2 {
+        body.next().await.expect("a chunk").expect("bytes");
+    }
+    drop(body);
+
+    let settled = eventually(Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, String>("select status from spend_records where team_id = 'team_d'")
+            .fetch_one(&db)
+            .await
+            .expect("record")
+            != "reserved"
+    })
+    .await;
+    assert!(settled, "the reservation was never settled");
+    let (reserved, spend) = open_reservations(&db, "team_d").await;
+    assert_eq!(reserved, 0);
+    assert!(spend > 0, "what was streamed is billed");
+}
