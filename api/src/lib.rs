@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod notify;
 pub mod routes;
+pub mod sse;
 pub mod startup;
 pub mod state;
 

@@ -48,7 +48,7 @@ impl Executor {
         span.record("job_id", tracing::field::display(call.job_id));
         span.record("team_id", tracing::field::display(&call.team_id));
 
-        let keeper = self.keep_lease(&call);
+        let keeper = keep_lease(self.db.clone(), &call, self.lease);
         let outcome = self.run_chain(&call).await;
         keeper.abort();
 
@@ -79,33 +79,8 @@ impl Executor {
             );
             return Ok(());
         }
-        // Checked after the commit: whichever of this worker and the complete request commits
-        // last sees the other's write, so one of them settles.
-        let job = db::jobs::find(&self.db, call.job_id, None).await?;
-        if job.is_some_and(|j| j.status == JobStatus::Completing)
-            && db::jobs::settle(&self.db, call.job_id).await? == Settlement::Settled
-        {
-            tracing::info!("job settled by worker");
-        }
+        settle_if_completing(&self.db, call.job_id).await?;
         Ok(())
-    }
-
-    /// Extends the lease while the call runs, so a long call is not taken for a dead one.
-    fn keep_lease(&self, call: &ClaimedCall) -> tokio::task::JoinHandle<()> {
-        let (db, call_id, token, lease) =
-            (self.db.clone(), call.call_id, call.lease_token, self.lease);
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(lease / 3);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                match db::calls::extend_lease(&db, call_id, token, lease.as_secs_f64()).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(e) => tracing::warn!(error = %e, "could not extend lease"),
-                }
-            }
-        })
     }
 
     async fn run_chain(
@@ -238,4 +213,35 @@ impl OwnedResult {
             error: self.error.as_deref(),
         }
     }
+}
+
+/// Extends the lease while a call runs, so a long call is not taken for a dead one. Abort the
+/// handle when the call is finished.
+pub fn keep_lease(db: PgPool, call: &ClaimedCall, lease: Duration) -> tokio::task::JoinHandle<()> {
+    let (call_id, token) = (call.call_id, call.lease_token);
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(lease / 3);
+        interval.tick().await;
+        loop {
+            interval.tick().await;
+            match db::calls::extend_lease(&db, call_id, token, lease.as_secs_f64()).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "could not extend lease"),
+            }
+        }
+    })
+}
+
+/// After a call's result is committed: settles its job if the job is waiting on its calls.
+/// Checked after the commit: whichever of the call's writer and the complete request commits
+/// last sees the other's write, so one of them settles.
+pub async fn settle_if_completing(db: &PgPool, job_id: Uuid) -> sqlx::Result<()> {
+    let job = db::jobs::find(db, job_id, None).await?;
+    if job.is_some_and(|j| j.status == JobStatus::Completing)
+        && db::jobs::settle(db, job_id).await? == Settlement::Settled
+    {
+        tracing::info!(%job_id, "job settled after its last call");
+    }
+    Ok(())
 }

@@ -156,7 +156,7 @@ impl Upstream {
 }
 
 /// The most useful text of an error answer: OpenAI's `error.message` when present.
-fn error_message(status: u16, body: &str) -> String {
+pub fn error_message(status: u16, body: &str) -> String {
     let from_json = serde_json::from_str::<Value>(body).ok().and_then(|v| {
         v.pointer("/error/message")
             .or_else(|| v.get("detail"))
@@ -174,7 +174,7 @@ fn error_message(status: u16, body: &str) -> String {
     }
 }
 
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+pub fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(source) = cause.source() {
         cause = source;

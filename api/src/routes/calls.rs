@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::routes::call_stream;
 use crate::routes::jobs::{parse_id, visible_job};
 use crate::state::AppState;
 
@@ -84,12 +85,16 @@ fn validate_request(request: &LlmCallRequest) -> Result<(), ApiError> {
             }
         }
     }
-    if request.params.get("stream").and_then(Value::as_bool) == Some(true) {
+    if request.respond_async && streaming(request) {
         return Err(ApiError::BadRequest(
-            "stream is not supported on the job path; use async calls and poll, or /v1/chat/completions".into(),
+            "stream and async cannot be combined".into(),
         ));
     }
     Ok(())
+}
+
+fn streaming(request: &LlmCallRequest) -> bool {
+    request.params.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job_id, call_id))]
@@ -110,6 +115,7 @@ async fn llm_call(
                 v.split(',')
                     .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
             });
+    let stream = streaming(&request);
     let job = visible_job(&state, &caller, &job_id).await?;
     if job.status.is_finished() {
         return Err(ApiError::Conflict(format!(
@@ -132,6 +138,8 @@ async fn llm_call(
 
     let mut upstream_body = request.params;
     upstream_body.remove("model");
+    upstream_body.remove("stream");
+    upstream_body.remove("stream_options");
     upstream_body.insert("messages".into(), request.messages);
     let upstream_body = Value::Object(upstream_body);
 
@@ -162,6 +170,14 @@ async fn llm_call(
     db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
     tx.commit().await?;
     tracing::Span::current().record("call_id", tracing::field::display(call_id));
+
+    if stream {
+        // Claimed by this process (no queue message): see `call_stream`.
+        let claimed = db::calls::claim(&state.db, call_id, call_stream::STREAMING_WORKER_ID, 30.0)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a just-created call could not be claimed"))?;
+        return call_stream::stream(state, claimed, group.group_name).await;
+    }
 
     // Registered before the push so the worker's notification cannot be missed.
     let waiter = (!respond_async).then(|| state.notifier.call(call_id));

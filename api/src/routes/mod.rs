@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource; this file only merges them.
 
+mod call_stream;
 mod calls;
 mod credits;
 mod health;

@@ -23,6 +23,7 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::RawBody;
+use crate::sse::SseScan;
 use crate::state::AppState;
 
 /// Output tokens assumed for the estimate when the request sets no `max_tokens`.
@@ -360,39 +361,6 @@ fn usage_of(
     }
 }
 
-/// Reads SSE lines as they pass, keeping the usage chunk and counting content for a client
-/// that leaves before the usage arrives.
-#[derive(Default)]
-struct SseScan {
-    partial: Vec<u8>,
-    usage: Option<Value>,
-    content_chars: i64,
-}
-
-impl SseScan {
-    fn feed(&mut self, bytes: &[u8]) {
-        self.partial.extend_from_slice(bytes);
-        while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let Some(data) = line.strip_prefix(b"data:") else {
-                continue;
-            };
-            let Ok(event) = serde_json::from_slice::<Value>(data.trim_ascii()) else {
-                continue;
-            };
-            if let Some(usage) = event.get("usage").filter(|u| !u.is_null()) {
-                self.usage = Some(usage.clone());
-            }
-            if let Some(text) = event
-                .pointer("/choices/0/delta/content")
-                .and_then(Value::as_str)
-            {
-                self.content_chars += text.chars().count() as i64;
-            }
-        }
-    }
-}
-
 /// Owns a streaming request's reservation; when dropped (stream finished or client gone) it
 /// records what was used and releases the reservation.
 struct StreamRecorder {
@@ -430,7 +398,7 @@ impl Drop for StreamRecorder {
             Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, self.reported_cost),
             None => {
                 // The client left before the usage chunk: bill what was streamed so far.
-                let completion = (scan.content_chars + 3) / 4;
+                let completion = (scan.content.chars().count() as i64 + 3) / 4;
                 let mut usage = usage_of(
                     Some(&json!({"usage": {"prompt_tokens": 0, "completion_tokens": completion}})),
                     &pricing,
