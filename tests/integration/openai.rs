@@ -323,3 +323,54 @@ async fn a_client_leaving_mid_stream_still_leaves_a_spend_record_and_no_reservat
     assert_eq!(reserved, 0);
     assert!(spend > 0, "what was streamed is billed");
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_suspended_team_gets_403_and_abandoned_reservations_are_released(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_x", 10, &[("ChatAgent", &["gpt-4o"])])
+        .await;
+    // A reservation left by an API process that died an hour ago.
+    sqlx::query(
+        "update credit_balances set budget_reserved_micro_usd = 7000 where team_id = 'team_x'",
+    )
+    .execute(&db)
+    .await
+    .expect("reserve");
+    sqlx::query(
+        "insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd, created_at)
+         values (gen_random_uuid(), 'team_x', 'gpt-4o', false, 7000, now() - interval '2 hours')",
+    )
+    .execute(&db)
+    .await
+    .expect("record");
+    ok_json(
+        stack
+            .app
+            .admin(Method::POST, "/api/teams/team_x/suspend")
+            .send()
+            .await,
+    )
+    .await;
+
+    let refused = chat(
+        &stack,
+        &key,
+        json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+
+    openai_error(refused, StatusCode::FORBIDDEN).await;
+    assert_eq!(stack.llm.total_requests(), 0);
+    let released = eventually(Duration::from_secs(10), || async {
+        open_reservations(&db, "team_x").await.0 == 0
+    })
+    .await;
+    assert!(released, "the abandoned reservation still holds budget");
+    let status: String =
+        sqlx::query_scalar("select status from spend_records where team_id = 'team_x'")
+            .fetch_one(&db)
+            .await
+            .expect("status");
+    assert_eq!(status, "released");
+}

@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 /// Most rows handled per step of a pass.
 const BATCH: i64 = 1_000;
 
+/// Age after which an open budget reservation of the OpenAI-compatible path is abandoned; far
+/// beyond any upstream timeout.
+const STALE_RESERVATION: Duration = Duration::from_secs(3_600);
+
 /// Settings of the reconciler.
 #[derive(Debug, Clone, Copy)]
 pub struct ReconcilerSettings {
@@ -41,7 +45,7 @@ pub async fn run(
 }
 
 /// One pass: expired leases back to the queue, lost queued calls re-pushed, overdue jobs
-/// expired, completing jobs whose calls are done settled.
+/// expired, abandoned budget reservations released, completing jobs whose calls are done settled.
 pub async fn pass(
     db: &PgPool,
     queue: &CallQueue,
@@ -82,6 +86,13 @@ pub async fn pass(
         tracing::info!(
             count = reaped,
             "expired jobs past their TTL and released their holds"
+        );
+    }
+    let released = db::spend::release_stale(db, STALE_RESERVATION.as_secs_f64(), BATCH).await?;
+    if released > 0 {
+        tracing::warn!(
+            count = released,
+            "released budget reservations of requests that never finished"
         );
     }
     for job_id in db::jobs::completing_ready(db, BATCH).await? {

@@ -119,3 +119,29 @@ pub async fn model_config(
     .fetch_optional(db)
     .await
 }
+
+/// Releases reservations older than `max_age` whose request never finished (its API process
+/// died mid-request), so they stop holding budget. Returns how many were released.
+pub async fn release_stale(db: &PgPool, max_age_secs: f64, limit: i64) -> sqlx::Result<u64> {
+    let stale: Vec<Uuid> = sqlx::query_scalar(
+        "select request_id from spend_records
+         where status = 'reserved' and created_at < now() - make_interval(secs => $1)
+         order by created_at limit $2",
+    )
+    .bind(max_age_secs)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    let mut released = 0;
+    let usage = Usage {
+        cost_source: "price_table",
+        error: Some("reservation expired: the request never finished".into()),
+        ..Usage::default()
+    };
+    for request_id in stale {
+        if settle(db, request_id, &usage).await? {
+            released += 1;
+        }
+    }
+    Ok(released)
+}
