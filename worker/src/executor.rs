@@ -25,12 +25,39 @@ pub struct Executor {
 }
 
 /// One attempt, kept until the result is written with it.
-struct AttemptRecord {
-    model: String,
-    http_status: Option<i32>,
-    outcome: &'static str,
-    latency_ms: i64,
-    error: Option<String>,
+pub struct AttemptRecord {
+    pub model: String,
+    pub http_status: Option<i32>,
+    pub outcome: &'static str,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// Writes a call's attempts and result under its lease, then settles the job if it waits on
+/// this call. Returns false when the lease was lost (nothing written).
+pub async fn record_result(
+    db: &PgPool,
+    call: &ClaimedCall,
+    attempts: &[AttemptRecord],
+    result: &CallResult<'_>,
+) -> sqlx::Result<bool> {
+    let rows: Vec<Attempt<'_>> = attempts
+        .iter()
+        .map(|a| Attempt {
+            model_name: &a.model,
+            http_status: a.http_status,
+            outcome: a.outcome,
+            latency_ms: a.latency_ms,
+            error: a.error.as_deref(),
+        })
+        .collect();
+    let mut tx = db.begin().await?;
+    let written = db::calls::finish(&mut tx, call.call_id, call.lease_token, &rows, result).await?;
+    tx.commit().await?;
+    if written {
+        settle_if_completing(db, call.job_id).await?;
+    }
+    Ok(written)
 }
 
 impl Executor {
@@ -53,33 +80,11 @@ impl Executor {
         keeper.abort();
 
         let (attempts, result) = outcome?;
-        let attempt_rows: Vec<Attempt<'_>> = attempts
-            .iter()
-            .map(|a| Attempt {
-                model_name: &a.model,
-                http_status: a.http_status,
-                outcome: a.outcome,
-                latency_ms: a.latency_ms,
-                error: a.error.as_deref(),
-            })
-            .collect();
-        let mut tx = self.db.begin().await?;
-        let written = db::calls::finish(
-            &mut tx,
-            call.call_id,
-            call.lease_token,
-            &attempt_rows,
-            &result.as_row(),
-        )
-        .await?;
-        tx.commit().await?;
-        if !written {
+        if !record_result(&self.db, &call, &attempts, &result.as_row()).await? {
             tracing::warn!(
                 "lease lost before the result was written; another worker owns the call"
             );
-            return Ok(());
         }
-        settle_if_completing(&self.db, call.job_id).await?;
         Ok(())
     }
 

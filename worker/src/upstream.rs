@@ -111,7 +111,7 @@ impl Upstream {
         let status = response.status();
         let reported_cost = response
             .headers()
-            .get("x-litellm-response-cost")
+            .get(pricing::COST_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(pricing::parse_cost_header);
         let bytes = response

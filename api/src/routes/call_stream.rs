@@ -15,10 +15,10 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures::StreamExt;
 use saasllm_shared::db;
-use saasllm_shared::db::calls::{Attempt, CallResult, ClaimedCall};
+use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
-use saasllm_worker::executor::{keep_lease, settle_if_completing};
+use saasllm_worker::executor::{AttemptRecord, keep_lease, record_result};
 use saasllm_worker::fallback::{self, Next};
 use saasllm_worker::upstream::{error_message, root_cause};
 use serde_json::{Value, json};
@@ -78,14 +78,6 @@ struct Streamed {
     scan: SseScan,
     reported_cost: Option<i64>,
     /// Set when the upstream failed after the first byte.
-    error: Option<String>,
-}
-
-struct AttemptRecord {
-    model: String,
-    http_status: Option<i32>,
-    outcome: &'static str,
-    latency_ms: i64,
     error: Option<String>,
 }
 
@@ -160,7 +152,7 @@ async fn run(
         }
         let reported_cost = response
             .headers()
-            .get("x-litellm-response-cost")
+            .get(pricing::COST_HEADER)
             .and_then(|v| v.to_str().ok())
             .and_then(pricing::parse_cost_header)
             .map(|c| c.0);
@@ -286,35 +278,14 @@ async fn run(
     let _ = events.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
 }
 
-/// Writes the attempts and the result under the call's lease, then settles the job if it waits.
+/// Writes the attempts and the result under the call's lease (settling the job if it waits).
 async fn write(
     state: &AppState,
     call: &ClaimedCall,
     attempts: &[AttemptRecord],
     result: &CallResult<'_>,
 ) -> bool {
-    let rows: Vec<Attempt<'_>> = attempts
-        .iter()
-        .map(|a| Attempt {
-            model_name: &a.model,
-            http_status: a.http_status,
-            outcome: a.outcome,
-            latency_ms: a.latency_ms,
-            error: a.error.as_deref(),
-        })
-        .collect();
-    let written = async {
-        let mut tx = state.db.begin().await?;
-        let written =
-            db::calls::finish(&mut tx, call.call_id, call.lease_token, &rows, result).await?;
-        tx.commit().await?;
-        if written {
-            settle_if_completing(&state.db, call.job_id).await?;
-        }
-        Ok::<_, sqlx::Error>(written)
-    }
-    .await;
-    written.unwrap_or_else(|e| {
+    record_result(&state.db, call, attempts, result).await.unwrap_or_else(|e| {
         tracing::error!(call_id = %call.call_id, error = %e, "could not record streamed call; its lease will expire and a worker re-runs it");
         false
     })

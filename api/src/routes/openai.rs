@@ -244,7 +244,7 @@ async fn chat_completions(
     let status = response.status();
     let reported_cost = response
         .headers()
-        .get("x-litellm-response-cost")
+        .get(pricing::COST_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(pricing::parse_cost_header);
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();

@@ -72,6 +72,9 @@ pub fn cost(price: Price, prompt_tokens: i64, completion_tokens: i64) -> MicroUs
     MicroUsd(((total + 500_000) / 1_000_000) as i64)
 }
 
+/// The response header in which LiteLLM reports what a request cost, in USD.
+pub const COST_HEADER: &str = "x-litellm-response-cost";
+
 /// Parses LiteLLM's `x-litellm-response-cost` header (a decimal USD amount, maybe in exponent form).
 pub fn parse_cost_header(value: &str) -> Option<MicroUsd> {
     let value = value.trim();
