@@ -13,3 +13,4 @@ mod organizations;
 mod queue;
 mod request_errors;
 mod teams;
+mod usage;

@@ -9,6 +9,7 @@ mod model_groups;
 mod openai;
 mod organizations;
 mod teams;
+mod usage;
 pub(crate) mod validate;
 
 use axum::Router;
@@ -26,4 +27,5 @@ pub fn router() -> Router<AppState> {
         .merge(jobs::router())
         .merge(calls::router())
         .merge(openai::router())
+        .merge(usage::router())
 }

@@ -9,6 +9,7 @@ pub mod model_groups;
 pub mod organizations;
 pub mod spend;
 pub mod teams;
+pub mod usage;
 
 use std::time::Duration;
 

@@ -1,0 +1,65 @@
+//! Usage reports: jobs, tokens and LLM cost per team and job type over a period, computed from
+//! the jobs and calls themselves.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+/// Totals of one team's jobs of one type created in the period.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UsageRow {
+    pub team_id: String,
+    pub job_type: String,
+    pub jobs: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cost_micro_usd: i64,
+    pub tokens: i64,
+}
+
+/// Usage of the given teams' jobs created in `[from, to)`, by team and job type.
+pub async fn by_team_and_type(
+    db: impl PgExecutor<'_>,
+    team_ids: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<UsageRow>> {
+    sqlx::query_as(
+        "with period_jobs as (
+             select job_id, team_id, job_type, status from jobs
+             where team_id = any($1) and created_at >= $2 and created_at < $3),
+         call_totals as (
+             select job_id, sum(cost_micro_usd) as cost, sum(total_tokens) as tokens from llm_calls
+             where job_id in (select job_id from period_jobs) group by job_id)
+         select j.team_id, j.job_type, count(*) as jobs,
+                count(*) filter (where j.status = 'completed') as completed,
+                count(*) filter (where j.status = 'failed') as failed,
+                coalesce(sum(c.cost), 0)::int8 as cost_micro_usd,
+                coalesce(sum(c.tokens), 0)::int8 as tokens
+         from period_jobs j left join call_totals c using (job_id)
+         group by j.team_id, j.job_type order by j.team_id, j.job_type",
+    )
+    .bind(team_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
+
+/// Credits deducted from the given teams in `[from, to)`, per team.
+pub async fn credits_used(
+    db: impl PgExecutor<'_>,
+    team_ids: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<(String, i64)>> {
+    sqlx::query_as(
+        "select team_id, sum(credits_amount)::int8 from credit_transactions
+         where team_id = any($1) and transaction_type = 'deduction' and created_at >= $2 and created_at < $3
+         group by team_id",
+    )
+    .bind(team_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,171 @@
+//! Usage reports for a month, checked against sums computed from the calls made.
+
+use chrono::{Datelike, Utc};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::PgPool;
+
+use crate::helpers::app::{error_detail, ok_json};
+use crate::helpers::stack::{chat, spawn_stack};
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn team_and_organization_usage_sum_the_months_jobs_and_calls(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let groups: &[(&str, &[&str])] = &[("Cheap", &["cost-1000"]), ("Dear", &["cost-25000"])];
+    let key_a = stack.team("team_ua", 20, groups).await;
+    let key_b = stack.team("team_ub", 20, groups).await;
+    sqlx::query("update teams set organization_id = 'org_team_ua' where team_id = 'team_ub'")
+        .execute(&db)
+        .await
+        .expect("same organization");
+
+    // team_ua: two analysis jobs (completed) with 1 cheap + 1 dear call each, one chat job failed.
+    for _ in 0..2 {
+        let job = stack.create_job(&key_a, "team_ua").await;
+        ok_json(Ok(stack.llm_call(&key_a, &job, chat("Cheap", "a")).await)).await;
+        ok_json(Ok(stack.llm_call(&key_a, &job, chat("Dear", "b")).await)).await;
+        ok_json(Ok(stack.complete(&key_a, &job, "completed").await)).await;
+    }
+    let chat_job = ok_json(
+        stack
+            .app
+            .with_key(&key_a, Method::POST, "/api/jobs/create")
+            .json(&json!({"team_id": "team_ua", "job_type": "chat_session"}))
+            .send()
+            .await,
+    )
+    .await["job_id"]
+        .as_str()
+        .expect("job")
+        .to_owned();
+    ok_json(Ok(stack
+        .llm_call(&key_a, &chat_job, chat("Cheap", "c"))
+        .await))
+    .await;
+    ok_json(Ok(stack.complete(&key_a, &chat_job, "failed").await)).await;
+    // A job of last year does not count.
+    let old = stack.create_job(&key_a, "team_ua").await;
+    sqlx::query("update jobs set created_at = now() - interval '400 days' where job_id = $1::uuid")
+        .bind(&old)
+        .execute(&db)
+        .await
+        .expect("age");
+    // team_ub: one completed job with one dear call.
+    let job_b = stack.create_job(&key_b, "team_ub").await;
+    ok_json(Ok(stack.llm_call(&key_b, &job_b, chat("Dear", "d")).await)).await;
+    ok_json(Ok(stack.complete(&key_b, &job_b, "completed").await)).await;
+
+    let now = Utc::now();
+    let period = format!("{}-{:02}", now.year(), now.month());
+    let team = ok_json(
+        stack
+            .app
+            .with_key(
+                &key_a,
+                Method::GET,
+                &format!("/api/teams/team_ua/usage?period={period}"),
+            )
+            .send()
+            .await,
+    )
+    .await;
+    let org = ok_json(
+        stack
+            .app
+            .admin(
+                Method::GET,
+                &format!("/api/organizations/org_team_ua/usage?period={period}"),
+            )
+            .send()
+            .await,
+    )
+    .await;
+
+    let (tokens_a, tokens_all): (i64, i64) = sqlx::query_as(
+        "select coalesce(sum(total_tokens) filter (where team_id = 'team_ua'), 0)::int8, coalesce(sum(total_tokens), 0)::int8 from llm_calls",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("tokens");
+    assert_eq!(team["period"], period.as_str());
+    assert_eq!(team["summary"]["total_jobs"], 3);
+    assert_eq!(team["summary"]["successful_jobs"], 2);
+    assert_eq!(team["summary"]["failed_jobs"], 1);
+    assert_eq!(team["summary"]["total_cost_usd"], 0.053); // 2 x (0.001 + 0.025) + 0.001
+    assert_eq!(team["summary"]["total_tokens"], tokens_a);
+    assert_eq!(team["summary"]["credits_used"], 2);
+    assert_eq!(
+        team["job_types"]["document_analysis"],
+        json!({"count": 2, "cost_usd": 0.052})
+    );
+    assert_eq!(
+        team["job_types"]["chat_session"],
+        json!({"count": 1, "cost_usd": 0.001})
+    );
+    assert_eq!(org["summary"]["total_jobs"], 4);
+    assert_eq!(org["summary"]["total_cost_usd"], 0.078);
+    assert_eq!(org["summary"]["total_tokens"], tokens_all);
+    assert_eq!(org["summary"]["credits_used"], 3);
+    assert_eq!(org["teams"]["team_ub"]["summary"]["total_jobs"], 1);
+
+    let old_period: String = sqlx::query_scalar(
+        "select to_char(created_at at time zone 'UTC', 'YYYY-MM') from jobs where job_id = $1::uuid",
+    )
+    .bind(&old)
+    .fetch_one(&db)
+    .await
+    .expect("period");
+    let past = ok_json(
+        stack
+            .app
+            .with_key(
+                &key_a,
+                Method::GET,
+                &format!("/api/teams/team_ua/usage?period={old_period}"),
+            )
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(past["summary"]["total_jobs"], 1);
+    assert_eq!(past["summary"]["total_cost_usd"], 0.0);
+    error_detail(
+        stack
+            .app
+            .with_key(
+                &key_a,
+                Method::GET,
+                "/api/teams/team_ua/usage?period=2025-13",
+            )
+            .send()
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    error_detail(
+        stack
+            .app
+            .with_key(
+                &key_b,
+                Method::GET,
+                &format!("/api/teams/team_ua/usage?period={period}"),
+            )
+            .send()
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    error_detail(
+        stack
+            .app
+            .with_key(
+                &key_a,
+                Method::GET,
+                &format!("/api/organizations/org_team_ua/usage?period={period}"),
+            )
+            .send()
+            .await,
+        StatusCode::FORBIDDEN,
+    )
+    .await;
+}
