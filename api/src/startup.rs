@@ -27,6 +27,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
+use crate::idempotency;
 use crate::notify::Notifier;
 use crate::routes;
 use crate::state::{AppState, Settings};
@@ -171,6 +172,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     routes::router()
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .layer(CatchPanicLayer::custom(|_panic| {

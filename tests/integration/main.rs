@@ -6,6 +6,7 @@ mod auth;
 mod calls;
 mod credits;
 mod health;
+mod idempotency;
 mod jobs;
 mod model_groups;
 mod openai;

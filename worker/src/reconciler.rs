@@ -16,6 +16,9 @@ const BATCH: i64 = 1_000;
 /// beyond any upstream timeout.
 const STALE_RESERVATION: Duration = Duration::from_secs(3_600);
 
+/// How long responses stored for `Idempotency-Key` retries are kept (clients are promised 24 h).
+const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(48 * 3_600);
+
 /// Settings of the reconciler.
 #[derive(Debug, Clone, Copy)]
 pub struct ReconcilerSettings {
@@ -95,6 +98,7 @@ pub async fn pass(
             "released budget reservations of requests that never finished"
         );
     }
+    db::idempotency::purge_older_than(db, IDEMPOTENCY_RETENTION.as_secs_f64()).await?;
     for job_id in db::jobs::completing_ready(db, BATCH).await? {
         db::jobs::settle(db, job_id).await?;
     }

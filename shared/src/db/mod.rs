@@ -3,6 +3,7 @@
 
 pub mod calls;
 pub mod credits;
+pub mod idempotency;
 pub mod jobs;
 pub mod keys;
 pub mod model_groups;

@@ -1,0 +1,155 @@
+//! `Idempotency-Key` on POST requests: the first response (status and JSON body) is stored, and a
+//! retry with the same key and the same body gets it back with no second effect, even while the
+//! first is still running (it waits for it). The same key with another body is 422. Keys are
+//! scoped to the API key that sent them (so per team) and kept 48 hours. 5xx answers are not
+//! stored: the request can be retried. Streaming answers are not replayable and are not stored.
+
+use std::time::Duration;
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use saasllm_shared::db::idempotency::{self, Lookup};
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::state::AppState;
+
+const HEADER: &str = "idempotency-key";
+/// How long a retry waits for the first request with its key to finish.
+const WAIT_FOR_FIRST: Duration = Duration::from_secs(60);
+
+/// The middleware.
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get(HEADER).cloned() else {
+        return next.run(request).await;
+    };
+    match run(state, key, request, next).await {
+        Ok(response) | Err(response) => response,
+    }
+}
+
+async fn run(
+    state: AppState,
+    key: HeaderValue,
+    request: Request,
+    next: Next,
+) -> Result<Response, Response> {
+    let key = key
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible characters".into())
+                .into_response()
+        })?
+        .to_owned();
+    let credential = request
+        .headers()
+        .get("x-admin-key")
+        .or_else(|| request.headers().get(header::AUTHORIZATION))
+        .map(|v| v.as_bytes().to_vec())
+        .unwrap_or_default();
+    let scope = hex_digest(&[&credential]);
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(2 * 1024 * 1024, |l| l.0);
+    let (parts, body) = request.into_parts();
+    let bytes = to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit).into_response())?;
+    let request_hash = Sha256::new()
+        .chain_update(parts.uri.path().as_bytes())
+        .chain_update([0])
+        .chain_update(&bytes)
+        .finalize()
+        .to_vec();
+
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
+    loop {
+        let lookup = idempotency::begin(&state.db, &scope, &key, &request_hash)
+            .await
+            .map_err(|e| ApiError::from(e).into_response())?;
+        match lookup {
+            Lookup::Started => break,
+            Lookup::Replay { status, body } => return Ok(replay(status, body)),
+            Lookup::Mismatch => {
+                return Err(ApiError::UnprocessableEntity(
+                    "Idempotency-Key was already used with a different request".into(),
+                )
+                .into_response());
+            }
+            Lookup::InProgress if tokio::time::Instant::now() >= deadline => {
+                return Err(ApiError::Conflict(
+                    "A request with this Idempotency-Key is still in progress".into(),
+                )
+                .into_response());
+            }
+            Lookup::InProgress => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if response.status().is_server_error() || !is_json {
+        let _ = idempotency::abandon(&state.db, &scope, &key).await;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.map_err(|e| {
+        ApiError::Internal(anyhow::anyhow!("could not buffer the response: {e}")).into_response()
+    })?;
+    let stored: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    if let Err(e) = idempotency::complete(
+        &state.db,
+        &scope,
+        &key,
+        i32::from(parts.status.as_u16()),
+        &stored,
+    )
+    .await
+    {
+        tracing::error!(error = %e, "could not store the idempotent response");
+        let _ = idempotency::abandon(&state.db, &scope, &key).await;
+    }
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+fn replay(status: i32, body: serde_json::Value) -> Response {
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+fn hex_digest(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
