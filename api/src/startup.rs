@@ -121,6 +121,7 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        routes::metrics::handle();
         let state = AppState {
             notifier: Notifier::start(pool.clone()),
             queue: CallQueue::new(redis.clone()),
@@ -173,6 +174,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .route_layer(axum::middleware::from_fn(routes::metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .layer(CatchPanicLayer::custom(|_panic| {

@@ -59,3 +59,71 @@ async fn health_is_503_when_postgres_is_gone(db: PgPool) {
     assert_eq!(body["checks"]["postgres"]["status"], "error");
     assert_eq!(body["checks"]["redis"]["status"], "ok");
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn metrics_move_after_a_job_flow(db: PgPool) {
+    let stack = crate::helpers::stack::spawn_stack(db).await;
+    let key = stack
+        .team("team_m", 5, &[("MetricsAgent", &["fail-500", "gpt-4o"])])
+        .await;
+    let scrape = || async {
+        stack
+            .app
+            .anonymous(Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("text")
+    };
+    let value = |text: &str, prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = scrape().await;
+
+    let job_id = stack.create_job(&key, "team_m").await;
+    let call = stack
+        .llm_call(
+            &key,
+            &job_id,
+            crate::helpers::stack::chat("MetricsAgent", "count me"),
+        )
+        .await;
+    assert_eq!(call.status(), StatusCode::OK);
+    assert_eq!(
+        stack.complete(&key, &job_id, "completed").await.status(),
+        StatusCode::OK
+    );
+    let after = scrape().await;
+
+    let group = "{model_group=\"MetricsAgent\"";
+    assert_eq!(
+        value(
+            &after,
+            &format!("llm_calls_total{group},outcome=\"succeeded\"}}")
+        ) - value(
+            &before,
+            &format!("llm_calls_total{group},outcome=\"succeeded\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&after, &format!("llm_fallbacks_total{group}}}"))
+            - value(&before, &format!("llm_fallbacks_total{group}}}")),
+        1.0
+    );
+    assert!(
+        value(&after, "credits_deducted_total") >= value(&before, "credits_deducted_total") + 1.0
+    );
+    assert!(after.contains("http_requests_total{method=\"POST\",route=\"/api/jobs/{job_id}/llm-call\",status=\"200\"}"), "{after}");
+    assert!(
+        after.contains("http_request_duration_seconds_bucket"),
+        "latency histograms are exported"
+    );
+    assert!(after.contains("llm_calls_oldest_queued_age_seconds"));
+    assert!(!after.contains(&job_id), "ids never become labels");
+}

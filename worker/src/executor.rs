@@ -76,8 +76,14 @@ impl Executor {
         span.record("team_id", tracing::field::display(&call.team_id));
 
         let keeper = keep_lease(self.db.clone(), &call, self.lease);
+        let in_flight = metrics::gauge!("worker_calls_in_flight");
+        in_flight.increment(1.0);
         let outcome = self.run_chain(&call).await;
+        in_flight.decrement(1.0);
         keeper.abort();
+        if let Ok((attempts, result)) = &outcome {
+            record_metrics(&call.model_group, attempts, result.status);
+        }
 
         let (attempts, result) = outcome?;
         if !record_result(&self.db, &call, &attempts, &result.as_row()).await? {
@@ -216,6 +222,27 @@ impl OwnedResult {
             cost_micro_usd: self.cost_micro_usd,
             latency_ms: self.latency_ms,
             error: self.error.as_deref(),
+        }
+    }
+}
+
+/// Counts a finished call, its attempts and its fallbacks (labels are admin-configured names,
+/// so they stay bounded).
+pub fn record_metrics(model_group: &str, attempts: &[AttemptRecord], status: CallStatus) {
+    let outcome = if status == CallStatus::Succeeded {
+        "succeeded"
+    } else {
+        "failed"
+    };
+    metrics::counter!("llm_calls_total", "model_group" => model_group.to_owned(), "outcome" => outcome).increment(1);
+    for attempt in attempts {
+        metrics::counter!("llm_upstream_attempts_total", "model" => attempt.model.clone(), "outcome" => attempt.outcome)
+            .increment(1);
+        metrics::histogram!("llm_upstream_duration_seconds", "model" => attempt.model.clone())
+            .record(attempt.latency_ms as f64 / 1000.0);
+        if attempt.outcome == "fallback" {
+            metrics::counter!("llm_fallbacks_total", "model_group" => model_group.to_owned())
+                .increment(1);
         }
     }
 }

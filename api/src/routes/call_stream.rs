@@ -18,7 +18,7 @@ use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
-use saasllm_worker::executor::{AttemptRecord, keep_lease, record_result};
+use saasllm_worker::executor::{AttemptRecord, keep_lease, record_metrics, record_result};
 use saasllm_worker::fallback::{self, Next};
 use saasllm_worker::upstream::{error_message, root_cause};
 use serde_json::{Value, json};
@@ -285,6 +285,7 @@ async fn write(
     attempts: &[AttemptRecord],
     result: &CallResult<'_>,
 ) -> bool {
+    record_metrics(&call.model_group, attempts, result.status);
     record_result(&state.db, call, attempts, result).await.unwrap_or_else(|e| {
         tracing::error!(call_id = %call.call_id, error = %e, "could not record streamed call; its lease will expire and a worker re-runs it");
         false

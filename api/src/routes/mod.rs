@@ -5,6 +5,7 @@ mod calls;
 mod credits;
 mod health;
 pub(crate) mod jobs;
+pub mod metrics;
 mod model_groups;
 mod openai;
 mod organizations;
@@ -28,4 +29,5 @@ pub fn router() -> Router<AppState> {
         .merge(calls::router())
         .merge(openai::router())
         .merge(usage::router())
+        .merge(metrics::router())
 }

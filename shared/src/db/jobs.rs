@@ -184,10 +184,12 @@ pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
     .bind(if charge { "charged" } else { "released" })
     .execute(&mut *tx)
     .await?;
+    let mut charged = false;
     if moved.rows_affected() == 1 {
         if charge {
             let reason = format!("Job {} completed successfully", job.job_type);
             credits::charge_hold(&mut tx, &job.team_id, job_id, &reason).await?;
+            charged = true;
         } else {
             credits::release_hold(&mut tx, &job.team_id).await?;
         }
@@ -198,6 +200,9 @@ pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    if charged {
+        metrics::counter!("credits_deducted_total").increment(1);
+    }
     Ok(Settlement::Settled)
 }
 
