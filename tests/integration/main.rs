@@ -8,6 +8,7 @@ mod credits;
 mod health;
 mod idempotency;
 mod jobs;
+mod ledger_model;
 mod model_groups;
 mod openai;
 mod organizations;
