@@ -1,0 +1,156 @@
+//! Closed-loop load generation: N tasks each send one request, wait for its answer and send the
+//! next, for a fixed time; latencies go into HDR histograms (microseconds).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use hdrhistogram::Histogram;
+
+/// Named sub-steps of one operation with their durations (empty for single-request operations).
+pub type Steps = Vec<(&'static str, Duration)>;
+
+/// One operation; the argument is the index of the task running it (0..concurrency).
+pub type Op = Arc<dyn Fn(usize) -> BoxFuture<'static, anyhow::Result<Steps>> + Send + Sync>;
+
+/// Result of one measured run.
+pub struct Run {
+    pub label: String,
+    pub concurrency: usize,
+    pub window: Duration,
+    /// Successful operations that started after the warm-up and ended before the deadline.
+    pub ok: u64,
+    /// Failed operations over the whole run (warm-up included).
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub total: Histogram<u64>,
+    pub steps: BTreeMap<&'static str, Histogram<u64>>,
+}
+
+impl Run {
+    pub fn per_sec(&self) -> f64 {
+        self.ok as f64 / self.window.as_secs_f64()
+    }
+
+    /// Percentile `q` (0..1) of the whole operation, in milliseconds.
+    pub fn ms(&self, q: f64) -> f64 {
+        quantile_ms(&self.total, q)
+    }
+
+    pub fn step_ms(&self, step: &str, q: f64) -> f64 {
+        self.steps.get(step).map_or(f64::NAN, |h| quantile_ms(h, q))
+    }
+}
+
+pub fn quantile_ms(h: &Histogram<u64>, q: f64) -> f64 {
+    if h.is_empty() {
+        return f64::NAN;
+    }
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    // 1 µs .. 10 min, 3 significant digits.
+    Ok(Histogram::new_with_bounds(1, 600_000_000, 3)?)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+struct TaskResult {
+    ok: u64,
+    errors: u64,
+    first_error: Option<String>,
+    total: Histogram<u64>,
+    steps: BTreeMap<&'static str, Histogram<u64>>,
+}
+
+/// Runs `op` from `concurrency` tasks for `warmup + duration`; only operations that start after
+/// the warm-up and end before the deadline are measured.
+pub async fn run(
+    label: impl Into<String>,
+    concurrency: usize,
+    warmup: Duration,
+    duration: Duration,
+    op: Op,
+) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let deadline = measure_from + duration;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for task in 0..concurrency {
+        let op = Arc::clone(&op);
+        tasks.push(tokio::spawn(async move {
+            let mut r = TaskResult {
+                ok: 0,
+                errors: 0,
+                first_error: None,
+                total: histogram()?,
+                steps: BTreeMap::new(),
+            };
+            loop {
+                let began = Instant::now();
+                if began >= deadline {
+                    break;
+                }
+                let outcome = op(task).await;
+                let ended = Instant::now();
+                match outcome {
+                    Err(err) => {
+                        r.errors += 1;
+                        r.first_error.get_or_insert_with(|| format!("{err:#}"));
+                        // Do not spin on a broken service.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    Ok(steps) => {
+                        if began < measure_from || ended > deadline {
+                            continue;
+                        }
+                        r.ok += 1;
+                        r.total.saturating_record(micros(ended - began));
+                        for (name, d) in steps {
+                            let h = match r.steps.entry(name) {
+                                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                                std::collections::btree_map::Entry::Vacant(e) => {
+                                    e.insert(histogram()?)
+                                }
+                            };
+                            h.saturating_record(micros(d));
+                        }
+                    }
+                }
+            }
+            anyhow::Ok(r)
+        }));
+    }
+    let mut run = Run {
+        label: label.into(),
+        concurrency,
+        window: duration,
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        total: histogram()?,
+        steps: BTreeMap::new(),
+    };
+    for task in tasks {
+        let r = task.await??;
+        run.ok += r.ok;
+        run.errors += r.errors;
+        if run.first_error.is_none() {
+            run.first_error = r.first_error;
+        }
+        run.total.add(&r.total)?;
+        for (name, h) in r.steps {
+            match run.steps.entry(name) {
+                std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().add(&h)?,
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    e.insert(h);
+                }
+            }
+        }
+    }
+    Ok(run)
+}

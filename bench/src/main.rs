@@ -1,0 +1,651 @@
+// Printing the results table to standard output is this binary's whole job, so the workspace's
+// `print_stdout` lint (meant for the services, which log through tracing) does not apply here.
+#![allow(clippy::print_stdout)]
+
+//! `saasllm-bench`: starts the fake upstream and the API (prebuilt binaries) on a throwaway
+//! database, runs closed-loop scenarios against both, and reports added latency, throughput and
+//! memory against the targets. See docs/BENCHMARKS.md.
+
+mod load;
+mod procs;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use futures::FutureExt;
+use serde_json::{Value, json};
+
+use crate::load::{Op, Run, Steps};
+use crate::procs::{Proc, RssSampler, drop_database, free_port, rss_kib};
+
+const ADMIN_KEY: &str = "bench-admin-key";
+const TEAM: &str = "team_bench";
+const GROUP: &str = "BenchAgent";
+const MODEL: &str = "gpt-4o-mini";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    All,
+    Sync,
+    Lifecycle,
+    Passthrough,
+}
+
+/// Benchmark saasllm-api against the fake upstream (expects prebuilt binaries).
+#[derive(Debug, Parser)]
+#[command(name = "saasllm-bench")]
+struct Cli {
+    /// Scenarios to run (API memory is measured in every case).
+    #[arg(value_enum, default_value = "all")]
+    scenario: Which,
+    /// Every scenario for about a second at low concurrency (CI: checks the benchmark still works).
+    #[arg(long)]
+    smoke: bool,
+    /// Cargo profile whose binaries to use (target/<profile>), unless --bin-dir is given.
+    #[arg(long, default_value = "release")]
+    profile: String,
+    /// Directory holding `saasllm-api` and `fake-llm` (relative paths are from the workspace root).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Measured seconds per run (default 10, or 1 with --smoke).
+    #[arg(long)]
+    duration_secs: Option<f64>,
+    /// PostgreSQL server (without database) where the throwaway database is created.
+    #[arg(
+        long,
+        env = "BENCH_POSTGRES_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432"
+    )]
+    postgres_url: String,
+    /// Where to write the JSON results (relative paths are from the workspace root).
+    #[arg(long, default_value = "target/bench/results.json")]
+    out: PathBuf,
+}
+
+struct Plan {
+    warmup: Duration,
+    duration: Duration,
+    sync_concurrency: [usize; 2],
+    lifecycle_concurrency: usize,
+    passthrough_concurrency: [usize; 2],
+}
+
+fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    let bin_dir = root.join(
+        cli.bin_dir
+            .clone()
+            .unwrap_or_else(|| Path::new("target").join(&cli.profile)),
+    );
+    let out = root.join(&cli.out);
+    let log_dir = out
+        .parent()
+        .map_or_else(|| root.join("target/bench"), Path::to_path_buf);
+    std::fs::create_dir_all(&log_dir)?;
+
+    let plan = if cli.smoke {
+        Plan {
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_secs_f64(cli.duration_secs.unwrap_or(1.0)),
+            sync_concurrency: [1, 4],
+            lifecycle_concurrency: 4,
+            passthrough_concurrency: [1, 4],
+        }
+    } else {
+        Plan {
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs_f64(cli.duration_secs.unwrap_or(10.0)),
+            sync_concurrency: [1, 32],
+            lifecycle_concurrency: 64,
+            passthrough_concurrency: [1, 64],
+        }
+    };
+
+    let db = format!("saasllm_bench_{}", std::process::id());
+    // A leftover from a crashed run with the same pid would otherwise be reused.
+    drop_database(&cli.postgres_url, &db).await?;
+
+    let mut fake: Option<Proc> = None;
+    let mut api: Option<Proc> = None;
+    let result = bench(&cli, &plan, &bin_dir, &log_dir, &db, &mut fake, &mut api).await;
+    for p in [api, fake].into_iter().flatten() {
+        p.stop().await;
+    }
+    let dropped = drop_database(&cli.postgres_url, &db).await;
+
+    let report = result.inspect_err(|_| {
+        eprintln!(
+            "benchmark failed; process logs are in {}",
+            log_dir.display()
+        );
+    })?;
+    dropped.context("cannot drop the benchmark database")?;
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
+    println!("\nresults written to {}", out.display());
+    Ok(())
+}
+
+fn chat_body() -> Value {
+    json!({
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Summarize the benchmark in one sentence."}],
+    })
+}
+
+/// Sends a request and turns a non-2xx status (or a transport error) into an error.
+async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+    let resp = req.send().await?;
+    let status = resp.status();
+    let body = resp.bytes().await?;
+    if !status.is_success() {
+        bail!(
+            "HTTP {status}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(300)])
+        );
+    }
+    Ok(serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+struct Ctx {
+    client: reqwest::Client,
+    api: String,
+    fake: String,
+    key: String,
+}
+
+impl Ctx {
+    fn direct_op(self: &Arc<Self>) -> Op {
+        let ctx = Arc::clone(self);
+        Arc::new(move |_| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                send(
+                    ctx.client
+                        .post(format!("{}/v1/chat/completions", ctx.fake))
+                        .json(&chat_body()),
+                )
+                .await?;
+                Ok(Steps::new())
+            }
+            .boxed()
+        })
+    }
+
+    async fn create_job(&self) -> anyhow::Result<String> {
+        let job = send(
+            self.client
+                .post(format!("{}/api/jobs/create", self.api))
+                .bearer_auth(&self.key)
+                .json(&json!({"team_id": TEAM, "job_type": "bench"})),
+        )
+        .await?;
+        job["job_id"]
+            .as_str()
+            .map(str::to_owned)
+            .context("no job_id in the job create answer")
+    }
+
+    async fn llm_call(&self, job: &str) -> anyhow::Result<()> {
+        let mut body = chat_body();
+        body["model_group"] = json!(GROUP);
+        if let Some(o) = body.as_object_mut() {
+            o.remove("model");
+        }
+        send(
+            self.client
+                .post(format!("{}/api/jobs/{job}/llm-call", self.api))
+                .bearer_auth(&self.key)
+                .json(&body),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn bench(
+    cli: &Cli,
+    plan: &Plan,
+    bin_dir: &Path,
+    log_dir: &Path,
+    db: &str,
+    fake_slot: &mut Option<Proc>,
+    api_slot: &mut Option<Proc>,
+) -> anyhow::Result<Value> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .tcp_nodelay(true)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+
+    let fake_port = free_port()?;
+    let api_port = free_port()?;
+    let fake_url = format!("http://127.0.0.1:{fake_port}");
+    let api_url = format!("http://127.0.0.1:{api_port}");
+
+    let fake = fake_slot.insert(Proc::spawn(
+        "fake-llm",
+        &bin_dir.join("fake-llm"),
+        &["--no-record"],
+        &[
+            ("FAKE_LLM_ADDR", format!("127.0.0.1:{fake_port}")),
+            ("FAKE_LLM_LATENCY_MS", "0".into()),
+            ("RUST_LOG", "warn".into()),
+        ],
+        log_dir,
+    )?);
+    fake.wait_healthy(
+        &client,
+        &format!("{fake_url}/health"),
+        Duration::from_secs(20),
+    )
+    .await?;
+
+    let api = api_slot.insert(Proc::spawn(
+        "saasllm-api",
+        &bin_dir.join("saasllm-api"),
+        &[],
+        &[
+            ("DATABASE_URL", format!("{}/{db}", cli.postgres_url)),
+            ("QUEUE_NAME", db.to_owned()),
+            ("BIND_ADDR", format!("127.0.0.1:{api_port}")),
+            ("ADMIN_API_KEY", ADMIN_KEY.into()),
+            ("LLM_BASE_URL", fake_url.clone()),
+            ("RUST_LOG", "warn".into()),
+        ],
+        log_dir,
+    )?);
+    api.wait_healthy(
+        &client,
+        &format!("{api_url}/health"),
+        Duration::from_secs(60),
+    )
+    .await?;
+    let api_pid = api.pid()?;
+
+    // Tenant setup.
+    let admin = |path: &str, body: Value| {
+        client
+            .post(format!("{api_url}{path}"))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&body)
+    };
+    send(admin(
+        "/api/organizations/create",
+        json!({"organization_id": "org_bench", "name": "Bench"}),
+    ))
+    .await?;
+    send(admin(
+        "/api/model-groups/create",
+        json!({"group_name": GROUP, "display_name": "Bench Agent",
+               "models": [{"model_name": MODEL, "priority": 0}]}),
+    ))
+    .await?;
+    let team = send(admin(
+        "/api/teams/create",
+        json!({"organization_id": "org_bench", "team_id": TEAM, "team_alias": "Bench",
+               "model_groups": [GROUP], "credits_allocated": 10_000_000}),
+    ))
+    .await?;
+    let key = team["virtual_key"]
+        .as_str()
+        .context("no virtual_key in the team create answer")?
+        .to_owned();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        api: api_url.clone(),
+        fake: fake_url.clone(),
+        key,
+    });
+
+    // Idle memory: after start-up and setup, before any load.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle_kib = rss_kib(api_pid).context("cannot read the API's RSS")?;
+    let sampler = RssSampler::start(api_pid);
+
+    let mode = if cli.smoke { "smoke" } else { "full" };
+    println!(
+        "saasllm-bench ({mode}): binaries {}, {} s per run after {} s warm-up, api RSS idle {:.1} MiB",
+        bin_dir.display(),
+        plan.duration.as_secs_f64(),
+        plan.warmup.as_secs_f64(),
+        idle_kib as f64 / 1024.0
+    );
+    println!(
+        "\n{:<34} {:>4} {:>8} {:>5} {:>9} {:>8} {:>8} {:>8}",
+        "run", "c", "ok", "err", "per sec", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+
+    let mut runs: Vec<Run> = Vec::new();
+    let mut scenarios = serde_json::Map::new();
+    let mut targets: Vec<Value> = Vec::new();
+    let mut peaks = serde_json::Map::new();
+    let measure = |label: &str, c: usize, op: Op| {
+        load::run(label.to_owned(), c, plan.warmup, plan.duration, op)
+    };
+
+    let want = |w: Which| cli.scenario == Which::All || cli.scenario == w;
+
+    if want(Which::Sync) {
+        sampler.take_peak();
+        let jobs = Arc::new(
+            futures::future::try_join_all((0..plan.sync_concurrency[1]).map(|_| ctx.create_job()))
+                .await?,
+        );
+        let mut by_c = Vec::new();
+        for c in plan.sync_concurrency {
+            let direct = measure("sync: upstream direct", c, ctx.direct_op()).await?;
+            print_run(&direct);
+            let c2 = Arc::clone(&ctx);
+            let j = Arc::clone(&jobs);
+            let op: Op = Arc::new(move |task| {
+                let ctx = Arc::clone(&c2);
+                let jobs = Arc::clone(&j);
+                async move {
+                    ctx.llm_call(&jobs[task % jobs.len()]).await?;
+                    Ok(Steps::new())
+                }
+                .boxed()
+            });
+            let via = measure("sync: llm-call via api", c, op).await?;
+            print_run(&via);
+            let added = |q| via.ms(q) - direct.ms(q);
+            targets.push(target(
+                format!("sync llm-call added p50, c={c}"),
+                added(0.5),
+                "ms",
+                "<=",
+                3.0,
+            ));
+            targets.push(target(
+                format!("sync llm-call added p99, c={c}"),
+                added(0.99),
+                "ms",
+                "<=",
+                15.0,
+            ));
+            by_c.push(json!({
+                "concurrency": c,
+                "added_p50_ms": added(0.5),
+                "added_p99_ms": added(0.99),
+                "added_p999_ms": added(0.999),
+                "api": run_json(&via),
+                "direct": run_json(&direct),
+            }));
+            runs.push(direct);
+            runs.push(via);
+        }
+        scenarios.insert("sync_llm_call".into(), json!(by_c));
+        peaks.insert("sync_llm_call".into(), json!(peak_mib(&sampler, api_pid)));
+    }
+
+    if want(Which::Lifecycle) {
+        sampler.take_peak();
+        let c = plan.lifecycle_concurrency;
+        let direct = measure("lifecycle: upstream direct", c, ctx.direct_op()).await?;
+        print_run(&direct);
+        let c2 = Arc::clone(&ctx);
+        let op: Op = Arc::new(move |_| {
+            let ctx = Arc::clone(&c2);
+            async move {
+                let t0 = Instant::now();
+                let job = ctx.create_job().await?;
+                let t1 = Instant::now();
+                ctx.llm_call(&job).await?;
+                let t2 = Instant::now();
+                send(
+                    ctx.client
+                        .post(format!("{}/api/jobs/{job}/complete", ctx.api))
+                        .bearer_auth(&ctx.key)
+                        .json(&json!({"status": "completed"})),
+                )
+                .await?;
+                let t3 = Instant::now();
+                Ok(vec![
+                    ("create", t1 - t0),
+                    ("llm-call", t2 - t1),
+                    ("complete", t3 - t2),
+                ])
+            }
+            .boxed()
+        });
+        let via = measure("lifecycle: job via api", c, op).await?;
+        print_run(&via);
+        let mut steps = serde_json::Map::new();
+        for step in ["create", "llm-call", "complete"] {
+            println!(
+                "  {:<32} {:>4} {:>8} {:>5} {:>9} {:>8.2} {:>8.2} {:>8.2}",
+                format!("step {step}"),
+                "",
+                "",
+                "",
+                "",
+                via.step_ms(step, 0.5),
+                via.step_ms(step, 0.99),
+                via.step_ms(step, 0.999)
+            );
+            steps.insert(
+                step.into(),
+                json!({"p50_ms": via.step_ms(step, 0.5), "p99_ms": via.step_ms(step, 0.99),
+                       "p999_ms": via.step_ms(step, 0.999)}),
+            );
+        }
+        targets.push(target(
+            format!("lifecycle jobs/s, c={c}"),
+            via.per_sec(),
+            "jobs/s",
+            ">=",
+            1000.0,
+        ));
+        scenarios.insert(
+            "job_lifecycle".into(),
+            json!({
+                "concurrency": c,
+                "jobs_per_sec": via.per_sec(),
+                "upstream_direct_req_per_sec": direct.per_sec(),
+                "steps": steps,
+                "api": run_json(&via),
+                "direct": run_json(&direct),
+            }),
+        );
+        peaks.insert("job_lifecycle".into(), json!(peak_mib(&sampler, api_pid)));
+        runs.push(direct);
+        runs.push(via);
+    }
+
+    if want(Which::Passthrough) {
+        sampler.take_peak();
+        let mut by_c = Vec::new();
+        for c in plan.passthrough_concurrency {
+            let direct = measure("passthrough: upstream direct", c, ctx.direct_op()).await?;
+            print_run(&direct);
+            let c2 = Arc::clone(&ctx);
+            let op: Op = Arc::new(move |_| {
+                let ctx = Arc::clone(&c2);
+                async move {
+                    send(
+                        ctx.client
+                            .post(format!("{}/v1/chat/completions", ctx.api))
+                            .bearer_auth(&ctx.key)
+                            .json(&chat_body()),
+                    )
+                    .await?;
+                    Ok(Steps::new())
+                }
+                .boxed()
+            });
+            let via = measure("passthrough: /v1 via api", c, op).await?;
+            print_run(&via);
+            let added = |q| via.ms(q) - direct.ms(q);
+            if c == plan.passthrough_concurrency[0] {
+                targets.push(target(
+                    format!("passthrough added p99, c={c}"),
+                    added(0.99),
+                    "ms",
+                    "<=",
+                    1.0,
+                ));
+            } else {
+                targets.push(target(
+                    format!("passthrough req/s, c={c}"),
+                    via.per_sec(),
+                    "req/s",
+                    ">=",
+                    5000.0,
+                ));
+            }
+            by_c.push(json!({
+                "concurrency": c,
+                "req_per_sec": via.per_sec(),
+                "upstream_direct_req_per_sec": direct.per_sec(),
+                "added_p50_ms": added(0.5),
+                "added_p99_ms": added(0.99),
+                "added_p999_ms": added(0.999),
+                "api": run_json(&via),
+                "direct": run_json(&direct),
+            }));
+            runs.push(direct);
+            runs.push(via);
+        }
+        scenarios.insert("passthrough".into(), json!(by_c));
+        peaks.insert("passthrough".into(), json!(peak_mib(&sampler, api_pid)));
+    }
+    drop(sampler);
+
+    let idle_mib = idle_kib as f64 / 1024.0;
+    let peak_mib = peaks
+        .values()
+        .filter_map(Value::as_f64)
+        .fold(idle_mib, f64::max);
+    targets.push(target("api RSS idle".into(), idle_mib, "MiB", "<=", 64.0));
+    targets.push(target(
+        "api RSS peak under load".into(),
+        peak_mib,
+        "MiB",
+        "<=",
+        256.0,
+    ));
+    scenarios.insert(
+        "memory".into(),
+        json!({"api_rss_idle_mib": idle_mib, "api_rss_peak_mib": peak_mib,
+               "api_rss_peak_mib_by_scenario": peaks}),
+    );
+
+    println!(
+        "\n{:<40} {:>12} {:>14}  result",
+        "target", "measured", "goal"
+    );
+    for t in &targets {
+        println!(
+            "{:<40} {:>12} {:>14}  {}",
+            t["name"].as_str().unwrap_or_default(),
+            format!(
+                "{:.2} {}",
+                t["value"].as_f64().unwrap_or(f64::NAN),
+                t["unit"].as_str().unwrap_or_default()
+            ),
+            format!(
+                "{} {}",
+                t["op"].as_str().unwrap_or_default(),
+                t["goal"].as_f64().unwrap_or(f64::NAN)
+            ),
+            t["result"].as_str().unwrap_or_default()
+        );
+    }
+    if cli.smoke {
+        println!("(smoke run: short and at low concurrency, the figures mean nothing)");
+    }
+
+    // Failed requests mean the benchmark (or the service) is broken, not slow.
+    for r in &runs {
+        let total = r.ok + r.errors;
+        if r.ok == 0 || r.errors * 100 > total {
+            bail!(
+                "{} (c={}): {} ok, {} failed; first error: {}",
+                r.label,
+                r.concurrency,
+                r.ok,
+                r.errors,
+                r.first_error.as_deref().unwrap_or("none")
+            );
+        }
+    }
+
+    Ok(json!({
+        "mode": mode,
+        "binaries": bin_dir.display().to_string(),
+        "warmup_secs": plan.warmup.as_secs_f64(),
+        "duration_secs": plan.duration.as_secs_f64(),
+        "machine": machine(),
+        "scenarios": scenarios,
+        "targets": targets,
+    }))
+}
+
+fn peak_mib(sampler: &RssSampler, pid: u32) -> f64 {
+    let now = rss_kib(pid).unwrap_or(0);
+    sampler.take_peak().max(now) as f64 / 1024.0
+}
+
+fn target(name: String, value: f64, unit: &str, op: &str, goal: f64) -> Value {
+    let pass = match op {
+        "<=" => value <= goal,
+        _ => value >= goal,
+    };
+    json!({"name": name, "value": value, "unit": unit, "op": op, "goal": goal,
+           "result": if pass { "PASS" } else { "MISS" }})
+}
+
+fn print_run(r: &Run) {
+    println!(
+        "{:<34} {:>4} {:>8} {:>5} {:>9.0} {:>8.2} {:>8.2} {:>8.2}",
+        r.label,
+        r.concurrency,
+        r.ok,
+        r.errors,
+        r.per_sec(),
+        r.ms(0.5),
+        r.ms(0.99),
+        r.ms(0.999)
+    );
+}
+
+fn run_json(r: &Run) -> Value {
+    json!({
+        "concurrency": r.concurrency,
+        "ok": r.ok,
+        "errors": r.errors,
+        "per_sec": r.per_sec(),
+        "p50_ms": r.ms(0.5),
+        "p99_ms": r.ms(0.99),
+        "p999_ms": r.ms(0.999),
+        "max_ms": r.total.max() as f64 / 1000.0,
+    })
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .map(str::trim)
+        .unwrap_or("unknown");
+    json!({
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "cpu_model": model,
+    })
+}

@@ -1,0 +1,151 @@
+//! The processes under test (fake upstream and API), the throwaway database, and RSS sampling.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use sqlx::Connection;
+use tokio::process::{Child, Command};
+
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A started child process whose output goes to a log file.
+pub struct Proc {
+    pub name: &'static str,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(
+        name: &'static str,
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        if !binary.is_file() {
+            bail!(
+                "{} not found; build it first (cargo build --release -p saasllm-api -p saasllm-fake-llm, \
+                 or pass --bin-dir)",
+                binary.display()
+            );
+        }
+        let log = log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log)?;
+        let mut cmd = Command::new(binary);
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file.try_clone()?))
+            .stderr(Stdio::from(file))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {}", binary.display()))?;
+        Ok(Self { name, child, log })
+    }
+
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.child.id().context("process already exited")
+    }
+
+    /// Polls `url` until it answers 200, failing if the process exits or `timeout` passes.
+    pub async fn wait_healthy(
+        &mut self,
+        client: &reqwest::Client,
+        url: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited with {status} before becoming healthy; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            if let Ok(resp) = client.get(url).send().await
+                && resp.status().is_success()
+            {
+                return Ok(());
+            }
+            if Instant::now() > until {
+                bail!(
+                    "{} not healthy at {url} after {timeout:?}; see {}",
+                    self.name,
+                    self.log.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// Drops the benchmark database (terminating leftover sessions).
+pub async fn drop_database(postgres_url: &str, db: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(&format!("{postgres_url}/postgres"))
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {postgres_url}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Resident set size of `pid` in KiB (VmRSS of /proc/<pid>/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples the RSS of `pid` every 100 ms and keeps the peak since the last `take_peak`.
+pub struct RssSampler {
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let p = Arc::clone(&peak);
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                if let Some(kib) = rss_kib(pid) {
+                    p.fetch_max(kib, Ordering::Relaxed);
+                }
+            }
+        });
+        Self { peak, task }
+    }
+
+    /// Peak RSS in KiB since the previous call, then starts a new period.
+    pub fn take_peak(&self) -> u64 {
+        self.peak.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
