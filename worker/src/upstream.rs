@@ -109,11 +109,7 @@ impl Upstream {
                 },
             })?;
         let status = response.status();
-        let reported_cost = response
-            .headers()
-            .get(pricing::COST_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pricing::parse_cost_header);
+        let reported_cost = reported_cost(&response);
         let bytes = response
             .bytes()
             .await
@@ -153,6 +149,15 @@ impl Upstream {
             body,
         })
     }
+}
+
+/// The cost the upstream reports for a response (LiteLLM's `x-litellm-response-cost`), if any.
+pub fn reported_cost(response: &reqwest::Response) -> Option<MicroUsd> {
+    response
+        .headers()
+        .get(pricing::COST_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(pricing::parse_cost_header)
 }
 
 /// The most useful text of an error answer: OpenAI's `error.message` when present.

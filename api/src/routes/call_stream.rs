@@ -20,7 +20,7 @@ use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
 use saasllm_worker::executor::{AttemptRecord, keep_lease, record_metrics, record_result};
 use saasllm_worker::fallback::{self, Next};
-use saasllm_worker::upstream::{error_message, root_cause};
+use saasllm_worker::upstream::{error_message, reported_cost, root_cause};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -150,12 +150,7 @@ async fn run(
             }
             continue;
         }
-        let reported_cost = response
-            .headers()
-            .get(pricing::COST_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(pricing::parse_cost_header)
-            .map(|c| c.0);
+        let reported_cost = reported_cost(&response).map(|c| c.0);
         if let Some(tx) = started_tx.take() {
             let _ = tx.send(Ok(()));
         }

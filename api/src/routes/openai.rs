@@ -20,6 +20,8 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use saasllm_worker::upstream::reported_cost;
+
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::RawBody;
@@ -242,11 +244,7 @@ async fn chat_completions(
         }
     };
     let status = response.status();
-    let reported_cost = response
-        .headers()
-        .get(pricing::COST_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(pricing::parse_cost_header);
+    let reported_cost = reported_cost(&response);
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
 
     if stream && status.is_success() {
