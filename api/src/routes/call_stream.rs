@@ -209,6 +209,13 @@ async fn run(
             let total = scan
                 .tokens("total_tokens")
                 .or_else(|| Some(prompt? + completion?));
+            // LiteLLM reports a stream's cost in the usage chunk, not in a header.
+            let reported_cost = reported_cost.or_else(|| {
+                scan.usage
+                    .as_ref()
+                    .and_then(pricing::usage_cost)
+                    .map(|c| c.0)
+            });
             let cost = reported_cost.or_else(|| {
                 pricing::price_for(model, config)
                     .map(|p| pricing::cost(p, prompt.unwrap_or(0), completion.unwrap_or(0)).0)

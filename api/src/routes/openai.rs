@@ -392,15 +392,19 @@ impl Drop for StreamRecorder {
             return;
         };
         let scan = std::mem::take(&mut *self.scan.lock().unwrap_or_else(|p| p.into_inner()));
+        // LiteLLM reports a stream's cost in the usage chunk, not in a header.
+        let reported_cost = self
+            .reported_cost
+            .or_else(|| scan.usage.as_ref().and_then(pricing::usage_cost));
         let usage = match scan.usage {
-            Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, self.reported_cost),
+            Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, reported_cost),
             None => {
                 // The client left before the usage chunk: bill what was streamed so far.
                 let completion = (scan.content.chars().count() as i64 + 3) / 4;
                 let mut usage = usage_of(
                     Some(&json!({"usage": {"prompt_tokens": 0, "completion_tokens": completion}})),
                     &pricing,
-                    self.reported_cost,
+                    reported_cost,
                 );
                 usage.error =
                     Some("stream ended before the usage chunk (client disconnected?)".into());

@@ -86,6 +86,16 @@ pub fn parse_cost_header(value: &str) -> Option<MicroUsd> {
         .then(|| MicroUsd((dollars * 1_000_000.0).round() as i64))
 }
 
+/// The cost LiteLLM puts in a stream's final usage chunk (`usage.cost`, USD). A stream has no
+/// `x-litellm-response-cost` header, since its headers go out before the usage is known.
+pub fn usage_cost(usage: &serde_json::Value) -> Option<MicroUsd> {
+    match usage.get("cost")? {
+        serde_json::Value::Number(n) => parse_cost_header(&n.to_string()),
+        serde_json::Value::String(s) => parse_cost_header(s),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -132,5 +142,18 @@ mod tests {
         assert_eq!(parse_cost_header("2.5e-05"), Some(MicroUsd(25)));
         assert_eq!(parse_cost_header("nope"), None);
         assert_eq!(parse_cost_header("-1"), None);
+    }
+
+    #[test]
+    fn reads_litellm_stream_usage_cost() {
+        let usage =
+            json!({"prompt_tokens": 3, "completion_tokens": 5, "cost": 0.00004599999999999999});
+        assert_eq!(usage_cost(&usage), Some(MicroUsd(46)));
+        assert_eq!(
+            usage_cost(&json!({"cost": "0.0025"})),
+            Some(MicroUsd(2_500))
+        );
+        assert_eq!(usage_cost(&json!({"prompt_tokens": 3})), None);
+        assert_eq!(usage_cost(&json!({"cost": null})), None);
     }
 }
