@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod notify;
+pub mod openapi;
 pub mod routes;
 pub mod sse;
 pub mod startup;

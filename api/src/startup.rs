@@ -23,12 +23,14 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
 use crate::idempotency;
 use crate::notify::Notifier;
+use crate::openapi;
 use crate::routes;
 use crate::state::{AppState, Settings};
 
@@ -170,7 +172,8 @@ impl Application {
 
 /// The full router with its layers.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    routes::router()
+    let (api, document) = routes::router();
+    api.merge(SwaggerUi::new(openapi::DOCS_PATH).url(openapi::DOCUMENT_PATH, document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))

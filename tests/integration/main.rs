@@ -11,6 +11,7 @@ mod jobs;
 mod ledger_model;
 mod model_groups;
 mod openai;
+mod openapi;
 mod organizations;
 mod queue;
 mod request_errors;

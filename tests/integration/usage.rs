@@ -169,3 +169,114 @@ async fn team_and_organization_usage_sum_the_months_jobs_and_calls(db: PgPool) {
     )
     .await;
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_ud", 20, &[("Cheap", &["cost-1000"])])
+        .await;
+    // Five completed jobs, one call each, then moved to three days: two on the 10th, one just
+    // before midnight on the 11th, two on the 12th (outside the asked range).
+    let mut jobs = Vec::new();
+    for _ in 0..5 {
+        let job = stack.create_job(&key, "team_ud").await;
+        ok_json(Ok(stack.llm_call(&key, &job, chat("Cheap", "x")).await)).await;
+        ok_json(Ok(stack.complete(&key, &job, "completed").await)).await;
+        jobs.push(job);
+    }
+    let days = [
+        "2025-03-10T08:00:00Z",
+        "2025-03-10T23:59:59Z",
+        "2025-03-11T23:59:59Z",
+        "2025-03-12T00:00:00Z",
+        "2025-03-12T12:00:00Z",
+    ];
+    for (job, at) in jobs.iter().zip(days) {
+        sqlx::query("update jobs set created_at = $2::timestamptz where job_id = $1::uuid")
+            .bind(job)
+            .bind(at)
+            .execute(&db)
+            .await
+            .expect("move job");
+    }
+    let tokens_of_day = |day: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "select coalesce(sum(c.total_tokens), 0)::int8 from llm_calls c join jobs j using (job_id)
+                 where (j.created_at at time zone 'UTC')::date = $1::date",
+            )
+            .bind(day)
+            .fetch_one(&db)
+            .await
+            .expect("tokens")
+        }
+    };
+
+    let report = ok_json(
+        stack
+            .app
+            .with_key(
+                &key,
+                Method::GET,
+                "/api/teams/team_ud/usage?from=2025-03-10&to=2025-03-11",
+            )
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(report["period"], "2025-03-10/2025-03-11");
+    assert_eq!(report["from"], "2025-03-10");
+    assert_eq!(report["to"], "2025-03-11");
+    assert_eq!(report["summary"]["total_jobs"], 3);
+    assert_eq!(report["summary"]["total_cost_usd"], 0.003);
+    assert_eq!(
+        report["daily"],
+        json!([
+            {"date": "2025-03-10", "total_jobs": 2, "successful_jobs": 2, "failed_jobs": 0,
+             "total_cost_usd": 0.002, "total_tokens": tokens_of_day("2025-03-10").await},
+            {"date": "2025-03-11", "total_jobs": 1, "successful_jobs": 1, "failed_jobs": 0,
+             "total_cost_usd": 0.001, "total_tokens": tokens_of_day("2025-03-11").await},
+        ])
+    );
+    let month = ok_json(
+        stack
+            .app
+            .admin(
+                Method::GET,
+                "/api/organizations/org_team_ud/usage?period=2025-03",
+            )
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(month["summary"]["total_jobs"], 5);
+    assert_eq!(month["from"], "2025-03-01");
+    assert_eq!(month["to"], "2025-03-31");
+    assert_eq!(month["daily"][2]["date"], "2025-03-12");
+    assert_eq!(month["daily"][2]["total_jobs"], 2);
+
+    for bad in [
+        "from=2025-03-10",
+        "from=2025-03-12&to=2025-03-10",
+        "from=2025-03-10&to=2025-03-32",
+        "period=2025-03&from=2025-03-10&to=2025-03-11",
+        "from=2019-01-01&to=2025-01-01",
+    ] {
+        let detail = error_detail(
+            stack
+                .app
+                .with_key(
+                    &key,
+                    Method::GET,
+                    &format!("/api/teams/team_ud/usage?{bad}"),
+                )
+                .send()
+                .await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(!detail.is_empty(), "{bad}");
+    }
+}

@@ -2,16 +2,17 @@
 //! By default the request waits for the result (the guide's synchronous shape); with
 //! `"async": true` or `Prefer: respond-async` it answers 202 at once and the call is polled.
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json as JsonResponse, Response};
-use axum::routing::{get, post};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallRow, NewCall};
 use saasllm_shared::domain::status::CallStatus;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -21,13 +22,16 @@ use crate::routes::call_stream;
 use crate::routes::jobs::{parse_id, visible_job};
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs/{job_id}/llm-call", post(llm_call))
-        .route("/api/jobs/{job_id}/calls/{call_id}", get(show_call))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(llm_call))
+        .routes(routes!(show_call))
 }
 
-#[derive(Deserialize)]
+/// An LLM call: the model group, the messages and any other OpenAI chat parameter
+/// (temperature, max_tokens, response_format, stream...), passed through. The model is chosen
+/// by the group, never by the client.
+#[derive(Deserialize, ToSchema)]
 struct LlmCallRequest {
     model_group: String,
     messages: Value,
@@ -97,6 +101,31 @@ fn streaming(request: &LlmCallRequest) -> bool {
     request.params.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
+/// Makes an LLM call in a job, with the group's models tried in priority order. Waits for the
+/// result by default; `"async": true` or `Prefer: respond-async` answers 202 with the call id
+/// at once; `"stream": true` answers with server-sent events.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{job_id}/llm-call",
+    tag = "jobs",
+    params(
+        ("job_id" = Uuid, Path),
+        ("Prefer" = Option<String>, Header, description = "`respond-async` to get 202 at once"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)"),
+    ),
+    request_body = LlmCallRequest,
+    responses(
+        (status = 200, description = "The call's result (or an SSE stream with `stream: true`)", body = serde_json::Value,
+         example = json!({"call_id": "0193...", "response": {"content": "...", "finish_reason": "stop"}, "metadata": {"tokens_used": 42, "latency_ms": 850, "model_group": "ResumeAgent"}})),
+        (status = 202, description = "Accepted; poll `GET /api/jobs/{job_id}/calls/{call_id}`", body = serde_json::Value),
+        (status = 403, description = "The team has no access to the model group, or is suspended", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The job is already completing, settled or expired", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
+        (status = 502, description = "Every model of the group failed", body = crate::openapi::ErrorBody),
+        (status = 504, description = "No result within the wait; the call goes on and can be polled", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 #[tracing::instrument(skip_all, fields(job_id = %job_id, call_id))]
 async fn llm_call(
     caller: Caller,
@@ -256,6 +285,15 @@ fn result_body(row: &CallRow) -> Value {
     })
 }
 
+/// One call of a job: its status and, once finished, its result or error.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}/calls/{call_id}",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path), ("call_id" = Uuid, Path)),
+    responses((status = 200, description = "The call", body = serde_json::Value)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn show_call(
     caller: Caller,
     State(state): State<AppState>,

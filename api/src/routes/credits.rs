@@ -1,14 +1,15 @@
 //! Credits: balance, add (admin), check, and the ledger.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::credits::{TransactionRow, TransactionType};
 use saasllm_shared::domain::money::MicroUsd;
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
@@ -18,18 +19,15 @@ use crate::routes::teams::{CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::routes::validate;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/credits/teams/{team_id}/balance", get(balance))
-        .route("/api/credits/teams/{team_id}/add", post(add))
-        .route("/api/credits/teams/{team_id}/check", post(check))
-        .route(
-            "/api/credits/teams/{team_id}/transactions",
-            get(transactions),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(balance))
+        .routes(routes!(add))
+        .routes(routes!(check))
+        .routes(routes!(transactions))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct BalanceResponse {
     team_id: String,
     #[serde(flatten)]
@@ -39,6 +37,15 @@ struct BalanceResponse {
     spend_usd: f64,
 }
 
+/// The team's credits, and its USD budget and spend on the OpenAI-compatible path.
+#[utoipa::path(
+    get,
+    path = "/api/credits/teams/{team_id}/balance",
+    tag = "credits",
+    params(("team_id" = String, Path)),
+    responses((status = 200, description = "The balance", body = BalanceResponse)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn balance(
     caller: Caller,
     State(state): State<AppState>,
@@ -61,16 +68,17 @@ async fn balance(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddCredits {
+    /// 1..=1,000,000,000 (`credits` is accepted as an alias).
     #[serde(alias = "credits")]
     credits_amount: i64,
     reason: Option<String>,
     metadata: Option<serde_json::Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TransactionView {
     transaction_id: Uuid,
     team_id: String,
@@ -99,7 +107,7 @@ impl From<TransactionRow> for TransactionView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AddResponse {
     team_id: String,
     credits_added: i64,
@@ -109,6 +117,19 @@ struct AddResponse {
     message: String,
 }
 
+/// Adds credits (admin): one conditional balance update and one ledger row.
+#[utoipa::path(
+    post,
+    path = "/api/credits/teams/{team_id}/add",
+    tag = "credits",
+    params(("team_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    request_body = AddCredits,
+    responses(
+        (status = 200, description = "The new balance and the ledger row", body = AddResponse),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id = %team_id))]
 async fn add(
     _admin: AdminAuth,
@@ -149,7 +170,7 @@ async fn add(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CheckCredits {
     #[serde(default = "one", alias = "credits_needed")]
@@ -160,7 +181,7 @@ fn one() -> i64 {
     1
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CheckResponse {
     team_id: String,
     available: bool,
@@ -170,6 +191,15 @@ struct CheckResponse {
 }
 
 /// Whether the team can start jobs costing `credits_required`. The body is optional (default 1).
+#[utoipa::path(
+    post,
+    path = "/api/credits/teams/{team_id}/check",
+    tag = "credits",
+    params(("team_id" = String, Path)),
+    request_body(content = Option<CheckCredits>, description = "Optional; `credits_required` defaults to 1"),
+    responses((status = 200, description = "Whether enough credits are available", body = CheckResponse)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn check(
     caller: Caller,
     State(state): State<AppState>,
@@ -201,14 +231,16 @@ async fn check(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PageQuery {
+    /// 1..=1000, default 50.
     limit: Option<i64>,
     offset: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TransactionsResponse {
     team_id: String,
     total_transactions: i64,
@@ -217,6 +249,15 @@ struct TransactionsResponse {
     transactions: Vec<TransactionView>,
 }
 
+/// The team's credit ledger, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/credits/teams/{team_id}/transactions",
+    tag = "credits",
+    params(("team_id" = String, Path), PageQuery),
+    responses((status = 200, description = "A page of ledger rows", body = TransactionsResponse)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn transactions(
     caller: Caller,
     State(state): State<AppState>,

@@ -2,21 +2,32 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health))
 }
 
+/// The state of the service and of its dependencies.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    responses(
+        (status = 200, description = "PostgreSQL and Redis answer", content_type = "application/json",
+         example = json!({"status": "healthy", "version": "0.1.0", "checks": {"postgres": {"status": "ok"}, "redis": {"status": "ok"}}})),
+        (status = 503, description = "PostgreSQL or Redis does not answer; `checks` says which", content_type = "application/json"),
+    )
+)]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = async {
         let query = sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.db);

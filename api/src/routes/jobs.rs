@@ -2,11 +2,9 @@
 
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json as JsonResponse, Response};
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::CallRow;
@@ -15,6 +13,9 @@ use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::status::{CallStatus, JobStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{Caller, team_not_found};
@@ -26,12 +27,12 @@ use crate::state::AppState;
 /// How often a waiting request re-reads the database even without a notification.
 const RECHECK: Duration = Duration::from_secs(1);
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/jobs/create", post(create))
-        .route("/api/jobs/{job_id}", get(show))
-        .route("/api/jobs/{job_id}/complete", post(complete))
-        .route("/api/teams/{team_id}/jobs", get(list_for_team))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show))
+        .routes(routes!(complete))
+        .routes(routes!(list_for_team))
 }
 
 /// Parses a job or call id from the path.
@@ -52,7 +53,7 @@ pub async fn visible_job(
         .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateJob {
     team_id: String,
@@ -61,6 +62,21 @@ struct CreateJob {
     metadata: Option<serde_json::Value>,
 }
 
+/// Opens a job, holding one credit until it is completed, failed or expires.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/create",
+    tag = "jobs",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    request_body = CreateJob,
+    responses(
+        (status = 200, description = "The job", body = serde_json::Value,
+         example = json!({"job_id": "0193...", "team_id": "team_engineering", "job_type": "resume_analysis", "status": "pending", "created_at": "2026-11-28T10:00:00Z", "expires_at": "2026-11-29T10:00:00Z"})),
+        (status = 402, description = "Not enough credits", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id = %body.team_id, job_id))]
 async fn create(
     caller: Caller,
@@ -181,6 +197,15 @@ async fn costs(state: &AppState, job: &JobRow, calls: &[CallRow]) -> Result<Cost
     })
 }
 
+/// A job: status, progress counts, its calls, and once settled its costs.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path)),
+    responses((status = 200, description = "The job", body = serde_json::Value)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn show(
     caller: Caller,
     State(state): State<AppState>,
@@ -224,9 +249,10 @@ async fn show(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CompleteJob {
+    /// `completed` (charges 1 credit) or `failed` (releases the hold).
     status: String,
     metadata: Option<serde_json::Value>,
     error_message: Option<String>,
@@ -249,6 +275,23 @@ async fn summary(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
     .into_response())
 }
 
+/// Completes a job. Waits for its calls to finish, then settles: `completed` charges one
+/// credit exactly once, `failed` (or a failed call) releases the hold. Repeating the same
+/// completion returns the same summary; a different one is 409.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{job_id}/complete",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    request_body = CompleteJob,
+    responses(
+        (status = 200, description = "Settled: the job's costs and calls", body = serde_json::Value),
+        (status = 202, description = "Calls still running; the job settles when the last one ends", body = serde_json::Value),
+        (status = 409, description = "Already settled differently, or expired", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 #[tracing::instrument(skip_all, fields(job_id = %job_id))]
 async fn complete(
     caller: Caller,
@@ -364,14 +407,25 @@ async fn wait_for_settlement(state: &AppState, job_id: Uuid) -> Result<Response,
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// 1..=1000, default 100.
     limit: Option<i64>,
     offset: Option<i64>,
     status: Option<String>,
 }
 
+/// A team's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/teams/{team_id}/jobs",
+    tag = "jobs",
+    params(("team_id" = String, Path), ListQuery),
+    responses((status = 200, description = "A page of jobs", body = serde_json::Value)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn list_for_team(
     caller: Caller,
     State(state): State<AppState>,

@@ -14,12 +14,15 @@ mod usage;
 pub(crate) mod validate;
 
 use axum::Router;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
 
+use crate::openapi::{self, ApiDoc};
 use crate::state::AppState;
 
-/// Every route of the API.
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// Every route of the API, and the OpenAPI document describing exactly those routes.
+pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(organizations::router())
         .merge(model_groups::router())
@@ -30,4 +33,6 @@ pub fn router() -> Router<AppState> {
         .merge(openai::router())
         .merge(usage::router())
         .merge(metrics::router())
+        .split_for_parts();
+    (router, openapi::finish(document))
 }

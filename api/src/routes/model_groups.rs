@@ -3,15 +3,15 @@
 
 use std::collections::HashSet;
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
-use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::model_groups::{ModelEntryRow, ModelGroupRow, NewModelEntry};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
@@ -22,27 +22,25 @@ use crate::state::AppState;
 /// Most models one group may hold.
 const MAX_MODELS_PER_GROUP: usize = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/model-groups/create", post(create))
-        .route("/api/model-groups", get(list))
-        .route("/api/model-groups/{group_name}", get(show).delete(delete))
-        .route(
-            "/api/model-groups/{group_name}/models",
-            get(models).put(replace_models),
-        )
-        .route("/api/model-groups/{group_name}/resolve", get(resolve))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(list))
+        .routes(routes!(show, delete))
+        .routes(routes!(models, replace_models))
+        .routes(routes!(resolve))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ModelInput {
     model_name: String,
+    /// 0 is tried first; defaults to the position in the list.
     priority: Option<i32>,
     config: Option<serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateModelGroup {
     group_name: String,
@@ -53,14 +51,14 @@ struct CreateModelGroup {
 }
 
 /// `PUT .../models` takes the bare array, or `{"models": [...]}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum ReplaceModels {
     List(Vec<ModelInput>),
     Object { models: Vec<ModelInput> },
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ModelGroupResponse {
     model_group_id: uuid::Uuid,
     group_name: String,
@@ -73,7 +71,7 @@ struct ModelGroupResponse {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ModelResponse {
     model_name: String,
     priority: i32,
@@ -143,7 +141,7 @@ fn validate_models(models: Vec<ModelInput>) -> Result<Vec<NewModelEntry>, ApiErr
             )));
         }
         let config = match model.config {
-            None | Some(serde_json::Value::Null) => json!({}),
+            None | Some(serde_json::Value::Null) => serde_json::json!({}),
             Some(object @ serde_json::Value::Object(_)) => object,
             Some(_) => {
                 return Err(ApiError::BadRequest(format!(
@@ -161,6 +159,18 @@ fn validate_models(models: Vec<ModelInput>) -> Result<Vec<NewModelEntry>, ApiErr
     Ok(entries)
 }
 
+/// Creates a model group (admin).
+#[utoipa::path(
+    post,
+    path = "/api/model-groups/create",
+    tag = "model-groups",
+    request_body = CreateModelGroup,
+    responses(
+        (status = 200, description = "Created", body = ModelGroupResponse),
+        (status = 409, description = "A group with this name exists", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(group_name = %body.group_name))]
 async fn create(
     _admin: AdminAuth,
@@ -192,6 +202,14 @@ async fn create(
     Ok(JsonResponse(ModelGroupResponse::new(group, models)))
 }
 
+/// Every model group (admin), or the groups granted to the key's team.
+#[utoipa::path(
+    get,
+    path = "/api/model-groups",
+    tag = "model-groups",
+    responses((status = 200, description = "The visible groups", body = Vec<ModelGroupResponse>)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -234,6 +252,15 @@ async fn visible_group(
     Ok(group)
 }
 
+/// A model group (a team sees only the groups granted to it).
+#[utoipa::path(
+    get,
+    path = "/api/model-groups/{group_name}",
+    tag = "model-groups",
+    params(("group_name" = String, Path)),
+    responses((status = 200, description = "The group", body = ModelGroupResponse)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn show(
     caller: Caller,
     State(state): State<AppState>,
@@ -244,20 +271,45 @@ async fn show(
     Ok(JsonResponse(ModelGroupResponse::new(group, models)))
 }
 
+#[derive(Serialize, ToSchema)]
+struct GroupModels {
+    group_name: String,
+    models: Vec<ModelResponse>,
+}
+
+/// A model group's models in priority order.
+#[utoipa::path(
+    get,
+    path = "/api/model-groups/{group_name}/models",
+    tag = "model-groups",
+    params(("group_name" = String, Path)),
+    responses((status = 200, description = "The models, first tried first", body = GroupModels)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn models(
     caller: Caller,
     State(state): State<AppState>,
     Path(group_name): Path<String>,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+) -> Result<JsonResponse<GroupModels>, ApiError> {
     let group = visible_group(&state, &caller, &group_name).await?;
     let models = db::model_groups::models_of(&state.db, &[group.model_group_id]).await?;
     let response = ModelGroupResponse::new(group, models);
-    Ok(JsonResponse(json!({
-        "group_name": response.group_name,
-        "models": response.models,
-    })))
+    Ok(JsonResponse(GroupModels {
+        group_name: response.group_name,
+        models: response.models,
+    }))
 }
 
+/// Replaces a group's models (admin): clients keep using the group name.
+#[utoipa::path(
+    put,
+    path = "/api/model-groups/{group_name}/models",
+    tag = "model-groups",
+    params(("group_name" = String, Path)),
+    request_body(content = ReplaceModels, description = "The new list, bare or as `{\"models\": [...]}`"),
+    responses((status = 200, description = "The updated group", body = ModelGroupResponse)),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(group_name = %group_name))]
 async fn replace_models(
     _admin: AdminAuth,
@@ -280,12 +332,30 @@ async fn replace_models(
     Ok(JsonResponse(ModelGroupResponse::new(group, models)))
 }
 
+#[derive(Serialize, ToSchema)]
+struct GroupDeleted {
+    group_name: String,
+    message: String,
+}
+
+/// Deletes a model group no team is granted (admin).
+#[utoipa::path(
+    delete,
+    path = "/api/model-groups/{group_name}",
+    tag = "model-groups",
+    params(("group_name" = String, Path)),
+    responses(
+        (status = 200, description = "Deleted", body = GroupDeleted),
+        (status = 409, description = "Teams are still granted the group", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(group_name = %group_name))]
 async fn delete(
     _admin: AdminAuth,
     State(state): State<AppState>,
     Path(group_name): Path<String>,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+) -> Result<JsonResponse<GroupDeleted>, ApiError> {
     let group = db::model_groups::find_by_name(&state.db, &group_name)
         .await?
         .ok_or_else(|| group_not_found(&group_name))?;
@@ -300,10 +370,10 @@ async fn delete(
         return Err(in_use(teams));
     }
     match db::model_groups::delete(&state.db, group.model_group_id).await {
-        Ok(true) => Ok(JsonResponse(json!({
-            "group_name": group_name,
-            "message": format!("Model group '{group_name}' deleted successfully"),
-        }))),
+        Ok(true) => Ok(JsonResponse(GroupDeleted {
+            message: format!("Model group '{group_name}' deleted successfully"),
+            group_name,
+        })),
         Ok(false) => Err(group_not_found(&group_name)),
         // A grant made between the check and the delete.
         Err(e) if db::is_constraint_violation(&e, "team_model_groups_group_fkey") => {
@@ -314,12 +384,14 @@ async fn delete(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ResolveQuery {
+    /// Required with the admin key; defaults to the key's own team.
     team_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct ResolveResponse {
     group_name: String,
     primary_model: Option<String>,
@@ -331,6 +403,14 @@ struct ResolveResponse {
 
 /// Which model the team should call for a group. A team without access gets
 /// `team_has_access: false` and no model names.
+#[utoipa::path(
+    get,
+    path = "/api/model-groups/{group_name}/resolve",
+    tag = "model-groups",
+    params(("group_name" = String, Path), ResolveQuery),
+    responses((status = 200, description = "The primary and fallback models, if the team has access", body = ResolveResponse)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn resolve(
     caller: Caller,
     State(state): State<AppState>,

@@ -6,18 +6,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use futures::StreamExt;
 use saasllm_shared::db;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::pricing::{self, Price};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use saasllm_worker::upstream::reported_cost;
@@ -37,10 +37,10 @@ const UNKNOWN_MODEL_PRICE: Price = Price {
     output_per_million: 30_000_000,
 };
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/models", get(models))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat_completions))
+        .routes(routes!(models))
 }
 
 /// An error in OpenAI's wire shape.
@@ -104,6 +104,19 @@ fn team_of(caller: Result<Caller, ApiError>) -> Result<String, OpenAiError> {
     }
 }
 
+/// The models the team's key may use (its `allowed_models`), in OpenAI's list shape.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    responses(
+        (status = 200, description = "OpenAI model list", body = serde_json::Value,
+         example = json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "saasllm"}]})),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
 async fn models(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
@@ -119,6 +132,22 @@ async fn models(
     Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
 }
 
+/// OpenAI chat completions with the team's virtual key, streaming or not, passed through to the
+/// upstream. Only the team's allowed models are reachable; each request's estimated cost is
+/// reserved against the team's USD budget before it is sent and settled at its actual cost.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    request_body(content = serde_json::Value, description = "An OpenAI chat completion request"),
+    responses(
+        (status = 200, description = "The upstream's completion, or its SSE stream with `stream: true`", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 402, description = "Budget exceeded (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "Model not allowed for the team, the admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id, model, request_id))]
 async fn chat_completions(
     State(state): State<AppState>,

@@ -1,12 +1,14 @@
 //! Organizations (admin): create, get, list teams.
 
 use axum::extract::State;
-use axum::routing::{get, post};
-use axum::{Router, response::Json as JsonResponse};
+use axum::response::Json as JsonResponse;
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::organizations::OrganizationRow;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
@@ -14,14 +16,14 @@ use crate::extract::{Json, Path};
 use crate::routes::validate;
 use crate::state::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/organizations/create", post(create))
-        .route("/api/organizations/{organization_id}", get(show))
-        .route("/api/organizations/{organization_id}/teams", get(teams))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show))
+        .routes(routes!(teams))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrganization {
     organization_id: String,
@@ -29,7 +31,7 @@ struct CreateOrganization {
     metadata: Option<serde_json::Value>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OrganizationResponse {
     organization_id: String,
     name: String,
@@ -52,6 +54,18 @@ impl From<OrganizationRow> for OrganizationResponse {
     }
 }
 
+/// Creates an organization (admin).
+#[utoipa::path(
+    post,
+    path = "/api/organizations/create",
+    tag = "organizations",
+    request_body = CreateOrganization,
+    responses(
+        (status = 200, description = "Created", body = OrganizationResponse),
+        (status = 409, description = "The organization exists", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(organization_id = %body.organization_id))]
 async fn create(
     _admin: AdminAuth,
@@ -81,6 +95,15 @@ async fn create(
     Ok(JsonResponse(row.into()))
 }
 
+/// An organization (admin).
+#[utoipa::path(
+    get,
+    path = "/api/organizations/{organization_id}",
+    tag = "organizations",
+    params(("organization_id" = String, Path)),
+    responses((status = 200, description = "The organization", body = OrganizationResponse)),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 async fn show(
     _admin: AdminAuth,
     State(state): State<AppState>,
@@ -92,14 +115,14 @@ async fn show(
     Ok(JsonResponse(row.into()))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OrganizationTeams {
     organization_id: String,
     team_count: usize,
     teams: Vec<OrganizationTeam>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct OrganizationTeam {
     team_id: String,
     team_alias: Option<String>,
@@ -110,6 +133,15 @@ struct OrganizationTeam {
     created_at: DateTime<Utc>,
 }
 
+/// An organization's teams with their balances and model groups (admin).
+#[utoipa::path(
+    get,
+    path = "/api/organizations/{organization_id}/teams",
+    tag = "organizations",
+    params(("organization_id" = String, Path)),
+    responses((status = 200, description = "The organization's teams", body = OrganizationTeams)),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 async fn teams(
     _admin: AdminAuth,
     State(state): State<AppState>,

@@ -1,9 +1,7 @@
 //! Teams: create (with a virtual key shown once), get, grant model groups, suspend, resume, rotate key.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
-use axum::routing::{get, post, put};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::credits::{BalanceRow, TransactionType};
@@ -12,6 +10,9 @@ use saasllm_shared::domain::status::TeamStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgConnection;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
@@ -23,20 +24,17 @@ use crate::state::AppState;
 /// Largest credit amount accepted in one request.
 pub const MAX_CREDITS_PER_REQUEST: i64 = 1_000_000_000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/teams/create", post(create))
-        .route("/api/teams/{team_id}", get(show))
-        .route(
-            "/api/teams/{team_id}/model-groups",
-            put(assign_model_groups),
-        )
-        .route("/api/teams/{team_id}/suspend", post(suspend))
-        .route("/api/teams/{team_id}/resume", post(resume))
-        .route("/api/teams/{team_id}/rotate-key", post(rotate_key))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(show))
+        .routes(routes!(assign_model_groups))
+        .routes(routes!(suspend))
+        .routes(routes!(resume))
+        .routes(routes!(rotate_key))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTeam {
     organization_id: String,
@@ -50,7 +48,7 @@ struct CreateTeam {
 }
 
 /// The credit counters as the guide nests them under `credits`, plus the hold figures.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct CreditsView {
     pub credits_allocated: i64,
     pub credits_used: i64,
@@ -75,7 +73,7 @@ impl From<&BalanceRow> for CreditsView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct CreatedTeam {
     team_id: String,
     organization_id: String,
@@ -117,6 +115,19 @@ async fn resolve_group_names(
     Ok((unique, ids))
 }
 
+/// Creates a team with credits and model-group grants (admin). The answer holds the team's
+/// virtual key, shown only this once.
+#[utoipa::path(
+    post,
+    path = "/api/teams/create",
+    tag = "teams",
+    request_body = CreateTeam,
+    responses(
+        (status = 200, description = "Created", body = CreatedTeam),
+        (status = 409, description = "The team exists", body = crate::openapi::ErrorBody),
+    ),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id = %body.team_id))]
 async fn create(
     _admin: AdminAuth,
@@ -201,7 +212,7 @@ async fn create(
     }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TeamResponse {
     team_id: String,
     organization_id: String,
@@ -216,6 +227,15 @@ struct TeamResponse {
     updated_at: DateTime<Utc>,
 }
 
+/// A team with its credits, model groups and allowed models.
+#[utoipa::path(
+    get,
+    path = "/api/teams/{team_id}",
+    tag = "teams",
+    params(("team_id" = String, Path)),
+    responses((status = 200, description = "The team", body = TeamResponse)),
+    security(("bearer" = []), ("admin_key" = []))
+)]
 async fn show(
     caller: Caller,
     State(state): State<AppState>,
@@ -248,6 +268,17 @@ async fn show(
     }))
 }
 
+/// Replaces the team's model-group grants (admin).
+#[utoipa::path(
+    put,
+    path = "/api/teams/{team_id}/model-groups",
+    tag = "teams",
+    params(("team_id" = String, Path)),
+    request_body(content = Vec<String>, description = "Group names"),
+    responses((status = 200, description = "The grants and the models they allow", body = serde_json::Value,
+        example = json!({"team_id": "team_engineering", "model_groups": ["ChatAgent"], "allowed_models": ["gpt-3.5-turbo"], "message": "Model groups assigned successfully"}))),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id = %team_id))]
 async fn assign_model_groups(
     _admin: AdminAuth,
@@ -291,6 +322,16 @@ async fn set_status(
     })))
 }
 
+/// Suspends the team: its key is refused until resumed (admin).
+#[utoipa::path(
+    post,
+    path = "/api/teams/{team_id}/suspend",
+    tag = "teams",
+    params(("team_id" = String, Path)),
+    responses((status = 200, description = "Suspended", body = serde_json::Value,
+        example = json!({"team_id": "team_engineering", "status": "suspended", "message": "Team 'team_engineering' suspended"}))),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 async fn suspend(
     _admin: AdminAuth,
     State(state): State<AppState>,
@@ -299,6 +340,16 @@ async fn suspend(
     set_status(&state, &team_id, TeamStatus::Suspended).await
 }
 
+/// Resumes a suspended team (admin).
+#[utoipa::path(
+    post,
+    path = "/api/teams/{team_id}/resume",
+    tag = "teams",
+    params(("team_id" = String, Path)),
+    responses((status = 200, description = "Active again", body = serde_json::Value,
+        example = json!({"team_id": "team_engineering", "status": "active", "message": "Team 'team_engineering' resumed"}))),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 async fn resume(
     _admin: AdminAuth,
     State(state): State<AppState>,
@@ -307,6 +358,16 @@ async fn resume(
     set_status(&state, &team_id, TeamStatus::Active).await
 }
 
+/// Issues a new virtual key; the previous one stops working at once (admin).
+#[utoipa::path(
+    post,
+    path = "/api/teams/{team_id}/rotate-key",
+    tag = "teams",
+    params(("team_id" = String, Path)),
+    responses((status = 200, description = "The new key, shown only this once", body = serde_json::Value,
+        example = json!({"team_id": "team_engineering", "virtual_key": "sk-...", "key_prefix": "sk-1a2b3c4", "message": "Virtual key rotated; the previous key no longer works"}))),
+    security(("admin_key" = []), ("bearer" = []))
+)]
 #[tracing::instrument(skip_all, fields(team_id = %team_id))]
 async fn rotate_key(
     _admin: AdminAuth,

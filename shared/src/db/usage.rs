@@ -1,7 +1,7 @@
 //! Usage reports: jobs, tokens and LLM cost per team and job type over a period, computed from
 //! the jobs and calls themselves.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 
 /// Totals of one team's jobs of one type created in the period.
@@ -56,6 +56,47 @@ pub async fn credits_used(
         "select team_id, sum(credits_amount)::int8 from credit_transactions
          where team_id = any($1) and transaction_type = 'deduction' and created_at >= $2 and created_at < $3
          group by team_id",
+    )
+    .bind(team_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
+
+/// Totals of the given teams' jobs created on one UTC day.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DailyUsageRow {
+    pub day: NaiveDate,
+    pub jobs: i64,
+    pub completed: i64,
+    pub failed: i64,
+    pub cost_micro_usd: i64,
+    pub tokens: i64,
+}
+
+/// Usage of the given teams' jobs created in `[from, to)`, by UTC day (days without jobs are
+/// absent), for charts.
+pub async fn by_day(
+    db: impl PgExecutor<'_>,
+    team_ids: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<DailyUsageRow>> {
+    sqlx::query_as(
+        "with period_jobs as (
+             select job_id, status, (created_at at time zone 'UTC')::date as day from jobs
+             where team_id = any($1) and created_at >= $2 and created_at < $3),
+         call_totals as (
+             select job_id, sum(cost_micro_usd) as cost, sum(total_tokens) as tokens from llm_calls
+             where job_id in (select job_id from period_jobs) group by job_id)
+         select j.day, count(*) as jobs,
+                count(*) filter (where j.status = 'completed') as completed,
+                count(*) filter (where j.status = 'failed') as failed,
+                coalesce(sum(c.cost), 0)::int8 as cost_micro_usd,
+                coalesce(sum(c.tokens), 0)::int8 as tokens
+         from period_jobs j left join call_totals c using (job_id)
+         group by j.day order by j.day",
     )
     .bind(team_ids)
     .bind(from)
