@@ -103,8 +103,23 @@ impl Modify for CommonErrors {
             ];
             for operation in operations.into_iter().flatten() {
                 add_common_errors(path, operation);
+                qualify_operation_id(operation);
             }
         }
+    }
+}
+
+/// Handlers are named after what they do within their module (`create`, `show`), so the
+/// operation id is qualified by the tag (`jobs_create`) to be unique, as OpenAPI requires and
+/// client generators use for method names.
+fn qualify_operation_id(operation: &mut Operation) {
+    let tag = operation
+        .tags
+        .as_ref()
+        .and_then(|tags| tags.first())
+        .map(|tag| tag.replace('-', "_"));
+    if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+        *id = format!("{tag}_{id}");
     }
 }
 

@@ -123,10 +123,13 @@ async fn operations_document_their_auth_and_errors(db: PgPool) {
     assert_eq!(schemes["admin_key"]["name"], "X-Admin-Key");
     assert_eq!(schemes["bearer"]["scheme"], "bearer");
     let error_ref = json!({"$ref": "#/components/schemas/ErrorBody"});
+    let mut operation_ids = std::collections::HashSet::new();
 
     for (method, path) in documented_operations(&document) {
         let operation = &document["paths"][&path][method.to_lowercase()];
         let responses = operation["responses"].as_object().expect("responses");
+        let operation_id = operation["operationId"].as_str().expect("operationId");
+        assert!(operation_ids.insert(operation_id.to_owned()), "duplicate {operation_id}");
         let open = ["/health", "/metrics"].contains(&path.as_str());
         assert_eq!(
             operation["security"]
