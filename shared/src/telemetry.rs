@@ -1,5 +1,7 @@
-//! Tracing set-up: human-readable or JSON lines, filtered by `RUST_LOG`.
+//! Tracing set-up (human-readable or JSON lines, filtered by `RUST_LOG`) and the Prometheus
+//! recorder settings shared by the API and the worker.
 
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -14,4 +16,18 @@ pub fn init(config: &TelemetryConfig) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Latency buckets in seconds, from sub-millisecond (the API layer) to minutes (LLM calls).
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0,
+];
+
+/// A Prometheus recorder builder with the project's histogram buckets for every `*_seconds`
+/// metric, so API and worker histograms can be aggregated together.
+pub fn prometheus_builder() -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)
+        .expect("static bucket list is valid")
 }

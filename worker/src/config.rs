@@ -79,6 +79,10 @@ pub struct WorkerConfig {
     pub llm: LlmConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+    /// Address to serve Prometheus metrics on (`GET /metrics`), e.g. 0.0.0.0:9100; off when unset.
+    /// Gauges of shared state (queue depth, credits held) are on the API's `/metrics`.
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,15 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
     saasllm_shared::telemetry::init(&config.telemetry);
+    if let Some(addr) = config.metrics_addr {
+        saasllm_shared::telemetry::prometheus_builder()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?;
+        // Present from the first scrape, before any call has run.
+        metrics::gauge!("worker_calls_in_flight").set(0.0);
+        tracing::info!(%addr, "metrics listening");
+    }
     let db = saasllm_shared::db::connect_and_migrate(&config.database).await?;
     let redis = RedisHandle::new(&config.redis)?;
     let upstream = Upstream::new(&config.llm)?;
