@@ -454,3 +454,40 @@ async fn job_path_streaming_with_every_model_failing_is_502(db: PgPool) {
         .expect("status");
     assert_eq!(status, "failed");
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_call_keeps_the_request_id_it_was_submitted_with(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack.team("team_rid", 5, &[("Traced", &["gpt-4o"])]).await;
+    let job = stack.create_job(&key, "team_rid").await;
+
+    let given = stack
+        .app
+        .with_key(&key, Method::POST, &format!("/api/jobs/{job}/llm-call"))
+        .header("x-request-id", "trace-7f3a")
+        .json(&chat("Traced", "hello"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(given.headers()["x-request-id"], "trace-7f3a");
+    ok_json(Ok(given)).await;
+    // Without one, the API makes one up, answers it, and stores that same id.
+    let generated = stack.llm_call(&key, &job, chat("Traced", "again")).await;
+    let generated_id = generated.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    ok_json(Ok(generated)).await;
+
+    let stored: Vec<Option<String>> = sqlx::query_scalar(
+        "select request_id from llm_calls where job_id = $1::uuid order by created_at",
+    )
+    .bind(&job)
+    .fetch_all(&db)
+    .await
+    .expect("calls");
+    assert_eq!(
+        stored,
+        vec![Some("trace-7f3a".to_owned()), Some(generated_id)]
+    );
+}

@@ -129,7 +129,10 @@ async fn operations_document_their_auth_and_errors(db: PgPool) {
         let operation = &document["paths"][&path][method.to_lowercase()];
         let responses = operation["responses"].as_object().expect("responses");
         let operation_id = operation["operationId"].as_str().expect("operationId");
-        assert!(operation_ids.insert(operation_id.to_owned()), "duplicate {operation_id}");
+        assert!(
+            operation_ids.insert(operation_id.to_owned()),
+            "duplicate {operation_id}"
+        );
         let open = ["/health", "/metrics"].contains(&path.as_str());
         assert_eq!(
             operation["security"]

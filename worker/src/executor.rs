@@ -63,7 +63,7 @@ pub async fn record_result(
 impl Executor {
     /// Handles one queue message. A message for a call that is not queued is a duplicate and is
     /// dropped by the claim.
-    #[tracing::instrument(skip_all, fields(call_id = %call_id, job_id, team_id))]
+    #[tracing::instrument(skip_all, fields(call_id = %call_id, job_id, team_id, request_id))]
     pub async fn handle(&self, call_id: Uuid) -> anyhow::Result<()> {
         let Some(call) =
             db::calls::claim(&self.db, call_id, &self.worker_id, self.lease.as_secs_f64()).await?
@@ -74,6 +74,9 @@ impl Executor {
         let span = tracing::Span::current();
         span.record("job_id", tracing::field::display(call.job_id));
         span.record("team_id", tracing::field::display(&call.team_id));
+        if let Some(request_id) = &call.request_id {
+            span.record("request_id", request_id.as_str());
+        }
 
         let keeper = keep_lease(self.db.clone(), &call, self.lease);
         let in_flight = metrics::gauge!("worker_calls_in_flight");

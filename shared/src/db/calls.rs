@@ -46,13 +46,15 @@ pub struct NewCall<'a> {
     pub model_group: &'a str,
     pub purpose: Option<&'a str>,
     pub request: &'a serde_json::Value,
+    /// The submitting request's `x-request-id`, carried into the worker's logs.
+    pub request_id: Option<&'a str>,
 }
 
 /// Inserts a `queued` call.
 pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result<Uuid> {
     sqlx::query_scalar(
-        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request)
-         values ($1, $2, $3, $4, $5, $6, $7) returning call_id",
+        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning call_id",
     )
     .bind(Uuid::now_v7())
     .bind(call.job_id)
@@ -61,6 +63,7 @@ pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result
     .bind(call.model_group)
     .bind(call.purpose)
     .bind(call.request)
+    .bind(call.request_id)
     .fetch_one(conn)
     .await
 }
@@ -111,6 +114,7 @@ pub struct ClaimedCall {
     pub model_group: String,
     pub request: serde_json::Value,
     pub lease_token: i64,
+    pub request_id: Option<String>,
 }
 
 /// queued -> running under a new lease. `None` when the call is not queued (finished, or running
@@ -125,7 +129,7 @@ pub async fn claim(
         "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
              lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
          where call_id = $1 and status = 'queued'
-         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token",
+         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id",
     )
     .bind(call_id)
     .bind(worker_id)
