@@ -262,10 +262,10 @@ async fn streams_chunks_as_they_arrive_and_records_usage(db: PgPool) {
     }
 
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(
-        text.contains("\"usage\""),
-        "the upstream was asked for usage"
-    );
+    // The upstream was asked for usage, but this client did not ask: no chunk without choices
+    // reaches it (SDK loops index choices[0]).
+    assert!(!text.contains("\"choices\":[]"), "{text}");
+    assert!(!text.contains("\"total_tokens\""), "{text}");
     let first_to_last = *arrivals.last().expect("chunks") - arrivals[0];
     assert!(
         first_to_last >= Duration::from_millis(600),
@@ -273,15 +273,13 @@ async fn streams_chunks_as_they_arrive_and_records_usage(db: PgPool) {
     );
     let sent = stack.llm.requests();
     assert_eq!(sent[0].body["stream_options"]["include_usage"], true);
-    let recorded = eventually(Duration::from_secs(5), || async {
-        sqlx::query_scalar::<_, String>("select status from spend_records where team_id = 'team_s'")
+    // Recorded before `[DONE]` was passed on: a balance read right after the stream includes it.
+    let status: String =
+        sqlx::query_scalar("select status from spend_records where team_id = 'team_s'")
             .fetch_one(&db)
             .await
-            .expect("record")
-            == "recorded"
-    })
-    .await;
-    assert!(recorded);
+            .expect("record");
+    assert_eq!(status, "recorded");
     let tokens: Option<i64> =
         sqlx::query_scalar("select total_tokens from spend_records where team_id = 'team_s'")
             .fetch_one(&db)
@@ -289,6 +287,24 @@ async fn streams_chunks_as_they_arrive_and_records_usage(db: PgPool) {
             .expect("tokens");
     assert!(tokens.expect("usage recorded") > 0);
     assert_eq!(open_reservations(&db, "team_s").await.0, 0);
+
+    // A client that asks for usage gets the usage chunk.
+    let with_usage = chat(
+        &stack,
+        &key,
+        json!({"model": "chunkdelay-200", "stream": true, "stream_options": {"include_usage": true},
+               "messages": [{"role": "user", "content": "short"}]}),
+    )
+    .await
+    .text()
+    .await
+    .expect("body");
+    assert!(with_usage.contains("\"choices\":[]"), "{with_usage}");
+    assert!(with_usage.contains("\"total_tokens\""), "{with_usage}");
+    assert!(
+        with_usage.trim_end().ends_with("data: [DONE]"),
+        "{with_usage}"
+    );
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

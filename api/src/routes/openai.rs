@@ -240,8 +240,14 @@ async fn chat_completions(
         })?;
     span.record("request_id", tracing::field::display(request_id));
 
+    let client_wants_usage = request
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(Value::as_bool)
+        == Some(true);
     if stream {
-        // Ask the upstream for a final usage chunk so the cost is known when the stream ends.
+        // Ask the upstream for a final usage chunk so the cost is known when the stream ends;
+        // it is passed on only to a client that asked for it.
         let options = request.entry("stream_options").or_insert_with(|| json!({}));
         if let Value::Object(options) = options {
             options.insert("include_usage".into(), Value::Bool(true));
@@ -277,20 +283,38 @@ async fn chat_completions(
     let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
 
     if stream && status.is_success() {
-        let recorder = StreamRecorder::new(state.db.clone(), request_id, pricing, reported_cost);
-        let scanner = Arc::clone(&recorder.scan);
-        let body = response.bytes_stream().map(move |chunk| {
-            if let Ok(bytes) = &chunk {
-                scanner
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .feed(bytes);
-            }
-            // The recorder lives as long as the body: dropping it (end of stream or client gone)
-            // records the spend.
-            let _keep = &recorder;
-            chunk
-        });
+        // The recorder lives as long as the body: the spend is recorded as soon as the usage
+        // chunk has been read (before it and `[DONE]` reach the client, so a balance read right
+        // after the stream includes it), or when the body is dropped early (client gone).
+        let recorder = Arc::new(StreamRecorder::new(
+            state.db.clone(),
+            request_id,
+            pricing,
+            reported_cost,
+        ));
+        let at_end = Arc::clone(&recorder);
+        let hide_usage_chunk = !client_wants_usage;
+        let body = response
+            .bytes_stream()
+            .then(move |chunk| {
+                let recorder = Arc::clone(&recorder);
+                async move {
+                    let bytes = chunk.map_err(std::io::Error::other)?;
+                    let (out, usage_seen) = {
+                        let mut scan = recorder.scan.lock().unwrap_or_else(|p| p.into_inner());
+                        (scan.pass_on(&bytes, hide_usage_chunk), scan.usage.is_some())
+                    };
+                    if usage_seen {
+                        recorder.record().await;
+                    }
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(out))
+                }
+            })
+            .chain(futures::stream::once(async move {
+                let rest = at_end.scan.lock().unwrap_or_else(|p| p.into_inner()).rest();
+                at_end.record().await;
+                Ok(axum::body::Bytes::from(rest))
+            }));
         let mut response = Response::new(Body::from_stream(body));
         let headers = response.headers_mut();
         headers.insert(
@@ -388,14 +412,15 @@ fn usage_of(
     }
 }
 
-/// Owns a streaming request's reservation; when dropped (stream finished or client gone) it
-/// records what was used and releases the reservation.
+/// Owns a streaming request's reservation and records what was used exactly once: when the
+/// usage chunk arrives, at the end of the stream, or when dropped (client gone), whichever is
+/// first.
 struct StreamRecorder {
     db: PgPool,
     request_id: Uuid,
-    pricing: Option<Pricing>,
+    pricing: Mutex<Option<Pricing>>,
     reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
-    scan: Arc<Mutex<SseScan>>,
+    scan: Mutex<SseScan>,
 }
 
 impl StreamRecorder {
@@ -408,24 +433,34 @@ impl StreamRecorder {
         Self {
             db,
             request_id,
-            pricing: Some(pricing),
+            pricing: Mutex::new(Some(pricing)),
             reported_cost,
-            scan: Arc::default(),
+            scan: Mutex::default(),
         }
     }
-}
 
-impl Drop for StreamRecorder {
-    fn drop(&mut self) {
-        let Some(pricing) = self.pricing.take() else {
-            return;
-        };
-        let scan = std::mem::take(&mut *self.scan.lock().unwrap_or_else(|p| p.into_inner()));
+    /// Records the spend now, unless it already was.
+    async fn record(&self) {
+        if let Some(usage) = self.take_usage() {
+            if let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await {
+                tracing::error!(request_id = %self.request_id, error = %e, "could not record streaming spend; reservation stays open");
+            }
+        }
+    }
+
+    /// The usage to record, the first time only.
+    fn take_usage(&self) -> Option<Usage> {
+        let pricing = self
+            .pricing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        let scan = self.scan.lock().unwrap_or_else(|p| p.into_inner());
         // LiteLLM reports a stream's cost in the usage chunk, not in a header.
         let reported_cost = self
             .reported_cost
             .or_else(|| scan.usage.as_ref().and_then(pricing::usage_cost));
-        let usage = match scan.usage {
+        let usage = match &scan.usage {
             Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, reported_cost),
             None => {
                 // The client left before the usage chunk: bill what was streamed so far.
@@ -439,6 +474,15 @@ impl Drop for StreamRecorder {
                     Some("stream ended before the usage chunk (client disconnected?)".into());
                 usage
             }
+        };
+        Some(usage)
+    }
+}
+
+impl Drop for StreamRecorder {
+    fn drop(&mut self) {
+        let Some(usage) = self.take_usage() else {
+            return;
         };
         let (db, request_id) = (self.db.clone(), self.request_id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
