@@ -441,10 +441,10 @@ impl StreamRecorder {
 
     /// Records the spend now, unless it already was.
     async fn record(&self) {
-        if let Some(usage) = self.take_usage() {
-            if let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await {
-                tracing::error!(request_id = %self.request_id, error = %e, "could not record streaming spend; reservation stays open");
-            }
+        if let Some(usage) = self.take_usage()
+            && let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await
+        {
+            tracing::error!(request_id = %self.request_id, error = %e, "could not record streaming spend; reservation stays open");
         }
     }
 
