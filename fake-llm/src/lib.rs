@@ -149,6 +149,19 @@ impl FakeLlm {
         self.recorder.set_recording(on);
     }
 
+    /// Appends one JSON line per chat-completion request to the file at `path`:
+    /// `{"call_id", "model", "start", "end"}`, with `call_id` from the `x-saasllm-call-id`
+    /// header and the times in Unix seconds (end = when the answer was produced or the client
+    /// went away). The fault-tolerance suite reads it to find calls run twice at once.
+    pub fn log_intervals_to(&self, path: &std::path::Path) -> io::Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        self.recorder.log_intervals_to(file);
+        Ok(())
+    }
+
     /// Forgets recorded requests and restarts the counters, for tests reusing one instance.
     pub fn reset(&self) {
         self.recorder.reset();

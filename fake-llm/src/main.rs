@@ -23,6 +23,11 @@ struct Cli {
     /// under benchmarks.
     #[arg(long, env = "FAKE_LLM_NO_RECORD")]
     no_record: bool,
+
+    /// Append one JSON line per chat-completion request (call id header, model, start and end
+    /// times) to this file.
+    #[arg(long, env = "FAKE_LLM_REQUEST_LOG")]
+    request_log: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -37,6 +42,9 @@ async fn main() -> anyhow::Result<()> {
     })?;
     if cli.no_record {
         llm.set_recording(false);
+    }
+    if let Some(path) = &cli.request_log {
+        llm.log_intervals_to(path)?;
     }
     tracing::info!(
         addr = %llm.addr(),

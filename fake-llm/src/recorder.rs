@@ -1,9 +1,11 @@
 //! What the fake received and how many requests it held at once, so tests can assert on the
 //! traffic the system under test produced (models, bodies, credentials, concurrency).
 
+use std::fs::File;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -33,6 +35,8 @@ pub(crate) struct Recorder {
     total: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// JSON lines file of request intervals (see [`Recorder::interval`]), when enabled.
+    interval_log: Mutex<Option<File>>,
 }
 
 impl Recorder {
@@ -43,7 +47,33 @@ impl Recorder {
             total: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
+            interval_log: Mutex::new(None),
         }
+    }
+
+    /// From now on, appends one JSON line per chat-completion request to `file`.
+    pub fn log_intervals_to(&self, file: File) {
+        *self
+            .interval_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(file);
+    }
+
+    /// Starts timing a request when the interval log is on. The guard writes
+    /// `{"call_id", "model", "start", "end"}` (Unix seconds) when it is dropped, which happens
+    /// also when the client goes away mid-request and the handler is cancelled.
+    pub fn interval(self: &Arc<Self>, call_id: Option<&str>, model: &str) -> Option<Interval> {
+        let on = self
+            .interval_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some();
+        on.then(|| Interval {
+            recorder: Arc::clone(self),
+            call_id: call_id.map(str::to_owned),
+            model: model.to_owned(),
+            start: unix_seconds(),
+        })
     }
 
     /// A panicking test thread must not hide the log from the assertions that follow.
@@ -108,6 +138,42 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// One request being timed for the interval log.
+#[derive(Debug)]
+pub(crate) struct Interval {
+    recorder: Arc<Recorder>,
+    call_id: Option<String>,
+    model: String,
+    start: f64,
+}
+
+impl Drop for Interval {
+    fn drop(&mut self) {
+        let line = serde_json::json!({
+            "call_id": self.call_id,
+            "model": self.model,
+            "start": self.start,
+            "end": unix_seconds(),
+        });
+        let mut log = self
+            .recorder
+            .interval_log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(file) = log.as_mut()
+            && let Err(err) = writeln!(file, "{line}")
+        {
+            tracing::warn!(%err, "cannot write the request interval log");
+        }
+    }
+}
+
+fn unix_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -23,6 +23,9 @@ use crate::scenario::{Failure, Scenario};
 /// LiteLLM's header for the upstream cost of a call, which the API bills from.
 const COST_HEADER: HeaderName = HeaderName::from_static("x-litellm-response-cost");
 
+/// Call id the service's worker sends with each request; kept in the request interval log.
+const CALL_ID_HEADER: &str = "x-saasllm-call-id";
+
 /// Benchmarks send large prompts; axum's 2 MiB default would turn those into 413s.
 const BODY_LIMIT_BYTES: usize = 32 * 1024 * 1024;
 
@@ -74,6 +77,13 @@ async fn chat_completions(
     let in_flight = state.recorder.enter();
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let parsed = ChatRequest::deserialize(&body);
+    // Held until the handler returns (or is cancelled), timing the request for the interval log.
+    let _interval = state.recorder.interval(
+        headers.get(CALL_ID_HEADER).and_then(|v| v.to_str().ok()),
+        body.get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default(),
+    );
     state.recorder.record(RecordedRequest {
         model: body
             .get("model")

@@ -401,3 +401,33 @@ async fn wildcard_bind_reports_a_loopback_base_url() {
     let response = post(&llm, &chat_body("m", false)).await;
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn interval_log_has_one_line_per_request_with_its_call_id() {
+    let llm = FakeLlm::start();
+    let path =
+        std::env::temp_dir().join(format!("fake-llm-intervals-{}.jsonl", uuid::Uuid::new_v4()));
+    llm.log_intervals_to(&path).expect("log file opens");
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", llm.base_url()))
+        .header("x-saasllm-call-id", "call-1")
+        .json(&chat_body("slow-50", false))
+        .send()
+        .await
+        .expect("request reaches the fake");
+    assert_eq!(response.status(), StatusCode::OK);
+    post(&llm, &chat_body("fake-gpt", false)).await;
+
+    let text = std::fs::read_to_string(&path).expect("log written");
+    std::fs::remove_file(&path).ok();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_eq!(lines[0]["call_id"], "call-1");
+    assert_eq!(lines[0]["model"], "slow-50");
+    let (start, end) = (lines[0]["start"].as_f64(), lines[0]["end"].as_f64());
+    assert!(end.expect("end") - start.expect("start") >= 0.05, "{text}");
+    assert_eq!(lines[1]["call_id"], Value::Null);
+}

@@ -197,3 +197,49 @@ async fn redis_del(conn: &mut redis::aio::ConnectionManager, key: &str) -> i64 {
         .await
         .expect("DEL")
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn calls_waiting_in_line_are_not_taken_for_lost(db: PgPool) {
+    let mut stack = spawn_stack_with(
+        db.clone(),
+        StackOptions {
+            workers: 0,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    let key = stack
+        .team("team_in_line", 5, &[("ChatAgent", &["gpt-4o"])])
+        .await;
+    let job_id = stack.create_job(&key, "team_in_line").await;
+    let ids = queue_calls(&stack, &job_id, 10).await;
+    // A backlog that has waited a minute, whose next call started its insert a moment after the
+    // call behind it (concurrent requests reach Redis slightly out of `enqueued_at` order).
+    sqlx::query(
+        "update llm_calls set enqueued_at = now() - case when call_id = $2 then interval '59.9 seconds'
+                                                        else interval '60 seconds' end
+         where job_id = $1::uuid",
+    )
+    .bind(&job_id)
+    .bind(ids[0])
+    .execute(&db)
+    .await
+    .expect("age the backlog");
+    let queue = saasllm_shared::queue::CallQueue::new(stack.redis.clone());
+    assert_eq!(queue.next_in_line().await.expect("lindex"), Some(ids[0]));
+
+    let settings = saasllm_worker::reconciler::ReconcilerSettings {
+        interval: Duration::from_secs(1),
+        grace: Duration::from_secs(3),
+    };
+    saasllm_worker::reconciler::pass(&db, &queue, settings)
+        .await
+        .expect("pass");
+
+    assert_eq!(
+        queue.len().await.expect("llen"),
+        10,
+        "calls still in line were pushed again"
+    );
+    stack.stop_workers().await;
+}

@@ -55,6 +55,8 @@ pub async fn record_result(
     let written = db::calls::finish(&mut tx, call.call_id, call.lease_token, &rows, result).await?;
     tx.commit().await?;
     if written {
+        // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
+        crate::fault::crash_point(crate::fault::AFTER_COMMIT);
         settle_if_completing(db, call.job_id).await?;
     }
     Ok(written)
@@ -82,6 +84,8 @@ impl Executor {
         let in_flight = metrics::gauge!("worker_calls_in_flight");
         in_flight.increment(1.0);
         let outcome = self.run_chain(&call).await;
+        // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
+        crate::fault::crash_point(crate::fault::AFTER_UPSTREAM);
         in_flight.decrement(1.0);
         keeper.abort();
         if let Ok((attempts, result)) = &outcome {
@@ -114,7 +118,7 @@ impl Executor {
                 fields.insert("model".into(), Value::String(model.clone()));
             }
             let attempt_started = Instant::now();
-            let answer = self.upstream.chat(&body).await;
+            let answer = self.upstream.chat(&body, call.call_id).await;
             let latency_ms = attempt_started.elapsed().as_millis() as i64;
             match answer {
                 Ok(completion) => {

@@ -5,6 +5,7 @@
 pub mod config;
 pub mod executor;
 pub mod fallback;
+pub mod fault;
 pub mod reconciler;
 pub mod upstream;
 

@@ -64,14 +64,19 @@ pub async fn pass(
     }
 
     // The queue is FIFO: every call pushed before the one next in line has been popped. A queued
-    // call last pushed before that (and before the grace period) was popped by a worker that
-    // never claimed it, or Redis lost it.
+    // call last pushed more than the grace period before that one (and before now) was popped by
+    // a worker that never claimed it, or Redis lost it. The grace applies to the next call's time
+    // too because `enqueued_at` is set when the insert's transaction starts, a little before the
+    // push: neighbours in a backlog reach Redis slightly out of `enqueued_at` order, and without
+    // the margin the ones just behind the next call were taken for lost and pushed again. Each
+    // such duplicate then left an entry in line whose call looked newer than the calls behind it,
+    // so a later pass could push the whole backlog a second time.
     let grace_cutoff = Utc::now() - settings.grace;
     let cutoff = match queue.next_in_line().await? {
         None => Some(grace_cutoff),
         Some(next) => db::calls::enqueued_at(db, next)
             .await?
-            .map(|at| at.min(grace_cutoff)),
+            .map(|at| (at - settings.grace).min(grace_cutoff)),
     };
     if let Some(cutoff) = cutoff {
         let lost = db::calls::take_lost_queued(db, cutoff, BATCH).await?;

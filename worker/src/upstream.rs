@@ -8,8 +8,13 @@ use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::fallback::{self, Next};
+
+/// Header carrying the id of the call a request belongs to, so upstream logs can be matched to
+/// calls (and a call run twice at once would show).
+pub const CALL_ID_HEADER: &str = "x-saasllm-call-id";
 
 /// How much of an error body is kept.
 const ERROR_BODY_LIMIT: usize = 2_048;
@@ -87,17 +92,23 @@ impl Upstream {
 
     /// Sends a chat-completions body as it is and returns the raw response (for passthrough).
     pub async fn post(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+        self.request(body).send().await
+    }
+
+    fn request(&self, body: &Value) -> reqwest::RequestBuilder {
         let mut request = self.client.post(&self.url).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
-        request.send().await
+        request
     }
 
-    /// Sends one chat-completions request.
-    pub async fn chat(&self, body: &Value) -> Result<Completion, UpstreamError> {
+    /// Sends one chat-completions request of a call.
+    pub async fn chat(&self, body: &Value, call_id: Uuid) -> Result<Completion, UpstreamError> {
         let response = self
-            .post(body)
+            .request(body)
+            .header(CALL_ID_HEADER, call_id.to_string())
+            .send()
             .await
             .map_err(|e| UpstreamError::Transport {
                 message: if e.is_timeout() {

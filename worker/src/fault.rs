@@ -1,0 +1,59 @@
+//! Crash points for the fault-tolerance suite (`scripts/faults`). Inert unless the
+//! `SAASLLM_FAULT_CRASH` environment variable is set, e.g. `after_upstream:0.2` or
+//! `after_upstream:0.1,after_commit:0.1` (a point without `:p` always fires). Each time a listed
+//! point is reached the process aborts with that probability: no unwinding and no cleanup, like a
+//! `kill -9` at exactly that step.
+
+use std::sync::OnceLock;
+
+/// The variable that turns crash points on.
+pub const ENV: &str = "SAASLLM_FAULT_CRASH";
+/// After the upstream answered, before the transaction that writes the result.
+pub const AFTER_UPSTREAM: &str = "after_upstream";
+/// Right after the result's commit, before the job is settled.
+pub const AFTER_COMMIT: &str = "after_commit";
+
+/// Aborts the process with the configured probability if `point` is listed in the variable.
+pub fn crash_point(point: &str) {
+    static POINTS: OnceLock<Vec<(String, f64)>> = OnceLock::new();
+    let points = POINTS.get_or_init(|| {
+        std::env::var(ENV)
+            .map(|spec| parse(&spec))
+            .unwrap_or_default()
+    });
+    if let Some((_, probability)) = points.iter().find(|(name, _)| name == point)
+        && rand::random::<f64>() < *probability
+    {
+        eprintln!("{ENV}: aborting at {point}");
+        std::process::abort();
+    }
+}
+
+/// `name[:probability]` items, comma-separated; malformed probabilities disable the item.
+fn parse(spec: &str) -> Vec<(String, f64)> {
+    spec.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .filter_map(|item| match item.split_once(':') {
+            Some((name, p)) => Some((name.trim().to_owned(), p.trim().parse().ok()?)),
+            None => Some((item.to_owned(), 1.0)),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_points_and_probabilities() {
+        assert_eq!(
+            parse("after_upstream:0.2, after_commit ,bad:x,"),
+            vec![
+                ("after_upstream".to_owned(), 0.2),
+                ("after_commit".to_owned(), 1.0)
+            ]
+        );
+        assert!(parse("").is_empty());
+    }
+}
