@@ -81,6 +81,7 @@ impl FakeLlm {
         let app = routes::router(Arc::new(AppState {
             latency: Duration::from_millis(config.latency_ms),
             recorder: Arc::clone(&recorder),
+            flaky_counts: Default::default(),
         }));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {

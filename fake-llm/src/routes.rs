@@ -42,6 +42,8 @@ const ADVERTISED_MODELS: [&str; 5] = [
 pub(crate) struct AppState {
     pub latency: Duration,
     pub recorder: Arc<Recorder>,
+    /// Requests seen per call (or model) of `flaky-<n>` models.
+    pub flaky_counts: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 pub(crate) fn router(state: Arc<AppState>) -> Router {
@@ -121,6 +123,22 @@ async fn chat_completions(
     let usage = completion::usage_for(&request.messages, &reply);
     if let Some(failure) = scenario.failure {
         return failure_response(failure, usage.prompt_tokens);
+    }
+    if let Some(failures) = scenario.flaky {
+        let key = headers
+            .get(CALL_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(&request.model)
+            .to_owned();
+        let seen = {
+            let mut counts = state.flaky_counts.lock().unwrap_or_else(|p| p.into_inner());
+            let count = counts.entry(key).or_default();
+            *count += 1;
+            *count
+        };
+        if seen <= failures {
+            return failure_response(Failure::Unavailable, usage.prompt_tokens);
+        }
     }
 
     let mut headers = HeaderMap::new();

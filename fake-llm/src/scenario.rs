@@ -30,6 +30,10 @@ pub struct Scenario {
     pub chunk_delay: Duration,
     /// Error to answer with after any delay (`fail-500`, `fail-429`, `fail-503`, `ctx-400`, `bad-400`).
     pub failure: Option<Failure>,
+    /// `flaky-<n>`: the first `n` requests of each call (told apart by the service's call-id
+    /// header, else by model name) answer 503, later ones succeed. The one stateful mode: it
+    /// exists to show a retry on the same model succeeding.
+    pub flaky: Option<u64>,
 }
 
 const FAILURE_PREFIXES: [(&str, Failure); 5] = [
@@ -60,6 +64,11 @@ impl Scenario {
             } else if let Some(tail) = rest.strip_prefix("cost-") {
                 leading_number(tail).map(|(micros, after)| {
                     scenario.cost_micros = Some(micros);
+                    after
+                })
+            } else if let Some(tail) = rest.strip_prefix("flaky-") {
+                leading_number(tail).map(|(n, after)| {
+                    scenario.flaky = Some(n);
                     after
                 })
             } else if let Some(tail) = rest.strip_prefix("chunkdelay-") {
@@ -127,6 +136,8 @@ mod tests {
         assert_eq!(s.delay, Duration::from_millis(2000));
         let s = Scenario::from_model("cost-2500-gpt");
         assert_eq!(s.cost_micros, Some(2500));
+        assert_eq!(Scenario::from_model("flaky-2-gpt").flaky, Some(2));
+        assert_eq!(Scenario::from_model("flaky-2-gpt").failure, None);
         let s = Scenario::from_model("chunkdelay-50");
         assert_eq!(s.chunk_delay, Duration::from_millis(50));
         let s = Scenario::from_model("slow-10-cost-7-chunkdelay-3-fail-503");

@@ -15,5 +15,6 @@ mod openapi;
 mod organizations;
 mod queue;
 mod request_errors;
+mod resilience;
 mod teams;
 mod usage;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use saasllm_shared::config::{DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig};
 
 use crate::reconciler::ReconcilerSettings;
+use crate::resilience::{Cooldowns, RetryPolicy};
 
 /// Tuning of a worker process.
 #[derive(Debug, Clone, clap::Args)]
@@ -46,11 +47,65 @@ pub struct WorkerOptions {
         default_value_t = 30
     )]
     pub shutdown_timeout_secs: u64,
+    /// Retries of a transient upstream failure (429, 5xx, refused connection) on the same model
+    /// before falling back to the next model of the group.
+    #[arg(
+        long = "upstream-retries",
+        env = "UPSTREAM_RETRIES",
+        default_value_t = 2
+    )]
+    pub upstream_retries: u32,
+    /// Ceiling of the first retry's delay in milliseconds (doubled per retry, fully jittered).
+    #[arg(
+        long = "upstream-retry-base-ms",
+        env = "UPSTREAM_RETRY_BASE_MS",
+        default_value_t = 200
+    )]
+    pub upstream_retry_base_ms: u64,
+    /// Longest wait before a retry, in milliseconds; an upstream `Retry-After` beyond it makes the
+    /// call fall back to the next model instead of waiting.
+    #[arg(
+        long = "upstream-retry-max-ms",
+        env = "UPSTREAM_RETRY_MAX_MS",
+        default_value_t = 5_000
+    )]
+    pub upstream_retry_max_ms: u64,
+    /// Consecutive transient failures of one model after which calls skip it for a while
+    /// (0 disables cooldowns).
+    #[arg(
+        long = "model-cooldown-failures",
+        env = "MODEL_COOLDOWN_FAILURES",
+        default_value_t = 5
+    )]
+    pub model_cooldown_failures: u32,
+    /// Seconds a failing model is skipped (it is still tried when every model of a group is
+    /// cooling down).
+    #[arg(
+        long = "model-cooldown-secs",
+        env = "MODEL_COOLDOWN_SECS",
+        default_value_t = 30
+    )]
+    pub model_cooldown_secs: u64,
 }
 
 impl WorkerOptions {
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs.max(3))
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_retries: self.upstream_retries,
+            base_delay: Duration::from_millis(self.upstream_retry_base_ms),
+            max_delay: Duration::from_millis(self.upstream_retry_max_ms),
+        }
+    }
+
+    pub fn cooldowns(&self) -> Cooldowns {
+        Cooldowns::new(
+            self.model_cooldown_failures,
+            Duration::from_secs(self.model_cooldown_secs),
+        )
     }
 
     pub fn reconciler(&self) -> ReconcilerSettings {

@@ -7,8 +7,10 @@ pub mod executor;
 pub mod fallback;
 pub mod fault;
 pub mod reconciler;
+pub mod resilience;
 pub mod upstream;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use saasllm_shared::queue::CallQueue;
@@ -39,6 +41,8 @@ pub async fn run(
         upstream,
         worker_id: worker_id(),
         lease: options.lease(),
+        retry: options.retry_policy(),
+        cooldowns: Arc::new(options.cooldowns()),
     };
     tracing::info!(worker_id = %executor.worker_id, concurrency = options.concurrency, "worker started");
     let mut slots = JoinSet::new();

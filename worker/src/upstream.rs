@@ -44,12 +44,14 @@ pub struct Completion {
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("{message}")]
-    Transport { message: String },
+    Transport { message: String, timed_out: bool },
     #[error("{message}")]
     Status {
         status: u16,
         message: String,
         body: String,
+        /// The upstream's `Retry-After` (or `retry-after-ms`), if it sent one.
+        retry_after: Option<Duration>,
     },
     #[error("upstream answered something that is not a chat completion: {0}")]
     InvalidResponse(String),
@@ -61,6 +63,37 @@ impl UpstreamError {
         match self {
             UpstreamError::Transport { .. } | UpstreamError::InvalidResponse(_) => Next::Fallback,
             UpstreamError::Status { status, body, .. } => fallback::classify_status(*status, body),
+        }
+    }
+
+    /// Whether the same model may well answer if asked again shortly: a rate limit, a server
+    /// error or a refused connection. A timeout is not retried on the same model (another wait
+    /// of the full timeout is what cooldowns exist to avoid), nor is a request the model
+    /// cannot serve.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            UpstreamError::Transport { timed_out, .. } => !timed_out,
+            UpstreamError::Status { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
+            UpstreamError::InvalidResponse(_) => false,
+        }
+    }
+
+    /// Whether the request timed out.
+    pub fn timed_out(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Transport {
+                timed_out: true,
+                ..
+            }
+        )
+    }
+
+    /// How long the upstream asked to wait before asking again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 
@@ -111,6 +144,7 @@ impl Upstream {
             .send()
             .await
             .map_err(|e| UpstreamError::Transport {
+                timed_out: e.is_timeout(),
                 message: if e.is_timeout() {
                     "upstream request timed out".to_owned()
                 } else if e.is_connect() {
@@ -121,10 +155,12 @@ impl Upstream {
             })?;
         let status = response.status();
         let reported_cost = reported_cost(&response);
+        let retry_after = retry_after(response.headers());
         let bytes = response
             .bytes()
             .await
             .map_err(|e| UpstreamError::Transport {
+                timed_out: e.is_timeout(),
                 message: format!("upstream response was cut off: {}", root_cause(&e)),
             })?;
         if !status.is_success() {
@@ -134,6 +170,7 @@ impl Upstream {
                 status: status.as_u16(),
                 message: error_message(status.as_u16(), &body),
                 body,
+                retry_after,
             });
         }
         let body: Value = serde_json::from_slice(&bytes)
@@ -169,6 +206,27 @@ pub fn reported_cost(response: &reqwest::Response) -> Option<MicroUsd> {
         .get(pricing::COST_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(pricing::parse_cost_header)
+}
+
+/// `retry-after-ms` (OpenAI, LiteLLM) or `Retry-After` in seconds or as an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(ms) = text("retry-after-ms").and_then(|t| t.parse::<f64>().ok()) {
+        return Duration::try_from_secs_f64(ms / 1_000.0).ok();
+    }
+    let value = text("retry-after")?;
+    if let Ok(secs) = value.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).ok();
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 /// The most useful text of an error answer: OpenAI's `error.message` when present.
@@ -212,6 +270,37 @@ mod tests {
         assert_eq!(
             error_message(502, "oops"),
             "upstream answered HTTP 502: oops"
+        );
+    }
+
+    #[test]
+    fn retry_after_reads_milliseconds_seconds_and_dates() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let headers = |pairs: &[(&'static str, String)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_str(value).expect("header"));
+            }
+            map
+        };
+        assert_eq!(retry_after(&headers(&[])), None);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "2".into())])),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            retry_after(&headers(&[
+                ("retry-after", "20".into()),
+                ("retry-after-ms", "150".into())
+            ])),
+            Some(Duration::from_millis(150))
+        );
+        let in_a_minute = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc2822();
+        let wait = retry_after(&headers(&[("retry-after", in_a_minute)])).expect("date");
+        assert!(wait > Duration::from_secs(55) && wait <= Duration::from_secs(60));
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "soon".into())])),
+            None
         );
     }
 }

@@ -193,9 +193,7 @@ async fn llm_call(
             model_group: &group.group_name,
             purpose: request.purpose.as_deref(),
             request: &upstream_body,
-            request_id: headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok()),
+            request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
         },
     )
     .await?;

@@ -25,6 +25,7 @@ pub struct Stack {
     pub redis: RedisHandle,
     workers: Vec<(CancellationToken, JoinHandle<anyhow::Result<()>>)>,
     llm_timeout_secs: u64,
+    worker_options: WorkerOptions,
 }
 
 /// Options of a stack.
@@ -33,6 +34,7 @@ pub struct StackOptions {
     pub complete_wait: Duration,
     pub sync_call_timeout: Duration,
     pub llm_timeout_secs: u64,
+    pub worker_options: WorkerOptions,
 }
 
 impl Default for StackOptions {
@@ -42,6 +44,7 @@ impl Default for StackOptions {
             complete_wait: Duration::from_secs(30),
             sync_call_timeout: Duration::from_secs(30),
             llm_timeout_secs: 10,
+            worker_options: test_worker_options(),
         }
     }
 }
@@ -54,6 +57,13 @@ pub fn test_worker_options() -> WorkerOptions {
         reconcile_interval_secs: 1,
         reconcile_grace_secs: 3,
         shutdown_timeout_secs: 10,
+        // No retries or cooldowns, so that attempt lists are exact; the resilience tests set
+        // their own.
+        upstream_retries: 0,
+        upstream_retry_base_ms: 10,
+        upstream_retry_max_ms: 1_000,
+        model_cooldown_failures: 0,
+        model_cooldown_secs: 30,
     }
 }
 
@@ -99,6 +109,7 @@ pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
         redis,
         workers: Vec::new(),
         llm_timeout_secs: options.llm_timeout_secs,
+        worker_options: options.worker_options,
     };
     for _ in 0..options.workers {
         stack.start_worker();
@@ -120,7 +131,7 @@ impl Stack {
             self.app.db.clone(),
             self.redis.clone(),
             upstream,
-            test_worker_options(),
+            self.worker_options.clone(),
             cancel.clone(),
         ));
         self.workers.push((cancel, handle));
