@@ -6,6 +6,7 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
+use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::status::TeamStatus;
 use subtle::ConstantTimeEq;
 
@@ -19,6 +20,8 @@ pub enum Caller {
     Team {
         team_id: String,
         organization_id: String,
+        /// The team's limits, read with the key (no extra round trip on the request path).
+        limits: TeamLimits,
     },
 }
 
@@ -39,6 +42,18 @@ impl Caller {
                 format!("team_id '{team_id}' does not match the team of this API key"),
             )),
             _ => Ok(()),
+        }
+    }
+
+    /// The limits of `team_id` when the caller is that team (read with its key); `None` otherwise.
+    pub fn own_limits(&self, team_id: &str) -> Option<TeamLimits> {
+        match self {
+            Caller::Team {
+                team_id: own,
+                limits,
+                ..
+            } if own == team_id => Some(*limits),
+            _ => None,
         }
     }
 
@@ -81,6 +96,7 @@ impl FromRequestParts<AppState> for Caller {
         Ok(Caller::Team {
             team_id: owner.team_id,
             organization_id: owner.organization_id,
+            limits: owner.limits,
         })
     }
 }

@@ -26,6 +26,12 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("{0}")]
     UnprocessableEntity(String),
+    #[error("{detail}")]
+    TooManyRequests {
+        detail: String,
+        /// Whole seconds after which the limit will have eased (`Retry-After`).
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     BadGateway(String),
     #[error("{0}")]
@@ -49,6 +55,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnprocessableEntity(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::GatewayTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -104,6 +111,14 @@ impl IntoResponse for ApiError {
         }
         let mut response =
             (status, axum::Json(json!({ "detail": self.to_string() }))).into_response();
+        if let ApiError::TooManyRequests {
+            retry_after_secs, ..
+        } = &self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

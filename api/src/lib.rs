@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod limits;
 pub mod notify;
 pub mod openapi;
 pub mod routes;

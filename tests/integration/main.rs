@@ -3,8 +3,10 @@
 mod helpers;
 
 mod auth;
+mod batch;
 mod calls;
 mod credits;
+mod fairness;
 mod health;
 mod idempotency;
 mod jobs;

@@ -30,8 +30,13 @@ async fn queue_calls(
     .fetch_all(&stack.app.db)
     .await
     .expect("insert calls");
+    let team_id: String = sqlx::query_scalar("select team_id from jobs where job_id = $1::uuid")
+        .bind(job_id)
+        .fetch_one(&stack.app.db)
+        .await
+        .expect("team");
     saasllm_shared::queue::CallQueue::new(stack.redis.clone())
-        .push(&ids)
+        .push(&team_id, &Default::default(), &ids)
         .await
         .expect("push");
     ids
@@ -59,7 +64,7 @@ async fn two_workers_run_a_thousand_calls_each_exactly_once(db: PgPool) {
     let ids = queue_calls(&stack, &job_id, 1_000).await;
     // Duplicate messages for a tenth of them: the claim must drop the copies.
     saasllm_shared::queue::CallQueue::new(stack.redis.clone())
-        .push(&ids[..100])
+        .push("team_q", &Default::default(), &ids[..100])
         .await
         .expect("push duplicates");
 
@@ -226,7 +231,10 @@ async fn calls_waiting_in_line_are_not_taken_for_lost(db: PgPool) {
     .await
     .expect("age the backlog");
     let queue = saasllm_shared::queue::CallQueue::new(stack.redis.clone());
-    assert_eq!(queue.next_in_line().await.expect("lindex"), Some(ids[0]));
+    assert_eq!(
+        queue.next_in_line("team_in_line").await.expect("lindex"),
+        Some(ids[0])
+    );
 
     let settings = saasllm_worker::reconciler::ReconcilerSettings {
         interval: Duration::from_secs(1),

@@ -13,6 +13,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use saasllm_shared::queue::{CallQueue, Dispatched};
+
 use crate::fallback::Next;
 use crate::resilience::{Cooldowns, RetryPolicy};
 use crate::upstream::Upstream;
@@ -67,10 +69,25 @@ pub async fn record_result(
 }
 
 impl Executor {
-    /// Handles one queue message. A message for a call that is not queued is a duplicate and is
-    /// dropped by the claim.
-    #[tracing::instrument(skip_all, fields(call_id = %call_id, job_id, team_id, request_id))]
-    pub async fn handle(&self, call_id: Uuid) -> anyhow::Result<()> {
+    /// Handles one dispatched call. A message for a call that is not queued (a duplicate, or a
+    /// call of a cancelled job) is dropped by the claim. The team's concurrency slot is given
+    /// back, and the call's tokens counted towards its minute, as soon as the upstream has
+    /// answered: before the result is committed, so a client that sees the result and sends its
+    /// next request finds the limits already up to date.
+    #[tracing::instrument(skip_all, fields(call_id = %next.call_id, job_id, team_id, request_id))]
+    pub async fn handle(&self, queue: &CallQueue, next: &Dispatched) -> anyhow::Result<()> {
+        let mut slot = TeamSlot {
+            queue,
+            next,
+            open: next.holds_slot || next.counts_tokens,
+        };
+        let outcome = self.run(next.call_id, &mut slot).await;
+        // Errors and dropped duplicates end here too.
+        slot.end(0).await;
+        outcome
+    }
+
+    async fn run(&self, call_id: Uuid, slot: &mut TeamSlot<'_>) -> anyhow::Result<()> {
         let Some(call) =
             db::calls::claim(&self.db, call_id, &self.worker_id, self.lease.as_secs_f64()).await?
         else {
@@ -97,6 +114,7 @@ impl Executor {
         }
 
         let (attempts, result) = outcome?;
+        slot.end(result.total_tokens.unwrap_or(0)).await;
         if !record_result(&self.db, &call, &attempts, &result.as_row()).await? {
             tracing::warn!(
                 "lease lost before the result was written; another worker owns the call"
@@ -289,6 +307,27 @@ pub fn record_metrics(model_group: &str, attempts: &[AttemptRecord], status: Cal
         if attempt.outcome == "fallback" {
             metrics::counter!("llm_fallbacks_total", "model_group" => model_group.to_owned())
                 .increment(1);
+        }
+    }
+}
+
+/// A dispatched call's hold on its team's limits, ended once.
+struct TeamSlot<'a> {
+    queue: &'a CallQueue,
+    next: &'a Dispatched,
+    open: bool,
+}
+
+impl TeamSlot<'_> {
+    async fn end(&mut self, tokens: i64) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        let tokens = if self.next.counts_tokens { tokens } else { 0 };
+        let member = self.next.call_id.to_string();
+        if let Err(e) = self.queue.finish(&self.next.team_id, &member, tokens).await {
+            // The slot lapses by itself when its hold expires.
+            tracing::warn!(error = %e, "could not give back the team's concurrency slot");
         }
     }
 }

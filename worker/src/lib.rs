@@ -13,7 +13,7 @@ pub mod upstream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use saasllm_shared::queue::CallQueue;
+use saasllm_shared::queue::{CallQueue, Dispatched};
 use saasllm_shared::redis_conn::RedisHandle;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
@@ -47,7 +47,12 @@ pub async fn run(
     tracing::info!(worker_id = %executor.worker_id, concurrency = options.concurrency, "worker started");
     let mut slots = JoinSet::new();
     for _ in 0..options.concurrency.max(1) {
-        slots.spawn(consume(queue.clone(), executor.clone(), cancel.clone()));
+        slots.spawn(consume(
+            queue.clone(),
+            executor.clone(),
+            options.lease(),
+            cancel.clone(),
+        ));
     }
     let reconciler = tokio::spawn(reconciler::run(
         db,
@@ -77,12 +82,12 @@ pub async fn run(
     Ok(())
 }
 
-/// One slot: pop, run, repeat. Redis errors are retried here (with backoff) so a Redis restart
-/// never ends the worker.
-async fn consume(queue: CallQueue, executor: Executor, cancel: CancellationToken) {
+/// One slot: take the next call (fairly across teams), run it, repeat. Redis errors are retried
+/// here (with backoff) so a Redis restart never ends the worker.
+async fn consume(queue: CallQueue, executor: Executor, lease: Duration, cancel: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
-        let mut consumer = match queue.consumer().await {
+        let mut consumer = match queue.consumer(lease).await {
             Ok(consumer) => consumer,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot connect to Redis; retrying");
@@ -97,12 +102,9 @@ async fn consume(queue: CallQueue, executor: Executor, cancel: CancellationToken
                 popped = consumer.pop(POP_WAIT) => popped,
             };
             match popped {
-                Ok(Some(call_id)) => {
+                Ok(Some(next)) => {
                     backoff = Duration::from_millis(100);
-                    if let Err(e) = executor.handle(call_id).await {
-                        // The call keeps its lease and is re-queued when it expires.
-                        tracing::error!(%call_id, error = ?e, "call could not be run to the end");
-                    }
+                    run_dispatched(&queue, &executor, &next, lease).await;
                 }
                 Ok(None) => {}
                 Err(e) => {
@@ -112,6 +114,41 @@ async fn consume(queue: CallQueue, executor: Executor, cancel: CancellationToken
                 }
             }
         }
+    }
+}
+
+/// Runs a dispatched call, keeping its team's concurrency slot alive while it runs (the
+/// executor gives the slot back when the upstream has answered).
+async fn run_dispatched(
+    queue: &CallQueue,
+    executor: &Executor,
+    next: &Dispatched,
+    lease: Duration,
+) {
+    let slot_keeper = next.holds_slot.then(|| {
+        let (queue, team, member) = (
+            queue.clone(),
+            next.team_id.clone(),
+            next.call_id.to_string(),
+        );
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(lease / 3);
+            interval.tick().await;
+            loop {
+                interval.tick().await;
+                if let Err(e) = queue.extend_slot(&team, &member, lease).await {
+                    tracing::warn!(error = %e, "could not extend the team's concurrency slot");
+                }
+            }
+        })
+    });
+    let outcome = executor.handle(queue, next).await;
+    if let Some(keeper) = slot_keeper {
+        keeper.abort();
+    }
+    if let Err(e) = outcome {
+        // The call keeps its lease and is re-queued when it expires.
+        tracing::error!(call_id = %next.call_id, error = ?e, "call could not be run to the end");
     }
 }
 

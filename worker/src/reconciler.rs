@@ -1,6 +1,7 @@
 //! Finds work that Redis lost or a dead worker left behind, and reaps expired jobs. PostgreSQL
 //! is the truth; this loop makes Redis agree with it.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -8,6 +9,7 @@ use saasllm_shared::db;
 use saasllm_shared::queue::CallQueue;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Most rows handled per step of a pass.
 const BATCH: i64 = 1_000;
@@ -54,38 +56,58 @@ pub async fn pass(
     queue: &CallQueue,
     settings: ReconcilerSettings,
 ) -> anyhow::Result<()> {
+    // Limits first: after Redis lost its data they must be back before calls are re-pushed.
+    let limits = db::teams::all_limits(db).await?;
+    queue.set_limits(&limits).await?;
+    let limits_of = |team: &str| {
+        limits
+            .iter()
+            .find(|(t, _)| t == team)
+            .map(|(_, l)| *l)
+            .unwrap_or_default()
+    };
+
     let expired = db::calls::requeue_expired_leases(db, BATCH).await?;
     if !expired.is_empty() {
         tracing::warn!(
             count = expired.len(),
             "re-queued calls whose worker lease expired"
         );
-        queue.push(&expired).await?;
+        let mut by_team: HashMap<&str, Vec<Uuid>> = HashMap::new();
+        for (call_id, team) in &expired {
+            by_team.entry(team).or_default().push(*call_id);
+        }
+        for (team, ids) in by_team {
+            queue.push(team, &limits_of(team), &ids).await?;
+        }
     }
 
-    // The queue is FIFO: every call pushed before the one next in line has been popped. A queued
-    // call last pushed more than the grace period before that one (and before now) was popped by
-    // a worker that never claimed it, or Redis lost it. The grace applies to the next call's time
-    // too because `enqueued_at` is set when the insert's transaction starts, a little before the
-    // push: neighbours in a backlog reach Redis slightly out of `enqueued_at` order, and without
-    // the margin the ones just behind the next call were taken for lost and pushed again. Each
-    // such duplicate then left an entry in line whose call looked newer than the calls behind it,
-    // so a later pass could push the whole backlog a second time.
+    // Each team's list is FIFO: every call of the team pushed before the one next in line has
+    // been popped. A queued call last pushed more than the grace period before that one (and
+    // before now) was popped by a worker that never claimed it, or Redis lost it. The grace
+    // applies to the next call's time too because `enqueued_at` is set when the insert's
+    // transaction starts, a little before the push: neighbours in a backlog reach Redis slightly
+    // out of `enqueued_at` order, and without the margin the ones just behind the next call were
+    // taken for lost and pushed again. Each such duplicate then left an entry in line whose call
+    // looked newer than the calls behind it, so a later pass could push the whole backlog a
+    // second time.
     let grace_cutoff = Utc::now() - settings.grace;
-    let cutoff = match queue.next_in_line().await? {
-        None => Some(grace_cutoff),
-        Some(next) => db::calls::enqueued_at(db, next)
-            .await?
-            .map(|at| (at - settings.grace).min(grace_cutoff)),
-    };
-    if let Some(cutoff) = cutoff {
-        let lost = db::calls::take_lost_queued(db, cutoff, BATCH).await?;
+    for team in db::calls::teams_with_queued_before(db, grace_cutoff).await? {
+        let cutoff = match queue.next_in_line(&team).await? {
+            None => Some(grace_cutoff),
+            Some(next) => db::calls::enqueued_at(db, next)
+                .await?
+                .map(|at| (at - settings.grace).min(grace_cutoff)),
+        };
+        let Some(cutoff) = cutoff else { continue };
+        let lost = db::calls::take_lost_queued(db, &team, cutoff, BATCH).await?;
         if !lost.is_empty() {
             tracing::warn!(
                 count = lost.len(),
+                team_id = %team,
                 "re-pushed queued calls missing from Redis"
             );
-            queue.push(&lost).await?;
+            queue.push(&team, &limits_of(&team), &lost).await?;
         }
     }
 

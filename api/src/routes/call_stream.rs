@@ -25,6 +25,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
+use crate::limits::Admission;
 use crate::sse::SseScan;
 use crate::state::AppState;
 
@@ -39,10 +40,18 @@ pub async fn stream(
     state: AppState,
     call: ClaimedCall,
     model_group: String,
+    admission: Option<Admission>,
 ) -> Result<Response, ApiError> {
     let (started_tx, started_rx) = oneshot::channel();
     let (events_tx, events_rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(run(state, call, model_group, started_tx, events_tx));
+    tokio::spawn(run(
+        state,
+        call,
+        model_group,
+        started_tx,
+        events_tx,
+        admission,
+    ));
     match started_rx.await {
         Ok(Ok(())) => {
             let body = futures::stream::unfold(events_rx, |mut rx| async move {
@@ -88,6 +97,8 @@ async fn run(
     model_group: String,
     started_tx: oneshot::Sender<Result<(), String>>,
     events: mpsc::Sender<Bytes>,
+    // The team's limit slot, held while the call runs and given back when this task ends.
+    admission: Option<Admission>,
 ) {
     let keeper = keep_lease(state.db.clone(), &call, STREAM_LEASE);
     let started = Instant::now();
@@ -220,6 +231,9 @@ async fn run(
                 pricing::price_for(model, config)
                     .map(|p| pricing::cost(p, prompt.unwrap_or(0), completion.unwrap_or(0)).0)
             });
+            if let Some(admission) = &admission {
+                admission.count_tokens(total.unwrap_or(0));
+            }
             let result = CallResult {
                 status: CallStatus::Succeeded,
                 model_used: Some(model),

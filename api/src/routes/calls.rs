@@ -32,20 +32,29 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// (temperature, max_tokens, response_format, stream...), passed through. The model is chosen
 /// by the group, never by the client.
 #[derive(Deserialize, ToSchema)]
-struct LlmCallRequest {
-    model_group: String,
-    messages: Value,
-    purpose: Option<String>,
+pub(crate) struct LlmCallRequest {
+    pub model_group: String,
+    pub messages: Value,
+    pub purpose: Option<String>,
+    /// The client's id for the call, unique within the job (at most 256 characters).
+    pub custom_id: Option<String>,
     #[serde(rename = "async", default)]
-    respond_async: bool,
+    pub respond_async: bool,
     /// Every other OpenAI chat parameter, passed through to the upstream.
     #[serde(flatten)]
-    params: Map<String, Value>,
+    pub params: Map<String, Value>,
 }
 
 /// Checks the messages and the common parameters, so a typo is a 400 here rather than an
 /// upstream error after queueing.
-fn validate_request(request: &LlmCallRequest) -> Result<(), ApiError> {
+pub(crate) fn validate_request(request: &LlmCallRequest) -> Result<(), ApiError> {
+    if let Some(custom_id) = &request.custom_id
+        && (custom_id.is_empty() || custom_id.len() > 256)
+    {
+        return Err(ApiError::BadRequest(
+            "custom_id must be 1 to 256 characters".into(),
+        ));
+    }
     let Some(messages) = request.messages.as_array() else {
         return Err(ApiError::BadRequest(
             "messages must be an array of {role, content} objects".into(),
@@ -97,7 +106,7 @@ fn validate_request(request: &LlmCallRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn streaming(request: &LlmCallRequest) -> bool {
+pub(crate) fn streaming(request: &LlmCallRequest) -> bool {
     request.params.get("stream").and_then(Value::as_bool) == Some(true)
 }
 
@@ -165,12 +174,26 @@ async fn llm_call(
         )));
     }
 
-    let mut upstream_body = request.params;
-    upstream_body.remove("model");
-    upstream_body.remove("stream");
-    upstream_body.remove("stream_options");
-    upstream_body.insert("messages".into(), request.messages);
-    let upstream_body = Value::Object(upstream_body);
+    let limits = match caller.own_limits(&job.team_id) {
+        Some(limits) => limits,
+        None => db::teams::limits(&state.db, &job.team_id)
+            .await?
+            .unwrap_or_default(),
+    };
+    // A synchronous caller over the team's limits is told to come back (429) rather than left
+    // waiting; an asynchronous call is queued and waits for the dispatcher. A streamed call runs
+    // in this process, so it takes its slot here.
+    let admission = if stream {
+        crate::limits::admit(&state, &job.team_id, &limits, true).await?
+    } else {
+        if !respond_async {
+            crate::limits::check(&state, &job.team_id, &limits).await?;
+        }
+        None
+    };
+
+    let custom_id = request.custom_id.clone();
+    let upstream_body = upstream_body(request.params, request.messages);
 
     let mut tx = state.db.begin().await?;
     // Re-checked under the job's row lock: a concurrent complete cannot slip in between.
@@ -194,9 +217,11 @@ async fn llm_call(
             purpose: request.purpose.as_deref(),
             request: &upstream_body,
             request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            custom_id: custom_id.as_deref(),
         },
     )
-    .await?;
+    .await
+    .map_err(|e| ApiError::from_db(e, |c| custom_id_taken(c, custom_id.as_deref())))?;
     db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
     tx.commit().await?;
     tracing::Span::current().record("call_id", tracing::field::display(call_id));
@@ -206,12 +231,12 @@ async fn llm_call(
         let claimed = db::calls::claim(&state.db, call_id, call_stream::STREAMING_WORKER_ID, 30.0)
             .await?
             .ok_or_else(|| anyhow::anyhow!("a just-created call could not be claimed"))?;
-        return call_stream::stream(state, claimed, group.group_name).await;
+        return call_stream::stream(state, claimed, group.group_name, admission).await;
     }
 
     // Registered before the push so the worker's notification cannot be missed.
     let waiter = (!respond_async).then(|| state.notifier.call(call_id));
-    if let Err(e) = state.queue.push(&[call_id]).await {
+    if let Err(e) = state.queue.push(&job.team_id, &limits, &[call_id]).await {
         tracing::error!(error = %e, "cannot enqueue call; withdrawing it");
         if db::calls::withdraw_unclaimed(&state.db, call_id).await? {
             return Err(ApiError::Unavailable(
@@ -260,10 +285,35 @@ async fn llm_call(
     }
 }
 
+/// The body sent upstream: the client's parameters and messages, without what the service
+/// decides (the model, streaming).
+pub fn upstream_body(mut params: Map<String, Value>, messages: Value) -> Value {
+    params.remove("model");
+    params.remove("stream");
+    params.remove("stream_options");
+    params.remove("async");
+    params.insert("messages".into(), messages);
+    Value::Object(params)
+}
+
+/// The 409 for a `custom_id` already used in the job.
+pub fn custom_id_taken(constraint: &str, custom_id: Option<&str>) -> Option<ApiError> {
+    (constraint == "llm_calls_job_custom_id_key").then(|| {
+        ApiError::Conflict(format!(
+            "custom_id '{}' is already used by another call of this job",
+            custom_id.unwrap_or_default()
+        ))
+    })
+}
+
 /// The guide's synchronous answer, or 502 when every model failed.
 fn sync_result(row: &CallRow) -> Result<Response, ApiError> {
     match row.status {
         CallStatus::Succeeded => Ok(JsonResponse(result_body(row)).into_response()),
+        CallStatus::Cancelled => Err(ApiError::Conflict(format!(
+            "LLM call {} was cancelled with its job before it ran",
+            row.call_id
+        ))),
         _ => Err(ApiError::BadGateway(format!(
             "LLM call failed: {}",
             row.error.as_deref().unwrap_or("unknown error")
@@ -308,6 +358,7 @@ async fn show_call(
     let mut body = json!({
         "call_id": row.call_id,
         "job_id": row.job_id,
+        "custom_id": row.custom_id,
         "status": row.status,
         "purpose": row.purpose,
         "model_group": row.model_group,
@@ -328,6 +379,12 @@ async fn show_call(
                         "LLM call failed: {}",
                         row.error.as_deref().unwrap_or("unknown error")
                     )),
+                );
+            }
+            CallStatus::Cancelled => {
+                fields.insert(
+                    "error".into(),
+                    Value::String("Cancelled with its job before it ran".into()),
                 );
             }
             CallStatus::Queued | CallStatus::Running => {}

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Json as JsonResponse, Response};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::CallRow;
-use saasllm_shared::db::jobs::{JobRow, NewJob, Settlement};
+use saasllm_shared::db::jobs::{Cancellation, JobRow, NewJob, Settlement};
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::status::{CallStatus, JobStatus};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create))
         .routes(routes!(show))
         .routes(routes!(complete))
+        .routes(routes!(cancel))
         .routes(routes!(list_for_team))
 }
 
@@ -169,32 +170,38 @@ struct Costs {
     credits_remaining: i64,
 }
 
-async fn costs(state: &AppState, job: &JobRow, calls: &[CallRow]) -> Result<Costs, ApiError> {
-    let finished: Vec<&CallRow> = calls.iter().filter(|c| c.status.is_terminal()).collect();
-    let latencies: Vec<i64> = finished.iter().filter_map(|c| c.latency_ms).collect();
-    let balance = db::credits::find_balance(&state.db, &job.team_id)
-        .await?
-        .ok_or_else(|| team_not_found(&job.team_id))?;
+async fn costs(state: &AppState, job: &JobRow) -> Result<Costs, ApiError> {
+    let (totals, balance) = tokio::try_join!(
+        db::calls::totals_for_job(&state.db, job.job_id),
+        db::credits::find_balance(&state.db, &job.team_id)
+    )?;
+    let balance = balance.ok_or_else(|| team_not_found(&job.team_id))?;
     Ok(Costs {
-        total_calls: calls.len(),
-        successful_calls: calls
-            .iter()
-            .filter(|c| c.status == CallStatus::Succeeded)
-            .count(),
-        failed_calls: calls
-            .iter()
-            .filter(|c| c.status == CallStatus::Failed)
-            .count(),
-        total_tokens: calls.iter().filter_map(|c| c.total_tokens).sum(),
-        total_cost_usd: MicroUsd(calls.iter().filter_map(|c| c.cost_micro_usd).sum()).as_usd(),
-        avg_latency_ms: if latencies.is_empty() {
-            0
-        } else {
-            latencies.iter().sum::<i64>() / latencies.len() as i64
-        },
+        total_calls: totals.total as usize,
+        successful_calls: totals.succeeded as usize,
+        failed_calls: totals.failed as usize,
+        total_tokens: totals.tokens,
+        total_cost_usd: MicroUsd(totals.cost_micro_usd).as_usd(),
+        avg_latency_ms: totals.avg_latency_ms,
         credit_applied: job.credit_applied(),
         credits_remaining: balance.remaining(),
     })
+}
+
+/// Calls listed inline in a job; a larger job is paged with `GET /api/jobs/{job_id}/calls`.
+const INLINE_CALLS: i64 = 1_000;
+
+/// The job's first calls for inline listing, and whether there are more.
+async fn inline_calls(
+    state: &AppState,
+    job_id: Uuid,
+    total: i64,
+) -> Result<(Vec<CallSummary>, bool), ApiError> {
+    let calls = db::calls::summaries_for_job(&state.db, job_id, INLINE_CALLS).await?;
+    Ok((
+        calls.iter().map(CallSummary::from).collect(),
+        total > INLINE_CALLS,
+    ))
 }
 
 /// A job: status, progress counts, its calls, and once settled its costs.
@@ -212,14 +219,15 @@ async fn show(
     Path(job_id): Path<String>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     let job = visible_job(&state, &caller, &job_id).await?;
-    let calls = db::calls::list_for_job(&state.db, job.job_id).await?;
-    let count = |s: CallStatus| calls.iter().filter(|c| c.status == s).count();
+    let counts = db::jobs::call_counts(&state.db, job.job_id).await?;
+    let total = counts.unfinished() + counts.succeeded + counts.failed + counts.cancelled;
+    let (calls, calls_truncated) = inline_calls(&state, job.job_id, total).await?;
     let settled = matches!(
         job.status,
-        JobStatus::Completed | JobStatus::Failed | JobStatus::Expired
+        JobStatus::Completed | JobStatus::Failed | JobStatus::Expired | JobStatus::Cancelled
     );
     let costs = if settled {
-        Some(costs(&state, &job, &calls).await?)
+        Some(costs(&state, &job).await?)
     } else {
         None
     };
@@ -238,13 +246,16 @@ async fn show(
         "completed_at": job.completed_at,
         "expires_at": job.expires_at,
         "progress": {
-            "total": calls.len(),
-            "queued": count(CallStatus::Queued),
-            "running": count(CallStatus::Running),
-            "succeeded": count(CallStatus::Succeeded),
-            "failed": count(CallStatus::Failed),
+            "total": total,
+            "queued": counts.queued,
+            "running": counts.running,
+            "succeeded": counts.succeeded,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
         },
-        "calls": calls.iter().map(CallSummary::from).collect::<Vec<_>>(),
+        "calls": calls,
+        "calls_truncated": calls_truncated,
+        "calls_url": format!("/api/jobs/{}/calls", job.job_id),
         "costs": costs,
     })))
 }
@@ -263,14 +274,15 @@ async fn summary(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
     let job = db::jobs::find(&state.db, job_id, None)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
-    let calls = db::calls::list_for_job(&state.db, job_id).await?;
-    let costs = costs(state, &job, &calls).await?;
+    let costs = costs(state, &job).await?;
+    let (calls, calls_truncated) = inline_calls(state, job_id, costs.total_calls as i64).await?;
     Ok(JsonResponse(json!({
         "job_id": job.job_id,
         "status": job.status,
         "completed_at": job.completed_at,
         "costs": costs,
-        "calls": calls.iter().map(CallSummary::from).collect::<Vec<_>>(),
+        "calls": calls,
+        "calls_truncated": calls_truncated,
     }))
     .into_response())
 }
@@ -328,6 +340,11 @@ async fn complete(
             JobStatus::Expired => {
                 return Err(ApiError::Conflict(format!(
                     "Job '{job_id}' expired before it was completed; its credit hold was released"
+                )));
+            }
+            JobStatus::Cancelled => {
+                return Err(ApiError::Conflict(format!(
+                    "Job '{job_id}' was cancelled; its credit hold was released"
                 )));
             }
             JobStatus::Completing if current.requested_status != Some(requested) => {
@@ -405,6 +422,54 @@ async fn wait_for_settlement(state: &AppState, job_id: Uuid) -> Result<Response,
         }
         waiter.wait((deadline - now).min(RECHECK)).await;
     }
+}
+
+/// Cancels a job: its queued calls never run, running ones finish, the credit hold is released
+/// and nothing is charged. Repeating it answers the same; a job already settled otherwise is 409.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{job_id}/cancel",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = serde_json::Value,
+         example = json!({"job_id": "0193...", "status": "cancelled", "calls_cancelled": 120, "calls_running": 4, "credit_applied": false, "credits_remaining": 99})),
+        (status = 409, description = "Already completed, failed or expired", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("admin_key" = []))
+)]
+#[tracing::instrument(skip_all, fields(job_id = %job_id))]
+async fn cancel(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let job = visible_job(&state, &caller, &job_id).await?;
+    match db::jobs::cancel(&state.db, job.job_id).await? {
+        Cancellation::Cancelled { .. } | Cancellation::AlreadyCancelled => {}
+        Cancellation::Settled(status) => {
+            return Err(ApiError::Conflict(format!(
+                "Job '{}' is already {}; it cannot be cancelled",
+                job.job_id,
+                status.as_str()
+            )));
+        }
+        Cancellation::NotFound => {
+            return Err(ApiError::NotFound(format!("Job '{job_id}' not found")));
+        }
+    };
+    let (counts, balance) = tokio::try_join!(
+        db::jobs::call_counts(&state.db, job.job_id),
+        db::credits::find_balance(&state.db, &job.team_id)
+    )?;
+    Ok(JsonResponse(json!({
+        "job_id": job.job_id,
+        "status": JobStatus::Cancelled,
+        "calls_cancelled": counts.cancelled,
+        "calls_running": counts.running,
+        "credit_applied": false,
+        "credits_remaining": balance.map(|b| b.remaining()),
+    })))
 }
 
 #[derive(Deserialize, IntoParams)]

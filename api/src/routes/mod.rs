@@ -1,5 +1,6 @@
 //! The HTTP routes, one module per resource; this file only merges them.
 
+pub(crate) mod batch;
 mod call_stream;
 mod calls;
 mod credits;
@@ -30,6 +31,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(credits::router())
         .merge(jobs::router())
         .merge(calls::router())
+        .merge(batch::router())
         .merge(openai::router())
         .merge(usage::router())
         .merge(metrics::router())

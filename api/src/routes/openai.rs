@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use saasllm_shared::db;
 use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::pricing::{self, Price};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
@@ -25,6 +26,7 @@ use saasllm_worker::upstream::reported_cost;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::RawBody;
+use crate::limits::{self, Admission};
 use crate::sse::SseScan;
 use crate::state::AppState;
 
@@ -49,6 +51,7 @@ pub struct OpenAiError {
     message: String,
     kind: &'static str,
     code: Option<&'static str>,
+    retry_after_secs: Option<u64>,
 }
 
 impl OpenAiError {
@@ -63,6 +66,7 @@ impl OpenAiError {
             message: message.into(),
             kind,
             code,
+            retry_after_secs: None,
         }
     }
 }
@@ -72,6 +76,15 @@ impl From<ApiError> for OpenAiError {
         let status = error.status();
         if let ApiError::Internal(cause) = &error {
             tracing::error!(error = ?cause, "request failed");
+        }
+        if let ApiError::TooManyRequests {
+            detail,
+            retry_after_secs,
+        } = error
+        {
+            let mut limited = Self::new(status, "requests", Some("rate_limit_exceeded"), detail);
+            limited.retry_after_secs = Some(retry_after_secs);
+            return limited;
         }
         let (kind, code) = match status {
             StatusCode::UNAUTHORIZED => ("invalid_request_error", Some("invalid_api_key")),
@@ -87,14 +100,22 @@ impl From<ApiError> for OpenAiError {
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let body = json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}});
-        (self.status, axum::Json(body)).into_response()
+        let mut response = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
 /// The team behind a virtual key; the admin key has no budget and is refused here.
-fn team_of(caller: Result<Caller, ApiError>) -> Result<String, OpenAiError> {
+fn team_of(caller: Result<Caller, ApiError>) -> Result<(String, TeamLimits), OpenAiError> {
     match caller? {
-        Caller::Team { team_id, .. } => Ok(team_id),
+        Caller::Team {
+            team_id, limits, ..
+        } => Ok((team_id, limits)),
         Caller::Admin => Err(OpenAiError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",
@@ -121,7 +142,7 @@ async fn models(
     State(state): State<AppState>,
     caller: Result<Caller, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let team_id = team_of(caller)?;
+    let (team_id, _) = team_of(caller)?;
     let models = db::teams::allowed_models(&state.db, &team_id)
         .await
         .map_err(ApiError::from)?;
@@ -154,7 +175,7 @@ async fn chat_completions(
     caller: Result<Caller, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let team_id = team_of(caller)?;
+    let (team_id, limits) = team_of(caller)?;
     let RawBody(bytes) = body?;
     let mut request: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
         OpenAiError::new(
@@ -202,6 +223,10 @@ async fn chat_completions(
             ),
         ));
     }
+
+    // Held until the response (or its stream) ends: a slot of the team's concurrency limit, and
+    // the request counted in its requests per minute.
+    let admission = limits::admit(&state, &team_id, &limits, true).await?;
 
     let config = db::spend::model_config(&state.db, &team_id, &model)
         .await
@@ -291,6 +316,7 @@ async fn chat_completions(
             request_id,
             pricing,
             reported_cost,
+            admission,
         ));
         let at_end = Arc::clone(&recorder);
         let hide_usage_chunk = !client_wants_usage;
@@ -352,6 +378,9 @@ async fn chat_completions(
             ..Usage::default()
         },
     };
+    if let Some(admission) = &admission {
+        admission.count_tokens(usage.total_tokens.unwrap_or(0));
+    }
     db::spend::settle(&state.db, request_id, &usage)
         .await
         .map_err(ApiError::from)?;
@@ -421,6 +450,8 @@ struct StreamRecorder {
     pricing: Mutex<Option<Pricing>>,
     reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
     scan: Mutex<SseScan>,
+    /// The team's limit slot, given back when the stream ends (the recorder is dropped).
+    admission: Option<Admission>,
 }
 
 impl StreamRecorder {
@@ -429,6 +460,7 @@ impl StreamRecorder {
         request_id: Uuid,
         pricing: Pricing,
         reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
+        admission: Option<Admission>,
     ) -> Self {
         Self {
             db,
@@ -436,14 +468,19 @@ impl StreamRecorder {
             pricing: Mutex::new(Some(pricing)),
             reported_cost,
             scan: Mutex::default(),
+            admission,
         }
     }
 
     /// Records the spend now, unless it already was.
     async fn record(&self) {
-        if let Some(usage) = self.take_usage()
-            && let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await
-        {
+        let Some(usage) = self.take_usage() else {
+            return;
+        };
+        if let Some(admission) = &self.admission {
+            admission.count_tokens(usage.total_tokens.unwrap_or(0));
+        }
+        if let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await {
             tracing::error!(request_id = %self.request_id, error = %e, "could not record streaming spend; reservation stays open");
         }
     }
@@ -484,6 +521,9 @@ impl Drop for StreamRecorder {
         let Some(usage) = self.take_usage() else {
             return;
         };
+        if let Some(admission) = &self.admission {
+            admission.count_tokens(usage.total_tokens.unwrap_or(0));
+        }
         let (db, request_id) = (self.db.clone(), self.request_id);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {

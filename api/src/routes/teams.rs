@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::credits::{BalanceRow, TransactionType};
 use saasllm_shared::domain::keys;
+use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::status::TeamStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -32,6 +33,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(suspend))
         .routes(routes!(resume))
         .routes(routes!(rotate_key))
+        .routes(routes!(set_limits))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -225,6 +227,8 @@ struct TeamResponse {
     metadata: serde_json::Value,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Per-team limits (null: unlimited); set with `PUT /api/teams/{team_id}/limits`.
+    limits: TeamLimits,
 }
 
 /// A team with its credits, model groups and allowed models.
@@ -265,7 +269,62 @@ async fn show(
         metadata: team.metadata,
         created_at: team.created_at,
         updated_at: team.updated_at,
+        limits: team.limits,
     }))
+}
+
+/// Sets the team's limits (admin): calls running at once, upstream requests per minute and tokens
+/// per minute, each 1 to 1,000,000,000 or null for unlimited. Queued calls over a limit wait for
+/// the dispatcher; synchronous requests over it get 429 with `Retry-After`.
+#[utoipa::path(
+    put,
+    path = "/api/teams/{team_id}/limits",
+    tag = "teams",
+    params(("team_id" = String, Path)),
+    request_body(content = TeamLimits, example = json!({"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null})),
+    responses((status = 200, description = "The limits now in force", body = serde_json::Value,
+        example = json!({"team_id": "team_engineering", "limits": {"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null}}))),
+    security(("admin_key" = []), ("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(team_id = %team_id))]
+async fn set_limits(
+    _admin: AdminAuth,
+    State(state): State<AppState>,
+    Path(team_id): Path<String>,
+    Json(body): Json<LimitsBody>,
+) -> Result<JsonResponse<serde_json::Value>, ApiError> {
+    let check = |name: &str, value: Option<i64>| -> Result<Option<i32>, ApiError> {
+        match value {
+            None => Ok(None),
+            Some(n) if (1..=1_000_000_000).contains(&n) => Ok(Some(n as i32)),
+            Some(_) => Err(ApiError::BadRequest(format!(
+                "{name} must be between 1 and 1000000000, or null for unlimited"
+            ))),
+        }
+    };
+    let limits = TeamLimits {
+        max_concurrent_calls: check("max_concurrent_calls", body.max_concurrent_calls)?,
+        requests_per_minute: check("requests_per_minute", body.requests_per_minute)?,
+        tokens_per_minute: check("tokens_per_minute", body.tokens_per_minute)?,
+    };
+    let limits = db::teams::set_limits(&state.db, &team_id, &limits)
+        .await?
+        .ok_or_else(|| team_not_found(&team_id))?;
+    // The dispatcher reads limits from Redis; the reconciler copies them there too, so a Redis
+    // error here only delays the change by one reconciler interval.
+    if let Err(e) = state.queue.set_limits(&[(team_id.clone(), limits)]).await {
+        tracing::warn!(error = %e, "could not copy the new limits to Redis; the reconciler will");
+    }
+    Ok(JsonResponse(json!({"team_id": team_id, "limits": limits})))
+}
+
+/// The body of `PUT /api/teams/{team_id}/limits`; a field left out or null is unlimited.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    max_concurrent_calls: Option<i64>,
+    requests_per_minute: Option<i64>,
+    tokens_per_minute: Option<i64>,
 }
 
 /// Replaces the team's model-group grants (admin).

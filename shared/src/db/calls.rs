@@ -19,6 +19,8 @@ pub struct CallRow {
     pub team_id: String,
     pub model_group: String,
     pub purpose: Option<String>,
+    /// The client's id for the call, unique within the job.
+    pub custom_id: Option<String>,
     pub status: CallStatus,
     pub model_used: Option<String>,
     pub response_content: Option<String>,
@@ -34,7 +36,7 @@ pub struct CallRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const CALL_COLUMNS: &str = "call_id, job_id, team_id, model_group, purpose, status, model_used, response_content, \
+const CALL_COLUMNS: &str = "call_id, job_id, team_id, model_group, purpose, custom_id, status, model_used, response_content, \
      finish_reason, response, prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, latency_ms, error, \
      created_at, finished_at";
 
@@ -48,13 +50,15 @@ pub struct NewCall<'a> {
     pub request: &'a serde_json::Value,
     /// The submitting request's `x-request-id`, carried into the worker's logs.
     pub request_id: Option<&'a str>,
+    pub custom_id: Option<&'a str>,
 }
 
-/// Inserts a `queued` call.
+/// Inserts a `queued` call; violates `llm_calls_job_custom_id_key` when the job already has a
+/// call with its `custom_id`.
 pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result<Uuid> {
     sqlx::query_scalar(
-        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning call_id",
+        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id, custom_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning call_id",
     )
     .bind(Uuid::now_v7())
     .bind(call.job_id)
@@ -64,8 +68,153 @@ pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result
     .bind(call.purpose)
     .bind(call.request)
     .bind(call.request_id)
+    .bind(call.custom_id)
     .fetch_one(conn)
     .await
+}
+
+/// One call of a bulk submission.
+pub struct BulkCall<'a> {
+    pub model_group_id: Uuid,
+    pub model_group: &'a str,
+    pub purpose: Option<&'a str>,
+    pub custom_id: Option<&'a str>,
+    pub request: serde_json::Value,
+}
+
+/// Inserts a job's calls in one statement, in order, with time-ordered ids; returns the ids.
+/// Violates `llm_calls_job_custom_id_key` when a `custom_id` is already used in the job.
+pub async fn insert_bulk(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    team_id: &str,
+    request_id: Option<&str>,
+    calls: &[BulkCall<'_>],
+) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = calls.iter().map(|_| Uuid::now_v7()).collect();
+    let group_ids: Vec<Uuid> = calls.iter().map(|c| c.model_group_id).collect();
+    let groups: Vec<&str> = calls.iter().map(|c| c.model_group).collect();
+    let purposes: Vec<Option<&str>> = calls.iter().map(|c| c.purpose).collect();
+    let custom_ids: Vec<Option<&str>> = calls.iter().map(|c| c.custom_id).collect();
+    let requests: Vec<&serde_json::Value> = calls.iter().map(|c| &c.request).collect();
+    sqlx::query(
+        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, custom_id, request, request_id)
+         select id, $2, $3, g, n, p, c, r, $9
+         from unnest($1::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[], $8::jsonb[]) as t(id, g, n, p, c, r)",
+    )
+    .bind(&ids)
+    .bind(job_id)
+    .bind(team_id)
+    .bind(&group_ids)
+    .bind(&groups)
+    .bind(&purposes)
+    .bind(&custom_ids)
+    .bind(&requests)
+    .bind(request_id)
+    .execute(conn)
+    .await?;
+    Ok(ids)
+}
+
+/// Withdraws calls that could not be enqueued, where no worker has claimed them yet; returns
+/// how many were withdrawn.
+pub async fn withdraw_unclaimed_many(
+    db: impl PgExecutor<'_>,
+    call_ids: &[Uuid],
+) -> sqlx::Result<u64> {
+    let result = sqlx::query(
+        "delete from llm_calls where call_id = any($1) and status = 'queued' and lease_token = 0",
+    )
+    .bind(call_ids)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+/// A page of a job's calls in id (submission) order, after `after`, optionally of one status.
+pub async fn page_for_job(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    status: Option<CallStatus>,
+    after: Option<Uuid>,
+    limit: i64,
+) -> sqlx::Result<Vec<CallRow>> {
+    sqlx::query_as(&format!(
+        "select {CALL_COLUMNS} from llm_calls
+         where job_id = $1 and ($2::text is null or status = $2) and ($3::uuid is null or call_id > $3)
+         order by call_id limit $4"
+    ))
+    .bind(job_id)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The first `limit` calls of a job without their raw upstream responses (for job summaries).
+pub async fn summaries_for_job(
+    db: impl PgExecutor<'_>,
+    job_id: Uuid,
+    limit: i64,
+) -> sqlx::Result<Vec<CallRow>> {
+    let columns = CALL_COLUMNS.replace("response,", "null::jsonb as response,");
+    sqlx::query_as(&format!(
+        "select {columns} from llm_calls where job_id = $1 order by created_at, call_id limit $2"
+    ))
+    .bind(job_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Totals over all of a job's calls.
+#[derive(Debug, Clone, Copy, Default, sqlx::FromRow)]
+pub struct JobCallTotals {
+    pub total: i64,
+    pub succeeded: i64,
+    pub failed: i64,
+    pub tokens: i64,
+    pub cost_micro_usd: i64,
+    /// Mean latency of the finished calls, 0 when none finished.
+    pub avg_latency_ms: i64,
+}
+
+/// Sums a job's calls in SQL (a batch job may have hundreds of thousands).
+pub async fn totals_for_job(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<JobCallTotals> {
+    sqlx::query_as(
+        "select count(*) as total,
+                count(*) filter (where status = 'succeeded') as succeeded,
+                count(*) filter (where status = 'failed') as failed,
+                coalesce(sum(total_tokens), 0)::int8 as tokens,
+                coalesce(sum(cost_micro_usd), 0)::int8 as cost_micro_usd,
+                coalesce(avg(latency_ms) filter (where status in ('succeeded', 'failed')), 0)::int8 as avg_latency_ms
+         from llm_calls where job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+}
+
+/// Cancels a job's queued calls (they will never run; their queue entries are dropped by the
+/// claim) and notifies waiters; returns how many.
+pub async fn cancel_queued(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
+    let cancelled: Vec<Uuid> = sqlx::query_scalar(
+        "update llm_calls set status = 'cancelled', error = 'job cancelled', finished_at = now()
+         where job_id = $1 and status = 'queued'
+         returning call_id",
+    )
+    .bind(job_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !cancelled.is_empty() {
+        sqlx::query("select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)")
+            .bind(CALL_FINISHED_CHANNEL)
+            .bind(&cancelled)
+            .execute(conn)
+            .await?;
+    }
+    Ok(cancelled.len() as u64)
 }
 
 /// Withdraws a call that could not be enqueued, if no worker has claimed it yet.
@@ -245,37 +394,54 @@ pub async fn finish(
 }
 
 /// Running calls whose lease expired go back to `queued` (their worker died or stalled); returns
-/// their ids for re-enqueueing.
+/// their ids and teams for re-enqueueing.
 pub async fn requeue_expired_leases(
     db: impl PgExecutor<'_>,
     limit: i64,
-) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
         "update llm_calls set status = 'queued', worker_id = null, lease_expires_at = null, enqueued_at = now()
          where call_id in (
              select call_id from llm_calls where status = 'running' and lease_expires_at < now()
              limit $1 for update skip locked)
-         returning call_id",
+         returning call_id, team_id",
     )
     .bind(limit)
     .fetch_all(db)
     .await
 }
 
-/// Queued calls last pushed before `before` (so no longer in Redis): marks them pushed now and
-/// returns their ids.
+/// Teams with queued calls last pushed before `before`: the candidates for lost queue entries.
+pub async fn teams_with_queued_before(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select distinct team_id from llm_calls where status = 'queued' and enqueued_at < $1",
+    )
+    .bind(before)
+    .fetch_all(db)
+    .await
+}
+
+/// A team's queued calls last pushed before `before` (so no longer in Redis): marks them pushed
+/// now and returns their ids.
 pub async fn take_lost_queued(
     db: impl PgExecutor<'_>,
+    team_id: &str,
     before: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
-        "update llm_calls set enqueued_at = now()
-         where call_id in (
-             select call_id from llm_calls where status = 'queued' and enqueued_at < $1
-             order by enqueued_at limit $2 for update skip locked)
-         returning call_id",
+        "with lost as (
+             select call_id, enqueued_at from llm_calls
+             where status = 'queued' and team_id = $1 and enqueued_at < $2
+             order by enqueued_at, call_id limit $3 for update skip locked)
+         update llm_calls c set enqueued_at = now() from lost
+         where c.call_id = lost.call_id
+         returning c.call_id",
     )
+    .bind(team_id)
     .bind(before)
     .bind(limit)
     .fetch_all(db)

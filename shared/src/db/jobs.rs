@@ -124,6 +124,7 @@ pub struct CallCounts {
     pub running: i64,
     pub succeeded: i64,
     pub failed: i64,
+    pub cancelled: i64,
 }
 
 impl CallCounts {
@@ -138,7 +139,8 @@ pub async fn call_counts(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<
         "select count(*) filter (where status = 'queued') as queued,
                 count(*) filter (where status = 'running') as running,
                 count(*) filter (where status = 'succeeded') as succeeded,
-                count(*) filter (where status = 'failed') as failed
+                count(*) filter (where status = 'failed') as failed,
+                count(*) filter (where status = 'cancelled') as cancelled
          from llm_calls where job_id = $1",
     )
     .bind(job_id)
@@ -204,6 +206,55 @@ pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
         metrics::counter!("credits_deducted_total").increment(1);
     }
     Ok(Settlement::Settled)
+}
+
+/// What `cancel` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancellation {
+    /// Cancelled now: the hold released, the queued calls cancelled.
+    Cancelled {
+        calls_cancelled: u64,
+    },
+    /// It was cancelled before; nothing changed.
+    AlreadyCancelled,
+    /// It had already settled otherwise (completed, failed or expired).
+    Settled(JobStatus),
+    NotFound,
+}
+
+/// Cancels an open job (also one being completed): its queued calls never run, running ones
+/// finish, the credit hold is released in the same transaction, and no credit is charged.
+pub async fn cancel(db: &PgPool, job_id: Uuid) -> sqlx::Result<Cancellation> {
+    let mut tx = db.begin().await?;
+    let Some(job) = lock(&mut tx, job_id).await? else {
+        return Ok(Cancellation::NotFound);
+    };
+    match job.status {
+        JobStatus::Cancelled => return Ok(Cancellation::AlreadyCancelled),
+        JobStatus::Completed | JobStatus::Failed | JobStatus::Expired => {
+            return Ok(Cancellation::Settled(job.status));
+        }
+        JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing => {}
+    }
+    let moved = sqlx::query(
+        "update jobs set status = 'cancelled', credit_hold = 'released', completed_at = now(), updated_at = now()
+         where job_id = $1 and status in ('pending', 'in_progress', 'completing') and credit_hold = 'held'",
+    )
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    if moved.rows_affected() != 1 {
+        return Ok(Cancellation::Settled(job.status));
+    }
+    credits::release_hold(&mut tx, &job.team_id).await?;
+    let calls_cancelled = crate::db::calls::cancel_queued(&mut tx, job_id).await?;
+    sqlx::query("select pg_notify($1, $2)")
+        .bind(JOB_SETTLED_CHANNEL)
+        .bind(job_id.to_string())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Cancellation::Cancelled { calls_cancelled })
 }
 
 /// PostgreSQL notification channel carrying the id of each settled job.

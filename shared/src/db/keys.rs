@@ -4,6 +4,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use crate::domain::keys::NewVirtualKey;
+use crate::domain::limits::TeamLimits;
 use crate::domain::status::TeamStatus;
 
 /// Who a presented key belongs to.
@@ -12,6 +13,8 @@ pub struct KeyOwner {
     pub team_id: String,
     pub organization_id: String,
     pub status: TeamStatus,
+    #[sqlx(flatten)]
+    pub limits: TeamLimits,
 }
 
 /// Stores a new key for the team.
@@ -49,7 +52,8 @@ pub async fn find_owner(
     key_hash: &[u8],
 ) -> sqlx::Result<Option<KeyOwner>> {
     sqlx::query_as(
-        "select t.team_id, t.organization_id, t.status
+        "select t.team_id, t.organization_id, t.status,
+                t.max_concurrent_calls, t.requests_per_minute, t.tokens_per_minute
          from virtual_keys k join teams t using (team_id)
          where k.key_hash = $1 and k.revoked_at is null",
     )

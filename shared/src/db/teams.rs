@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::limits::TeamLimits;
 use crate::domain::status::TeamStatus;
 
 /// A stored team.
@@ -16,10 +17,12 @@ pub struct TeamRow {
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    #[sqlx(flatten)]
+    pub limits: TeamLimits,
 }
 
-const TEAM_COLUMNS: &str =
-    "team_id, organization_id, team_alias, status, metadata, created_at, updated_at";
+const TEAM_COLUMNS: &str = "team_id, organization_id, team_alias, status, metadata, created_at, updated_at, \
+     max_concurrent_calls, requests_per_minute, tokens_per_minute";
 
 /// Inserts a team; violates `teams_pkey` on a duplicate id and `teams_organization_fkey` for an
 /// unknown organization.
@@ -143,4 +146,52 @@ pub async fn allowed_models(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Res
     .bind(team_id)
     .fetch_all(db)
     .await
+}
+
+/// The team's limits; `None` when the team does not exist.
+pub async fn limits(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<TeamLimits>> {
+    sqlx::query_as(
+        "select max_concurrent_calls, requests_per_minute, tokens_per_minute from teams where team_id = $1",
+    )
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces the team's limits; `None` when the team does not exist.
+pub async fn set_limits(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    limits: &TeamLimits,
+) -> sqlx::Result<Option<TeamLimits>> {
+    sqlx::query_as(
+        "update teams set max_concurrent_calls = $2, requests_per_minute = $3, tokens_per_minute = $4,
+             updated_at = now()
+         where team_id = $1
+         returning max_concurrent_calls, requests_per_minute, tokens_per_minute",
+    )
+    .bind(team_id)
+    .bind(limits.max_concurrent_calls)
+    .bind(limits.requests_per_minute)
+    .bind(limits.tokens_per_minute)
+    .fetch_optional(db)
+    .await
+}
+
+/// A team's id with its limits.
+#[derive(sqlx::FromRow)]
+struct TeamLimitsRow {
+    team_id: String,
+    #[sqlx(flatten)]
+    limits: TeamLimits,
+}
+
+/// Every team's limits, for the reconciler to copy into Redis.
+pub async fn all_limits(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<(String, TeamLimits)>> {
+    let rows: Vec<TeamLimitsRow> = sqlx::query_as(
+        "select team_id, max_concurrent_calls, requests_per_minute, tokens_per_minute from teams",
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.team_id, r.limits)).collect())
 }

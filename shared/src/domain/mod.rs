@@ -1,6 +1,7 @@
 //! Domain types and pure rules: keys, money, states.
 
 pub mod keys;
+pub mod limits;
 pub mod money;
 pub mod pricing;
 pub mod status;

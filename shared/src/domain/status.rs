@@ -13,7 +13,8 @@ pub enum TeamStatus {
     Suspended,
 }
 
-/// A job's lifecycle: pending -> in_progress -> (completing ->) completed | failed, or expired.
+/// A job's lifecycle: pending -> in_progress -> (completing ->) completed | failed, or expired,
+/// or cancelled by the client.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
 )]
@@ -26,17 +27,19 @@ pub enum JobStatus {
     Completed,
     Failed,
     Expired,
+    Cancelled,
 }
 
 impl JobStatus {
     /// Every status, for error messages and filters.
-    pub const ALL: [JobStatus; 6] = [
+    pub const ALL: [JobStatus; 7] = [
         JobStatus::Pending,
         JobStatus::InProgress,
         JobStatus::Completing,
         JobStatus::Completed,
         JobStatus::Failed,
         JobStatus::Expired,
+        JobStatus::Cancelled,
     ];
 
     /// The stored and wire name.
@@ -48,6 +51,7 @@ impl JobStatus {
             JobStatus::Completed => "completed",
             JobStatus::Failed => "failed",
             JobStatus::Expired => "expired",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 
@@ -60,12 +64,17 @@ impl JobStatus {
     pub fn is_finished(self) -> bool {
         matches!(
             self,
-            JobStatus::Completing | JobStatus::Completed | JobStatus::Failed | JobStatus::Expired
+            JobStatus::Completing
+                | JobStatus::Completed
+                | JobStatus::Failed
+                | JobStatus::Expired
+                | JobStatus::Cancelled
         )
     }
 }
 
-/// A call's lifecycle: queued -> running -> succeeded | failed.
+/// A call's lifecycle: queued -> running -> succeeded | failed; a queued call of a cancelled job
+/// becomes cancelled and never runs.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
 )]
@@ -76,12 +85,16 @@ pub enum CallStatus {
     Running,
     Succeeded,
     Failed,
+    Cancelled,
 }
 
 impl CallStatus {
     /// Whether the call has its final result.
     pub fn is_terminal(self) -> bool {
-        matches!(self, CallStatus::Succeeded | CallStatus::Failed)
+        matches!(
+            self,
+            CallStatus::Succeeded | CallStatus::Failed | CallStatus::Cancelled
+        )
     }
 }
 

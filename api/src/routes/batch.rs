@@ -1,0 +1,320 @@
+//! Batch pipelines: many calls submitted to a job in one request, and their results paged by
+//! `custom_id` (the shape users of OpenAI's Batch API expect). The calls are queued like any
+//! other and dispatched fairly between teams.
+
+use std::collections::{HashMap, HashSet};
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json as JsonResponse, Response};
+use saasllm_shared::db;
+use saasllm_shared::db::calls::{BulkCall, CallRow};
+use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::status::CallStatus;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{BodyLimit, Path, Query, parse_json};
+use crate::routes::calls::{
+    LlmCallRequest, custom_id_taken, streaming, upstream_body, validate_request,
+};
+use crate::routes::jobs::{parse_id, visible_job};
+use crate::state::AppState;
+
+/// Most calls accepted in one request.
+pub const MAX_CALLS_PER_REQUEST: usize = 50_000;
+/// Body limit of a bulk submission (the other routes keep the configured, smaller limit).
+pub const BATCH_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit_calls))
+        .routes(routes!(list_calls))
+}
+
+/// Raises the body limit for bulk submissions only. Runs before the `Idempotency-Key` layer,
+/// which reads the body under the limit it finds here.
+pub async fn raise_body_limit(mut request: Request, next: Next) -> Response {
+    if request.method() == Method::POST && request.uri().path().ends_with("/llm-calls") {
+        request.extensions_mut().insert(BodyLimit(BATCH_BODY_LIMIT));
+    }
+    next.run(request).await
+}
+
+/// Calls to add to a job.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SubmitCalls {
+    /// 1 to 50,000 calls, each like the body of `POST /api/jobs/{job_id}/llm-call` plus an
+    /// optional `custom_id` (unique within the job) to match results by.
+    calls: Vec<LlmCallRequest>,
+}
+
+/// Submits many calls to a job in one request, accepted in one transaction (all or none) and
+/// queued; answers 202 with the call ids in the order given. Results are paged with
+/// `GET /api/jobs/{job_id}/calls`; `GET /api/jobs/{job_id}` shows progress counts.
+#[utoipa::path(
+    post,
+    path = "/api/jobs/{job_id}/llm-calls",
+    tag = "jobs",
+    params(
+        ("job_id" = Uuid, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)"),
+    ),
+    request_body = SubmitCalls,
+    responses(
+        (status = 202, description = "Accepted and queued", body = serde_json::Value,
+         example = json!({"job_id": "0193...", "status": "queued", "count": 2, "calls": [{"call_id": "0193...a", "custom_id": "doc-1"}, {"call_id": "0193...b", "custom_id": "doc-2"}], "calls_url": "/api/jobs/0193.../calls"})),
+        (status = 403, description = "The team has no access to a model group", body = crate::openapi::ErrorBody),
+        (status = 409, description = "The job is settled, or a custom_id is already used in it", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
+    ),
+    security(("bearer" = []), ("admin_key" = []))
+)]
+#[tracing::instrument(skip_all, fields(job_id = %job_id, calls))]
+async fn submit_calls(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let limit = request
+        .extensions()
+        .get::<BodyLimit>()
+        .map_or(BATCH_BODY_LIMIT, |l| l.0);
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    let SubmitCalls { calls } = parse_json(&bytes)?;
+    tracing::Span::current().record("calls", calls.len());
+    if calls.is_empty() || calls.len() > MAX_CALLS_PER_REQUEST {
+        return Err(ApiError::BadRequest(format!(
+            "calls must hold 1 to {MAX_CALLS_PER_REQUEST} calls, not {}",
+            calls.len()
+        )));
+    }
+    let mut seen = HashSet::new();
+    for (index, call) in calls.iter().enumerate() {
+        let at = |e: ApiError| match e {
+            ApiError::BadRequest(detail) => {
+                ApiError::BadRequest(format!("calls[{index}]: {detail}"))
+            }
+            other => other,
+        };
+        validate_request(call).map_err(at)?;
+        if streaming(call) {
+            return Err(at(ApiError::BadRequest(
+                "stream is not available in a bulk submission".into(),
+            )));
+        }
+        if let Some(custom_id) = &call.custom_id
+            && !seen.insert(custom_id.as_str())
+        {
+            return Err(at(ApiError::BadRequest(format!(
+                "custom_id '{custom_id}' appears more than once"
+            ))));
+        }
+    }
+
+    let job = visible_job(&state, &caller, &job_id).await?;
+    ensure_open(&job)?;
+    let mut groups: HashMap<&str, Uuid> = HashMap::new();
+    for call in &calls {
+        if groups.contains_key(call.model_group.as_str()) {
+            continue;
+        }
+        let group = db::model_groups::find_by_name(&state.db, &call.model_group)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("Model group '{}' not found", call.model_group))
+            })?;
+        if !db::model_groups::team_has_access(&state.db, &job.team_id, group.model_group_id).await?
+        {
+            return Err(ApiError::Forbidden(format!(
+                "Team '{}' does not have access to model group '{}'",
+                job.team_id, group.group_name
+            )));
+        }
+        groups.insert(&call.model_group, group.model_group_id);
+    }
+    let rows: Vec<BulkCall<'_>> = calls
+        .iter()
+        .map(|call| BulkCall {
+            model_group_id: groups[call.model_group.as_str()],
+            model_group: &call.model_group,
+            purpose: call.purpose.as_deref(),
+            custom_id: call.custom_id.as_deref(),
+            request: upstream_body(call.params.clone(), call.messages.clone()),
+        })
+        .collect();
+
+    let mut tx = state.db.begin().await?;
+    // Re-checked under the job's row lock: a concurrent complete or cancel cannot slip in.
+    let locked = db::jobs::lock(&mut tx, job.job_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
+    ensure_open(&locked)?;
+    let ids = db::calls::insert_bulk(
+        &mut tx,
+        job.job_id,
+        &job.team_id,
+        request_id.as_deref(),
+        &rows,
+    )
+    .await
+    .map_err(|e| {
+        ApiError::from_db(e, |c| {
+            custom_id_taken(c, None).map(|_| {
+                ApiError::Conflict(
+                    "A custom_id in this request is already used by another call of this job"
+                        .into(),
+                )
+            })
+        })
+    })?;
+    db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
+    tx.commit().await?;
+
+    let limits = match caller.own_limits(&job.team_id) {
+        Some(limits) => limits,
+        None => db::teams::limits(&state.db, &job.team_id)
+            .await?
+            .unwrap_or_default(),
+    };
+    if let Err(e) = state.queue.push(&job.team_id, &limits, &ids).await {
+        tracing::error!(error = %e, "cannot enqueue calls; withdrawing them");
+        let withdrawn = db::calls::withdraw_unclaimed_many(&state.db, &ids).await?;
+        if withdrawn as usize == ids.len() {
+            return Err(ApiError::Unavailable(
+                "Queue unavailable, the calls were not accepted; retry later".into(),
+            ));
+        }
+        // Some were claimed already: the rest stay queued and the reconciler pushes them.
+    }
+    let listed: Vec<Value> = ids
+        .iter()
+        .zip(&calls)
+        .map(|(id, call)| json!({"call_id": id, "custom_id": call.custom_id}))
+        .collect();
+    Ok((
+        StatusCode::ACCEPTED,
+        JsonResponse(json!({
+            "job_id": job.job_id,
+            "status": "queued",
+            "count": ids.len(),
+            "calls": listed,
+            "calls_url": format!("/api/jobs/{}/calls", job.job_id),
+        })),
+    )
+        .into_response())
+}
+
+fn ensure_open(job: &db::jobs::JobRow) -> Result<(), ApiError> {
+    if job.status.is_finished() {
+        return Err(ApiError::Conflict(format!(
+            "Job '{}' is {}; no more calls can be made in it",
+            job.job_id,
+            job.status.as_str()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+struct ListCallsQuery {
+    /// queued, running, succeeded, failed or cancelled.
+    status: Option<String>,
+    /// 1..=1000, default 100.
+    limit: Option<i64>,
+    /// The last `call_id` of the previous page (`next_after`).
+    after: Option<String>,
+}
+
+/// A page of a job's calls with their results, in submission order; follow `next_after` while
+/// `has_more`. Match results to inputs by `custom_id`.
+#[utoipa::path(
+    get,
+    path = "/api/jobs/{job_id}/calls",
+    tag = "jobs",
+    params(("job_id" = Uuid, Path), ListCallsQuery),
+    responses((status = 200, description = "A page of calls", body = serde_json::Value,
+        example = json!({"job_id": "0193...", "calls": [{"call_id": "0193...a", "custom_id": "doc-1", "status": "succeeded", "response": {"content": "...", "finish_reason": "stop"}, "usage": {"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42}}], "has_more": true, "next_after": "0193...a"}))),
+    security(("bearer" = []), ("admin_key" = []))
+)]
+async fn list_calls(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(job_id): Path<String>,
+    Query(query): Query<ListCallsQuery>,
+) -> Result<JsonResponse<Value>, ApiError> {
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 1000".into(),
+        ));
+    }
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            serde_json::from_value::<CallStatus>(Value::String(text.to_owned())).map_err(|_| {
+                ApiError::BadRequest(format!(
+                    "Invalid status '{text}': must be one of queued, running, succeeded, failed, cancelled"
+                ))
+            })?,
+        ),
+    };
+    let after = match query.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(parse_id("call", text)?),
+    };
+    let job = visible_job(&state, &caller, &job_id).await?;
+    let mut rows = db::calls::page_for_job(&state.db, job.job_id, status, after, limit + 1).await?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    Ok(JsonResponse(json!({
+        "job_id": job.job_id,
+        "calls": rows.iter().map(listed_call).collect::<Vec<_>>(),
+        "has_more": has_more,
+        "next_after": if has_more { rows.last().map(|r| r.call_id) } else { None },
+    })))
+}
+
+fn listed_call(row: &CallRow) -> Value {
+    let finished = row.status.is_terminal();
+    json!({
+        "call_id": row.call_id,
+        "custom_id": row.custom_id,
+        "status": row.status,
+        "purpose": row.purpose,
+        "model_group": row.model_group,
+        "model_used": row.model_used,
+        "response": (row.status == CallStatus::Succeeded).then(|| json!({
+            "content": row.response_content,
+            "finish_reason": row.finish_reason,
+        })),
+        "usage": finished.then(|| json!({
+            "prompt_tokens": row.prompt_tokens,
+            "completion_tokens": row.completion_tokens,
+            "total_tokens": row.total_tokens,
+        })),
+        "cost_usd": row.cost_micro_usd.map(|c| MicroUsd(c).as_usd()),
+        "latency_ms": row.latency_ms,
+        "error": row.error,
+        "created_at": row.created_at,
+        "finished_at": row.finished_at,
+    })
+}
