@@ -40,6 +40,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/jobs/{job_id}/complete"),
     ("POST", "/api/jobs/{job_id}/llm-call"),
     ("GET", "/api/jobs/{job_id}/calls/{call_id}"),
+    ("GET", "/api/jobs/{job_id}/webhooks"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
 ];

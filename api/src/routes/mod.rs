@@ -12,6 +12,7 @@ mod organizations;
 mod teams;
 mod usage;
 pub(crate) mod validate;
+mod webhooks;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -30,6 +31,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(credits::router())
         .merge(jobs::router())
         .merge(calls::router())
+        .merge(webhooks::router())
         .merge(openai::router())
         .merge(usage::router())
         .merge(metrics::router())

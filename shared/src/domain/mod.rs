@@ -1,6 +1,7 @@
-//! Domain types and pure rules: keys, money, states.
+//! Domain types and pure rules: keys, money, states, webhook signatures.
 
 pub mod keys;
 pub mod money;
 pub mod pricing;
 pub mod status;
+pub mod webhook;
