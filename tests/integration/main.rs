@@ -20,3 +20,4 @@ mod request_errors;
 mod resilience;
 mod teams;
 mod usage;
+mod webhooks;

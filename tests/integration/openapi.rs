@@ -44,6 +44,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/jobs/{job_id}/calls"),
     ("POST", "/api/jobs/{job_id}/cancel"),
     ("GET", "/api/jobs/{job_id}/calls/{call_id}"),
+    ("GET", "/api/jobs/{job_id}/webhooks"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
 ];

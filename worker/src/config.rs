@@ -7,6 +7,7 @@ use saasllm_shared::config::{DatabaseConfig, LlmConfig, RedisConfig, TelemetryCo
 
 use crate::reconciler::ReconcilerSettings;
 use crate::resilience::{Cooldowns, RetryPolicy};
+use crate::webhooks::WebhookSettings;
 
 /// Tuning of a worker process.
 #[derive(Debug, Clone, clap::Args)]
@@ -86,6 +87,49 @@ pub struct WorkerOptions {
         default_value_t = 30
     )]
     pub model_cooldown_secs: u64,
+    /// Milliseconds between looks for due webhook deliveries.
+    #[arg(
+        long = "webhook-poll-ms",
+        env = "WEBHOOK_POLL_MS",
+        default_value_t = 1_000
+    )]
+    pub webhook_poll_ms: u64,
+    /// Webhook deliveries one worker process sends at the same time.
+    #[arg(
+        long = "webhook-concurrency",
+        env = "WEBHOOK_CONCURRENCY",
+        default_value_t = 32
+    )]
+    pub webhook_concurrency: usize,
+    /// Seconds a webhook receiver has to answer one attempt.
+    #[arg(
+        long = "webhook-timeout-secs",
+        env = "WEBHOOK_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub webhook_timeout_secs: u64,
+    /// Delay before the second webhook attempt in milliseconds, doubled for each further attempt.
+    #[arg(
+        long = "webhook-retry-base-ms",
+        env = "WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 5_000
+    )]
+    pub webhook_retry_base_ms: u64,
+    /// Longest delay between two webhook attempts, in milliseconds.
+    #[arg(
+        long = "webhook-retry-max-ms",
+        env = "WEBHOOK_RETRY_MAX_MS",
+        default_value_t = 3_600_000
+    )]
+    pub webhook_retry_max_ms: u64,
+    /// Seconds after an event during which its delivery is retried; an attempt that fails after
+    /// that marks the delivery failed.
+    #[arg(
+        long = "webhook-retry-window-secs",
+        env = "WEBHOOK_RETRY_WINDOW_SECS",
+        default_value_t = 93_600
+    )]
+    pub webhook_retry_window_secs: u64,
 }
 
 impl WorkerOptions {
@@ -112,6 +156,17 @@ impl WorkerOptions {
         ReconcilerSettings {
             interval: Duration::from_secs(self.reconcile_interval_secs.max(1)),
             grace: Duration::from_secs(self.reconcile_grace_secs),
+        }
+    }
+
+    pub fn webhooks(&self) -> WebhookSettings {
+        WebhookSettings {
+            poll: Duration::from_millis(self.webhook_poll_ms.max(10)),
+            concurrency: self.webhook_concurrency.max(1),
+            timeout: Duration::from_secs(self.webhook_timeout_secs.max(1)),
+            retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
+            retry_max: Duration::from_millis(self.webhook_retry_max_ms.max(1)),
+            retry_window: Duration::from_secs(self.webhook_retry_window_secs),
         }
     }
 }
@@ -142,12 +197,18 @@ pub struct WorkerConfig {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
+    use clap::{CommandFactory, Parser};
 
     use super::*;
 
     #[test]
     fn command_line_definition_is_consistent() {
         WorkerConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn webhooks_are_retried_for_more_than_a_day_by_default() {
+        let config = WorkerConfig::parse_from(["saasllm-worker"]);
+        assert!(config.worker.webhooks().retry_window > Duration::from_secs(24 * 3_600));
     }
 }

@@ -1,6 +1,6 @@
 //! The queue worker: pops call ids from Redis, runs each call against the upstream with
-//! model-group fallback, writes results to PostgreSQL; plus the reconciler. Stateless: run as
-//! many processes as needed against one Redis and one PostgreSQL.
+//! model-group fallback, writes results to PostgreSQL; plus the reconciler and the webhook
+//! sender. Stateless: run as many processes as needed against one Redis and one PostgreSQL.
 
 pub mod config;
 pub mod executor;
@@ -9,6 +9,7 @@ pub mod fault;
 pub mod reconciler;
 pub mod resilience;
 pub mod upstream;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,11 +56,12 @@ pub async fn run(
         ));
     }
     let reconciler = tokio::spawn(reconciler::run(
-        db,
+        db.clone(),
         queue,
         options.reconciler(),
         cancel.clone(),
     ));
+    let webhooks = tokio::spawn(webhooks::run(db, options.webhooks(), cancel.clone()));
 
     tokio::select! {
         () = cancel.cancelled() => {}
@@ -78,6 +80,9 @@ pub async fn run(
         slots.abort_all();
     }
     let _ = reconciler.await;
+    // Deliveries in flight end within their request timeout; one cut short is sent again when
+    // its claim expires.
+    let _ = webhooks.await;
     tracing::info!("worker stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@ use saasllm_shared::db::calls::CallRow;
 use saasllm_shared::db::jobs::{Cancellation, JobRow, NewJob, Settlement};
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use saasllm_shared::domain::webhook;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -61,9 +62,40 @@ struct CreateJob {
     user_id: Option<String>,
     job_type: String,
     metadata: Option<serde_json::Value>,
+    /// Absolute http or https URL (at most 2048 characters) that receives the signed
+    /// `job.settled` event when the job reaches its final status.
+    callback_url: Option<String>,
+    /// Signing secret of the callback, `whsec_` + base64 of a 16 to 64 byte key (Standard
+    /// Webhooks). Generated when omitted; returned only in this response.
+    callback_secret: Option<String>,
 }
 
-/// Opens a job, holding one credit until it is completed, failed or expires.
+/// The callback of a new job, both parts checked: the URL, and the client's secret or a new one.
+fn callback<'a>(
+    url: Option<&'a str>,
+    secret: Option<&str>,
+) -> Result<Option<(&'a str, String)>, ApiError> {
+    let Some(url) = url else {
+        if secret.is_some() {
+            return Err(ApiError::BadRequest(
+                "callback_secret was given without a callback_url".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let url = validate::callback_url(url)?;
+    let secret = match secret {
+        Some(secret) => {
+            webhook::parse_secret(secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            secret.to_owned()
+        }
+        None => webhook::generate_secret(),
+    };
+    Ok(Some((url, secret)))
+}
+
+/// Opens a job, holding one credit until it is completed, failed or expires. With a
+/// `callback_url`, the job's final status is POSTed there, signed with `callback_secret`.
 #[utoipa::path(
     post,
     path = "/api/jobs/create",
@@ -72,7 +104,7 @@ struct CreateJob {
     request_body = CreateJob,
     responses(
         (status = 200, description = "The job", body = serde_json::Value,
-         example = json!({"job_id": "0193...", "team_id": "team_engineering", "job_type": "resume_analysis", "status": "pending", "created_at": "2026-11-28T10:00:00Z", "expires_at": "2026-11-29T10:00:00Z"})),
+         example = json!({"job_id": "0193...", "team_id": "team_engineering", "job_type": "resume_analysis", "status": "pending", "created_at": "2026-11-28T10:00:00Z", "expires_at": "2026-11-29T10:00:00Z", "callback_url": "https://hooks.example.com/saasllm", "callback_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
         (status = 402, description = "Not enough credits", body = crate::openapi::ErrorBody),
         (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
     ),
@@ -91,6 +123,10 @@ async fn create(
             "job_type must be at most 200 characters".into(),
         ));
     }
+    let callback = callback(
+        body.callback_url.as_deref(),
+        body.callback_secret.as_deref(),
+    )?;
     let metadata = validate::metadata(body.metadata)?;
     let mut tx = state.db.begin().await?;
     if db::credits::reserve_hold(&mut tx, &body.team_id)
@@ -114,19 +150,28 @@ async fn create(
             job_type: body.job_type.trim(),
             metadata: &metadata,
             ttl_secs: state.settings.job_ttl.as_secs() as i64,
+            callback: callback
+                .as_ref()
+                .map(|(url, secret)| (*url, secret.as_str())),
         },
     )
     .await?;
     tx.commit().await?;
     tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
-    Ok(JsonResponse(json!({
+    let mut response = json!({
         "job_id": job.job_id,
         "team_id": job.team_id,
         "job_type": job.job_type,
         "status": job.status,
         "created_at": job.created_at,
         "expires_at": job.expires_at,
-    })))
+    });
+    // The secret is shown this once (and to an Idempotency-Key retry of this request).
+    if let Some((url, secret)) = callback {
+        response["callback_url"] = json!(url);
+        response["callback_secret"] = json!(secret);
+    }
+    Ok(JsonResponse(response))
 }
 
 /// One call as listed in a job.
@@ -245,6 +290,7 @@ async fn show(
         "updated_at": job.updated_at,
         "completed_at": job.completed_at,
         "expires_at": job.expires_at,
+        "callback_url": job.callback_url,
         "progress": {
             "total": total,
             "queued": counts.queued,

@@ -13,6 +13,7 @@ mod organizations;
 mod teams;
 mod usage;
 pub(crate) mod validate;
+mod webhooks;
 
 use axum::Router;
 use utoipa::OpenApi;
@@ -32,6 +33,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobs::router())
         .merge(calls::router())
         .merge(batch::router())
+        .merge(webhooks::router())
         .merge(openai::router())
         .merge(usage::router())
         .merge(metrics::router())

@@ -46,6 +46,29 @@ pub fn metadata(value: Option<serde_json::Value>) -> Result<serde_json::Value, A
     }
 }
 
+/// Longest accepted callback URL.
+pub const MAX_CALLBACK_URL_LEN: usize = 2048;
+
+/// A webhook target: an absolute `http` or `https` URL with a host, at most 2048 characters.
+/// Returned as given (not re-serialized), so the client finds it unchanged on the job.
+pub fn callback_url(value: &str) -> Result<&str, ApiError> {
+    if value.len() > MAX_CALLBACK_URL_LEN {
+        return Err(ApiError::BadRequest(format!(
+            "callback_url must be at most {MAX_CALLBACK_URL_LEN} characters"
+        )));
+    }
+    let invalid = || {
+        ApiError::BadRequest(format!(
+            "callback_url must be an absolute http or https URL (got '{value}')"
+        ))
+    };
+    let parsed = url::Url::parse(value).map_err(|_| invalid())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
+        return Err(invalid());
+    }
+    Ok(value)
+}
+
 /// Page bounds for list endpoints.
 pub fn page(
     limit: Option<i64>,
@@ -84,6 +107,25 @@ mod tests {
         assert!(page(Some(0), None, 50).is_err());
         assert!(page(Some(1001), None, 50).is_err());
         assert!(page(Some(10), Some(-1), 50).is_err());
+    }
+
+    #[test]
+    fn callback_urls_are_absolute_http_urls() {
+        assert!(callback_url("https://hooks.example.com/saasllm?team=1").is_ok());
+        assert!(callback_url("http://127.0.0.1:8080/hook").is_ok());
+        let too_long = format!("https://example.com/{}", "a".repeat(2048));
+        for bad in [
+            "",
+            "/relative/path",
+            "example.com/hook",
+            "ftp://example.com/hook",
+            "file:///etc/passwd",
+            "https://",
+            "http:// spaces.example.com",
+            &too_long,
+        ] {
+            assert!(callback_url(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
-use crate::db::credits;
+use crate::db::{credits, webhooks};
 use crate::domain::status::JobStatus;
 
 /// A stored job.
@@ -24,6 +24,8 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     pub completed_at: Option<DateTime<Utc>>,
     pub expires_at: DateTime<Utc>,
+    /// Where the `job.settled` event is sent; its signing secret is never read into this row.
+    pub callback_url: Option<String>,
 }
 
 impl JobRow {
@@ -34,7 +36,7 @@ impl JobRow {
 }
 
 const JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, credit_hold, metadata, \
-     completion_metadata, error_message, created_at, updated_at, completed_at, expires_at";
+     completion_metadata, error_message, created_at, updated_at, completed_at, expires_at, callback_url";
 
 /// Fields of a new job.
 pub struct NewJob<'a> {
@@ -43,13 +45,15 @@ pub struct NewJob<'a> {
     pub job_type: &'a str,
     pub metadata: &'a serde_json::Value,
     pub ttl_secs: i64,
+    /// Callback URL and its `whsec_` secret, both or neither.
+    pub callback: Option<(&'a str, &'a str)>,
 }
 
 /// Inserts a job (the caller has reserved its credit in the same transaction).
 pub async fn insert(conn: &mut PgConnection, job: &NewJob<'_>) -> sqlx::Result<JobRow> {
     sqlx::query_as(&format!(
-        "insert into jobs (job_id, team_id, user_id, job_type, metadata, expires_at)
-         values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) returning {JOB_COLUMNS}"
+        "insert into jobs (job_id, team_id, user_id, job_type, metadata, expires_at, callback_url, callback_secret)
+         values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8) returning {JOB_COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(job.team_id)
@@ -57,6 +61,8 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob<'_>) -> sqlx::Result<J
     .bind(job.job_type)
     .bind(job.metadata)
     .bind(job.ttl_secs as f64)
+    .bind(job.callback.map(|(url, _)| url))
+    .bind(job.callback.map(|(_, secret)| secret))
     .fetch_one(conn)
     .await
 }
@@ -161,8 +167,9 @@ pub enum Settlement {
 
 /// Settles a `completing` job whose calls have all finished: the final status, and in the same
 /// transaction either the charge (requested `completed` and no call failed) or the release of
-/// the hold. The job row lock and the guarded hold transition make this safe to run from any
-/// number of API processes and workers at once: exactly one of them settles.
+/// the hold, plus the `job.settled` webhook event. The job row lock and the guarded hold
+/// transition make this safe to run from any number of API processes and workers at once:
+/// exactly one of them settles.
 pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
     let mut tx = db.begin().await?;
     let Some(job) = lock(&mut tx, job_id).await? else {
@@ -195,6 +202,7 @@ pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
         } else {
             credits::release_hold(&mut tx, &job.team_id).await?;
         }
+        webhooks::enqueue_job_settled(&mut tx, job_id).await?;
     }
     sqlx::query("select pg_notify($1, $2)")
         .bind(JOB_SETTLED_CHANNEL)
@@ -248,6 +256,7 @@ pub async fn cancel(db: &PgPool, job_id: Uuid) -> sqlx::Result<Cancellation> {
     }
     credits::release_hold(&mut tx, &job.team_id).await?;
     let calls_cancelled = crate::db::calls::cancel_queued(&mut tx, job_id).await?;
+    webhooks::enqueue_job_settled(&mut tx, job_id).await?;
     sqlx::query("select pg_notify($1, $2)")
         .bind(JOB_SETTLED_CHANNEL)
         .bind(job_id.to_string())
@@ -260,7 +269,8 @@ pub async fn cancel(db: &PgPool, job_id: Uuid) -> sqlx::Result<Cancellation> {
 /// PostgreSQL notification channel carrying the id of each settled job.
 pub const JOB_SETTLED_CHANNEL: &str = "saasllm_job_settled";
 
-/// Expires up to `limit` jobs past their TTL and releases their holds; returns how many.
+/// Expires up to `limit` jobs past their TTL, releases their holds and queues their `job.settled`
+/// webhook events; returns how many.
 pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
     let expired: Vec<(Uuid, String)> = sqlx::query_as(
@@ -274,8 +284,9 @@ pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    for (_, team_id) in &expired {
+    for (job_id, team_id) in &expired {
         credits::release_hold(&mut tx, team_id).await?;
+        webhooks::enqueue_job_settled(&mut tx, *job_id).await?;
     }
     tx.commit().await?;
     Ok(expired.len() as u64)

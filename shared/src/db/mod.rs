@@ -11,6 +11,7 @@ pub mod organizations;
 pub mod spend;
 pub mod teams;
 pub mod usage;
+pub mod webhooks;
 
 use std::time::Duration;
 

@@ -1,7 +1,8 @@
-//! Domain types and pure rules: keys, money, states.
+//! Domain types and pure rules: keys, money, states, webhook signatures.
 
 pub mod keys;
 pub mod limits;
 pub mod money;
 pub mod pricing;
 pub mod status;
+pub mod webhook;

@@ -49,7 +49,7 @@ impl Default for StackOptions {
     }
 }
 
-/// Worker tuning for tests: a short lease and reconciler interval.
+/// Worker tuning for tests: a short lease, reconciler interval and webhook retry delay.
 pub fn test_worker_options() -> WorkerOptions {
     WorkerOptions {
         concurrency: 16,
@@ -64,6 +64,13 @@ pub fn test_worker_options() -> WorkerOptions {
         upstream_retry_max_ms: 1_000,
         model_cooldown_failures: 0,
         model_cooldown_secs: 30,
+        // Webhooks retried quickly so that retry tests take well under a second per attempt.
+        webhook_poll_ms: 50,
+        webhook_concurrency: 8,
+        webhook_timeout_secs: 10,
+        webhook_retry_base_ms: 50,
+        webhook_retry_max_ms: 1_000,
+        webhook_retry_window_secs: 93_600,
     }
 }
 

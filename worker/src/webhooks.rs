@@ -1,0 +1,269 @@
+//! Sends webhook deliveries: claims the due ones from PostgreSQL, POSTs each signed
+//! (Standard Webhooks), records every attempt, and retries with exponential backoff until the
+//! receiver answers 2xx or the retry window ends. Sends run concurrently, each bounded by a
+//! request timeout, so a slow or dead receiver holds one slot and never the others.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use saasllm_shared::db;
+use saasllm_shared::db::webhooks::{AttemptResult, ClaimedDelivery, DeliveryStatus};
+use saasllm_shared::domain::webhook;
+use sqlx::PgPool;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The `user-agent` of every delivery.
+pub const USER_AGENT: &str = "saasllm-webhooks";
+
+/// Settings of the webhook sender.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookSettings {
+    /// How often due deliveries are looked for.
+    pub poll: Duration,
+    /// Deliveries in flight at once in this process.
+    pub concurrency: usize,
+    /// How long a receiver has to answer one attempt.
+    pub timeout: Duration,
+    /// Delay before the second attempt; doubled for each further attempt.
+    pub retry_base: Duration,
+    /// Longest delay between two attempts.
+    pub retry_max: Duration,
+    /// Age of a delivery after which a failed attempt is its last.
+    pub retry_window: Duration,
+}
+
+impl WebhookSettings {
+    /// The delay after failed attempt number `attempt` (1 for the first): `retry_base` doubled
+    /// per earlier failure, at most `retry_max`, then randomized by ±20% so that deliveries that
+    /// failed together (a receiver outage) do not all come back at the same instant.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let doublings = attempt.saturating_sub(1).min(30);
+        let ceiling = self
+            .retry_base
+            .saturating_mul(1u32 << doublings)
+            .min(self.retry_max);
+        ceiling
+            .mul_f64(0.8 + 0.4 * rand::random::<f64>())
+            .min(self.retry_max)
+    }
+
+    /// How long a claimed delivery is withheld from other workers: beyond the request timeout,
+    /// so only a worker that died mid-attempt lets another one send it again.
+    fn claim_lease(&self) -> Duration {
+        self.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+/// Sends due deliveries until cancelled, then lets those in flight finish (each is bounded by
+/// the request timeout; one cut short is sent again when its claim expires).
+pub async fn run(db: PgPool, settings: WebhookSettings, cancel: CancellationToken) {
+    let sender = match Sender::new(settings) {
+        Ok(sender) => sender,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook HTTP client; webhooks are not sent by this process");
+            return;
+        }
+    };
+    let mut in_flight = JoinSet::new();
+    let mut interval = tokio::time::interval(settings.poll);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The last claim filled every free slot, so more deliveries may be due: claim again as soon
+    // as a slot frees rather than at the next tick.
+    let mut backlog = false;
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = interval.tick() => {}
+            Some(_) = in_flight.join_next(), if backlog => {}
+        }
+        while in_flight.try_join_next().is_some() {}
+        let free = settings.concurrency.saturating_sub(in_flight.len());
+        if free == 0 {
+            backlog = true;
+            continue;
+        }
+        match db::webhooks::claim_due(&db, free as i64, settings.claim_lease()).await {
+            Ok(claims) => {
+                backlog = claims.len() == free;
+                for claim in claims {
+                    in_flight.spawn(sender.clone().deliver(db.clone(), claim));
+                }
+            }
+            Err(e) => {
+                backlog = false;
+                tracing::warn!(error = %e, "cannot claim webhook deliveries; retrying next interval");
+            }
+        }
+    }
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// The HTTP client and settings every send shares.
+#[derive(Clone)]
+struct Sender {
+    client: reqwest::Client,
+    settings: WebhookSettings,
+}
+
+impl Sender {
+    fn new(settings: WebhookSettings) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            // A redirect is an answer like any non-2xx: the event goes only where the job said.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
+            .build()?;
+        Ok(Self { client, settings })
+    }
+
+    /// One attempt of one delivery, recorded with its outcome.
+    async fn deliver(self, db: PgPool, claim: ClaimedDelivery) {
+        let result = self.attempt(&claim).await;
+        let attempt = u32::try_from(claim.attempts).unwrap_or(0) + 1;
+        let recorded = db::webhooks::record_attempt(
+            &db,
+            &claim,
+            &result,
+            self.settings.retry_delay(attempt),
+            self.settings.retry_window,
+        )
+        .await;
+        let delivery_id = claim.delivery_id;
+        match recorded {
+            Ok(Some(status)) => {
+                let outcome = match status {
+                    DeliveryStatus::Delivered => "delivered",
+                    DeliveryStatus::Pending => "retry",
+                    DeliveryStatus::Failed => "failed",
+                };
+                metrics::counter!("webhook_deliveries_total", "outcome" => outcome).increment(1);
+                match status {
+                    DeliveryStatus::Delivered => {
+                        tracing::debug!(%delivery_id, attempt, "webhook delivered");
+                    }
+                    DeliveryStatus::Pending => tracing::info!(
+                        %delivery_id, attempt, http_status = result.http_status, error = result.error.as_deref(),
+                        "webhook attempt failed; will retry"
+                    ),
+                    DeliveryStatus::Failed => tracing::warn!(
+                        %delivery_id, attempt, http_status = result.http_status, error = result.error.as_deref(),
+                        "webhook attempt failed at the end of the retry window; giving up"
+                    ),
+                }
+            }
+            Ok(None) => {
+                tracing::info!(%delivery_id, attempt, "webhook claim was taken over; attempt not recorded");
+            }
+            Err(e) => tracing::warn!(
+                %delivery_id, attempt, error = %e,
+                "cannot record webhook attempt; the delivery is retried when its claim expires"
+            ),
+        }
+    }
+
+    /// POSTs the payload, signed, and reports what came back.
+    async fn attempt(&self, claim: &ClaimedDelivery) -> AttemptResult {
+        let Some(key) = claim
+            .secret
+            .as_deref()
+            .and_then(|secret| webhook::parse_secret(secret).ok())
+        else {
+            return AttemptResult {
+                http_status: None,
+                error: Some("the job has no usable callback secret; nothing was sent".into()),
+                latency: Duration::ZERO,
+            };
+        };
+        let body = claim.payload.to_string().into_bytes();
+        let webhook_id = claim.delivery_id.to_string();
+        let timestamp = Utc::now().timestamp();
+        let signature = webhook::sign(&key, &webhook_id, timestamp, &body);
+        let started = Instant::now();
+        let sent = self
+            .client
+            .post(&claim.url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("webhook-id", &webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await;
+        let latency = started.elapsed();
+        match sent {
+            Ok(response) => {
+                let status = response.status();
+                AttemptResult {
+                    http_status: Some(status.as_u16()),
+                    error: (!status.is_success())
+                        .then(|| format!("receiver answered {}", status.as_u16())),
+                    latency,
+                }
+            }
+            Err(e) => AttemptResult {
+                http_status: None,
+                error: Some(self.describe(&e)),
+                latency,
+            },
+        }
+    }
+
+    /// A transport failure in a few words, without the URL (it may carry the receiver's token).
+    fn describe(&self, error: &reqwest::Error) -> String {
+        if error.is_timeout() {
+            return format!("no answer within {} s", self.settings.timeout.as_secs_f64());
+        }
+        let mut cause: &dyn std::error::Error = error;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        let what = if error.is_connect() {
+            "connection failed"
+        } else {
+            "request failed"
+        };
+        format!("{what}: {cause}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WebhookSettings {
+        WebhookSettings {
+            poll: Duration::from_secs(1),
+            concurrency: 4,
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(3_600),
+            retry_window: Duration::from_secs(93_600),
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_from_the_base_up_to_the_cap_with_jitter() {
+        let settings = settings();
+        for (attempt, nominal) in [(1, 5.0), (2, 10.0), (3, 20.0), (4, 40.0), (10, 2_560.0)] {
+            for _ in 0..100 {
+                let delay = settings.retry_delay(attempt).as_secs_f64();
+                assert!(
+                    (nominal * 0.8..=nominal * 1.2).contains(&delay),
+                    "attempt {attempt}: {delay}"
+                );
+            }
+        }
+        for attempt in [11, 20, 40, u32::MAX] {
+            let delay = settings.retry_delay(attempt).as_secs_f64();
+            assert!((2_880.0..=3_600.0).contains(&delay), "{attempt}: {delay}");
+        }
+    }
+
+    #[test]
+    fn a_claim_outlives_the_attempt_it_covers() {
+        assert!(settings().claim_lease() > settings().timeout);
+    }
+}
