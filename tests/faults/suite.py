@@ -273,11 +273,18 @@ class Cluster:
         self.redis.signal(signal.SIGKILL)
         self.redis.wait(10)
 
-    def redis_llen(self, key):
+    def redis_queue_length(self, namespace):
+        """Call ids waiting over all teams' lists of the queue."""
+        script = (
+            "local t = 0 for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do "
+            "t = t + redis.call('LLEN', ARGV[1] .. team) end return t"
+        )
+        args = [b"EVAL", script.encode(), b"1", f"{namespace}:calls:active".encode(),
+                f"{namespace}:calls:team:".encode()]
+        command = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
         try:
             with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
-                k = key.encode()
-                s.sendall(b"*2\r\n$4\r\nLLEN\r\n$%d\r\n%s\r\n" % (len(k), k))
+                s.sendall(command)
                 reply = s.recv(64)
                 if reply.startswith(b":"):
                     return int(reply[1:].split(b"\r\n")[0])
@@ -375,7 +382,7 @@ class Stack:
         self.queue_samples = []
         self.monitoring = True
         while self.monitoring:
-            length = self.cluster.redis_llen(f"{self.queue}:calls")
+            length = self.cluster.redis_queue_length(self.queue)
             try:
                 (queued,), = self.sql("select count(*) from llm_calls where status = 'queued'")
                 queued = int(queued)
