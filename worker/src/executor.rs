@@ -57,9 +57,7 @@ pub async fn record_result(
             error: a.error.as_deref(),
         })
         .collect();
-    let mut tx = db.begin().await?;
-    let written = db::calls::finish(&mut tx, call.call_id, call.lease_token, &rows, result).await?;
-    tx.commit().await?;
+    let written = db::calls::finish(db, call.call_id, call.lease_token, &rows, result).await?;
     if written {
         // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_COMMIT);
@@ -128,10 +126,7 @@ impl Executor {
         call: &ClaimedCall,
     ) -> anyhow::Result<(Vec<AttemptRecord>, OwnedResult)> {
         let started = Instant::now();
-        let models = match call.model_group_id {
-            Some(group_id) => db::calls::group_models(&self.db, group_id).await?,
-            None => Vec::new(),
-        };
+        let models = call.models.0.clone();
         let mut attempts = Vec::with_capacity(models.len());
         let mut last_error = format!("model group '{}' has no models", call.model_group);
         // Models cooling down are skipped, unless all of them are: then each is tried anyway.

@@ -135,13 +135,13 @@ async fn submit_calls(
         if groups.contains_key(call.model_group.as_str()) {
             continue;
         }
-        let group = db::model_groups::find_by_name(&state.db, &call.model_group)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("Model group '{}' not found", call.model_group))
-            })?;
-        if !db::model_groups::team_has_access(&state.db, &job.team_id, group.model_group_id).await?
-        {
+        let (group, granted) =
+            db::model_groups::find_with_access(&state.db, &call.model_group, &job.team_id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::NotFound(format!("Model group '{}' not found", call.model_group))
+                })?;
+        if !granted {
             return Err(ApiError::Forbidden(format!(
                 "Team '{}' does not have access to model group '{}'",
                 job.team_id, group.group_name

@@ -14,7 +14,6 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures::StreamExt;
-use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
@@ -102,12 +101,7 @@ async fn run(
 ) {
     let keeper = keep_lease(state.db.clone(), &call, STREAM_LEASE);
     let started = Instant::now();
-    let models = match call.model_group_id {
-        Some(id) => db::calls::group_models(&state.db, id)
-            .await
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let models = call.models.0.clone();
     let mut attempts: Vec<AttemptRecord> = Vec::new();
     let mut last_error = format!("model group '{model_group}' has no models");
     let mut started_tx = Some(started_tx);

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Json as JsonResponse, Response};
 use saasllm_shared::db;
-use saasllm_shared::db::calls::{CallRow, NewCall};
+use saasllm_shared::db::calls::{CallRow, Insertion, NewCall};
 use saasllm_shared::domain::status::CallStatus;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -162,12 +162,13 @@ async fn llm_call(
             job.status.as_str()
         )));
     }
-    let group = db::model_groups::find_by_name(&state.db, &request.model_group)
-        .await?
-        .ok_or_else(|| {
-            ApiError::NotFound(format!("Model group '{}' not found", request.model_group))
-        })?;
-    if !db::model_groups::team_has_access(&state.db, &job.team_id, group.model_group_id).await? {
+    let (group, granted) =
+        db::model_groups::find_with_access(&state.db, &request.model_group, &job.team_id)
+            .await?
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("Model group '{}' not found", request.model_group))
+            })?;
+    if !granted {
         return Err(ApiError::Forbidden(format!(
             "Team '{}' does not have access to model group '{}'",
             job.team_id, group.group_name
@@ -195,20 +196,10 @@ async fn llm_call(
     let custom_id = request.custom_id.clone();
     let upstream_body = upstream_body(request.params, request.messages);
 
-    let mut tx = state.db.begin().await?;
-    // Re-checked under the job's row lock: a concurrent complete cannot slip in between.
-    let locked = db::jobs::lock(&mut tx, job.job_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
-    if locked.status.is_finished() {
-        return Err(ApiError::Conflict(format!(
-            "Job '{}' is {}; no more calls can be made in it",
-            job.job_id,
-            locked.status.as_str()
-        )));
-    }
-    let call_id = db::calls::insert(
-        &mut tx,
+    // The job is re-checked under its row lock in the insert itself: a concurrent complete or
+    // cancel cannot slip in between.
+    let inserted = db::calls::insert_into_open_job(
+        &state.db,
         &NewCall {
             job_id: job.job_id,
             team_id: &job.team_id,
@@ -222,8 +213,19 @@ async fn llm_call(
     )
     .await
     .map_err(|e| ApiError::from_db(e, |c| custom_id_taken(c, custom_id.as_deref())))?;
-    db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
-    tx.commit().await?;
+    let call_id = match inserted {
+        Insertion::Inserted(call_id) => call_id,
+        Insertion::JobFinished(status) => {
+            return Err(ApiError::Conflict(format!(
+                "Job '{}' is {}; no more calls can be made in it",
+                job.job_id,
+                status.as_str()
+            )));
+        }
+        Insertion::JobNotFound => {
+            return Err(ApiError::NotFound(format!("Job '{job_id}' not found")));
+        }
+    };
     tracing::Span::current().record("call_id", tracing::field::display(call_id));
 
     if stream {
@@ -260,8 +262,12 @@ async fn llm_call(
 
     let deadline = tokio::time::Instant::now() + state.settings.sync_call_timeout;
     let mut waiter = waiter;
+    // The waiter was registered before the push, so the first read can wait for the worker's
+    // notification (or the periodic re-read) instead of finding the call still queued.
+    let mut first_round = true;
     loop {
-        if let Some(row) = db::calls::find(&state.db, job.job_id, call_id).await?
+        if !std::mem::take(&mut first_round)
+            && let Some(row) = db::calls::find(&state.db, job.job_id, call_id).await?
             && row.status.is_terminal()
         {
             return sync_result(&row);

@@ -128,22 +128,8 @@ async fn create(
         body.callback_secret.as_deref(),
     )?;
     let metadata = validate::metadata(body.metadata)?;
-    let mut tx = state.db.begin().await?;
-    if db::credits::reserve_hold(&mut tx, &body.team_id)
-        .await?
-        .is_none()
-    {
-        drop(tx);
-        let balance = db::credits::find_balance(&state.db, &body.team_id)
-            .await?
-            .ok_or_else(|| team_not_found(&body.team_id))?;
-        return Err(ApiError::InsufficientCredits {
-            required: 1,
-            available: balance.available().max(0),
-        });
-    }
-    let job = db::jobs::insert(
-        &mut tx,
+    let inserted = db::jobs::insert_holding_credit(
+        &state.db,
         &NewJob {
             team_id: &body.team_id,
             user_id: body.user_id.as_deref(),
@@ -156,7 +142,15 @@ async fn create(
         },
     )
     .await?;
-    tx.commit().await?;
+    let Some(job) = inserted else {
+        let balance = db::credits::find_balance(&state.db, &body.team_id)
+            .await?
+            .ok_or_else(|| team_not_found(&body.team_id))?;
+        return Err(ApiError::InsufficientCredits {
+            required: 1,
+            available: balance.available().max(0),
+        });
+    };
     tracing::Span::current().record("job_id", tracing::field::display(job.job_id));
     let mut response = json!({
         "job_id": job.job_id,
@@ -236,17 +230,10 @@ async fn costs(state: &AppState, job: &JobRow) -> Result<Costs, ApiError> {
 /// Calls listed inline in a job; a larger job is paged with `GET /api/jobs/{job_id}/calls`.
 const INLINE_CALLS: i64 = 1_000;
 
-/// The job's first calls for inline listing, and whether there are more.
-async fn inline_calls(
-    state: &AppState,
-    job_id: Uuid,
-    total: i64,
-) -> Result<(Vec<CallSummary>, bool), ApiError> {
+/// The job's first calls for inline listing (`INLINE_CALLS` at most).
+async fn inline_calls(state: &AppState, job_id: Uuid) -> Result<Vec<CallSummary>, ApiError> {
     let calls = db::calls::summaries_for_job(&state.db, job_id, INLINE_CALLS).await?;
-    Ok((
-        calls.iter().map(CallSummary::from).collect(),
-        total > INLINE_CALLS,
-    ))
+    Ok(calls.iter().map(CallSummary::from).collect())
 }
 
 /// A job: status, progress counts, its calls, and once settled its costs.
@@ -264,18 +251,22 @@ async fn show(
     Path(job_id): Path<String>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     let job = visible_job(&state, &caller, &job_id).await?;
-    let counts = db::jobs::call_counts(&state.db, job.job_id).await?;
-    let total = counts.unfinished() + counts.succeeded + counts.failed + counts.cancelled;
-    let (calls, calls_truncated) = inline_calls(&state, job.job_id, total).await?;
     let settled = matches!(
         job.status,
         JobStatus::Completed | JobStatus::Failed | JobStatus::Expired | JobStatus::Cancelled
     );
-    let costs = if settled {
-        Some(costs(&state, &job).await?)
-    } else {
-        None
-    };
+    let (counts, calls, costs) = tokio::try_join!(
+        async { Ok::<_, ApiError>(db::jobs::call_counts(&state.db, job.job_id).await?) },
+        inline_calls(&state, job.job_id),
+        async {
+            Ok(match settled {
+                true => Some(costs(&state, &job).await?),
+                false => None,
+            })
+        },
+    )?;
+    let total = counts.unfinished() + counts.succeeded + counts.failed + counts.cancelled;
+    let calls_truncated = total > INLINE_CALLS;
     Ok(JsonResponse(json!({
         "job_id": job.job_id,
         "team_id": job.team_id,
@@ -320,8 +311,8 @@ async fn summary(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
     let job = db::jobs::find(&state.db, job_id, None)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
-    let costs = costs(state, &job).await?;
-    let (calls, calls_truncated) = inline_calls(state, job_id, costs.total_calls as i64).await?;
+    let (costs, calls) = tokio::try_join!(costs(state, &job), inline_calls(state, job_id))?;
+    let calls_truncated = costs.total_calls as i64 > INLINE_CALLS;
     Ok(JsonResponse(json!({
         "job_id": job.job_id,
         "status": job.status,
@@ -401,19 +392,20 @@ async fn complete(
             }
             JobStatus::Completing => break,
             JobStatus::Pending | JobStatus::InProgress => {
-                let mut tx = state.db.begin().await?;
-                db::jobs::mark_completing(
-                    &mut tx,
+                let marked = db::jobs::mark_completing(
+                    &state.db,
                     job_id,
                     requested,
                     &metadata,
                     body.error_message.as_deref(),
                 )
                 .await?;
-                tx.commit().await?;
-                current = db::jobs::find(&state.db, job_id, None)
-                    .await?
-                    .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
+                current = match marked {
+                    Some(job) => job,
+                    None => db::jobs::find(&state.db, job_id, None)
+                        .await?
+                        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?,
+                };
             }
         }
     }

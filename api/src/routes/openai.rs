@@ -209,10 +209,15 @@ async fn chat_completions(
     span.record("team_id", team_id.as_str());
     span.record("model", model.as_str());
 
-    let allowed = db::teams::allowed_models(&state.db, &team_id)
+    // The model's price config in the team's groups; none means the model is not allowed (the
+    // list of allowed models is read only then, for the message).
+    let Some(config) = db::spend::model_config(&state.db, &team_id, &model)
         .await
-        .map_err(ApiError::from)?;
-    if !allowed.contains(&model) {
+        .map_err(ApiError::from)?
+    else {
+        let allowed = db::teams::allowed_models(&state.db, &team_id)
+            .await
+            .map_err(ApiError::from)?;
         return Err(OpenAiError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",
@@ -222,16 +227,12 @@ async fn chat_completions(
                 allowed.join(", ")
             ),
         ));
-    }
+    };
 
     // Held until the response (or its stream) ends: a slot of the team's concurrency limit, and
     // the request counted in its requests per minute.
     let admission = limits::admit(&state, &team_id, &limits, true).await?;
 
-    let config = db::spend::model_config(&state.db, &team_id, &model)
-        .await
-        .map_err(ApiError::from)?
-        .unwrap_or_else(|| json!({}));
     let price = pricing::price_for(&model, &config);
     let max_output = request
         .get("max_tokens")

@@ -53,12 +53,35 @@ pub struct NewCall<'a> {
     pub custom_id: Option<&'a str>,
 }
 
-/// Inserts a `queued` call; violates `llm_calls_job_custom_id_key` when the job already has a
-/// call with its `custom_id`.
-pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result<Uuid> {
-    sqlx::query_scalar(
-        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id, custom_id)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning call_id",
+/// What `insert_into_open_job` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Insertion {
+    Inserted(Uuid),
+    /// The job has finished (completing, settled, expired or cancelled): nothing was inserted.
+    JobFinished(crate::domain::status::JobStatus),
+    JobNotFound,
+}
+
+/// Inserts a `queued` call into its job if the job is still open, and marks a pending job
+/// `in_progress`: one statement (one round trip, one commit) that locks the job row, so a
+/// concurrent complete or cancel cannot slip in between the check and the insert. Violates
+/// `llm_calls_job_custom_id_key` when the job already has a call with its `custom_id`.
+pub async fn insert_into_open_job(
+    db: impl PgExecutor<'_>,
+    call: &NewCall<'_>,
+) -> sqlx::Result<Insertion> {
+    let row: Option<(crate::domain::status::JobStatus, Option<Uuid>)> = sqlx::query_as(
+        "with job as (
+             select job_id, status from jobs where job_id = $2 for no key update
+         ), inserted as (
+             insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id, custom_id)
+             select $1, job.job_id, $3, $4, $5, $6, $7, $8, $9 from job where job.status in ('pending', 'in_progress')
+             returning call_id
+         ), started as (
+             update jobs set status = 'in_progress', updated_at = now()
+             where job_id = $2 and status = 'pending' and exists (select 1 from inserted)
+         )
+         select job.status, (select call_id from inserted) from job",
     )
     .bind(Uuid::now_v7())
     .bind(call.job_id)
@@ -69,8 +92,13 @@ pub async fn insert(conn: &mut PgConnection, call: &NewCall<'_>) -> sqlx::Result
     .bind(call.request)
     .bind(call.request_id)
     .bind(call.custom_id)
-    .fetch_one(conn)
-    .await
+    .fetch_optional(db)
+    .await?;
+    Ok(match row {
+        None => Insertion::JobNotFound,
+        Some((_, Some(call_id))) => Insertion::Inserted(call_id),
+        Some((status, None)) => Insertion::JobFinished(status),
+    })
 }
 
 /// One call of a bulk submission.
@@ -264,6 +292,8 @@ pub struct ClaimedCall {
     pub request: serde_json::Value,
     pub lease_token: i64,
     pub request_id: Option<String>,
+    /// The group's models in priority order with their config, read with the claim.
+    pub models: sqlx::types::Json<Vec<(String, serde_json::Value)>>,
 }
 
 /// queued -> running under a new lease. `None` when the call is not queued (finished, or running
@@ -278,7 +308,9 @@ pub async fn claim(
         "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
              lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
          where call_id = $1 and status = 'queued'
-         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id",
+         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id,
+             (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
+              from model_group_models m where m.model_group_id = llm_calls.model_group_id) as models",
     )
     .bind(call_id)
     .bind(worker_id)
@@ -330,21 +362,38 @@ pub struct CallResult<'a> {
     pub error: Option<&'a str>,
 }
 
-/// Writes the attempts and the result in one transaction, if the lease is still ours, and
-/// notifies waiting API processes on commit. Returns false (writing nothing) when the lease was
-/// lost: another worker owns the call now.
+/// Writes the result and the attempts, if the lease is still ours, and notifies waiting API
+/// processes on commit: one statement, so one round trip and one commit. Returns false (writing
+/// nothing) when the lease was lost: another worker owns the call now.
 pub async fn finish(
-    conn: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     call_id: Uuid,
     lease_token: i64,
     attempts: &[Attempt<'_>],
     result: &CallResult<'_>,
 ) -> sqlx::Result<bool> {
-    let written = sqlx::query(
-        "update llm_calls set status = $3, model_used = $4, response_content = $5, finish_reason = $6,
-             response = $7, prompt_tokens = $8, completion_tokens = $9, total_tokens = $10,
-             cost_micro_usd = $11, latency_ms = $12, error = $13, finished_at = now(), lease_expires_at = null
-         where call_id = $1 and lease_token = $2 and status = 'running'",
+    let models: Vec<&str> = attempts.iter().map(|a| a.model_name).collect();
+    let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status).collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
+    let latencies: Vec<i64> = attempts.iter().map(|a| a.latency_ms).collect();
+    let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error).collect();
+    let written: i64 = sqlx::query_scalar(
+        "with written as (
+             update llm_calls set status = $3, model_used = $4, response_content = $5, finish_reason = $6,
+                 response = $7, prompt_tokens = $8, completion_tokens = $9, total_tokens = $10,
+                 cost_micro_usd = $11, latency_ms = $12, error = $13, finished_at = now(), lease_expires_at = null
+             where call_id = $1 and lease_token = $2 and status = 'running'
+             returning call_id
+         ), attempts as (
+             insert into llm_call_attempts (call_id, lease_token, model_name, http_status, outcome, latency_ms, error)
+             select $1, $2, m, s, o, l, e
+             from unnest($14::text[], $15::int4[], $16::text[], $17::int8[], $18::text[]) with ordinality as t(m, s, o, l, e, n)
+             where exists (select 1 from written)
+             order by n
+         ), notified as (
+             select pg_notify($19, call_id::text) from written
+         )
+         select count(*) from written, notified",
     )
     .bind(call_id)
     .bind(lease_token)
@@ -359,38 +408,15 @@ pub async fn finish(
     .bind(result.cost_micro_usd)
     .bind(result.latency_ms)
     .bind(result.error)
-    .execute(&mut *conn)
+    .bind(&models)
+    .bind(&statuses)
+    .bind(&outcomes)
+    .bind(&latencies)
+    .bind(&errors)
+    .bind(CALL_FINISHED_CHANNEL)
+    .fetch_one(db)
     .await?;
-    if written.rows_affected() != 1 {
-        return Ok(false);
-    }
-    if !attempts.is_empty() {
-        let models: Vec<&str> = attempts.iter().map(|a| a.model_name).collect();
-        let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status).collect();
-        let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
-        let latencies: Vec<i64> = attempts.iter().map(|a| a.latency_ms).collect();
-        let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error).collect();
-        sqlx::query(
-            "insert into llm_call_attempts (call_id, lease_token, model_name, http_status, outcome, latency_ms, error)
-             select $1, $2, m, s, o, l, e
-             from unnest($3::text[], $4::int4[], $5::text[], $6::int8[], $7::text[]) as t(m, s, o, l, e)",
-        )
-        .bind(call_id)
-        .bind(lease_token)
-        .bind(&models)
-        .bind(&statuses)
-        .bind(&outcomes)
-        .bind(&latencies)
-        .bind(&errors)
-        .execute(&mut *conn)
-        .await?;
-    }
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(CALL_FINISHED_CHANNEL)
-        .bind(call_id.to_string())
-        .execute(conn)
-        .await?;
-    Ok(true)
+    Ok(written == 1)
 }
 
 /// Running calls whose lease expired go back to `queued` (their worker died or stalled); returns
@@ -456,16 +482,5 @@ pub async fn enqueued_at(
     sqlx::query_scalar("select enqueued_at from llm_calls where call_id = $1 and status = 'queued'")
         .bind(call_id)
         .fetch_optional(db)
-        .await
-}
-
-/// The models of a group for execution, in priority order, with their config.
-pub async fn group_models(
-    db: impl PgExecutor<'_>,
-    model_group_id: Uuid,
-) -> sqlx::Result<Vec<(String, serde_json::Value)>> {
-    sqlx::query_as("select model_name, config from model_group_models where model_group_id = $1 order by priority")
-        .bind(model_group_id)
-        .fetch_all(db)
         .await
 }

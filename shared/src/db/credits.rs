@@ -172,22 +172,6 @@ pub async fn count_transactions(db: impl PgExecutor<'_>, team_id: &str) -> sqlx:
         .await
 }
 
-/// Reserves one credit for a new job if the team has one available. `None` means no credit was
-/// available (or no such team); the caller answers 402.
-pub async fn reserve_hold(
-    conn: &mut PgConnection,
-    team_id: &str,
-) -> sqlx::Result<Option<BalanceRow>> {
-    sqlx::query_as(&format!(
-        "update credit_balances set credits_reserved = credits_reserved + 1, updated_at = now()
-         where team_id = $1 and credits_allocated - credits_used - credits_reserved >= 1
-         returning {BALANCE_COLUMNS}"
-    ))
-    .bind(team_id)
-    .fetch_optional(conn)
-    .await
-}
-
 /// Releases a job's hold without charge.
 pub async fn release_hold(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<BalanceRow> {
     sqlx::query_as(&format!(

@@ -49,11 +49,22 @@ pub struct NewJob<'a> {
     pub callback: Option<(&'a str, &'a str)>,
 }
 
-/// Inserts a job (the caller has reserved its credit in the same transaction).
-pub async fn insert(conn: &mut PgConnection, job: &NewJob<'_>) -> sqlx::Result<JobRow> {
+/// Holds one credit of the team and inserts the job: one statement, so the conditional balance
+/// update and the job commit together (one round trip). `None` when the team has no credit
+/// available (or does not exist): nothing was changed.
+pub async fn insert_holding_credit(
+    db: impl PgExecutor<'_>,
+    job: &NewJob<'_>,
+) -> sqlx::Result<Option<JobRow>> {
     sqlx::query_as(&format!(
-        "insert into jobs (job_id, team_id, user_id, job_type, metadata, expires_at, callback_url, callback_secret)
-         values ($1, $2, $3, $4, $5, now() + make_interval(secs => $6), $7, $8) returning {JOB_COLUMNS}"
+        "with held as (
+             update credit_balances set credits_reserved = credits_reserved + 1, updated_at = now()
+             where team_id = $2 and credits_allocated - credits_used - credits_reserved >= 1
+             returning team_id
+         )
+         insert into jobs (job_id, team_id, user_id, job_type, metadata, expires_at, callback_url, callback_secret)
+         select $1, team_id, $3, $4, $5, now() + make_interval(secs => $6), $7, $8 from held
+         returning {JOB_COLUMNS}"
     ))
     .bind(Uuid::now_v7())
     .bind(job.team_id)
@@ -63,7 +74,7 @@ pub async fn insert(conn: &mut PgConnection, job: &NewJob<'_>) -> sqlx::Result<J
     .bind(job.ttl_secs as f64)
     .bind(job.callback.map(|(url, _)| url))
     .bind(job.callback.map(|(_, secret)| secret))
-    .fetch_one(conn)
+    .fetch_optional(db)
     .await
 }
 
@@ -102,25 +113,26 @@ pub async fn mark_in_progress(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Re
 }
 
 /// Records the requested final status; the job becomes `completing` until its calls finish.
+/// Returns the job as changed, or `None` when it was no longer open (a concurrent change).
 pub async fn mark_completing(
-    conn: &mut PgConnection,
+    db: impl PgExecutor<'_>,
     job_id: Uuid,
     requested: JobStatus,
     metadata: &serde_json::Value,
     error_message: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<Option<JobRow>> {
+    sqlx::query_as(&format!(
         "update jobs set status = 'completing', requested_status = $2, completion_metadata = $3,
              error_message = $4, updated_at = now()
-         where job_id = $1 and status in ('pending', 'in_progress')",
-    )
+         where job_id = $1 and status in ('pending', 'in_progress')
+         returning {JOB_COLUMNS}"
+    ))
     .bind(job_id)
     .bind(requested)
     .bind(metadata)
     .bind(error_message)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_optional(db)
+    .await
 }
 
 /// Counts of a job's calls by state.
@@ -202,7 +214,9 @@ pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
         } else {
             credits::release_hold(&mut tx, &job.team_id).await?;
         }
-        webhooks::enqueue_job_settled(&mut tx, job_id).await?;
+        if job.callback_url.is_some() {
+            webhooks::enqueue_job_settled(&mut tx, job_id).await?;
+        }
     }
     sqlx::query("select pg_notify($1, $2)")
         .bind(JOB_SETTLED_CHANNEL)

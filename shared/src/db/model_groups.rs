@@ -129,6 +129,31 @@ pub async fn find_by_name(
     .await
 }
 
+/// A group by name with whether `team_id` is granted it, in one round trip (the call path).
+pub async fn find_with_access(
+    db: impl PgExecutor<'_>,
+    group_name: &str,
+    team_id: &str,
+) -> sqlx::Result<Option<(ModelGroupRow, bool)>> {
+    #[derive(sqlx::FromRow)]
+    struct Found {
+        #[sqlx(flatten)]
+        group: ModelGroupRow,
+        granted: bool,
+    }
+    let found: Option<Found> = sqlx::query_as(&format!(
+        "select {GROUP_COLUMNS},
+                exists (select 1 from team_model_groups t
+                        where t.team_id = $2 and t.model_group_id = g.model_group_id) as granted
+         from model_groups g where group_name = $1"
+    ))
+    .bind(group_name)
+    .bind(team_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(found.map(|f| (f.group, f.granted)))
+}
+
 /// Groups among `names` that exist, as (id, name).
 pub async fn find_ids_by_names(
     db: impl PgExecutor<'_>,

@@ -2,7 +2,7 @@
 //! replace it by the actual cost after. One conditional UPDATE admits a request, so concurrent
 //! requests cannot together pass the budget.
 
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Reserves `estimate` micro-dollars for a request if `spend + reserved + estimate` stays within
@@ -15,33 +15,27 @@ pub async fn reserve(
     estimate: i64,
     usd_per_credit_micro: i64,
 ) -> sqlx::Result<Option<Uuid>> {
-    let mut tx = db.begin().await?;
+    // One statement: the conditional budget update and the spend record commit together.
+    let request_id = Uuid::now_v7();
     let admitted = sqlx::query(
-        "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
-         where team_id = $1
-           and spend_micro_usd + budget_reserved_micro_usd + $2 <= credits_allocated * $3",
+        "with admitted as (
+             update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
+             where team_id = $1
+               and spend_micro_usd + budget_reserved_micro_usd + $2 <= credits_allocated * $3
+             returning team_id
+         )
+         insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd)
+         select $4, team_id, $5, $6, $2 from admitted",
     )
     .bind(team_id)
     .bind(estimate)
     .bind(usd_per_credit_micro)
-    .execute(&mut *tx)
-    .await?;
-    if admitted.rows_affected() != 1 {
-        return Ok(None);
-    }
-    let request_id = Uuid::now_v7();
-    sqlx::query(
-        "insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd) values ($1, $2, $3, $4, $5)",
-    )
     .bind(request_id)
-    .bind(team_id)
     .bind(model)
     .bind(stream)
-    .bind(estimate)
-    .execute(&mut *tx)
+    .execute(db)
     .await?;
-    tx.commit().await?;
-    Ok(Some(request_id))
+    Ok((admitted.rows_affected() == 1).then_some(request_id))
 }
 
 /// What a finished request cost.
@@ -59,23 +53,22 @@ pub struct Usage {
 /// Replaces the reservation by the actual cost (zero for a failed request), once: a second
 /// call for the same request changes nothing. Returns whether this call recorded it.
 pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
-    let mut tx = db.begin().await?;
-    let done = settle_in(&mut tx, request_id, usage).await?;
-    tx.commit().await?;
-    Ok(done)
-}
-
-async fn settle_in(conn: &mut PgConnection, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
     let status = if usage.error.is_some() && usage.cost_micro_usd == 0 {
         "released"
     } else {
         "recorded"
     };
-    let row: Option<(String, i64)> = sqlx::query_as(
-        "update spend_records set status = $2, prompt_tokens = $3, completion_tokens = $4, total_tokens = $5,
-             cost_micro_usd = $6, cost_source = $7, http_status = $8, error = $9, finished_at = now()
-         where request_id = $1 and status = 'reserved'
-         returning team_id, reserved_micro_usd",
+    // One statement: the record's guarded transition and the balance change commit together.
+    let settled = sqlx::query(
+        "with settled as (
+             update spend_records set status = $2, prompt_tokens = $3, completion_tokens = $4, total_tokens = $5,
+                 cost_micro_usd = $6, cost_source = $7, http_status = $8, error = $9, finished_at = now()
+             where request_id = $1 and status = 'reserved'
+             returning team_id, reserved_micro_usd
+         )
+         update credit_balances b set budget_reserved_micro_usd = b.budget_reserved_micro_usd - s.reserved_micro_usd,
+             spend_micro_usd = b.spend_micro_usd + $6, updated_at = now()
+         from settled s where b.team_id = s.team_id",
     )
     .bind(request_id)
     .bind(status)
@@ -86,22 +79,9 @@ async fn settle_in(conn: &mut PgConnection, request_id: Uuid, usage: &Usage) -> 
     .bind(usage.cost_source)
     .bind(usage.http_status)
     .bind(usage.error.as_deref())
-    .fetch_optional(&mut *conn)
+    .execute(db)
     .await?;
-    let Some((team_id, reserved)) = row else {
-        return Ok(false);
-    };
-    sqlx::query(
-        "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd - $2,
-             spend_micro_usd = spend_micro_usd + $3, updated_at = now()
-         where team_id = $1",
-    )
-    .bind(&team_id)
-    .bind(reserved)
-    .bind(usage.cost_micro_usd)
-    .execute(conn)
-    .await?;
-    Ok(true)
+    Ok(settled.rows_affected() == 1)
 }
 
 /// The price config of `model` in the team's groups (first grant first), for cost estimates.
