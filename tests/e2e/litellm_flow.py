@@ -134,8 +134,11 @@ def main() -> int:
                    f"where call_id = '{call_id}' order by attempt_id")
     check("call succeeded on gpt-4o-mini", (status, model_used) == ("succeeded", "gpt-4o-mini"),
           (status, model_used))
-    check("broken-model was tried first and fell back on the proxy's 500",
-          attempts == [["broken-model", "500", "fallback"], ["gpt-4o-mini", "200", "succeeded"]], attempts)
+    # The worker retries a 5xx on the same model (UPSTREAM_RETRIES, default 2) before falling back.
+    check("broken-model was tried first, retried on the proxy's 500, then fell back",
+          attempts == [["broken-model", "500", "retry"], ["broken-model", "500", "retry"],
+                       ["broken-model", "500", "fallback"], ["gpt-4o-mini", "200", "succeeded"]],
+          attempts)
 
     completion_result = post(f"/api/jobs/{job_id}/complete", {"status": "completed"}, key)
     after = balance()
