@@ -10,6 +10,7 @@ use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::queue::CallQueue;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -49,6 +50,21 @@ impl Drop for Admission {
                 }
             });
         }
+    }
+}
+
+/// The limits of `team_id`: read with the caller's key when the caller is that team, else from
+/// PostgreSQL (the admin acting for a team).
+pub async fn of_team(
+    state: &AppState,
+    caller: &Caller,
+    team_id: &str,
+) -> Result<TeamLimits, ApiError> {
+    match caller.own_limits(team_id) {
+        Some(limits) => Ok(limits),
+        None => Ok(saasllm_shared::db::teams::limits(&state.db, team_id)
+            .await?
+            .unwrap_or_default()),
     }
 }
 

@@ -187,12 +187,7 @@ async fn submit_calls(
     db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
     tx.commit().await?;
 
-    let limits = match caller.own_limits(&job.team_id) {
-        Some(limits) => limits,
-        None => db::teams::limits(&state.db, &job.team_id)
-            .await?
-            .unwrap_or_default(),
-    };
+    let limits = crate::limits::of_team(&state, &caller, &job.team_id).await?;
     if let Err(e) = state.queue.push(&job.team_id, &limits, &ids).await {
         tracing::error!(error = %e, "cannot enqueue calls; withdrawing them");
         let withdrawn = db::calls::withdraw_unclaimed_many(&state.db, &ids).await?;

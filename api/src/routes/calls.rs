@@ -175,12 +175,7 @@ async fn llm_call(
         )));
     }
 
-    let limits = match caller.own_limits(&job.team_id) {
-        Some(limits) => limits,
-        None => db::teams::limits(&state.db, &job.team_id)
-            .await?
-            .unwrap_or_default(),
-    };
+    let limits = crate::limits::of_team(&state, &caller, &job.team_id).await?;
     // A synchronous caller over the team's limits is told to come back (429) rather than left
     // waiting; an asynchronous call is queued and waits for the dispatcher. A streamed call runs
     // in this process, so it takes its slot here.

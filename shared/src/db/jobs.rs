@@ -214,15 +214,10 @@ pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
         } else {
             credits::release_hold(&mut tx, &job.team_id).await?;
         }
-        if job.callback_url.is_some() {
-            webhooks::enqueue_job_settled(&mut tx, job_id).await?;
-        }
+        announce_settled(&mut tx, &job).await?;
+    } else {
+        notify_settled(&mut tx, job_id).await?;
     }
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(JOB_SETTLED_CHANNEL)
-        .bind(job_id.to_string())
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
     if charged {
         metrics::counter!("credits_deducted_total").increment(1);
@@ -270,14 +265,27 @@ pub async fn cancel(db: &PgPool, job_id: Uuid) -> sqlx::Result<Cancellation> {
     }
     credits::release_hold(&mut tx, &job.team_id).await?;
     let calls_cancelled = crate::db::calls::cancel_queued(&mut tx, job_id).await?;
-    webhooks::enqueue_job_settled(&mut tx, job_id).await?;
+    announce_settled(&mut tx, &job).await?;
+    tx.commit().await?;
+    Ok(Cancellation::Cancelled { calls_cancelled })
+}
+
+/// In the transaction that settles a job: its webhook event (when it has a callback URL) and the
+/// notification that wakes requests waiting for it.
+async fn announce_settled(conn: &mut PgConnection, job: &JobRow) -> sqlx::Result<()> {
+    if job.callback_url.is_some() {
+        webhooks::enqueue_job_settled(conn, job.job_id).await?;
+    }
+    notify_settled(conn, job.job_id).await
+}
+
+async fn notify_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<()> {
     sqlx::query("select pg_notify($1, $2)")
         .bind(JOB_SETTLED_CHANNEL)
         .bind(job_id.to_string())
-        .execute(&mut *tx)
+        .execute(conn)
         .await?;
-    tx.commit().await?;
-    Ok(Cancellation::Cancelled { calls_cancelled })
+    Ok(())
 }
 
 /// PostgreSQL notification channel carrying the id of each settled job.
