@@ -26,6 +26,8 @@ pub struct Run {
     pub first_error: Option<String>,
     pub total: Histogram<u64>,
     pub steps: BTreeMap<&'static str, Histogram<u64>>,
+    /// Cores each process kept busy over the whole run (warm-up included).
+    pub cpu: Vec<(&'static str, f64)>,
 }
 
 impl Run {
@@ -134,6 +136,7 @@ pub async fn run(
         first_error: None,
         total: histogram()?,
         steps: BTreeMap::new(),
+        cpu: Vec::new(),
     };
     for task in tasks {
         let r = task.await??;

@@ -6,6 +6,7 @@
 //! database, runs closed-loop scenarios against both, and reports added latency, throughput and
 //! memory against the targets. See docs/BENCHMARKS.md.
 
+mod drain;
 mod load;
 mod procs;
 
@@ -19,7 +20,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::load::{Op, Run, Steps};
-use crate::procs::{Proc, RssSampler, drop_database, free_port, rss_kib};
+use crate::procs::{CpuMeter, Proc, RssSampler, drop_database, free_port, rss_kib};
 
 const ADMIN_KEY: &str = "bench-admin-key";
 const TEAM: &str = "team_bench";
@@ -32,6 +33,7 @@ enum Which {
     Sync,
     Lifecycle,
     Passthrough,
+    Drain,
 }
 
 /// Benchmark saasllm-api against the fake upstream (expects prebuilt binaries).
@@ -53,6 +55,9 @@ struct Cli {
     /// Measured seconds per run (default 10, or 1 with --smoke).
     #[arg(long)]
     duration_secs: Option<f64>,
+    /// Calls submitted before each drain (default 100,000, or 2,000 with --smoke).
+    #[arg(long)]
+    drain_calls: Option<usize>,
     /// PostgreSQL server (without database) where the throwaway database is created.
     #[arg(
         long,
@@ -71,6 +76,9 @@ struct Plan {
     sync_concurrency: [usize; 2],
     lifecycle_concurrency: usize,
     passthrough_concurrency: [usize; 2],
+    drain_calls: usize,
+    /// Worker processes of each drain.
+    drain_workers: [usize; 2],
 }
 
 fn workspace_root() -> PathBuf {
@@ -100,6 +108,8 @@ async fn main() -> anyhow::Result<()> {
             sync_concurrency: [1, 4],
             lifecycle_concurrency: 4,
             passthrough_concurrency: [1, 4],
+            drain_calls: cli.drain_calls.unwrap_or(2_000),
+            drain_workers: [1, 2],
         }
     } else {
         Plan {
@@ -108,12 +118,15 @@ async fn main() -> anyhow::Result<()> {
             sync_concurrency: [1, 32],
             lifecycle_concurrency: 64,
             passthrough_concurrency: [1, 64],
+            drain_calls: cli.drain_calls.unwrap_or(100_000),
+            drain_workers: [1, 2],
         }
     };
 
     let db = format!("saasllm_bench_{}", std::process::id());
     // A leftover from a crashed run with the same pid would otherwise be reused.
     drop_database(&cli.postgres_url, &db).await?;
+    drop_database(&cli.postgres_url, &drain_db(&db)).await?;
 
     let mut fake: Option<Proc> = None;
     let mut api: Option<Proc> = None;
@@ -121,7 +134,10 @@ async fn main() -> anyhow::Result<()> {
     for p in [api, fake].into_iter().flatten() {
         p.stop().await;
     }
-    let dropped = drop_database(&cli.postgres_url, &db).await;
+    let dropped = match drop_database(&cli.postgres_url, &db).await {
+        Ok(()) => drop_database(&cli.postgres_url, &drain_db(&db)).await,
+        failed => failed,
+    };
 
     let report = result.inspect_err(|_| {
         eprintln!(
@@ -136,6 +152,43 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&out, serde_json::to_string_pretty(&report)? + "\n")?;
     println!("\nresults written to {}", out.display());
     Ok(())
+}
+
+/// Database and queue name of the drain scenario, which runs its own API process.
+fn drain_db(db: &str) -> String {
+    format!("{db}_drain")
+}
+
+/// Creates the organization, the model group and a team with plenty of credits; returns the
+/// team's key.
+async fn setup_tenant(client: &reqwest::Client, api_url: &str) -> anyhow::Result<String> {
+    let admin = |path: &str, body: Value| {
+        client
+            .post(format!("{api_url}{path}"))
+            .header("X-Admin-Key", ADMIN_KEY)
+            .json(&body)
+    };
+    send(admin(
+        "/api/organizations/create",
+        json!({"organization_id": "org_bench", "name": "Bench"}),
+    ))
+    .await?;
+    send(admin(
+        "/api/model-groups/create",
+        json!({"group_name": GROUP, "display_name": "Bench Agent",
+               "models": [{"model_name": MODEL, "priority": 0}]}),
+    ))
+    .await?;
+    let team = send(admin(
+        "/api/teams/create",
+        json!({"organization_id": "org_bench", "team_id": TEAM, "team_alias": "Bench",
+               "model_groups": [GROUP], "credits_allocated": 10_000_000}),
+    ))
+    .await?;
+    Ok(team["virtual_key"]
+        .as_str()
+        .context("no virtual_key in the team create answer")?
+        .to_owned())
 }
 
 fn chat_body() -> Value {
@@ -179,6 +232,49 @@ impl Ctx {
                 )
                 .await?;
                 Ok(Steps::new())
+            }
+            .boxed()
+        })
+    }
+
+    /// A streamed chat completion from `base` (the API with the team key, or the fake upstream
+    /// directly): step `first byte` is the time to the first chunk of the body.
+    fn stream_op(self: &Arc<Self>, via_api: bool) -> Op {
+        let ctx = Arc::clone(self);
+        Arc::new(move |_| {
+            let ctx = Arc::clone(&ctx);
+            async move {
+                let started = Instant::now();
+                let base = if via_api { &ctx.api } else { &ctx.fake };
+                let mut body = chat_body();
+                body["stream"] = json!(true);
+                let mut req = ctx
+                    .client
+                    .post(format!("{base}/v1/chat/completions"))
+                    .json(&body);
+                if via_api {
+                    req = req.bearer_auth(&ctx.key);
+                }
+                let mut resp = req.send().await?;
+                if !resp.status().is_success() {
+                    bail!("HTTP {}", resp.status());
+                }
+                let mut first_byte = None;
+                let mut tail = Vec::new();
+                while let Some(chunk) = resp.chunk().await? {
+                    first_byte.get_or_insert_with(|| started.elapsed());
+                    tail.extend_from_slice(&chunk);
+                    // Only the end matters: it must close with the `[DONE]` event.
+                    let keep = tail.len().saturating_sub(64);
+                    tail.drain(..keep);
+                }
+                if !String::from_utf8_lossy(&tail).contains("[DONE]") {
+                    bail!("the stream ended without [DONE]");
+                }
+                Ok(vec![(
+                    "first byte",
+                    first_byte.context("the stream had no body")?,
+                )])
             }
             .boxed()
         })
@@ -253,6 +349,7 @@ async fn bench(
         Duration::from_secs(20),
     )
     .await?;
+    let fake_pid = fake.pid()?;
 
     let api = api_slot.insert(Proc::spawn(
         "saasllm-api",
@@ -276,34 +373,7 @@ async fn bench(
     .await?;
     let api_pid = api.pid()?;
 
-    // Tenant setup.
-    let admin = |path: &str, body: Value| {
-        client
-            .post(format!("{api_url}{path}"))
-            .header("X-Admin-Key", ADMIN_KEY)
-            .json(&body)
-    };
-    send(admin(
-        "/api/organizations/create",
-        json!({"organization_id": "org_bench", "name": "Bench"}),
-    ))
-    .await?;
-    send(admin(
-        "/api/model-groups/create",
-        json!({"group_name": GROUP, "display_name": "Bench Agent",
-               "models": [{"model_name": MODEL, "priority": 0}]}),
-    ))
-    .await?;
-    let team = send(admin(
-        "/api/teams/create",
-        json!({"organization_id": "org_bench", "team_id": TEAM, "team_alias": "Bench",
-               "model_groups": [GROUP], "credits_allocated": 10_000_000}),
-    ))
-    .await?;
-    let key = team["virtual_key"]
-        .as_str()
-        .context("no virtual_key in the team create answer")?
-        .to_owned();
+    let key = setup_tenant(&client, &api_url).await?;
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         api: api_url.clone(),
@@ -328,13 +398,21 @@ async fn bench(
         "\n{:<34} {:>4} {:>8} {:>5} {:>9} {:>8} {:>8} {:>8}",
         "run", "c", "ok", "err", "per sec", "p50 ms", "p99 ms", "p99.9 ms"
     );
+    println!("{:>87}", "(then cpu cores per process over the run)");
 
     let mut runs: Vec<Run> = Vec::new();
     let mut scenarios = serde_json::Map::new();
     let mut targets: Vec<Value> = Vec::new();
     let mut peaks = serde_json::Map::new();
+    let probes = [("api", api_pid), ("fake", fake_pid)];
     let measure = |label: &str, c: usize, op: Op| {
-        load::run(label.to_owned(), c, plan.warmup, plan.duration, op)
+        let label = label.to_owned();
+        async move {
+            let meter = CpuMeter::start(&probes);
+            let mut run = load::run(label, c, plan.warmup, plan.duration, op).await?;
+            run.cpu = meter.cores();
+            anyhow::Ok(run)
+        }
     };
 
     let want = |w: Which| cli.scenario == Which::All || cli.scenario == w;
@@ -426,17 +504,7 @@ async fn bench(
         print_run(&via);
         let mut steps = serde_json::Map::new();
         for step in ["create", "llm-call", "complete"] {
-            println!(
-                "  {:<32} {:>4} {:>8} {:>5} {:>9} {:>8.2} {:>8.2} {:>8.2}",
-                format!("step {step}"),
-                "",
-                "",
-                "",
-                "",
-                via.step_ms(step, 0.5),
-                via.step_ms(step, 0.99),
-                via.step_ms(step, 0.999)
-            );
+            print_step(&via, step);
             steps.insert(
                 step.into(),
                 json!({"p50_ms": via.step_ms(step, 0.5), "p99_ms": via.step_ms(step, 0.99),
@@ -521,9 +589,93 @@ async fn bench(
             runs.push(via);
         }
         scenarios.insert("passthrough".into(), json!(by_c));
+
+        // Streaming: the same request with "stream": true; first byte = first chunk of the body.
+        let mut by_c = Vec::new();
+        for c in plan.passthrough_concurrency {
+            let direct = measure("stream: upstream direct", c, ctx.stream_op(false)).await?;
+            print_run(&direct);
+            print_step(&direct, "first byte");
+            let via = measure("stream: /v1 via api", c, ctx.stream_op(true)).await?;
+            print_run(&via);
+            print_step(&via, "first byte");
+            let added = |q| via.ms(q) - direct.ms(q);
+            let added_first = |q| via.step_ms("first byte", q) - direct.step_ms("first byte", q);
+            by_c.push(json!({
+                "concurrency": c,
+                "req_per_sec": via.per_sec(),
+                "upstream_direct_req_per_sec": direct.per_sec(),
+                "added_p50_ms": added(0.5),
+                "added_p99_ms": added(0.99),
+                "first_byte_added_p50_ms": added_first(0.5),
+                "first_byte_added_p99_ms": added_first(0.99),
+                "first_byte_p50_ms": via.step_ms("first byte", 0.5),
+                "first_byte_p99_ms": via.step_ms("first byte", 0.99),
+                "api": run_json(&via),
+                "direct": run_json(&direct),
+            }));
+            runs.push(direct);
+            runs.push(via);
+        }
+        scenarios.insert("passthrough_streaming".into(), json!(by_c));
         peaks.insert("passthrough".into(), json!(peak_mib(&sampler, api_pid)));
     }
     drop(sampler);
+
+    let mut worker_rss: Option<(f64, f64)> = None;
+    if want(Which::Drain) {
+        println!(
+            "\n{:<34} {:>8} {:>9} {:>10} {:>9} {:>10}  cpu cores",
+            "drain", "calls", "submit s", "drain s", "calls/s", "per worker"
+        );
+        let report = drain::run(
+            &drain::DrainSetup {
+                client: &client,
+                bin_dir,
+                log_dir,
+                postgres_url: &cli.postgres_url,
+                db: &drain_db(db),
+                fake_url: &fake_url,
+                fake_pid,
+                calls: plan.drain_calls,
+            },
+            &plan.drain_workers,
+        )
+        .await?;
+        for r in &report.runs {
+            println!(
+                "{:<34} {:>8} {:>9.1} {:>10.2} {:>9.0} {:>10.0}  {}",
+                format!("drain: {} worker process(es)", r.workers),
+                r.calls,
+                r.submit_secs,
+                r.drain_secs,
+                r.per_sec(),
+                r.per_worker_per_sec(),
+                cpu_text(&r.cpu)
+            );
+            targets.push(target(
+                format!("drain calls/s per worker, {} worker(s)", r.workers),
+                r.per_worker_per_sec(),
+                "calls/s",
+                ">=",
+                3000.0,
+            ));
+        }
+        let peak = report
+            .runs
+            .iter()
+            .map(|r| r.worker_rss_peak_mib)
+            .fold(report.worker_rss_idle_mib, f64::max);
+        worker_rss = Some((report.worker_rss_idle_mib, peak));
+        scenarios.insert(
+            "async_drain".into(),
+            json!({
+                "calls_per_drain": plan.drain_calls,
+                "worker_rss_idle_mib": report.worker_rss_idle_mib,
+                "runs": report.runs.iter().map(drain::DrainRun::to_json).collect::<Vec<_>>(),
+            }),
+        );
+    }
 
     let idle_mib = idle_kib as f64 / 1024.0;
     let peak_mib = peaks
@@ -538,10 +690,22 @@ async fn bench(
         "<=",
         256.0,
     ));
+    if let Some((idle, peak)) = worker_rss {
+        targets.push(target("worker RSS idle".into(), idle, "MiB", "<=", 64.0));
+        targets.push(target(
+            "worker RSS peak under load".into(),
+            peak,
+            "MiB",
+            "<=",
+            256.0,
+        ));
+    }
     scenarios.insert(
         "memory".into(),
         json!({"api_rss_idle_mib": idle_mib, "api_rss_peak_mib": peak_mib,
-               "api_rss_peak_mib_by_scenario": peaks}),
+               "api_rss_peak_mib_by_scenario": peaks,
+               "worker_rss_idle_mib": worker_rss.map(|w| w.0),
+               "worker_rss_peak_mib": worker_rss.map(|w| w.1)}),
     );
 
     println!(
@@ -611,7 +775,7 @@ fn target(name: String, value: f64, unit: &str, op: &str, goal: f64) -> Value {
 
 fn print_run(r: &Run) {
     println!(
-        "{:<34} {:>4} {:>8} {:>5} {:>9.0} {:>8.2} {:>8.2} {:>8.2}",
+        "{:<34} {:>4} {:>8} {:>5} {:>9.0} {:>8.2} {:>8.2} {:>8.2}  {}",
         r.label,
         r.concurrency,
         r.ok,
@@ -619,8 +783,31 @@ fn print_run(r: &Run) {
         r.per_sec(),
         r.ms(0.5),
         r.ms(0.99),
-        r.ms(0.999)
+        r.ms(0.999),
+        cpu_text(&r.cpu)
     );
+}
+
+fn print_step(r: &Run, step: &str) {
+    println!(
+        "  {:<32} {:>4} {:>8} {:>5} {:>9} {:>8.2} {:>8.2} {:>8.2}",
+        format!("step {step}"),
+        "",
+        "",
+        "",
+        "",
+        r.step_ms(step, 0.5),
+        r.step_ms(step, 0.99),
+        r.step_ms(step, 0.999)
+    );
+}
+
+/// `api 0.91 postgres 0.85 ...`: cores each process kept busy.
+fn cpu_text(cpu: &[(&'static str, f64)]) -> String {
+    cpu.iter()
+        .map(|(name, cores)| format!("{name} {cores:.2}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn run_json(r: &Run) -> Value {
@@ -633,6 +820,7 @@ fn run_json(r: &Run) -> Value {
         "p99_ms": r.ms(0.99),
         "p999_ms": r.ms(0.999),
         "max_ms": r.total.max() as f64 / 1000.0,
+        "cpu_cores": r.cpu.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
     })
 }
 

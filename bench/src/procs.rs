@@ -33,7 +33,7 @@ impl Proc {
     ) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
-                "{} not found; build it first (cargo build --release -p saasllm-api -p saasllm-fake-llm, \
+                "{} not found; build it first (cargo build --release -p saasllm-api -p saasllm-worker -p saasllm-fake-llm, \
                  or pass --bin-dir)",
                 binary.display()
             );
@@ -147,5 +147,81 @@ impl RssSampler {
 impl Drop for RssSampler {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// Linux reports process times in /proc in units of USER_HZ, which is 100 on every architecture
+/// it supports.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time (user + system) of `pid` so far, in seconds, from /proc/<pid>/stat.
+pub fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing ')' start at
+    // field 3, so utime (14) and stime (15) are the 12th and 13th of them.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_whitespace()
+        .collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / USER_HZ)
+}
+
+/// CPU seconds of every process named `postgres` on this machine (the server and its backends).
+pub fn postgres_cpu_secs() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "postgres")
+        })
+        .filter_map(cpu_secs)
+        .sum()
+}
+
+/// CPU seconds used by named processes (plus PostgreSQL and the benchmark itself) since a moment:
+/// divided by the wall time, the number of cores each one kept busy.
+pub struct CpuMeter {
+    started: Instant,
+    probes: Vec<(&'static str, Option<u32>)>,
+    before: Vec<f64>,
+}
+
+impl CpuMeter {
+    pub fn start(processes: &[(&'static str, u32)]) -> Self {
+        let mut probes: Vec<(&'static str, Option<u32>)> = processes
+            .iter()
+            .map(|&(name, pid)| (name, Some(pid)))
+            .collect();
+        probes.push(("postgres", None));
+        probes.push(("bench", Some(std::process::id())));
+        let before = probes.iter().map(|&(_, pid)| Self::read(pid)).collect();
+        Self {
+            started: Instant::now(),
+            probes,
+            before,
+        }
+    }
+
+    fn read(pid: Option<u32>) -> f64 {
+        match pid {
+            Some(pid) => cpu_secs(pid).unwrap_or(0.0),
+            None => postgres_cpu_secs(),
+        }
+    }
+
+    /// Cores kept busy by each probe since `start`.
+    pub fn cores(&self) -> Vec<(&'static str, f64)> {
+        let wall = self.started.elapsed().as_secs_f64().max(1e-3);
+        self.probes
+            .iter()
+            .zip(&self.before)
+            .map(|(&(name, pid), before)| (name, (Self::read(pid) - before).max(0.0) / wall))
+            .collect()
     }
 }

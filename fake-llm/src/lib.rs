@@ -12,6 +12,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -85,6 +86,10 @@ impl FakeLlm {
         }));
         let (stop, stopped) = oneshot::channel::<()>();
         let task = runtime.spawn(async move {
+            // Stream chunks go out as written, as a real provider's do (no Nagle delay).
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             axum::serve(listener, app)
                 .with_graceful_shutdown(async {
                     // A dropped sender means the handle is gone: stop either way.
