@@ -491,3 +491,58 @@ async fn a_call_keeps_the_request_id_it_was_submitted_with(db: PgPool) {
         vec![Some("trace-7f3a".to_owned()), Some(generated_id)]
     );
 }
+
+/// A notifying transaction holds a database-wide lock through its commit, so the worker notifies
+/// only for calls a request is waiting on (synchronous ones), not for asynchronous calls.
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn only_calls_a_request_waits_for_are_notified_when_finished(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_notify", 5, &[("Quick", &["gpt-4o"])])
+        .await;
+    let job_id = stack.create_job(&key, "team_notify").await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db)
+        .await
+        .expect("listener");
+    listener
+        .listen(saasllm_shared::db::calls::CALL_FINISHED_CHANNEL)
+        .await
+        .expect("listen");
+
+    let mut body = chat("Quick", "in the background");
+    body["async"] = json!(true);
+    let accepted: Value = stack
+        .llm_call(&key, &job_id, body)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let async_id = accepted["call_id"].as_str().expect("call_id").to_owned();
+    let path = format!("/api/jobs/{job_id}/calls/{async_id}");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let call = ok_json(stack.app.with_key(&key, Method::GET, &path).send().await).await;
+            call["status"] == "succeeded"
+        })
+        .await
+    );
+    let answered = ok_json(Ok(stack
+        .llm_call(&key, &job_id, chat("Quick", "waiting"))
+        .await))
+    .await;
+    let sync_id = answered["call_id"].as_str().expect("call_id").to_owned();
+
+    let mut notified = Vec::new();
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(500), listener.recv()).await {
+        notified.push(n.payload().to_owned());
+    }
+    assert_eq!(notified, vec![sync_id.clone()]);
+    let flags: Vec<(String, bool)> = sqlx::query_as(
+        "select call_id::text, notify_on_finish from llm_calls where job_id = $1::uuid order by created_at",
+    )
+    .bind(&job_id)
+    .fetch_all(&db)
+    .await
+    .expect("flags");
+    assert_eq!(flags, vec![(async_id, false), (sync_id, true)]);
+}

@@ -57,7 +57,7 @@ pub async fn record_result(
             error: a.error.as_deref(),
         })
         .collect();
-    let written = db::calls::finish(db, call.call_id, call.lease_token, &rows, result).await?;
+    let written = db::calls::finish(db, call, &rows, result).await?;
     if written {
         // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_COMMIT);

@@ -204,6 +204,7 @@ async fn llm_call(
             request: &upstream_body,
             request_id: headers.get("x-request-id").and_then(|v| v.to_str().ok()),
             custom_id: custom_id.as_deref(),
+            notify_on_finish: !respond_async && !stream,
         },
     )
     .await

@@ -51,6 +51,8 @@ pub struct NewCall<'a> {
     /// The submitting request's `x-request-id`, carried into the worker's logs.
     pub request_id: Option<&'a str>,
     pub custom_id: Option<&'a str>,
+    /// A request waits for the result (synchronous call): the worker notifies when it is written.
+    pub notify_on_finish: bool,
 }
 
 /// What `insert_into_open_job` found.
@@ -74,8 +76,8 @@ pub async fn insert_into_open_job(
         "with job as (
              select job_id, status from jobs where job_id = $2 for no key update
          ), inserted as (
-             insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id, custom_id)
-             select $1, job.job_id, $3, $4, $5, $6, $7, $8, $9 from job where job.status in ('pending', 'in_progress')
+             insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, purpose, request, request_id, custom_id, notify_on_finish)
+             select $1, job.job_id, $3, $4, $5, $6, $7, $8, $9, $10 from job where job.status in ('pending', 'in_progress')
              returning call_id
          ), started as (
              update jobs set status = 'in_progress', updated_at = now()
@@ -92,6 +94,7 @@ pub async fn insert_into_open_job(
     .bind(call.request)
     .bind(call.request_id)
     .bind(call.custom_id)
+    .bind(call.notify_on_finish)
     .fetch_optional(db)
     .await?;
     Ok(match row {
@@ -227,18 +230,22 @@ pub async fn totals_for_job(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Resu
 /// Cancels a job's queued calls (they will never run; their queue entries are dropped by the
 /// claim) and notifies waiters; returns how many.
 pub async fn cancel_queued(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
-    let cancelled: Vec<Uuid> = sqlx::query_scalar(
+    let cancelled: Vec<(Uuid, bool)> = sqlx::query_as(
         "update llm_calls set status = 'cancelled', error = 'job cancelled', finished_at = now()
          where job_id = $1 and status = 'queued'
-         returning call_id",
+         returning call_id, notify_on_finish",
     )
     .bind(job_id)
     .fetch_all(&mut *conn)
     .await?;
-    if !cancelled.is_empty() {
+    let waited_for: Vec<Uuid> = cancelled
+        .iter()
+        .filter_map(|&(id, notify)| notify.then_some(id))
+        .collect();
+    if !waited_for.is_empty() {
         sqlx::query("select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)")
             .bind(CALL_FINISHED_CHANNEL)
-            .bind(&cancelled)
+            .bind(&waited_for)
             .execute(conn)
             .await?;
     }
@@ -294,6 +301,8 @@ pub struct ClaimedCall {
     pub request_id: Option<String>,
     /// The group's models in priority order with their config, read with the claim.
     pub models: sqlx::types::Json<Vec<(String, serde_json::Value)>>,
+    /// A request waits for the result: `finish` notifies it.
+    pub notify_on_finish: bool,
 }
 
 /// queued -> running under a new lease. `None` when the call is not queued (finished, or running
@@ -308,7 +317,7 @@ pub async fn claim(
         "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
              lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
          where call_id = $1 and status = 'queued'
-         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id,
+         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish,
              (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
               from model_group_models m where m.model_group_id = llm_calls.model_group_id) as models",
     )
@@ -363,12 +372,12 @@ pub struct CallResult<'a> {
 }
 
 /// Writes the result and the attempts, if the lease is still ours, and notifies waiting API
-/// processes on commit: one statement, so one round trip and one commit. Returns false (writing
+/// processes on commit when a request waits for it: one statement, so one round trip and one
+/// commit. Returns false (writing
 /// nothing) when the lease was lost: another worker owns the call now.
 pub async fn finish(
     db: impl PgExecutor<'_>,
-    call_id: Uuid,
-    lease_token: i64,
+    call: &ClaimedCall,
     attempts: &[Attempt<'_>],
     result: &CallResult<'_>,
 ) -> sqlx::Result<bool> {
@@ -391,12 +400,12 @@ pub async fn finish(
              where exists (select 1 from written)
              order by n
          ), notified as (
-             select pg_notify($19, call_id::text) from written
+             select pg_notify($19, call_id::text) from written where $20
          )
-         select count(*) from written, notified",
+         select count(*) from written left join notified on true",
     )
-    .bind(call_id)
-    .bind(lease_token)
+    .bind(call.call_id)
+    .bind(call.lease_token)
     .bind(result.status)
     .bind(result.model_used)
     .bind(result.response_content)
@@ -414,6 +423,7 @@ pub async fn finish(
     .bind(&latencies)
     .bind(&errors)
     .bind(CALL_FINISHED_CHANNEL)
+    .bind(call.notify_on_finish)
     .fetch_one(db)
     .await?;
     Ok(written == 1)
