@@ -89,6 +89,19 @@ impl From<sqlx::Error> for ApiError {
                     "Database unavailable, nothing was changed; retry later".into(),
                 )
             }
+            // Class 08 (connection exception) and 57P (the server shutting down or restarting,
+            // e.g. 57P01 "terminating connection due to administrator command"): the
+            // statement did not run.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                tracing::error!(error = %error, "database unavailable");
+                ApiError::Unavailable(
+                    "Database unavailable, nothing was changed; retry later".into(),
+                )
+            }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
                 ApiError::BadRequest("A number in the request is out of range".into())
             }
