@@ -57,11 +57,18 @@ pub async fn record_result(
             error: a.error.as_deref(),
         })
         .collect();
-    let written = db::calls::finish(db, call, &rows, result).await?;
+    // The result and the job check after its commit share one connection: sqlx pings a
+    // connection each time it goes back to the pool, so this saves a round trip per call.
+    let mut conn = db.acquire().await?;
+    let written = db::calls::finish(&mut *conn, call, &rows, result).await?;
     if written {
         // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_COMMIT);
-        settle_if_completing(db, call.job_id).await?;
+        let status = db::jobs::status(&mut *conn, call.job_id).await?;
+        drop(conn);
+        if status == Some(JobStatus::Completing) {
+            settle_completing(db, call.job_id).await?;
+        }
     }
     Ok(written)
 }
@@ -345,14 +352,11 @@ pub fn keep_lease(db: PgPool, call: &ClaimedCall, lease: Duration) -> tokio::tas
     })
 }
 
-/// After a call's result is committed: settles its job if the job is waiting on its calls.
-/// Checked after the commit: whichever of the call's writer and the complete request commits
-/// last sees the other's write, so one of them settles.
-pub async fn settle_if_completing(db: &PgPool, job_id: Uuid) -> sqlx::Result<()> {
-    let job = db::jobs::find(db, job_id, None).await?;
-    if job.is_some_and(|j| j.status == JobStatus::Completing)
-        && db::jobs::settle(db, job_id).await? == Settlement::Settled
-    {
+/// Settles a job found `completing` (waiting on its calls) after a call's result was committed.
+/// The status is read after that commit: whichever of the call's writer and the complete request
+/// commits last sees the other's write, so one of them settles.
+async fn settle_completing(db: &PgPool, job_id: Uuid) -> sqlx::Result<()> {
+    if db::jobs::settle(db, job_id).await? == Settlement::Settled {
         tracing::info!(%job_id, "job settled after its last call");
     }
     Ok(())

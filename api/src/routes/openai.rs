@@ -209,13 +209,16 @@ async fn chat_completions(
     span.record("team_id", team_id.as_str());
     span.record("model", model.as_str());
 
+    // One connection from here to the budget reservation: sqlx pings a connection each time it
+    // goes back to the pool, so taking it once saves a round trip per request.
+    let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
     // The model's price config in the team's groups; none means the model is not allowed (the
     // list of allowed models is read only then, for the message).
-    let Some(config) = db::spend::model_config(&state.db, &team_id, &model)
+    let Some(config) = db::spend::model_config(&mut *conn, &team_id, &model)
         .await
         .map_err(ApiError::from)?
     else {
-        let allowed = db::teams::allowed_models(&state.db, &team_id)
+        let allowed = db::teams::allowed_models(&mut *conn, &team_id)
             .await
             .map_err(ApiError::from)?;
         return Err(OpenAiError::new(
@@ -250,7 +253,7 @@ async fn chat_completions(
     .max(1);
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
 
-    let request_id = db::spend::reserve(&state.db, &team_id, &model, stream, estimate, state.settings.usd_per_credit.0)
+    let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate, state.settings.usd_per_credit.0)
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| {
@@ -264,6 +267,7 @@ async fn chat_completions(
                 ),
             )
         })?;
+    drop(conn);
     span.record("request_id", tracing::field::display(request_id));
 
     let client_wants_usage = request

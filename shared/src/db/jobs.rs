@@ -79,6 +79,14 @@ pub async fn insert_holding_credit(
 }
 
 /// A job, if it exists and (when `team_id` is given) belongs to that team.
+/// A job's status alone (the worker's check after writing a call's result).
+pub async fn status(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<JobStatus>> {
+    sqlx::query_scalar("select status from jobs where job_id = $1")
+        .bind(job_id)
+        .fetch_optional(db)
+        .await
+}
+
 pub async fn find(
     db: impl PgExecutor<'_>,
     job_id: Uuid,

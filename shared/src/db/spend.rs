@@ -2,13 +2,13 @@
 //! replace it by the actual cost after. One conditional UPDATE admits a request, so concurrent
 //! requests cannot together pass the budget.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 /// Reserves `estimate` micro-dollars for a request if `spend + reserved + estimate` stays within
 /// `credits_allocated x usd_per_credit`. Returns the request id, or `None` when over budget.
 pub async fn reserve(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     team_id: &str,
     model: &str,
     stream: bool,
@@ -86,7 +86,7 @@ pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Resul
 
 /// The price config of `model` in the team's groups (first grant first), for cost estimates.
 pub async fn model_config(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     team_id: &str,
     model: &str,
 ) -> sqlx::Result<Option<serde_json::Value>> {
