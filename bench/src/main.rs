@@ -455,14 +455,7 @@ async fn bench(
                 "<=",
                 15.0,
             ));
-            by_c.push(json!({
-                "concurrency": c,
-                "added_p50_ms": added(0.5),
-                "added_p99_ms": added(0.99),
-                "added_p999_ms": added(0.999),
-                "api": run_json(&via),
-                "direct": run_json(&direct),
-            }));
+            by_c.push(Value::Object(comparison(&via, &direct)));
             runs.push(direct);
             runs.push(via);
         }
@@ -575,16 +568,7 @@ async fn bench(
                     5000.0,
                 ));
             }
-            by_c.push(json!({
-                "concurrency": c,
-                "req_per_sec": via.per_sec(),
-                "upstream_direct_req_per_sec": direct.per_sec(),
-                "added_p50_ms": added(0.5),
-                "added_p99_ms": added(0.99),
-                "added_p999_ms": added(0.999),
-                "api": run_json(&via),
-                "direct": run_json(&direct),
-            }));
+            by_c.push(Value::Object(comparison(&via, &direct)));
             runs.push(direct);
             runs.push(via);
         }
@@ -599,21 +583,17 @@ async fn bench(
             let via = measure("stream: /v1 via api", c, ctx.stream_op(true)).await?;
             print_run(&via);
             print_step(&via, "first byte");
-            let added = |q| via.ms(q) - direct.ms(q);
             let added_first = |q| via.step_ms("first byte", q) - direct.step_ms("first byte", q);
-            by_c.push(json!({
-                "concurrency": c,
-                "req_per_sec": via.per_sec(),
-                "upstream_direct_req_per_sec": direct.per_sec(),
-                "added_p50_ms": added(0.5),
-                "added_p99_ms": added(0.99),
-                "first_byte_added_p50_ms": added_first(0.5),
-                "first_byte_added_p99_ms": added_first(0.99),
-                "first_byte_p50_ms": via.step_ms("first byte", 0.5),
-                "first_byte_p99_ms": via.step_ms("first byte", 0.99),
-                "api": run_json(&via),
-                "direct": run_json(&direct),
-            }));
+            let mut row = comparison(&via, &direct);
+            for (name, value) in [
+                ("first_byte_added_p50_ms", added_first(0.5)),
+                ("first_byte_added_p99_ms", added_first(0.99)),
+                ("first_byte_p50_ms", via.step_ms("first byte", 0.5)),
+                ("first_byte_p99_ms", via.step_ms("first byte", 0.99)),
+            ] {
+                row.insert(name.into(), json!(value));
+            }
+            by_c.push(Value::Object(row));
             runs.push(direct);
             runs.push(via);
         }
@@ -808,6 +788,24 @@ fn cpu_text(cpu: &[(&'static str, f64)]) -> String {
         .map(|(name, cores)| format!("{name} {cores:.2}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A run through the API next to its direct-upstream baseline: throughput and added latency.
+fn comparison(via: &Run, direct: &Run) -> serde_json::Map<String, Value> {
+    let added = |q| via.ms(q) - direct.ms(q);
+    [
+        ("concurrency", json!(via.concurrency)),
+        ("req_per_sec", json!(via.per_sec())),
+        ("upstream_direct_req_per_sec", json!(direct.per_sec())),
+        ("added_p50_ms", json!(added(0.5))),
+        ("added_p99_ms", json!(added(0.99))),
+        ("added_p999_ms", json!(added(0.999))),
+        ("api", run_json(via)),
+        ("direct", run_json(direct)),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
 }
 
 fn run_json(r: &Run) -> Value {
