@@ -77,31 +77,31 @@ impl ApiError {
     }
 }
 
+/// The database could not be reached or went away mid-statement, so the statement did not run:
+/// no connection, or SQLSTATE class 08 (connection exception) or 57P (the server shutting down
+/// or restarting, e.g. 57P01 "terminating connection due to administrator command").
+fn database_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
+        if database_unavailable(&error) {
+            tracing::error!(error = %error, "database unavailable");
+            return ApiError::Unavailable(
+                "Database unavailable, nothing was changed; retry later".into(),
+            );
+        }
         match &error {
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::Io(_)
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Tls(_) => {
-                tracing::error!(error = %error, "database unavailable");
-                ApiError::Unavailable(
-                    "Database unavailable, nothing was changed; retry later".into(),
-                )
-            }
-            // Class 08 (connection exception) and 57P (the server shutting down or restarting,
-            // e.g. 57P01 "terminating connection due to administrator command"): the
-            // statement did not run.
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
-            {
-                tracing::error!(error = %error, "database unavailable");
-                ApiError::Unavailable(
-                    "Database unavailable, nothing was changed; retry later".into(),
-                )
-            }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
                 ApiError::BadRequest("A number in the request is out of range".into())
             }

@@ -373,8 +373,8 @@ pub struct CallResult<'a> {
 
 /// Writes the result and the attempts, if the lease is still ours, and notifies waiting API
 /// processes on commit when a request waits for it: one statement, so one round trip and one
-/// commit. Returns false (writing
-/// nothing) when the lease was lost: another worker owns the call now.
+/// commit. Returns false (writing nothing) when the lease was lost: another worker owns the call
+/// now.
 pub async fn finish(
     db: impl PgExecutor<'_>,
     call: &ClaimedCall,

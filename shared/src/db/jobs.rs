@@ -78,7 +78,6 @@ pub async fn insert_holding_credit(
     .await
 }
 
-/// A job, if it exists and (when `team_id` is given) belongs to that team.
 /// A job's status alone (the worker's check after writing a call's result).
 pub async fn status(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<JobStatus>> {
     sqlx::query_scalar("select status from jobs where job_id = $1")
@@ -87,6 +86,7 @@ pub async fn status(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Optio
         .await
 }
 
+/// A job, if it exists and (when `team_id` is given) belongs to that team.
 pub async fn find(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
