@@ -12,8 +12,8 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::procs::{CpuMeter, Proc, RssSampler, free_port, rss_kib};
-use crate::{ADMIN_KEY, GROUP, send};
+use crate::procs::{CpuMeter, Proc, RssSampler, cpu_json, free_port, rss_kib};
+use crate::{ADMIN_KEY, group_call_body, send};
 
 /// The most calls one bulk request may carry.
 const CALLS_PER_REQUEST: usize = 50_000;
@@ -70,7 +70,7 @@ impl DrainRun {
             "calls_per_sec": self.per_sec(),
             "calls_per_sec_per_worker": self.per_worker_per_sec(),
             "worker_rss_peak_mib": self.worker_rss_peak_mib,
-            "cpu_cores": self.cpu.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+            "cpu_cores": cpu_json(&self.cpu),
         })
     }
 }
@@ -228,10 +228,7 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
 /// Submits `setup.calls` calls in as few bulk requests as allowed, one job per request; returns
 /// the job ids.
 async fn submit(setup: &DrainSetup<'_>, api_url: &str, key: &str) -> anyhow::Result<Vec<String>> {
-    let call = json!({
-        "model_group": GROUP,
-        "messages": [{"role": "user", "content": "Summarize the benchmark in one sentence."}],
-    });
+    let call = group_call_body();
     let mut jobs = Vec::new();
     let mut left = setup.calls;
     while left > 0 {

@@ -20,7 +20,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::load::{Op, Run, Steps};
-use crate::procs::{CpuMeter, Proc, RssSampler, drop_database, free_port, rss_kib};
+use crate::procs::{CpuMeter, Proc, RssSampler, cpu_json, drop_database, free_port, rss_kib};
 
 const ADMIN_KEY: &str = "bench-admin-key";
 const TEAM: &str = "team_bench";
@@ -198,6 +198,16 @@ fn chat_body() -> Value {
     })
 }
 
+/// The same chat, addressed to the model group (the body of an llm-call on a job).
+fn group_call_body() -> Value {
+    let mut body = chat_body();
+    body["model_group"] = json!(GROUP);
+    if let Some(o) = body.as_object_mut() {
+        o.remove("model");
+    }
+    body
+}
+
 /// Sends a request and turns a non-2xx status (or a transport error) into an error.
 async fn send(req: reqwest::RequestBuilder) -> anyhow::Result<Value> {
     let resp = req.send().await?;
@@ -295,16 +305,11 @@ impl Ctx {
     }
 
     async fn llm_call(&self, job: &str) -> anyhow::Result<()> {
-        let mut body = chat_body();
-        body["model_group"] = json!(GROUP);
-        if let Some(o) = body.as_object_mut() {
-            o.remove("model");
-        }
         send(
             self.client
                 .post(format!("{}/api/jobs/{job}/llm-call", self.api))
                 .bearer_auth(&self.key)
-                .json(&body),
+                .json(&group_call_body()),
         )
         .await?;
         Ok(())
@@ -818,7 +823,7 @@ fn run_json(r: &Run) -> Value {
         "p99_ms": r.ms(0.99),
         "p999_ms": r.ms(0.999),
         "max_ms": r.total.max() as f64 / 1000.0,
-        "cpu_cores": r.cpu.iter().map(|(n, c)| (n.to_string(), json!(c))).collect::<serde_json::Map<_, _>>(),
+        "cpu_cores": cpu_json(&r.cpu),
     })
 }
 

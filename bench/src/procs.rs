@@ -184,6 +184,14 @@ pub fn postgres_cpu_secs() -> f64 {
         .sum()
 }
 
+/// `{"api": 0.91, "postgres": 0.85, ...}`: cores per process, for the JSON results.
+pub fn cpu_json(cpu: &[(&'static str, f64)]) -> serde_json::Value {
+    cpu.iter()
+        .map(|&(name, cores)| (name.to_owned(), serde_json::Value::from(cores)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// CPU seconds used by named processes (plus PostgreSQL and the benchmark itself) since a moment:
 /// divided by the wall time, the number of cores each one kept busy.
 pub struct CpuMeter {
