@@ -1,9 +1,11 @@
 //! Who is calling: the admin (admin key) or a team (its virtual key). Extractors reject missing and
 //! unknown keys with 401 and suspended teams with 403; handlers then scope every lookup to the caller.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::limits::TeamLimits;
@@ -71,7 +73,31 @@ pub fn team_not_found(team_id: &str) -> ApiError {
     ApiError::NotFound(format!("Team '{team_id}' not found"))
 }
 
-/// Extracts any authenticated caller.
+/// Authenticates every request to `/api/` and `/v1/` before anything reads its body or looks
+/// up its `Idempotency-Key`: a request with a missing, unknown or revoked key, or a suspended
+/// team's key, is answered 401/403 at once, so an unauthenticated client can neither make the
+/// server buffer a large body nor reach a stored response. The caller is put in the request's
+/// extensions for the extractors below (one key lookup per request).
+pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let openai = path.starts_with("/v1/");
+    // Unknown routes (no matched path) keep their plain 404 whoever asks.
+    let routed = request.extensions().get::<MatchedPath>().is_some();
+    if !routed || (!openai && !path.starts_with("/api/")) {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    match Caller::authenticate(&parts, &state).await {
+        Ok(caller) => {
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(error) if openai => crate::routes::openai::OpenAiError::from(error).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// Extracts any authenticated caller (the one `authenticate` found, else looks the key up).
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -79,6 +105,17 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        Caller::authenticate(parts, state).await
+    }
+}
+
+impl Caller {
+    /// Who presented the request's key: the admin, or an active team (401 for a missing,
+    /// unknown or revoked key; 403 for a suspended team).
+    async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = presented_key(parts)?;
         let presented_hash = keys::hash(presented);
         if bool::from(presented_hash.ct_eq(&state.settings.admin_key_hash)) {

@@ -47,6 +47,33 @@ pub struct ApiConfig {
     /// `saasllm-worker` processes separately.
     #[arg(long = "embedded-worker", env = "EMBEDDED_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
     pub embedded_worker: bool,
+    /// Most client connections served at once; further ones wait in the listen backlog until
+    /// one closes (bounds the memory slow or idle clients can hold).
+    #[arg(
+        long = "max-connections",
+        env = "MAX_CONNECTIONS",
+        default_value_t = 4_096
+    )]
+    pub max_connections: usize,
+    /// Seconds a client has to send a request's headers; a connection that sends none for this
+    /// long (slow or idle keep-alive) is closed.
+    #[arg(
+        long = "header-read-timeout-secs",
+        env = "HEADER_READ_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may pause between two pieces before the request is refused.
+    #[arg(
+        long = "body-read-timeout-secs",
+        env = "BODY_READ_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub body_read_timeout_secs: u64,
+    /// Address of a second listener serving only `GET /metrics` without a key, for Prometheus on
+    /// a private network (e.g. 127.0.0.1:9100). On the public port `/metrics` takes the admin key.
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     pub worker: WorkerOptions,
     #[command(flatten)]

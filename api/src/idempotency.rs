@@ -1,8 +1,12 @@
 //! `Idempotency-Key` on POST requests: the first response (status and JSON body) is stored, and a
 //! retry with the same key and the same body gets it back with no second effect, even while the
 //! first is still running (it waits for it). The same key with another body is 422. Keys are
-//! scoped to the API key that sent them (so per team) and kept 48 hours. 5xx answers are not
-//! stored: the request can be retried. Streaming answers are not replayable and are not stored.
+//! scoped to the API key that sent them (so per team) and kept 48 hours. Only authenticated
+//! requests take part (`auth::authenticate` runs first, so a rotated key or a suspended team
+//! gets 401/403, never a replay). Answers a retry should not repeat are not stored: 5xx, 401,
+//! 403 and 429; the request can be retried. Streaming answers are not replayable and are not
+//! stored. Secrets shown once (`virtual_key`, `callback_secret`) are removed before a response
+//! is stored, so a replay never carries them.
 
 use std::time::Duration;
 
@@ -14,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use saasllm_shared::db::idempotency::{self, Lookup};
 use sha2::{Digest, Sha256};
 
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
 use crate::state::AppState;
@@ -30,6 +35,10 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let Some(key) = request.headers().get(HEADER).cloned() else {
         return next.run(request).await;
     };
+    if request.extensions().get::<Caller>().is_none() {
+        // Not an authenticated route (authentication answered already where one is needed).
+        return next.run(request).await;
+    }
     match run(state, key, request, next).await {
         Ok(response) | Err(response) => response,
     }
@@ -105,7 +114,7 @@ async fn run(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if response.status().is_server_error() || !is_json {
+    if !is_json || !worth_replaying(response.status()) {
         let _ = idempotency::abandon(&state.db, &scope, &key).await;
         return Ok(response);
     }
@@ -113,8 +122,9 @@ async fn run(
     let bytes = to_bytes(body, usize::MAX).await.map_err(|e| {
         ApiError::Internal(anyhow::anyhow!("could not buffer the response: {e}")).into_response()
     })?;
-    let stored: serde_json::Value =
+    let mut stored: serde_json::Value =
         serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    remove_secrets(&mut stored);
     if let Err(e) = idempotency::complete(
         &state.db,
         &scope,
@@ -128,6 +138,32 @@ async fn run(
         let _ = idempotency::abandon(&state.db, &scope, &key).await;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Whether a retry should get this answer again rather than run anew: not for server errors,
+/// refused credentials or a rate limit, which a later retry may well get past.
+fn worth_replaying(status: StatusCode) -> bool {
+    !(status.is_server_error()
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || status == StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Fields whose values are shown once and never stored in plain text.
+const SECRET_FIELDS: [&str; 2] = ["virtual_key", "callback_secret"];
+
+/// Drops every secret field, at any depth, from a response about to be stored.
+fn remove_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(fields) => {
+            for name in SECRET_FIELDS {
+                fields.remove(name);
+            }
+            fields.values_mut().for_each(remove_secrets);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(remove_secrets),
+        _ => {}
+    }
 }
 
 fn replay(status: i32, body: serde_json::Value) -> Response {
@@ -152,4 +188,35 @@ fn hex_digest(parts: &[&[u8]]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn stored_responses_lose_their_secrets_at_any_depth() {
+        let mut body = json!({"team_id": "t", "virtual_key": "sk-x", "job": {"callback_secret": "whsec_y", "callback_url": "https://h"}, "list": [{"virtual_key": "sk-z"}]});
+        remove_secrets(&mut body);
+        assert_eq!(
+            body,
+            json!({"team_id": "t", "job": {"callback_url": "https://h"}, "list": [{}]})
+        );
+    }
+
+    #[test]
+    fn refusals_and_transient_failures_are_not_replayed() {
+        for status in [401, 403, 429, 500, 503, 504] {
+            assert!(!worth_replaying(
+                StatusCode::from_u16(status).expect("status")
+            ));
+        }
+        for status in [200, 201, 202, 400, 402, 404, 409, 422] {
+            assert!(worth_replaying(
+                StatusCode::from_u16(status).expect("status")
+            ));
+        }
+    }
 }

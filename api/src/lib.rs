@@ -9,6 +9,7 @@ pub mod limits;
 pub mod notify;
 pub mod openapi;
 pub mod routes;
+pub mod serve;
 pub mod sse;
 pub mod startup;
 pub mod state;

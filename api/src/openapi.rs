@@ -124,9 +124,6 @@ fn qualify_operation_id(operation: &mut Operation) {
 }
 
 fn add_common_errors(path: &str, operation: &mut Operation) {
-    if path == "/metrics" {
-        return;
-    }
     // /v1 errors are in OpenAI's shape, documented on the handlers themselves.
     let openai_shape = path.starts_with("/v1/");
     let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());

@@ -8,7 +8,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::serve::ListenerExt;
 use saasllm_shared::config::LlmConfig;
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
@@ -23,9 +22,11 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth;
 use crate::config::ApiConfig;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
@@ -33,6 +34,7 @@ use crate::idempotency;
 use crate::notify::Notifier;
 use crate::openapi;
 use crate::routes;
+use crate::serve::{self, ConnectionLimits};
 use crate::state::{AppState, Settings};
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -47,6 +49,11 @@ pub struct ApiSettings {
     pub sync_call_timeout: Duration,
     pub complete_wait: Duration,
     pub llm: LlmConfig,
+    pub connections: ConnectionLimits,
+    /// Longest pause allowed between two pieces of a request body.
+    pub body_read_timeout: Duration,
+    /// Where to serve `GET /metrics` without a key (a private address), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ApiSettings {
@@ -64,6 +71,9 @@ impl ApiSettings {
                 api_key: None,
                 timeout_secs: 120,
             },
+            connections: ConnectionLimits::default(),
+            body_read_timeout: Duration::from_secs(30),
+            metrics_addr: None,
         }
     }
 }
@@ -72,6 +82,9 @@ impl ApiSettings {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    connections: ConnectionLimits,
+    /// The keyless metrics listener and what it serves, when `metrics_addr` is set.
+    metrics: Option<(TcpListener, Router)>,
     /// In-process workers of the all-in-one mode, stopped after the server.
     embedded_worker: Option<(
         CancellationToken,
@@ -96,6 +109,12 @@ impl Application {
             sync_call_timeout: Duration::from_secs(config.sync_call_timeout_secs),
             complete_wait: Duration::from_secs(config.complete_wait_secs),
             llm: config.llm.clone(),
+            connections: ConnectionLimits {
+                max_connections: config.max_connections,
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            },
+            body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
+            metrics_addr: config.metrics_addr,
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
@@ -124,6 +143,14 @@ impl Application {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+        let metrics_listener = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot serve metrics on {addr}: {e}"))?,
+            ),
+            None => None,
+        };
         routes::metrics::handle();
         let state = AppState {
             notifier: Notifier::start(pool.clone()),
@@ -141,7 +168,9 @@ impl Application {
         };
         Ok(Self {
             listener,
-            router: router(state, settings.max_body_bytes),
+            metrics: metrics_listener.map(|l| (l, routes::metrics::keyless_router(state.clone()))),
+            router: router(state, settings.max_body_bytes, settings.body_read_timeout),
+            connections: settings.connections,
             embedded_worker: None,
         })
     }
@@ -153,6 +182,13 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
+    /// The address of the keyless metrics listener, when there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics
+            .as_ref()
+            .and_then(|(listener, _)| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then lets in-flight requests finish and stops the
     /// embedded workers (which finish their in-flight calls).
     pub async fn run_until(
@@ -160,34 +196,44 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.local_addr(), "API listening");
-        // Without TCP_NODELAY a response written in two pieces (headers, then a streamed body's
-        // chunks) waits for the client's delayed ACK: about 40 ms per stream on Linux.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
-            }
+        let metrics = self.metrics.map(|(listener, router)| {
+            tracing::info!(addr = ?listener.local_addr().ok(), "metrics listening");
+            tokio::spawn(serve::serve(
+                listener,
+                router,
+                ConnectionLimits {
+                    max_connections: 64,
+                    ..self.connections
+                },
+                std::future::pending(),
+            ))
         });
-        let served = axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        serve::serve(self.listener, self.router, self.connections, shutdown).await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+        }
         if let Some((cancel, handle)) = self.embedded_worker {
             cancel.cancel();
             handle.await??;
         }
-        Ok(served?)
+        Ok(())
     }
 }
 
 /// The full router with its layers.
-pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duration) -> Router {
     let (api, document) = routes::router();
     api.merge(SwaggerUi::new(openapi::DOCS_PATH).url(openapi::DOCUMENT_PATH, document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .layer(axum::middleware::from_fn(routes::batch::raise_body_limit))
+        // Outside the idempotency and body-limit layers: nothing reads a body, or replays a
+        // stored response, before the key is known good.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .route_layer(axum::middleware::from_fn(routes::metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .layer(Extension(BodyLimit(max_body_bytes)))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()

@@ -69,7 +69,7 @@ async fn metrics_move_after_a_job_flow(db: PgPool) {
     let scrape = || async {
         stack
             .app
-            .anonymous(Method::GET, "/metrics")
+            .admin(Method::GET, "/metrics")
             .send()
             .await
             .expect("scrape")

@@ -7,6 +7,7 @@ mod batch;
 mod calls;
 mod credits;
 mod fairness;
+mod hardening;
 mod health;
 mod idempotency;
 mod jobs;

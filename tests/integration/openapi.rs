@@ -138,7 +138,7 @@ async fn operations_document_their_auth_and_errors(db: PgPool) {
             operation_ids.insert(operation_id.to_owned()),
             "duplicate {operation_id}"
         );
-        let open = ["/health", "/metrics"].contains(&path.as_str());
+        let open = ["/health"].contains(&path.as_str());
         assert_eq!(
             operation["security"]
                 .as_array()

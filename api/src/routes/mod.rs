@@ -8,7 +8,7 @@ mod health;
 pub(crate) mod jobs;
 pub mod metrics;
 mod model_groups;
-mod openai;
+pub(crate) mod openai;
 mod organizations;
 mod teams;
 mod usage;

@@ -33,15 +33,30 @@ pub async fn spawn_app(db: PgPool) -> TestApp {
 
 /// Starts the API with a given Redis URL and body limit.
 pub async fn spawn_app_with(db: PgPool, redis_url: &str, max_body_bytes: usize) -> TestApp {
+    spawn_app_configured(db, redis_url, |settings| {
+        settings.max_body_bytes = max_body_bytes;
+    })
+    .await
+    .0
+}
+
+/// Starts the API with settings adjusted by `configure`; also returns the address of its
+/// keyless metrics listener when the settings ask for one.
+pub async fn spawn_app_configured(
+    db: PgPool,
+    redis_url: &str,
+    configure: impl FnOnce(&mut ApiSettings),
+) -> (TestApp, Option<SocketAddr>) {
     let redis = RedisHandle::new(&RedisConfig {
         url: SecretString::from(redis_url.to_owned()),
         queue_name: format!("test-{}", uuid::Uuid::new_v4()),
     })
     .expect("valid redis url");
-    let settings = ApiSettings {
-        max_body_bytes,
+    let mut settings = ApiSettings {
+        max_body_bytes: 64 * 1024,
         ..ApiSettings::new(SecretString::from(ADMIN_KEY.to_owned()))
     };
+    configure(&mut settings);
     let app = Application::build_with(
         db.clone(),
         redis,
@@ -51,12 +66,14 @@ pub async fn spawn_app_with(db: PgPool, redis_url: &str, max_body_bytes: usize) 
     .await
     .expect("API builds");
     let addr = app.local_addr();
+    let metrics_addr = app.metrics_addr();
     tokio::spawn(app.run_until(std::future::pending()));
-    TestApp {
+    let app = TestApp {
         addr,
         db,
         client: reqwest::Client::new(),
-    }
+    };
+    (app, metrics_addr)
 }
 
 impl TestApp {
