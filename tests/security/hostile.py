@@ -1,0 +1,321 @@
+"""Hostile-tenant suite, run against the real binaries by scripts/security.
+
+Every operation of /openapi.json is called with no key, a garbage key, another team's key, a
+rotated (revoked) key and a suspended team's key: none may answer 2xx or show the victim team's
+data (canary strings planted in its objects). Then every field of every JSON body is sent NUL
+bytes, huge strings, overflowing and negative numbers and wrong types: a value the document
+forbids must be refused with a 4xx carrying {"detail"}, and nothing may answer 5xx. Webhook URLs
+to internal addresses are refused, and the victim's balance and ledger are unchanged at the end.
+"""
+
+import json
+import os
+import sys
+import uuid
+
+import requests
+
+BASE = os.environ["SAASLLM_URL"].rstrip("/")
+ADMIN = {"X-Admin-Key": os.environ["SAASLLM_ADMIN_KEY"]}
+CANARY = "canary-" + uuid.uuid4().hex[:12]
+FAILURES = []
+CHECKED = 0
+
+
+def bearer(key):
+    return {"Authorization": f"Bearer {key}"}
+
+
+def call(method, path, headers=None, body=None, raw=None):
+    global CHECKED
+    CHECKED += 1
+    kwargs = {"headers": dict(headers or {}), "timeout": 30}
+    if raw is not None:
+        kwargs["data"] = raw
+        kwargs["headers"]["Content-Type"] = "application/json"
+    elif body is not None:
+        kwargs["json"] = body
+    return requests.request(method, BASE + path, **kwargs)
+
+
+def fail(message):
+    FAILURES.append(message)
+    print("FAIL:", message, file=sys.stderr)
+
+
+def ok(response, what):
+    if not response.ok:
+        sys.exit(f"setup step failed: {what}: {response.status_code} {response.text[:300]}")
+    return response.json()
+
+
+# --- Set-up: a victim team full of canaries, an attacker team, a rotated and a suspended key.
+def setup():
+    suffix = uuid.uuid4().hex[:6]
+    ids = {"org": f"org_victim_{suffix}", "org_b": f"org_attacker_{suffix}"}
+    ok(call("POST", "/api/organizations/create", ADMIN, {"organization_id": ids["org"], "name": CANARY}), "org")
+    ok(call("POST", "/api/organizations/create", ADMIN, {"organization_id": ids["org_b"], "name": "Attacker"}), "org b")
+    ids["group"] = f"Group_{suffix}"
+    ok(call("POST", "/api/model-groups/create", ADMIN,
+            {"group_name": ids["group"], "models": [{"model_name": "gpt-4o-mini", "priority": 0}]}), "group")
+
+    def team(name, org):
+        team_id = f"{name}_{suffix}"
+        created = ok(call("POST", "/api/teams/create", ADMIN, {
+            "organization_id": org, "team_id": team_id, "team_alias": CANARY if name == "victim" else name,
+            "model_groups": [ids["group"]], "credits_allocated": 10_000}), name)
+        return team_id, created["virtual_key"]
+
+    ids["team"], ids["key"] = team("victim", ids["org"])
+    ids["team_b"], ids["key_b"] = team("attacker", ids["org_b"])
+    ids["team_r"], ids["key_rotated"] = team("rotated", ids["org_b"])
+    ok(call("POST", f"/api/teams/{ids['team_r']}/rotate-key", ADMIN), "rotate")
+    ids["team_s"], ids["key_suspended"] = team("suspended", ids["org_b"])
+    ok(call("POST", f"/api/teams/{ids['team_s']}/suspend", ADMIN), "suspend")
+
+    victim = bearer(ids["key"])
+    job = ok(call("POST", "/api/jobs/create", victim, {
+        "team_id": ids["team"], "job_type": CANARY, "metadata": {"note": CANARY}}), "job")
+    ids["job"] = job["job_id"]
+    result = ok(call("POST", f"/api/jobs/{ids['job']}/llm-call", victim, {
+        "model_group": ids["group"], "purpose": CANARY,
+        "messages": [{"role": "user", "content": CANARY}]}), "llm-call")
+    ids["call"] = result["call_id"]
+    return ids
+
+
+def balance_and_ledger(ids):
+    balance = ok(call("GET", f"/api/credits/teams/{ids['team']}/balance", ADMIN), "balance")
+    ledger = ok(call("GET", f"/api/credits/teams/{ids['team']}/transactions?limit=100", ADMIN), "ledger")
+    return balance, ledger
+
+
+# --- Operations of the document, with their path parameters filled with the victim's objects.
+def operations(document, ids):
+    values = {"team_id": ids["team"], "job_id": ids["job"], "call_id": ids["call"],
+              "organization_id": ids["org"], "group_name": ids["group"]}
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method not in ("get", "post", "put", "delete", "patch"):
+                continue
+            concrete = path
+            for name, value in values.items():
+                concrete = concrete.replace("{" + name + "}", value)
+            if "{" in concrete:
+                fail(f"{method} {path}: no value for a path parameter; add it to the suite")
+                continue
+            yield method.upper(), path, concrete, operation
+
+
+def resolve(document, schema):
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    return schema or {}
+
+
+# Valid bodies per operation (path template), so that one field at a time can be made hostile.
+def base_bodies(ids):
+    fresh = uuid.uuid4().hex[:8]
+    message = [{"role": "user", "content": "hello"}]
+    return {
+        ("POST", "/api/organizations/create"): {"organization_id": f"org_{fresh}", "name": "Org"},
+        ("POST", "/api/model-groups/create"): {"group_name": f"G_{fresh}", "models": [{"model_name": "gpt-4o", "priority": 0}]},
+        ("PUT", "/api/model-groups/{group_name}/models"): {"models": [{"model_name": "gpt-4o-mini", "priority": 0}]},
+        ("POST", "/api/teams/create"): {"organization_id": ids["org_b"], "team_id": f"t_{fresh}", "credits_allocated": 1},
+        ("PUT", "/api/teams/{team_id}/limits"): {"max_concurrent_calls": 10},
+        ("PUT", "/api/teams/{team_id}/model-groups"): [ids["group"]],
+        ("POST", "/api/credits/teams/{team_id}/add"): {"credits_amount": 1, "reason": "fuzz"},
+        ("POST", "/api/credits/teams/{team_id}/check"): {"credits_required": 1},
+        ("POST", "/api/jobs/create"): {"team_id": ids["team"], "job_type": "fuzz", "metadata": {"k": "v"}},
+        ("POST", "/api/jobs/{job_id}/llm-call"): {"model_group": ids["group"], "messages": message, "async": True},
+        ("POST", "/api/jobs/{job_id}/llm-calls"): {"calls": [{"model_group": ids["group"], "messages": message}]},
+        ("POST", "/api/jobs/{job_id}/complete"): {"status": "completed"},
+        ("POST", "/v1/chat/completions"): {"model": "gpt-4o-mini", "messages": message, "max_tokens": 5},
+    }
+
+
+def leaks(response):
+    return CANARY in response.text
+
+
+def admin_only(operation):
+    security = operation.get("security") or [{}]
+    return "admin_key" in security[0]
+
+
+VICTIM_PARAMETERS = ("{team_id}", "{job_id}", "{call_id}", "{organization_id}")
+
+
+def check_credentials(document, ids):
+    """Every secured operation, with every kind of wrong key."""
+    refused = (400, 403, 404, 405, 409, 422)
+    wrong = {
+        "none": ({}, (401,)),
+        "garbage": (bearer("sk-" + "0" * 64), (401,)),
+        "garbage admin header": ({"X-Admin-Key": "nope\u00e9".encode("utf-8")}, (401,)),
+        "rotated": (bearer(ids["key_rotated"]), (401,)),
+        "suspended": (bearer(ids["key_suspended"]), (403,)),
+        "other team": (bearer(ids["key_b"]), refused),
+    }
+    bodies = base_bodies(ids)
+    for method, template, path, operation in operations(document, ids):
+        if not operation.get("security"):
+            continue
+        body = bodies.get((method, template))
+        cases = dict(wrong)
+        if admin_only(operation):
+            cases["the team's own key"] = (bearer(ids["key"]), (403,))
+        elif not any(p in template for p in VICTIM_PARAMETERS):
+            # Names no victim object: the other team acts for itself; only leaks count.
+            cases["other team"] = (bearer(ids["key_b"]), refused + (200, 201, 202))
+        for name, (headers, allowed) in cases.items():
+            response = call(method, path, headers, body)
+            if response.status_code not in allowed:
+                fail(f"{method} {template} with {name} key: {response.status_code} (expected {allowed}): {response.text[:200]}")
+            if leaks(response):
+                fail(f"{method} {template} with {name} key: the victim's data leaked: {response.text[:200]}")
+
+
+HOSTILE = [
+    ("NUL", "\u0000"), ("NUL inside", "a\u0000b"), ("huge string", "x" * 300_000),
+    ("negative", -1), ("zero", 0), ("i64 min", -(2**63)), ("i64 max", 2**63 - 1), ("u64 overflow", 2**64 + 1),
+    ("float overflow", 1e308), ("fraction", 0.5), ("empty string", ""), ("array", []), ("object", {}),
+    ("bool", True), ("null", None),
+]
+
+
+def violates(document, schema, value):
+    """Whether `value` breaks what the document says of the field (type and bounds)."""
+    schema = resolve(document, schema)
+    if "oneOf" in schema or "anyOf" in schema:
+        options = schema.get("oneOf") or schema.get("anyOf")
+        return all(violates(document, option, value) for option in options)
+    kinds = schema.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds] if kinds else []
+    if not kinds:
+        return isinstance(value, str) and "\u0000" in value
+    checks = {
+        "null": lambda v: v is None,
+        "boolean": lambda v: isinstance(v, bool),
+        "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+        "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        "string": lambda v: isinstance(v, str),
+        "array": lambda v: isinstance(v, list),
+        "object": lambda v: isinstance(v, dict),
+    }
+    if not any(checks[k](value) for k in kinds if k in checks):
+        return True
+    if isinstance(value, str):
+        return ("\u0000" in value or len(value) < schema.get("minLength", 0)
+                or len(value) > schema.get("maxLength", 10**9))
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if "integer" in kinds and ("number" not in kinds) and not float(value).is_integer():
+            return True
+        return (value < schema.get("minimum", -(2**63)) or value > schema.get("maximum", 2**63 - 1)
+                or value <= schema.get("exclusiveMinimum", float("-inf")))
+    if isinstance(value, list):
+        return len(value) < schema.get("minItems", 0)
+    return False
+
+
+def fresh_job(ids):
+    job = ok(call("POST", "/api/jobs/create", bearer(ids["key"]), {"team_id": ids["team"], "job_type": "fuzz"}), "job")
+    return job["job_id"]
+
+
+def check_hostile_fields(document, ids):
+    """One field at a time made hostile, with the key that may call the operation."""
+    for method, template, path, operation in operations(document, ids):
+        content = operation.get("requestBody", {}).get("content", {}).get("application/json")
+        openai = template.startswith("/v1/")
+        if content is None and not (openai and method == "POST"):
+            continue
+        base = base_bodies(ids).get((method, template))
+        if base is None:
+            fail(f"{method} {template}: no base body in the suite; add one")
+            continue
+        headers = ADMIN if admin_only(operation) else bearer(ids["key"])
+        schema = resolve(document, content["schema"]) if content else {}
+        schema = next((resolve(document, s) for s in schema.get("oneOf", []) if s.get("type") != "null"), schema)
+        fields = schema.get("properties", {}) if isinstance(base, dict) else {}
+        if openai:
+            fields = {"model": {"type": "string", "minLength": 1}, "max_tokens": {"type": "integer", "minimum": 1},
+                      "n": {"type": "integer", "minimum": 1}, "messages": {"type": "array", "minItems": 1}}
+        for field, field_schema in fields.items():
+            for label, value in HOSTILE:
+                if "{job_id}" in template:
+                    # A job of its own, so that one accepted body cannot close it for the rest.
+                    path = template.replace("{job_id}", fresh_job(ids))
+                body = dict(base)
+                body[field] = value
+                response = call(method, path, headers, body)
+                where = f"{method} {template} {field}={label}"
+                if response.status_code >= 500:
+                    fail(f"{where}: {response.status_code} {response.text[:200]}")
+                elif violates(document, field_schema, value) and response.ok:
+                    fail(f"{where}: accepted a value the document forbids ({response.status_code})")
+                elif not response.ok and not openai and "detail" not in response.text:
+                    fail(f"{where}: {response.status_code} without a detail")
+        # Bodies that are not the right JSON at all.
+        for raw in ['{"a":', "[]", '"\\u0000"', "\u0000", "{}" * 1000, '{"x": "\\ud800"}']:
+            response = call(method, path, headers, raw=raw.encode("utf-8", "surrogatepass"))
+            # An empty list is a valid list of groups, and an empty check (the body is optional).
+            valid = raw == "[]" and (template.endswith("/model-groups") or template.endswith("/check"))
+            if response.status_code >= 500 or (response.ok and not valid):
+                fail(f"{method} {template} raw body {raw[:10]!r}: {response.status_code} {response.text[:120]}")
+
+
+def check_hostile_queries(document, ids):
+    """Query parameters with out-of-range, NUL and far-out values."""
+    values = ["-9223372036854775808", "99999999999999999999", "-1", "%00", "abc", "-262143-01-01", "9999999-01-01"]
+    for method, template, path, operation in operations(document, ids):
+        for parameter in operation.get("parameters", []):
+            if parameter.get("in") != "query":
+                continue
+            for value in values:
+                response = call(method, f"{path}?{parameter['name']}={value}", ADMIN)
+                if response.status_code >= 500:
+                    fail(f"{method} {template}?{parameter['name']}={value}: {response.status_code} {response.text[:200]}")
+    for template in ["/api/jobs/%00", "/api/teams/a%00b", "/api/model-groups/%00/models", "/api/jobs/" + "9" * 5000]:
+        response = call("GET", template, ADMIN)
+        if response.status_code >= 500 or response.ok:
+            fail(f"GET {template[:40]}: {response.status_code}")
+
+
+SSRF_URLS = [
+    "http://127.0.0.1/", "http://127.1/", "http://0x7f000001/", "http://2130706433/", "http://0177.0.0.1/",
+    "http://[::ffff:127.0.0.1]/", "http://[::1]/", "http://0.0.0.0/", "http://localhost/", "http://169.254.169.254/latest/meta-data/",
+    "http://10.0.0.1/", "http://172.16.0.1/", "http://192.168.1.1/", "http://[fd00::1]/", "http://100.64.0.1/",
+    "http://user:pass@hooks.example.com/", "file:///etc/passwd", "gopher://127.0.0.1/",
+]
+
+
+def check_ssrf(ids):
+    for url in SSRF_URLS:
+        response = call("POST", "/api/jobs/create", bearer(ids["key"]),
+                        {"team_id": ids["team"], "job_type": "ssrf", "callback_url": url})
+        if response.status_code != 400:
+            fail(f"callback_url {url}: {response.status_code} (expected 400) {response.text[:160]}")
+
+
+def main():
+    document = requests.get(BASE + "/openapi.json", timeout=30).json()
+    ids = setup()
+    before = balance_and_ledger(ids)
+    check_credentials(document, ids)
+    after_credentials = balance_and_ledger(ids)
+    if before != after_credentials:
+        fail(f"the victim's balance or ledger changed under other keys: {before} -> {after_credentials}")
+    check_ssrf(ids)
+    check_hostile_fields(document, ids)
+    check_hostile_queries(document, ids)
+    health = requests.get(BASE + "/health", timeout=30)
+    if health.status_code != 200:
+        fail(f"/health after the suite: {health.status_code}")
+    print(f"hostile suite: {CHECKED} requests, {len(FAILURES)} failures")
+    print(f"{CHECKED - len(FAILURES)} passed, {len(FAILURES)} failed")
+    sys.exit(1 if FAILURES else 0)
+
+
+if __name__ == "__main__":
+    main()
