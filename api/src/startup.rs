@@ -13,6 +13,7 @@ use saasllm_shared::config::LlmConfig;
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::upstream::Upstream;
@@ -47,6 +48,8 @@ pub struct ApiSettings {
     pub sync_call_timeout: Duration,
     pub complete_wait: Duration,
     pub llm: LlmConfig,
+    /// Which callback URLs a job may be created with (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).
+    pub webhook_targets: TargetPolicy,
 }
 
 impl ApiSettings {
@@ -64,6 +67,7 @@ impl ApiSettings {
                 api_key: None,
                 timeout_secs: 120,
             },
+            webhook_targets: TargetPolicy::default(),
         }
     }
 }
@@ -96,6 +100,7 @@ impl Application {
             sync_call_timeout: Duration::from_secs(config.sync_call_timeout_secs),
             complete_wait: Duration::from_secs(config.complete_wait_secs),
             llm: config.llm.clone(),
+            webhook_targets: config.worker.webhook_targets(),
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
@@ -137,6 +142,7 @@ impl Application {
                 job_ttl: settings.job_ttl,
                 sync_call_timeout: settings.sync_call_timeout,
                 complete_wait: settings.complete_wait,
+                webhook_targets: settings.webhook_targets,
             }),
         };
         Ok(Self {
