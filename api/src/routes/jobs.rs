@@ -63,8 +63,9 @@ struct CreateJob {
     user_id: Option<String>,
     job_type: String,
     metadata: Option<serde_json::Value>,
-    /// Absolute http or https URL (at most 2048 characters) that receives the signed
-    /// `job.settled` event when the job reaches its final status.
+    /// Absolute http or https URL (at most 2048 characters, no user name or password, a public
+    /// host: no loopback, private or link-local address, no `localhost` or internal name) that
+    /// receives the signed `job.settled` event when the job reaches its final status.
     callback_url: Option<String>,
     /// Signing secret of the callback, `whsec_` + base64 of a 16 to 64 byte key (Standard
     /// Webhooks). Generated when omitted; returned only in this response.

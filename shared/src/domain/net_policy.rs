@@ -139,10 +139,12 @@ fn is_global_v6(ip: Ipv6Addr) -> bool {
     if segments[0] & 0xe000 != 0x2000 {
         return false;
     }
-    !((segments[0] == 0x2001 && segments[1] < 0x200) // IETF protocol assignments, Teredo
-        || (segments[0] == 0x2001 && segments[1] == 0xdb8) // documentation
-        || segments[0] == 0x2002 // 6to4 (deprecated; embeds any IPv4 address)
-        || segments[0] & 0xfff0 == 0x3ff0) // documentation (3fff::/20)
+    let refused = match segments[0] {
+        0x2001 => segments[1] < 0x200 || segments[1] == 0xdb8, // IETF assignments, Teredo; documentation
+        0x2002 => true, // 6to4 (deprecated; embeds any IPv4 address)
+        first => first & 0xfff0 == 0x3ff0, // documentation (3fff::/20)
+    };
+    !refused
 }
 
 fn embedded_v4(ip: Ipv6Addr) -> Ipv4Addr {
@@ -180,6 +182,7 @@ mod tests {
     const FORBIDDEN_URLS: &[&str] = &[
         "http://127.0.0.1/hook",
         "http://127.1/hook",
+        "http://127.0.0.1./hook",
         "http://0x7f000001/hook",
         "http://2130706433/hook",
         "http://0177.0.0.1/hook",
