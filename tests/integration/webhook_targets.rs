@@ -260,3 +260,70 @@ async fn a_refused_connection_is_logged_as_connection_failed_without_os_details(
         assert!(!text.to_lowercase().contains(detail), "{detail} in {text}");
     }
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn errors_recorded_with_os_details_are_cut_back_to_their_generic_part(db: PgPool) {
+    let mut stack = spawn_stack(db.clone()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let closed = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    drop(listener);
+    let key = stack.team("team_old", 5, &[CHAT]).await;
+    let body = json!({"team_id": "team_old", "job_type": "x", "callback_url": closed});
+    let job = ok_json(
+        stack
+            .app
+            .with_key(&key, Method::POST, "/api/jobs/create")
+            .json(&body)
+            .send()
+            .await,
+    )
+    .await;
+    let job_id = job["job_id"].as_str().expect("job_id").to_owned();
+    ok_json(Ok(stack.complete(&key, &job_id, "completed").await)).await;
+    assert!(
+        eventually(PATIENCE, || async {
+            attempts_of(&db, &job_id).await.len() >= 3
+        })
+        .await
+    );
+    // No further attempt overwrites what the test writes.
+    stack.stop_workers().await;
+    // The errors as earlier versions recorded them.
+    sqlx::query(
+        "update webhook_delivery_attempts a set error = case a.attempt_number
+             when 1 then 'connection failed: Connection refused (os error 111)'
+             when 2 then 'no answer within 10 s'
+             else 'request failed: error decoding response body' end
+         from webhook_deliveries d
+         where d.delivery_id = a.delivery_id and d.job_id = $1::uuid and a.attempt_number <= 3",
+    )
+    .bind(&job_id)
+    .execute(&db)
+    .await
+    .expect("old errors");
+    sqlx::query("update webhook_deliveries set last_error = 'connection failed: Connection refused (os error 111)' where job_id = $1::uuid")
+        .bind(&job_id)
+        .execute(&db)
+        .await
+        .expect("old last error");
+
+    sqlx::raw_sql(include_str!(
+        "../../migrations/20261202140000_generic_webhook_errors.sql"
+    ))
+    .execute(&db)
+    .await
+    .expect("migration");
+
+    let attempts = attempts_of(&db, &job_id).await;
+    let errors: Vec<Option<&str>> = attempts.iter().take(3).map(|a| a.2.as_deref()).collect();
+    assert_eq!(
+        errors,
+        vec![
+            Some("connection failed"),
+            Some("timed out"),
+            Some("request failed")
+        ]
+    );
+    let (listed, _) = deliveries_listed(&stack, &key, &job_id).await;
+    assert_eq!(listed["deliveries"][0]["last_error"], "connection failed");
+}

@@ -218,7 +218,7 @@ impl Sender {
                 let (error, is_final) = webhook_client::describe(&e);
                 // The details stay in the operator's log; the URL is left out (it may carry the
                 // receiver's token).
-                tracing::debug!(delivery_id = %claim.delivery_id, error = %e.without_url(), "webhook attempt failed");
+                tracing::debug!(delivery_id = %claim.delivery_id, error = ?e.without_url(), "webhook attempt failed");
                 AttemptResult {
                     http_status: None,
                     error: Some(error.into()),
