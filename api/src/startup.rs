@@ -12,6 +12,7 @@ use saasllm_shared::config::LlmConfig;
 use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::upstream::Upstream;
@@ -54,6 +55,8 @@ pub struct ApiSettings {
     pub body_read_timeout: Duration,
     /// Where to serve `GET /metrics` without a key (a private address), if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// Which callback URLs a job may be created with (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).
+    pub webhook_targets: TargetPolicy,
 }
 
 impl ApiSettings {
@@ -74,6 +77,7 @@ impl ApiSettings {
             connections: ConnectionLimits::default(),
             body_read_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            webhook_targets: TargetPolicy::default(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl Application {
             },
             body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
             metrics_addr: config.metrics_addr,
+            webhook_targets: config.worker.webhook_targets(),
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
@@ -164,6 +169,7 @@ impl Application {
                 job_ttl: settings.job_ttl,
                 sync_call_timeout: settings.sync_call_timeout,
                 complete_wait: settings.complete_wait,
+                webhook_targets: settings.webhook_targets,
             }),
         };
         Ok(Self {

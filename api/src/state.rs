@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::upstream::Upstream;
@@ -32,4 +33,5 @@ pub struct Settings {
     pub job_ttl: Duration,
     pub sync_call_timeout: Duration,
     pub complete_wait: Duration,
+    pub webhook_targets: TargetPolicy,
 }

@@ -21,4 +21,5 @@ mod request_errors;
 mod resilience;
 mod teams;
 mod usage;
+mod webhook_targets;
 mod webhooks;

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use saasllm_shared::config::{DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig};
+use saasllm_shared::domain::net_policy::TargetPolicy;
 
 use crate::reconciler::ReconcilerSettings;
 use crate::resilience::{Cooldowns, RetryPolicy};
@@ -130,6 +131,16 @@ pub struct WorkerOptions {
         default_value_t = 93_600
     )]
     pub webhook_retry_window_secs: u64,
+    /// Let callback URLs point at loopback, private, link-local and other non-public addresses
+    /// and at internal host names (development and tests only). The API checks it when a job is
+    /// created, workers on every delivery.
+    #[arg(
+        long = "webhook-allow-private-targets",
+        env = "WEBHOOK_ALLOW_PRIVATE_TARGETS",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub webhook_allow_private_targets: bool,
 }
 
 impl WorkerOptions {
@@ -167,6 +178,14 @@ impl WorkerOptions {
             retry_base: Duration::from_millis(self.webhook_retry_base_ms.max(1)),
             retry_max: Duration::from_millis(self.webhook_retry_max_ms.max(1)),
             retry_window: Duration::from_secs(self.webhook_retry_window_secs),
+            targets: self.webhook_targets(),
+        }
+    }
+
+    /// The webhook target policy, the same for the API's creation check and for delivery.
+    pub fn webhook_targets(&self) -> TargetPolicy {
+        TargetPolicy {
+            allow_private: self.webhook_allow_private_targets,
         }
     }
 }
@@ -210,5 +229,14 @@ mod tests {
     fn webhooks_are_retried_for_more_than_a_day_by_default() {
         let config = WorkerConfig::parse_from(["saasllm-worker"]);
         assert!(config.worker.webhooks().retry_window > Duration::from_secs(24 * 3_600));
+    }
+
+    #[test]
+    fn private_webhook_targets_are_refused_unless_allowed_explicitly() {
+        let default = WorkerConfig::parse_from(["saasllm-worker"]);
+        assert!(!default.worker.webhooks().targets.allow_private);
+        let allowed =
+            WorkerConfig::parse_from(["saasllm-worker", "--webhook-allow-private-targets", "true"]);
+        assert!(allowed.worker.webhooks().targets.allow_private);
     }
 }

@@ -9,6 +9,7 @@ pub mod fault;
 pub mod reconciler;
 pub mod resilience;
 pub mod upstream;
+pub mod webhook_client;
 pub mod webhooks;
 
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! Sends webhook deliveries: claims the due ones from PostgreSQL, POSTs each signed
 //! (Standard Webhooks), records every attempt, and retries with exponential backoff until the
 //! receiver answers 2xx or the retry window ends. Sends run concurrently, each bounded by a
-//! request timeout, so a slow or dead receiver holds one slot and never the others.
+//! request timeout, so a slow or dead receiver holds one slot and never the others. A target the
+//! address policy refuses is never connected to, and its delivery fails at once.
 
 use std::time::{Duration, Instant};
 
@@ -9,13 +10,13 @@ use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use saasllm_shared::db;
 use saasllm_shared::db::webhooks::{AttemptResult, ClaimedDelivery, DeliveryStatus};
+use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::domain::webhook;
 use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// The `user-agent` of every delivery.
-pub const USER_AGENT: &str = "saasllm-webhooks";
+use crate::webhook_client::{self, TARGET_NOT_ALLOWED};
 
 /// Settings of the webhook sender.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,8 @@ pub struct WebhookSettings {
     pub retry_max: Duration,
     /// Age of a delivery after which a failed attempt is its last.
     pub retry_window: Duration,
+    /// Which addresses deliveries may connect to.
+    pub targets: TargetPolicy,
 }
 
 impl WebhookSettings {
@@ -109,13 +112,7 @@ struct Sender {
 
 impl Sender {
     fn new(settings: WebhookSettings) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
-            // A redirect is an answer like any non-2xx: the event goes only where the job said.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(USER_AGENT)
-            .build()?;
+        let client = webhook_client::client(settings.timeout, settings.targets)?;
         Ok(Self { client, settings })
     }
 
@@ -175,8 +172,21 @@ impl Sender {
                 http_status: None,
                 error: Some("the job has no usable callback secret; nothing was sent".into()),
                 latency: Duration::ZERO,
+                is_final: false,
             };
         };
+        // The job's URL was checked at creation, but under the policy of that time, and the
+        // client resolves only host names: an address literal is checked here.
+        let permitted = reqwest::Url::parse(&claim.url)
+            .is_ok_and(|url| self.settings.targets.check_url(&url).is_ok());
+        if !permitted {
+            return AttemptResult {
+                http_status: None,
+                error: Some(TARGET_NOT_ALLOWED.into()),
+                latency: Duration::ZERO,
+                is_final: true,
+            };
+        }
         let body = claim.payload.to_string().into_bytes();
         let webhook_id = claim.delivery_id.to_string();
         let timestamp = Utc::now().timestamp();
@@ -201,31 +211,22 @@ impl Sender {
                     error: (!status.is_success())
                         .then(|| format!("receiver answered {}", status.as_u16())),
                     latency,
+                    is_final: false,
                 }
             }
-            Err(e) => AttemptResult {
-                http_status: None,
-                error: Some(self.describe(&e)),
-                latency,
-            },
+            Err(e) => {
+                let (error, is_final) = webhook_client::describe(&e);
+                // The details stay in the operator's log; the URL is left out (it may carry the
+                // receiver's token).
+                tracing::debug!(delivery_id = %claim.delivery_id, error = ?e.without_url(), "webhook attempt failed");
+                AttemptResult {
+                    http_status: None,
+                    error: Some(error.into()),
+                    latency,
+                    is_final,
+                }
+            }
         }
-    }
-
-    /// A transport failure in a few words, without the URL (it may carry the receiver's token).
-    fn describe(&self, error: &reqwest::Error) -> String {
-        if error.is_timeout() {
-            return format!("no answer within {} s", self.settings.timeout.as_secs_f64());
-        }
-        let mut cause: &dyn std::error::Error = error;
-        while let Some(source) = cause.source() {
-            cause = source;
-        }
-        let what = if error.is_connect() {
-            "connection failed"
-        } else {
-            "request failed"
-        };
-        format!("{what}: {cause}")
     }
 }
 
@@ -241,6 +242,7 @@ mod tests {
             retry_base: Duration::from_secs(5),
             retry_max: Duration::from_secs(3_600),
             retry_window: Duration::from_secs(93_600),
+            targets: TargetPolicy::default(),
         }
     }
 

@@ -10,6 +10,7 @@ use saasllm_shared::db;
 use saasllm_shared::db::calls::CallRow;
 use saasllm_shared::db::jobs::{Cancellation, JobRow, NewJob, Settlement};
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::domain::status::{CallStatus, JobStatus};
 use saasllm_shared::domain::webhook;
 use serde::{Deserialize, Serialize};
@@ -62,18 +63,21 @@ struct CreateJob {
     user_id: Option<String>,
     job_type: String,
     metadata: Option<serde_json::Value>,
-    /// Absolute http or https URL (at most 2048 characters) that receives the signed
-    /// `job.settled` event when the job reaches its final status.
+    /// Absolute http or https URL (at most 2048 characters, no user name or password, a public
+    /// host: no loopback, private or link-local address, no `localhost` or internal name) that
+    /// receives the signed `job.settled` event when the job reaches its final status.
     callback_url: Option<String>,
     /// Signing secret of the callback, `whsec_` + base64 of a 16 to 64 byte key (Standard
     /// Webhooks). Generated when omitted; returned only in this response.
     callback_secret: Option<String>,
 }
 
-/// The callback of a new job, both parts checked: the URL, and the client's secret or a new one.
+/// The callback of a new job, both parts checked: the URL (its form, and its target against the
+/// policy), and the client's secret or a new one.
 fn callback<'a>(
     url: Option<&'a str>,
     secret: Option<&str>,
+    targets: TargetPolicy,
 ) -> Result<Option<(&'a str, String)>, ApiError> {
     let Some(url) = url else {
         if secret.is_some() {
@@ -84,6 +88,7 @@ fn callback<'a>(
         return Ok(None);
     };
     let url = validate::callback_url(url)?;
+    validate::callback_target(url, targets)?;
     let secret = match secret {
         Some(secret) => {
             webhook::parse_secret(secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
@@ -126,6 +131,7 @@ async fn create(
     let callback = callback(
         body.callback_url.as_deref(),
         body.callback_secret.as_deref(),
+        state.settings.webhook_targets,
     )?;
     let metadata = validate::metadata(body.metadata)?;
     let inserted = db::jobs::insert_holding_credit(

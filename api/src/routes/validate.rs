@@ -1,5 +1,7 @@
 //! Input checks shared by the route modules; each failure is a 400 naming the field.
 
+use saasllm_shared::domain::net_policy::TargetPolicy;
+
 use crate::error::ApiError;
 
 /// Longest accepted identifier (organization, team, model group names).
@@ -67,6 +69,18 @@ pub fn callback_url(value: &str) -> Result<&str, ApiError> {
         return Err(invalid());
     }
     Ok(value)
+}
+
+/// A callback URL's target, checked against the deployment's policy without resolving it (a host
+/// name is checked when a delivery connects): no credentials, no non-public address literal, no
+/// local or internal host name.
+pub fn callback_target(value: &str, policy: TargetPolicy) -> Result<(), ApiError> {
+    let parsed = url::Url::parse(value).map_err(|_| {
+        ApiError::BadRequest("callback_url must be an absolute http or https URL".into())
+    })?;
+    policy
+        .check_url(&parsed)
+        .map_err(|refusal| ApiError::BadRequest(format!("callback_url {refusal}")))
 }
 
 /// Page bounds for list endpoints.

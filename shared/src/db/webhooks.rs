@@ -147,9 +147,13 @@ pub async fn claim_due(
 pub struct AttemptResult {
     /// The receiver's status, if it answered.
     pub http_status: Option<u16>,
-    /// Why the attempt did not succeed; `None` when it did.
+    /// Why the attempt did not succeed, in a few generic words (it is shown to the tenant, so
+    /// never an OS error or a resolved address); `None` when it did.
     pub error: Option<String>,
     pub latency: Duration,
+    /// No later attempt can succeed (the target is refused by the address policy): the delivery
+    /// is `failed` now rather than retried for the whole window.
+    pub is_final: bool,
 }
 
 impl AttemptResult {
@@ -181,7 +185,8 @@ impl DeliveryStatus {
 
 /// Records an attempt and moves the delivery on: `delivered` on success; otherwise the next
 /// attempt `retry_delay` from now, but no later than the end of the retry window (so the last
-/// attempt falls on it), and `failed` once an attempt fails at or after that end. Returns the new
+/// attempt falls on it), and `failed` once an attempt fails at or after that end, or fails for
+/// good (`AttemptResult::is_final`). Returns the new
 /// status, or `None` when the claim no longer holds (another worker took the delivery over) and
 /// nothing was written.
 pub async fn record_attempt(
@@ -199,6 +204,7 @@ pub async fn record_attempt(
              last_error = $5,
              status = case
                  when $6 then 'delivered'
+                 when $9 then 'failed'
                  when now() >= created_at + make_interval(secs => $8) then 'failed'
                  else 'pending' end,
              delivered_at = case when $6 then now() end,
@@ -216,6 +222,7 @@ pub async fn record_attempt(
     .bind(result.succeeded())
     .bind(retry_delay.as_secs_f64())
     .bind(retry_window.as_secs_f64())
+    .bind(result.is_final && !result.succeeded())
     .fetch_optional(&mut *tx)
     .await?;
     if status.is_some() {

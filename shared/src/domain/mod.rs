@@ -1,8 +1,9 @@
-//! Domain types and pure rules: keys, money, states, webhook signatures.
+//! Domain types and pure rules: keys, money, states, webhook signatures and targets.
 
 pub mod keys;
 pub mod limits;
 pub mod money;
+pub mod net_policy;
 pub mod pricing;
 pub mod status;
 pub mod webhook;

@@ -71,6 +71,8 @@ pub fn test_worker_options() -> WorkerOptions {
         webhook_retry_base_ms: 50,
         webhook_retry_max_ms: 1_000,
         webhook_retry_window_secs: 93_600,
+        // Test receivers listen on 127.0.0.1; the target policy tests turn this off.
+        webhook_allow_private_targets: true,
     }
 }
 
@@ -94,6 +96,7 @@ pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
             api_key: Some(SecretString::from("sk-upstream-test".to_owned())),
             timeout_secs: options.llm_timeout_secs,
         },
+        webhook_targets: options.worker_options.webhook_targets(),
         ..ApiSettings::new(SecretString::from(ADMIN_KEY.to_owned()))
     };
     let app = Application::build_with(
