@@ -166,7 +166,7 @@ async fn create(
         "created_at": job.created_at,
         "expires_at": job.expires_at,
     });
-    // The secret is shown this once (and to an Idempotency-Key retry of this request).
+    // The secret is shown this once: a replay of this answer is stored without it.
     if let Some((url, secret)) = callback {
         response["callback_url"] = json!(url);
         response["callback_secret"] = json!(secret);
