@@ -101,10 +101,22 @@ impl From<sqlx::Error> for ApiError {
                 "Database unavailable, nothing was changed; retry later".into(),
             );
         }
-        match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
-                ApiError::BadRequest("A number in the request is out of range".into())
+        // Data PostgreSQL cannot take is the request's fault. The extractors already refuse NUL
+        // and the routes bound their numbers and dates, so these arms are a backstop that keeps
+        // a check missed somewhere a 400 rather than a 500.
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        match code.as_deref() {
+            Some("22003") => ApiError::BadRequest("A number in the request is out of range".into()),
+            Some("22008") => {
+                ApiError::BadRequest("A date or time in the request is out of range".into())
             }
+            // untranslatable_character, and jsonb's unsupported_unicode_escape_sequence
+            Some("22021" | "22P05") => ApiError::BadRequest(
+                "A string in the request contains a character that cannot be stored (NUL)".into(),
+            ),
             _ => ApiError::Internal(error.into()),
         }
     }

@@ -185,6 +185,7 @@ async fn chat_completions(
             format!("Malformed JSON body: {e}"),
         )
     })?;
+    crate::extract::reject_nul(&bytes, &request)?;
     let model = request
         .get("model")
         .and_then(Value::as_str)

@@ -23,6 +23,22 @@ use crate::state::AppState;
 /// Longest `from`..`to` range, so one request cannot ask for an unbounded daily series.
 const MAX_RANGE_DAYS: u64 = 732;
 
+/// Years a report may cover. No job predates 2000, and chrono parses years far outside what
+/// PostgreSQL timestamps hold (`-262143-01-01`), which would fail the query instead of the check.
+const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
+
+fn within_years(name: &str, text: &str, day: NaiveDate) -> Result<NaiveDate, ApiError> {
+    use chrono::Datelike;
+    if YEARS.contains(&day.year()) {
+        return Ok(day);
+    }
+    Err(ApiError::BadRequest(format!(
+        "Invalid {name} '{text}': the year must be between {} and {}",
+        YEARS.start(),
+        YEARS.end()
+    )))
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(team_usage))
@@ -92,6 +108,7 @@ fn month(period: Option<&str>) -> Result<Range, ApiError> {
         month.parse().map_err(|_| invalid())?,
     );
     let first_day = NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(invalid)?;
+    let first_day = within_years("period", period, first_day)?;
     let next_month = first_day
         .checked_add_months(chrono::Months::new(1))
         .ok_or_else(invalid)?;
@@ -108,11 +125,12 @@ fn month(period: Option<&str>) -> Result<Range, ApiError> {
 /// `from`..=`to`, whole UTC days.
 fn days(from: &str, to: &str) -> Result<Range, ApiError> {
     let parse = |name: &str, text: &str| {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
             ApiError::BadRequest(format!(
                 "Invalid {name} '{text}': expected YYYY-MM-DD, e.g. 2025-10-01"
             ))
-        })
+        })?;
+        within_years(name, text, day)
     };
     let (first_day, last_day) = (parse("from", from)?, parse("to", to)?);
     if last_day < first_day {
@@ -388,5 +406,15 @@ mod tests {
         assert!(days("2025-10-01", "2025-13-01").is_err());
         assert!(days("2020-01-01", "2025-01-01").is_err());
         assert!(days("2025-10-01", "2025-10-01").is_ok());
+    }
+
+    #[test]
+    fn years_outside_2000_to_9999_are_refused_before_reaching_the_database() {
+        assert!(days("-262143-01-01", "2025-01-01").is_err());
+        assert!(days("9999-12-01", "+10000-01-01").is_err());
+        assert!(days("1999-12-31", "2000-01-01").is_err());
+        assert!(days("9999-12-01", "9999-12-31").is_ok());
+        assert!(month(Some("1999-12")).is_err());
+        assert!(month(Some("9999-12")).is_ok());
     }
 }
