@@ -367,22 +367,11 @@ async fn complete(
             JobStatus::Completed | JobStatus::Failed if current.status == requested => {
                 return summary(&state, job_id).await;
             }
-            JobStatus::Completed | JobStatus::Failed => {
-                return Err(ApiError::Conflict(format!(
-                    "Job '{job_id}' is already {}; it cannot become {}",
-                    current.status.as_str(),
-                    requested.as_str()
-                )));
-            }
-            JobStatus::Expired => {
-                return Err(ApiError::Conflict(format!(
-                    "Job '{job_id}' expired before it was completed; its credit hold was released"
-                )));
-            }
-            JobStatus::Cancelled => {
-                return Err(ApiError::Conflict(format!(
-                    "Job '{job_id}' was cancelled; its credit hold was released"
-                )));
+            JobStatus::Completed
+            | JobStatus::Failed
+            | JobStatus::Expired
+            | JobStatus::Cancelled => {
+                return Err(settled_otherwise(job_id, current.status, requested));
             }
             JobStatus::Completing if current.requested_status != Some(requested) => {
                 return Err(ApiError::Conflict(format!(
@@ -410,13 +399,32 @@ async fn complete(
         }
     }
     if current.status != JobStatus::Completing {
-        return complete_again(&state, job_id, requested).await;
+        return answer_settled(&state, job_id, requested).await;
     }
-    wait_for_settlement(&state, job_id).await
+    wait_for_settlement(&state, job_id, requested).await
 }
 
-/// The job moved twice under us; answer from its final state.
-async fn complete_again(
+/// The 409 for a job that reached a final status other than the one requested.
+fn settled_otherwise(job_id: Uuid, status: JobStatus, requested: JobStatus) -> ApiError {
+    ApiError::Conflict(match status {
+        JobStatus::Expired => {
+            format!("Job '{job_id}' expired before it was completed; its credit hold was released")
+        }
+        JobStatus::Cancelled => {
+            format!("Job '{job_id}' was cancelled; its credit hold was released")
+        }
+        other => format!(
+            "Job '{job_id}' is already {}; it cannot become {}",
+            other.as_str(),
+            requested.as_str()
+        ),
+    })
+}
+
+/// Answers from the job's final state once it left `completing`: the summary when it became
+/// what was requested, else 409. A `cancel` can win the race against the settlement (it takes
+/// a `completing` job too), and the caller must not read a 200 for a job that was cancelled.
+async fn answer_settled(
     state: &AppState,
     job_id: Uuid,
     requested: JobStatus,
@@ -427,21 +435,24 @@ async fn complete_again(
     if job.status == requested {
         summary(state, job_id).await
     } else {
-        Err(ApiError::Conflict(format!(
-            "Job '{job_id}' is already {}",
-            job.status.as_str()
-        )))
+        Err(settled_otherwise(job_id, job.status, requested))
     }
 }
 
 /// Settles now if every call has finished; otherwise waits (bounded) for the worker that ends
 /// the last call to settle, then answers 202 `completing` if it still has not.
-async fn wait_for_settlement(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
+async fn wait_for_settlement(
+    state: &AppState,
+    job_id: Uuid,
+    requested: JobStatus,
+) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.settings.complete_wait;
     loop {
         let waiter = state.notifier.job(job_id);
         match db::jobs::settle(&state.db, job_id).await? {
-            Settlement::Settled | Settlement::NotCompleting => return summary(state, job_id).await,
+            Settlement::Settled | Settlement::NotCompleting => {
+                return answer_settled(state, job_id, requested).await;
+            }
             Settlement::Waiting => {}
         }
         let now = tokio::time::Instant::now();
