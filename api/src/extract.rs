@@ -205,3 +205,33 @@ where
             })
     }
 }
+
+/// Serde helpers for integer body fields. JSON Schema counts `16.0` as an integer, and so does
+/// the document, so a whole number written with a fraction is taken as that integer.
+pub mod whole_number {
+    use serde::de::{Deserialize, Deserializer, Error};
+
+    fn whole<E: Error, T: TryFrom<i64>>(number: serde_json::Number) -> Result<T, E> {
+        let value = number.as_i64().or_else(|| {
+            number
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < i64::MAX as f64)
+                .map(|f| f as i64)
+        });
+        value
+            .and_then(|v| T::try_from(v).ok())
+            .ok_or_else(|| E::custom(format!("invalid value: {number}, expected a whole number")))
+    }
+
+    pub fn required<'de, D: Deserializer<'de>, T: TryFrom<i64>>(d: D) -> Result<T, D::Error> {
+        whole(serde_json::Number::deserialize(d)?)
+    }
+
+    pub fn optional<'de, D: Deserializer<'de>, T: TryFrom<i64>>(
+        d: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<serde_json::Number>::deserialize(d)?
+            .map(whole)
+            .transpose()
+    }
+}

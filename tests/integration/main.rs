@@ -20,6 +20,7 @@ mod organizations;
 mod queue;
 mod request_errors;
 mod resilience;
+mod schema_bounds;
 mod teams;
 mod usage;
 mod webhooks;

@@ -58,15 +58,22 @@ pub async fn visible_job(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateJob {
+    /// The caller's own team with a team key.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     team_id: String,
     user_id: Option<String>,
+    /// Not blank, at most 200 characters.
+    #[schema(max_length = 200, pattern = "\\S")]
     job_type: String,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     /// Absolute http or https URL (at most 2048 characters) that receives the signed
     /// `job.settled` event when the job reaches its final status.
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     callback_url: Option<String>,
     /// Signing secret of the callback, `whsec_` + base64 of a 16 to 64 byte key (Standard
-    /// Webhooks). Generated when omitted; returned only in this response.
+    /// Webhooks); only with `callback_url`. Generated when omitted; returned only in this response.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{22,86}={0,2}$")]
     callback_secret: Option<String>,
 }
 
@@ -100,12 +107,13 @@ fn callback<'a>(
     post,
     path = "/api/jobs/create",
     tag = "jobs",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    params(crate::openapi::IdempotencyHeader),
     request_body = CreateJob,
     responses(
         (status = 200, description = "The job", body = serde_json::Value,
          example = json!({"job_id": "0193...", "team_id": "team_engineering", "job_type": "resume_analysis", "status": "pending", "created_at": "2026-11-28T10:00:00Z", "expires_at": "2026-11-29T10:00:00Z", "callback_url": "https://hooks.example.com/saasllm", "callback_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
         (status = 402, description = "Not enough credits", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The team does not exist (admin key)", body = crate::openapi::ErrorBody),
         (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("admin_key" = []))
@@ -118,7 +126,7 @@ async fn create(
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     caller.ensure_acts_for_team(&body.team_id)?;
     validate::non_blank("job_type", &body.job_type)?;
-    if body.job_type.len() > 200 {
+    if body.job_type.chars().count() > 200 {
         return Err(ApiError::BadRequest(
             "job_type must be at most 200 characters".into(),
         ));
@@ -301,7 +309,9 @@ async fn show(
 #[serde(deny_unknown_fields)]
 struct CompleteJob {
     /// `completed` (charges 1 credit) or `failed` (releases the hold).
+    #[schema(pattern = "^(completed|failed)$")]
     status: String,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     error_message: Option<String>,
 }
@@ -331,7 +341,7 @@ async fn summary(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
     post,
     path = "/api/jobs/{job_id}/complete",
     tag = "jobs",
-    params(("job_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    params(("job_id" = Uuid, Path), crate::openapi::IdempotencyHeader),
     request_body = CompleteJob,
     responses(
         (status = 200, description = "Settled: the job's costs and calls", body = serde_json::Value),
@@ -526,8 +536,12 @@ async fn cancel(
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Only jobs in this status; empty for all.
+    #[param(pattern = "^(|pending|in_progress|completing|completed|failed|expired|cancelled)$")]
     status: Option<String>,
 }
 

@@ -50,11 +50,15 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct PeriodQuery {
-    /// A calendar month, `YYYY-MM` (UTC). Required unless `from` and `to` are given.
+    /// A calendar month, `YYYY-MM` (UTC), year 2000 to 9999. Required unless `from` and `to`
+    /// are given.
+    #[param(pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$")]
     period: Option<String>,
     /// First day, `YYYY-MM-DD` (UTC), inclusive; with `to`, instead of `period`.
+    #[param(pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     from: Option<String>,
-    /// Last day, `YYYY-MM-DD` (UTC), inclusive.
+    /// Last day, `YYYY-MM-DD` (UTC), inclusive, not before `from` and at most 732 days after.
+    #[param(pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$")]
     to: Option<String>,
 }
 
@@ -65,6 +69,15 @@ struct Range {
     end: DateTime<Utc>,
     first_day: NaiveDate,
     last_day: NaiveDate,
+}
+
+/// Whether `text` has exactly the shape given, `d` standing for an ASCII digit.
+fn digits_in_shape(text: &str, shape: &str) -> bool {
+    text.len() == shape.len()
+        && text.bytes().zip(shape.bytes()).all(|(c, s)| match s {
+            b'd' => c.is_ascii_digit(),
+            other => c == other,
+        })
 }
 
 fn at_midnight(day: NaiveDate) -> DateTime<Utc> {
@@ -99,10 +112,10 @@ fn month(period: Option<&str>) -> Result<Range, ApiError> {
             "Invalid period '{period}': expected YYYY-MM, e.g. 2025-10"
         ))
     };
-    let (year, month) = period.split_once('-').ok_or_else(invalid)?;
-    if year.len() != 4 || month.len() != 2 {
+    if !digits_in_shape(period, "dddd-dd") {
         return Err(invalid());
     }
+    let (year, month) = period.split_once('-').ok_or_else(invalid)?;
     let (year, month): (i32, u32) = (
         year.parse().map_err(|_| invalid())?,
         month.parse().map_err(|_| invalid())?,
@@ -125,11 +138,16 @@ fn month(period: Option<&str>) -> Result<Range, ApiError> {
 /// `from`..=`to`, whole UTC days.
 fn days(from: &str, to: &str) -> Result<Range, ApiError> {
     let parse = |name: &str, text: &str| {
-        let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+        let invalid = || {
             ApiError::BadRequest(format!(
                 "Invalid {name} '{text}': expected YYYY-MM-DD, e.g. 2025-10-01"
             ))
-        })?;
+        };
+        // chrono alone would also take `2025-1-5` or `+2025-01-01`.
+        if !digits_in_shape(text, "dddd-dd-dd") {
+            return Err(invalid());
+        }
+        let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
         within_years(name, text, day)
     };
     let (first_day, last_day) = (parse("from", from)?, parse("to", to)?);
@@ -391,6 +409,8 @@ mod tests {
             Some("25-10"),
             Some("2025/10"),
             Some("abcd-ef"),
+            Some("2025-+1"),
+            Some("+025-01"),
         ] {
             assert!(month(bad).is_err(), "{bad:?}");
         }
@@ -406,6 +426,9 @@ mod tests {
         assert!(days("2025-10-01", "2025-13-01").is_err());
         assert!(days("2020-01-01", "2025-01-01").is_err());
         assert!(days("2025-10-01", "2025-10-01").is_ok());
+        assert!(days("2025-1-01", "2025-10-01").is_err());
+        assert!(days("2025-10-01", "2025-10-1").is_err());
+        assert!(days("+2025-10-01", "2025-10-01").is_err());
     }
 
     #[test]
