@@ -101,10 +101,22 @@ impl From<sqlx::Error> for ApiError {
                 "Database unavailable, nothing was changed; retry later".into(),
             );
         }
-        match &error {
-            sqlx::Error::Database(db) if db.code().as_deref() == Some("22003") => {
-                ApiError::BadRequest("A number in the request is out of range".into())
+        // Data PostgreSQL cannot take is the request's fault. The extractors already refuse NUL
+        // and the routes bound their numbers and dates, so these arms are a backstop that keeps
+        // a check missed somewhere a 400 rather than a 500.
+        let code = match &error {
+            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+            _ => None,
+        };
+        match code.as_deref() {
+            Some("22003") => ApiError::BadRequest("A number in the request is out of range".into()),
+            Some("22008") => {
+                ApiError::BadRequest("A date or time in the request is out of range".into())
             }
+            // untranslatable_character, and jsonb's unsupported_unicode_escape_sequence
+            Some("22021" | "22P05") => ApiError::BadRequest(
+                "A string in the request contains a character that cannot be stored (NUL)".into(),
+            ),
             _ => ApiError::Internal(error.into()),
         }
     }
@@ -138,5 +150,62 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use sqlx::error::{DatabaseError, ErrorKind};
+
+    use super::*;
+
+    /// A PostgreSQL error with only a SQLSTATE, as the driver would report it.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.0))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> ErrorKind {
+            ErrorKind::Other
+        }
+    }
+
+    fn status_of(code: &'static str) -> StatusCode {
+        ApiError::from(sqlx::Error::Database(Box::new(Sqlstate(code)))).status()
+    }
+
+    #[test]
+    fn data_postgresql_cannot_take_is_a_400_not_a_500() {
+        // untranslatable character (NUL in text), NUL escape in jsonb, datetime and numeric
+        // overflow
+        for code in ["22021", "22P05", "22008", "22003"] {
+            assert_eq!(status_of(code), StatusCode::BAD_REQUEST, "{code}");
+        }
+        assert_eq!(status_of("57P01"), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of("XX000"), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -5,7 +5,7 @@
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 /// Where the document is served.
 pub const DOCUMENT_PATH: &str = "/openapi.json";
@@ -23,7 +23,9 @@ pub const DOCS_PATH: &str = "/docs";
             under `/v1`.\n\nEvery error is `{\"detail\": \"...\"}` (the `/v1` endpoints answer in \
             OpenAI's error shape). Admin endpoints take the admin key in `X-Admin-Key` or as a bearer \
             token; team endpoints take the team's virtual key as a bearer token (the admin key works \
-            there too). Mutating job and credit endpoints accept an `Idempotency-Key` header."
+            there too). Mutating job and credit endpoints accept an `Idempotency-Key` header.\n\n\
+            No string may contain a NUL character (`\\u0000`, `%00`): PostgreSQL cannot store it, \
+            so it is refused with a 400 naming the field, in bodies, paths and queries alike."
     ),
     modifiers(&SecuritySchemes),
     components(schemas(ErrorBody)),
@@ -46,6 +48,39 @@ pub struct ApiDoc;
 pub struct ErrorBody {
     /// What went wrong, for a human.
     detail: String,
+}
+
+/// The body of `POST /v1/chat/completions` as far as this service reads it: any other OpenAI
+/// chat parameter is passed to the upstream unchanged.
+#[derive(ToSchema)]
+#[allow(dead_code)] // only its schema is used; the handler reads the body as JSON
+pub struct ChatCompletionRequest {
+    /// A model of one of the team's model groups.
+    model: String,
+    /// The conversation, passed through.
+    #[schema(value_type = Vec<Object>)]
+    messages: Vec<serde_json::Value>,
+    /// `true` answers with server-sent events.
+    stream: Option<bool>,
+    /// Output token limit, also used to reserve the request's worst-case cost.
+    #[schema(minimum = 1)]
+    max_tokens: Option<i64>,
+}
+
+/// The optional `Idempotency-Key` header of mutating job and credit endpoints.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // only its parameter description is used; the middleware reads the header
+pub struct IdempotencyHeader {
+    /// Retrying with the same key and body returns the first answer without a second effect
+    /// (kept 48 h). 1 to 255 visible characters; surrounding blanks are ignored.
+    #[param(
+        rename = "Idempotency-Key",
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[\\t -~]*[!-~][\\t -~]*$"
+    )]
+    idempotency_key: Option<String>,
 }
 
 /// Security scheme names used in the handlers' `security(...)` lists.

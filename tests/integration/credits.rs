@@ -358,7 +358,7 @@ async fn invalid_credit_amounts_are_400_and_write_nothing(db: PgPool) {
         ),
         (
             json!({"credits_amount": 2.5}),
-            "Invalid request body: invalid type: floating point",
+            "Invalid request body: invalid value: 2.5, expected a whole number",
         ),
         (
             json!({"credits_amount": "10"}),

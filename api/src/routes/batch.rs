@@ -54,6 +54,7 @@ pub async fn raise_body_limit(mut request: Request, next: Next) -> Response {
 struct SubmitCalls {
     /// 1 to 50,000 calls, each like the body of `POST /api/jobs/{job_id}/llm-call` plus an
     /// optional `custom_id` (unique within the job) to match results by.
+    #[schema(min_items = 1, max_items = 50_000)]
     calls: Vec<LlmCallRequest>,
 }
 
@@ -66,7 +67,7 @@ struct SubmitCalls {
     tag = "jobs",
     params(
         ("job_id" = Uuid, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)"),
+        crate::openapi::IdempotencyHeader,
     ),
     request_body = SubmitCalls,
     responses(
@@ -231,11 +232,16 @@ fn ensure_open(job: &db::jobs::JobRow) -> Result<(), ApiError> {
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListCallsQuery {
-    /// queued, running, succeeded, failed or cancelled.
+    /// queued, running, succeeded, failed or cancelled; empty for all.
+    #[param(pattern = "^(|queued|running|succeeded|failed|cancelled)$")]
     status: Option<String>,
     /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
-    /// The last `call_id` of the previous page (`next_after`).
+    /// The last `call_id` of the previous page (`next_after`), or empty.
+    #[param(
+        pattern = "^$|^[0-9a-fA-F]{32}$|^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     after: Option<String>,
 }
 

@@ -34,9 +34,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 pub(crate) struct LlmCallRequest {
     pub model_group: String,
+    /// At least one message; each an object with a string `role`.
+    #[schema(value_type = Vec<ChatMessage>, min_items = 1)]
     pub messages: Value,
     pub purpose: Option<String>,
-    /// The client's id for the call, unique within the job (at most 256 characters).
+    /// The client's id for the call, unique within the job (1 to 256 characters).
+    #[schema(min_length = 1, max_length = 256)]
     pub custom_id: Option<String>,
     #[serde(rename = "async", default)]
     pub respond_async: bool,
@@ -45,11 +48,20 @@ pub(crate) struct LlmCallRequest {
     pub params: Map<String, Value>,
 }
 
+/// One chat message as the document describes it; `messages` is passed through as given.
+#[derive(ToSchema)]
+#[allow(dead_code)] // only its schema is used
+pub(crate) struct ChatMessage {
+    role: String,
+    #[schema(value_type = Option<Object>)]
+    content: Option<Value>,
+}
+
 /// Checks the messages and the common parameters, so a typo is a 400 here rather than an
 /// upstream error after queueing.
 pub(crate) fn validate_request(request: &LlmCallRequest) -> Result<(), ApiError> {
     if let Some(custom_id) = &request.custom_id
-        && (custom_id.is_empty() || custom_id.len() > 256)
+        && (custom_id.is_empty() || custom_id.chars().count() > 256)
     {
         return Err(ApiError::BadRequest(
             "custom_id must be 1 to 256 characters".into(),
@@ -120,7 +132,7 @@ pub(crate) fn streaming(request: &LlmCallRequest) -> bool {
     params(
         ("job_id" = Uuid, Path),
         ("Prefer" = Option<String>, Header, description = "`respond-async` to get 202 at once"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)"),
+        crate::openapi::IdempotencyHeader,
     ),
     request_body = LlmCallRequest,
     responses(
@@ -130,6 +142,7 @@ pub(crate) fn streaming(request: &LlmCallRequest) -> bool {
         (status = 403, description = "The team has no access to the model group, or is suspended", body = crate::openapi::ErrorBody),
         (status = 409, description = "The job is already completing, settled or expired", body = crate::openapi::ErrorBody),
         (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
+        (status = 429, description = "The team is at one of its limits (`Retry-After` says when to retry)", body = crate::openapi::ErrorBody),
         (status = 502, description = "Every model of the group failed", body = crate::openapi::ErrorBody),
         (status = 504, description = "No result within the wait; the call goes on and can be polled", body = crate::openapi::ErrorBody),
     ),

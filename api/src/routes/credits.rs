@@ -72,9 +72,14 @@ async fn balance(
 #[serde(deny_unknown_fields)]
 struct AddCredits {
     /// 1..=1,000,000,000 (`credits` is accepted as an alias).
-    #[serde(alias = "credits")]
+    #[serde(
+        alias = "credits",
+        deserialize_with = "crate::extract::whole_number::required"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     credits_amount: i64,
     reason: Option<String>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 
@@ -122,7 +127,7 @@ struct AddResponse {
     post,
     path = "/api/credits/teams/{team_id}/add",
     tag = "credits",
-    params(("team_id" = String, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    params(("team_id" = String, Path), crate::openapi::IdempotencyHeader),
     request_body = AddCredits,
     responses(
         (status = 200, description = "The new balance and the ledger row", body = AddResponse),
@@ -173,7 +178,12 @@ async fn add(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CheckCredits {
-    #[serde(default = "one", alias = "credits_needed")]
+    #[serde(
+        default = "one",
+        alias = "credits_needed",
+        deserialize_with = "crate::extract::whole_number::required"
+    )]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     credits_required: i64,
 }
 
@@ -207,13 +217,14 @@ async fn check(
     RawBody(body): RawBody,
 ) -> Result<JsonResponse<CheckResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
-    let request: CheckCredits = if body.iter().all(u8::is_ascii_whitespace) {
-        CheckCredits {
-            credits_required: 1,
-        }
-    } else {
-        parse_json(&body)?
-    };
+    // The body is optional: none at all and a JSON `null` both mean the defaults.
+    let request = match body.iter().all(u8::is_ascii_whitespace) {
+        true => None,
+        false => parse_json::<Option<CheckCredits>>(&body)?,
+    }
+    .unwrap_or(CheckCredits {
+        credits_required: 1,
+    });
     if !(1..=MAX_CREDITS_PER_REQUEST).contains(&request.credits_required) {
         return Err(ApiError::BadRequest(format!(
             "credits_required must be between 1 and {MAX_CREDITS_PER_REQUEST}"
@@ -236,7 +247,9 @@ async fn check(
 #[serde(deny_unknown_fields)]
 struct PageQuery {
     /// 1..=1000, default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
 }
 

@@ -59,16 +59,23 @@ pub async fn visible_job(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateJob {
+    /// The caller's own team with a team key.
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     team_id: String,
     user_id: Option<String>,
+    /// Not blank, at most 200 characters.
+    #[schema(max_length = 200, pattern = "\\S")]
     job_type: String,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     /// Absolute http or https URL (at most 2048 characters, no user name or password, a public
     /// host: no loopback, private or link-local address, no `localhost` or internal name) that
     /// receives the signed `job.settled` event when the job reaches its final status.
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     callback_url: Option<String>,
     /// Signing secret of the callback, `whsec_` + base64 of a 16 to 64 byte key (Standard
-    /// Webhooks). Generated when omitted; returned only in this response.
+    /// Webhooks); only with `callback_url`. Generated when omitted; returned only in this response.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{22,86}={0,2}$")]
     callback_secret: Option<String>,
 }
 
@@ -105,12 +112,13 @@ fn callback<'a>(
     post,
     path = "/api/jobs/create",
     tag = "jobs",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    params(crate::openapi::IdempotencyHeader),
     request_body = CreateJob,
     responses(
         (status = 200, description = "The job", body = serde_json::Value,
          example = json!({"job_id": "0193...", "team_id": "team_engineering", "job_type": "resume_analysis", "status": "pending", "created_at": "2026-11-28T10:00:00Z", "expires_at": "2026-11-29T10:00:00Z", "callback_url": "https://hooks.example.com/saasllm", "callback_secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"})),
         (status = 402, description = "Not enough credits", body = crate::openapi::ErrorBody),
+        (status = 404, description = "The team does not exist (admin key)", body = crate::openapi::ErrorBody),
         (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
     ),
     security(("bearer" = []), ("admin_key" = []))
@@ -123,7 +131,7 @@ async fn create(
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     caller.ensure_acts_for_team(&body.team_id)?;
     validate::non_blank("job_type", &body.job_type)?;
-    if body.job_type.len() > 200 {
+    if body.job_type.chars().count() > 200 {
         return Err(ApiError::BadRequest(
             "job_type must be at most 200 characters".into(),
         ));
@@ -307,7 +315,9 @@ async fn show(
 #[serde(deny_unknown_fields)]
 struct CompleteJob {
     /// `completed` (charges 1 credit) or `failed` (releases the hold).
+    #[schema(pattern = "^(completed|failed)$")]
     status: String,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
     error_message: Option<String>,
 }
@@ -337,7 +347,7 @@ async fn summary(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
     post,
     path = "/api/jobs/{job_id}/complete",
     tag = "jobs",
-    params(("job_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key and body returns the first answer without a second effect (kept 48 h)")),
+    params(("job_id" = Uuid, Path), crate::openapi::IdempotencyHeader),
     request_body = CompleteJob,
     responses(
         (status = 200, description = "Settled: the job's costs and calls", body = serde_json::Value),
@@ -373,22 +383,11 @@ async fn complete(
             JobStatus::Completed | JobStatus::Failed if current.status == requested => {
                 return summary(&state, job_id).await;
             }
-            JobStatus::Completed | JobStatus::Failed => {
-                return Err(ApiError::Conflict(format!(
-                    "Job '{job_id}' is already {}; it cannot become {}",
-                    current.status.as_str(),
-                    requested.as_str()
-                )));
-            }
-            JobStatus::Expired => {
-                return Err(ApiError::Conflict(format!(
-                    "Job '{job_id}' expired before it was completed; its credit hold was released"
-                )));
-            }
-            JobStatus::Cancelled => {
-                return Err(ApiError::Conflict(format!(
-                    "Job '{job_id}' was cancelled; its credit hold was released"
-                )));
+            JobStatus::Completed
+            | JobStatus::Failed
+            | JobStatus::Expired
+            | JobStatus::Cancelled => {
+                return Err(settled_otherwise(job_id, current.status, requested));
             }
             JobStatus::Completing if current.requested_status != Some(requested) => {
                 return Err(ApiError::Conflict(format!(
@@ -416,13 +415,32 @@ async fn complete(
         }
     }
     if current.status != JobStatus::Completing {
-        return complete_again(&state, job_id, requested).await;
+        return answer_settled(&state, job_id, requested).await;
     }
-    wait_for_settlement(&state, job_id).await
+    wait_for_settlement(&state, job_id, requested).await
 }
 
-/// The job moved twice under us; answer from its final state.
-async fn complete_again(
+/// The 409 for a job that reached a final status other than the one requested.
+fn settled_otherwise(job_id: Uuid, status: JobStatus, requested: JobStatus) -> ApiError {
+    ApiError::Conflict(match status {
+        JobStatus::Expired => {
+            format!("Job '{job_id}' expired before it was completed; its credit hold was released")
+        }
+        JobStatus::Cancelled => {
+            format!("Job '{job_id}' was cancelled; its credit hold was released")
+        }
+        other => format!(
+            "Job '{job_id}' is already {}; it cannot become {}",
+            other.as_str(),
+            requested.as_str()
+        ),
+    })
+}
+
+/// Answers from the job's final state once it left `completing`: the summary when it became
+/// what was requested, else 409. A `cancel` can win the race against the settlement (it takes
+/// a `completing` job too), and the caller must not read a 200 for a job that was cancelled.
+async fn answer_settled(
     state: &AppState,
     job_id: Uuid,
     requested: JobStatus,
@@ -433,21 +451,24 @@ async fn complete_again(
     if job.status == requested {
         summary(state, job_id).await
     } else {
-        Err(ApiError::Conflict(format!(
-            "Job '{job_id}' is already {}",
-            job.status.as_str()
-        )))
+        Err(settled_otherwise(job_id, job.status, requested))
     }
 }
 
 /// Settles now if every call has finished; otherwise waits (bounded) for the worker that ends
 /// the last call to settle, then answers 202 `completing` if it still has not.
-async fn wait_for_settlement(state: &AppState, job_id: Uuid) -> Result<Response, ApiError> {
+async fn wait_for_settlement(
+    state: &AppState,
+    job_id: Uuid,
+    requested: JobStatus,
+) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.settings.complete_wait;
     loop {
         let waiter = state.notifier.job(job_id);
         match db::jobs::settle(&state.db, job_id).await? {
-            Settlement::Settled | Settlement::NotCompleting => return summary(state, job_id).await,
+            Settlement::Settled | Settlement::NotCompleting => {
+                return answer_settled(state, job_id, requested).await;
+            }
             Settlement::Waiting => {}
         }
         let now = tokio::time::Instant::now();
@@ -521,8 +542,12 @@ async fn cancel(
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     /// 1..=1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<i64>,
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Only jobs in this status; empty for all.
+    #[param(pattern = "^(|pending|in_progress|completing|completed|failed|expired|cancelled)$")]
     status: Option<String>,
 }
 

@@ -34,28 +34,57 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ModelInput {
+    /// 1 to 200 characters, not counting surrounding blanks.
+    #[schema(max_length = 200, pattern = "\\S")]
     model_name: String,
-    /// 0 is tried first; defaults to the position in the list.
+    /// 0 is tried first; defaults to the position in the list. Unique within the group.
+    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
+    #[schema(minimum = 0, maximum = 10_000)]
     priority: Option<i32>,
+    #[schema(value_type = Option<Object>)]
     config: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateModelGroup {
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     group_name: String,
     display_name: Option<String>,
     description: Option<String>,
+    /// Model names and priorities unique within the list.
+    #[schema(min_items = 1, max_items = 50)]
     models: Vec<ModelInput>,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
+
+/// A group's models: model names and priorities unique within the list.
+#[derive(Deserialize)]
+struct ModelList(Vec<ModelInput>);
+
+// By hand: utoipa's derive takes no item bounds on a newtype, and the bare list needs them.
+impl utoipa::PartialSchema for ModelList {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::Ref::from_schema_name("ModelInput"))
+            .min_items(Some(1))
+            .max_items(Some(MAX_MODELS_PER_GROUP))
+            .into()
+    }
+}
+
+impl ToSchema for ModelList {}
 
 /// `PUT .../models` takes the bare array, or `{"models": [...]}`.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 enum ReplaceModels {
-    List(Vec<ModelInput>),
-    Object { models: Vec<ModelInput> },
+    List(ModelList),
+    Object {
+        #[schema(min_items = 1, max_items = 50)]
+        models: Vec<ModelInput>,
+    },
 }
 
 #[derive(Serialize, ToSchema)]
@@ -119,7 +148,7 @@ fn validate_models(models: Vec<ModelInput>) -> Result<Vec<NewModelEntry>, ApiErr
     let mut entries = Vec::with_capacity(models.len());
     for (index, model) in models.into_iter().enumerate() {
         let model_name = model.model_name.trim().to_owned();
-        if model_name.is_empty() || model_name.len() > 200 {
+        if model_name.is_empty() || model_name.chars().count() > 200 {
             return Err(ApiError::BadRequest(
                 "model_name must be between 1 and 200 characters".into(),
             ));
@@ -318,7 +347,9 @@ async fn replace_models(
     Json(body): Json<ReplaceModels>,
 ) -> Result<JsonResponse<ModelGroupResponse>, ApiError> {
     let models = match body {
-        ReplaceModels::List(models) | ReplaceModels::Object { models } => validate_models(models)?,
+        ReplaceModels::List(ModelList(models)) | ReplaceModels::Object { models } => {
+            validate_models(models)?
+        }
     };
     let mut tx = state.db.begin().await?;
     let group = db::model_groups::find_by_name(&mut *tx, &group_name)
@@ -388,6 +419,7 @@ async fn delete(
 #[into_params(parameter_in = Query)]
 struct ResolveQuery {
     /// Required with the admin key; defaults to the key's own team.
+    #[param(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     team_id: Option<String>,
 }
 

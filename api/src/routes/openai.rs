@@ -160,7 +160,7 @@ async fn models(
     post,
     path = "/v1/chat/completions",
     tag = "openai",
-    request_body(content = serde_json::Value, description = "An OpenAI chat completion request"),
+    request_body(content = crate::openapi::ChatCompletionRequest, description = "An OpenAI chat completion request"),
     responses(
         (status = 200, description = "The upstream's completion, or its SSE stream with `stream: true`", body = serde_json::Value),
         (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
@@ -185,6 +185,7 @@ async fn chat_completions(
             format!("Malformed JSON body: {e}"),
         )
     })?;
+    crate::extract::reject_nul(&bytes, &request)?;
     let model = request
         .get("model")
         .and_then(Value::as_str)

@@ -26,8 +26,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrganization {
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     organization_id: String,
+    /// Not blank.
+    #[schema(pattern = "\\S")]
     name: String,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 

@@ -39,13 +39,18 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTeam {
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     organization_id: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     team_id: String,
     team_alias: Option<String>,
+    /// Names of existing model groups.
     #[serde(default)]
     model_groups: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::extract::whole_number::required")]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     credits_allocated: i64,
+    #[schema(value_type = Option<Object>)]
     metadata: Option<serde_json::Value>,
 }
 
@@ -126,6 +131,7 @@ async fn resolve_group_names(
     request_body = CreateTeam,
     responses(
         (status = 200, description = "Created", body = CreatedTeam),
+        (status = 404, description = "The organization or a model group does not exist", body = crate::openapi::ErrorBody),
         (status = 409, description = "The team exists", body = crate::openapi::ErrorBody),
     ),
     security(("admin_key" = []), ("bearer" = []))
@@ -281,7 +287,7 @@ async fn show(
     path = "/api/teams/{team_id}/limits",
     tag = "teams",
     params(("team_id" = String, Path)),
-    request_body(content = TeamLimits, example = json!({"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null})),
+    request_body(content = LimitsBody, example = json!({"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null})),
     responses((status = 200, description = "The limits now in force", body = serde_json::Value,
         example = json!({"team_id": "team_engineering", "limits": {"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null}}))),
     security(("admin_key" = []), ("bearer" = []))
@@ -322,8 +328,14 @@ async fn set_limits(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LimitsBody {
+    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     max_concurrent_calls: Option<i64>,
+    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     requests_per_minute: Option<i64>,
+    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     tokens_per_minute: Option<i64>,
 }
 

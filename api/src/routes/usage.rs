@@ -6,136 +6,25 @@ use std::collections::BTreeMap;
 
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::NaiveDate;
 use saasllm_shared::db;
 use saasllm_shared::db::usage::{DailyUsageRow, UsageRow};
 use saasllm_shared::domain::money::MicroUsd;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Path, Query};
+use crate::routes::usage_period::PeriodQuery;
 use crate::state::AppState;
-
-/// Longest `from`..`to` range, so one request cannot ask for an unbounded daily series.
-const MAX_RANGE_DAYS: u64 = 732;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(team_usage))
         .routes(routes!(organization_usage))
-}
-
-/// The period: a calendar month, or a range of UTC days.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct PeriodQuery {
-    /// A calendar month, `YYYY-MM` (UTC). Required unless `from` and `to` are given.
-    period: Option<String>,
-    /// First day, `YYYY-MM-DD` (UTC), inclusive; with `to`, instead of `period`.
-    from: Option<String>,
-    /// Last day, `YYYY-MM-DD` (UTC), inclusive.
-    to: Option<String>,
-}
-
-/// A resolved period: its label, the half-open instant range, and its first and last day.
-struct Range {
-    label: String,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    first_day: NaiveDate,
-    last_day: NaiveDate,
-}
-
-fn at_midnight(day: NaiveDate) -> DateTime<Utc> {
-    day.and_time(chrono::NaiveTime::MIN).and_utc()
-}
-
-impl PeriodQuery {
-    fn range(&self) -> Result<Range, ApiError> {
-        match (&self.period, &self.from, &self.to) {
-            (Some(period), None, None) => month(Some(period)),
-            (None, Some(from), Some(to)) => days(from, to),
-            (None, None, None) => month(None),
-            (Some(_), _, _) => Err(ApiError::BadRequest(
-                "Give either period (YYYY-MM) or from and to (YYYY-MM-DD), not both".into(),
-            )),
-            _ => Err(ApiError::BadRequest(
-                "from and to must be given together (YYYY-MM-DD, both inclusive)".into(),
-            )),
-        }
-    }
-}
-
-/// `YYYY-MM` -> the calendar month.
-fn month(period: Option<&str>) -> Result<Range, ApiError> {
-    let period = period.ok_or_else(|| {
-        ApiError::BadRequest(
-            "period query parameter is required (YYYY-MM), or from and to (YYYY-MM-DD)".into(),
-        )
-    })?;
-    let invalid = || {
-        ApiError::BadRequest(format!(
-            "Invalid period '{period}': expected YYYY-MM, e.g. 2025-10"
-        ))
-    };
-    let (year, month) = period.split_once('-').ok_or_else(invalid)?;
-    if year.len() != 4 || month.len() != 2 {
-        return Err(invalid());
-    }
-    let (year, month): (i32, u32) = (
-        year.parse().map_err(|_| invalid())?,
-        month.parse().map_err(|_| invalid())?,
-    );
-    let first_day = NaiveDate::from_ymd_opt(year, month, 1).ok_or_else(invalid)?;
-    let next_month = first_day
-        .checked_add_months(chrono::Months::new(1))
-        .ok_or_else(invalid)?;
-    let last_day = next_month.pred_opt().ok_or_else(invalid)?;
-    Ok(Range {
-        label: period.to_owned(),
-        start: at_midnight(first_day),
-        end: at_midnight(next_month),
-        first_day,
-        last_day,
-    })
-}
-
-/// `from`..=`to`, whole UTC days.
-fn days(from: &str, to: &str) -> Result<Range, ApiError> {
-    let parse = |name: &str, text: &str| {
-        NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
-            ApiError::BadRequest(format!(
-                "Invalid {name} '{text}': expected YYYY-MM-DD, e.g. 2025-10-01"
-            ))
-        })
-    };
-    let (first_day, last_day) = (parse("from", from)?, parse("to", to)?);
-    if last_day < first_day {
-        return Err(ApiError::BadRequest(format!(
-            "to ({last_day}) is before from ({first_day})"
-        )));
-    }
-    let span = (last_day - first_day).num_days() as u64 + 1;
-    if span > MAX_RANGE_DAYS {
-        return Err(ApiError::BadRequest(format!(
-            "from..to may span at most {MAX_RANGE_DAYS} days, not {span}"
-        )));
-    }
-    let end = last_day
-        .checked_add_days(Days::new(1))
-        .ok_or_else(|| ApiError::BadRequest(format!("Invalid to '{to}'")))?;
-    Ok(Range {
-        label: format!("{first_day}/{last_day}"),
-        start: at_midnight(first_day),
-        end: at_midnight(end),
-        first_day,
-        last_day,
-    })
 }
 
 /// The guide's `summary` block.
@@ -352,41 +241,4 @@ async fn organization_usage(
         daily: daily.iter().map(DailyUsage::from).collect(),
         teams,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn periods_are_calendar_months() {
-        let range = month(Some("2025-12")).expect("valid");
-        assert_eq!(range.start.to_rfc3339(), "2025-12-01T00:00:00+00:00");
-        assert_eq!(range.end.to_rfc3339(), "2026-01-01T00:00:00+00:00");
-        assert_eq!(range.last_day.to_string(), "2025-12-31");
-        let february = month(Some("2024-02")).expect("valid");
-        assert_eq!(february.last_day.to_string(), "2024-02-29");
-        for bad in [
-            None,
-            Some("2025-13"),
-            Some("2025-1"),
-            Some("25-10"),
-            Some("2025/10"),
-            Some("abcd-ef"),
-        ] {
-            assert!(month(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn day_ranges_are_inclusive_and_bounded() {
-        let range = days("2025-10-30", "2025-11-02").expect("valid");
-        assert_eq!(range.start.to_rfc3339(), "2025-10-30T00:00:00+00:00");
-        assert_eq!(range.end.to_rfc3339(), "2025-11-03T00:00:00+00:00");
-        assert_eq!(range.label, "2025-10-30/2025-11-02");
-        assert!(days("2025-10-02", "2025-10-01").is_err());
-        assert!(days("2025-10-01", "2025-13-01").is_err());
-        assert!(days("2020-01-01", "2025-01-01").is_err());
-        assert!(days("2025-10-01", "2025-10-01").is_ok());
-    }
 }
