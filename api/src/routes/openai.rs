@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use saasllm_shared::db;
 use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::estimate::{self, InvalidField};
 use saasllm_shared::domain::limits::TeamLimits;
+use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing::{self, Price};
 use serde_json::{Map, Value, json};
 use sqlx::PgPool;
@@ -30,8 +32,9 @@ use crate::limits::{self, Admission};
 use crate::sse::SseScan;
 use crate::state::AppState;
 
-/// Output tokens assumed for the estimate when the request sets no `max_tokens`.
-const DEFAULT_MAX_OUTPUT_TOKENS: i64 = 1_024;
+/// Bodies above this size are tokenized off the async workers (a 4 KB prompt takes tens of
+/// microseconds; a 2 MB one, milliseconds).
+const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
 /// Price used for models the price table does not know: deliberately high, so an unknown
 /// model cannot slip past the budget; the record says the default was used.
 const UNKNOWN_MODEL_PRICE: Price = Price {
@@ -51,6 +54,8 @@ pub struct OpenAiError {
     message: String,
     kind: &'static str,
     code: Option<&'static str>,
+    /// The request field at fault, if one is.
+    param: Option<&'static str>,
     retry_after_secs: Option<u64>,
 }
 
@@ -66,8 +71,21 @@ impl OpenAiError {
             message: message.into(),
             kind,
             code,
+            param: None,
             retry_after_secs: None,
         }
+    }
+
+    /// A 400 about one field of the request.
+    fn invalid_field(field: &'static str, message: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("invalid_value"),
+            message,
+        );
+        error.param = Some(field);
+        error
     }
 }
 
@@ -99,7 +117,7 @@ impl From<ApiError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}});
+        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
@@ -177,7 +195,7 @@ async fn chat_completions(
 ) -> Result<Response, OpenAiError> {
     let (team_id, limits) = team_of(caller)?;
     let RawBody(bytes) = body?;
-    let mut request: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
+    let request: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
         OpenAiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -232,28 +250,25 @@ async fn chat_completions(
         ));
     };
 
+    let price = pricing::price_for(&model, &config);
+    let (request, bounds) = token_bounds(request, &model, &config, bytes.len()).await?;
+    let (prompt_bound, output_bound) =
+        bounds.map_err(|e| OpenAiError::invalid_field(e.field, e.message))?;
+    let estimate = pricing::cost_of_bounds(
+        price.unwrap_or(UNKNOWN_MODEL_PRICE),
+        prompt_bound,
+        output_bound,
+    )
+    .max(MicroUsd(1));
+
     // Held until the response (or its stream) ends: a slot of the team's concurrency limit, and
     // the request counted in its requests per minute.
     let admission = limits::admit(&state, &team_id, &limits, true).await?;
 
-    let price = pricing::price_for(&model, &config);
-    let max_output = request
-        .get("max_tokens")
-        .or_else(|| request.get("max_completion_tokens"))
-        .and_then(Value::as_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-    // A token is at least a byte of the request, so bytes bound the prompt from above.
-    let estimate = pricing::cost(
-        price.unwrap_or(UNKNOWN_MODEL_PRICE),
-        bytes.len() as i64,
-        max_output,
-    )
-    .0
-    .max(1);
+    let mut request = request;
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
 
-    let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate, state.settings.usd_per_credit.0)
+    let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate.0, state.settings.usd_per_credit.0)
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| {
@@ -262,8 +277,7 @@ async fn chat_completions(
                 "insufficient_quota",
                 Some("budget_exceeded"),
                 format!(
-                    "Budget exceeded for team '{team_id}': this request could cost up to ${:.6}, more than what is left of the budget. Add credits to raise it.",
-                    estimate as f64 / 1e6
+                    "Budget exceeded for team '{team_id}': this request could cost up to ${estimate}, more than what is left of the budget. Add credits to raise it."
                 ),
             )
         })?;
@@ -399,6 +413,30 @@ async fn chat_completions(
     Ok(response)
 }
 
+/// Upper bounds of the request's prompt and output tokens (see `domain::estimate`), or the field
+/// that makes the output unbounded. Large bodies are tokenized on a blocking thread; the request
+/// is handed back for sending.
+async fn token_bounds(
+    request: Map<String, Value>,
+    model: &str,
+    config: &Value,
+    body_bytes: usize,
+) -> Result<(Map<String, Value>, Result<(u64, u64), InvalidField>), OpenAiError> {
+    let limit = estimate::output_limit(config);
+    let bounds = move |request: Map<String, Value>, model: String| {
+        let bounds = estimate::output_bound(&request, limit)
+            .map(|output| (estimate::prompt_bound(&model, &request), output));
+        (request, bounds)
+    };
+    if body_bytes <= TOKENIZE_INLINE_BYTES {
+        return Ok(bounds(request, model.to_owned()));
+    }
+    let model = model.to_owned();
+    tokio::task::spawn_blocking(move || bounds(request, model))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("token estimate failed: {e}")).into())
+}
+
 /// How to price a request's usage.
 struct Pricing {
     model: String,
@@ -408,13 +446,15 @@ struct Pricing {
 
 /// Usage and cost of a completed request: the upstream's cost header first, then the price
 /// table, then the conservative default (recorded as such).
-fn usage_of(
-    body: Option<&Value>,
-    pricing: &Pricing,
-    reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
-) -> Usage {
+fn usage_of(body: Option<&Value>, pricing: &Pricing, reported_cost: Option<MicroUsd>) -> Usage {
     let usage = body.and_then(|b| b.get("usage"));
-    let tokens = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_i64);
+    // Counts the upstream reports; a negative one counts as zero (it must not lower spend).
+    let tokens = |field: &str| {
+        usage
+            .and_then(|u| u.get(field))
+            .and_then(Value::as_i64)
+            .map(|n| n.max(0))
+    };
     let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
     let (cost, source) = match (reported_cost, pricing.price) {
         (Some(cost), _) => (cost.0, "header"),
@@ -438,7 +478,7 @@ fn usage_of(
     Usage {
         prompt_tokens: prompt,
         completion_tokens: completion,
-        total_tokens: tokens("total_tokens").or_else(|| Some(prompt? + completion?)),
+        total_tokens: tokens("total_tokens").or_else(|| Some(prompt?.saturating_add(completion?))),
         cost_micro_usd: cost,
         cost_source: source,
         http_status: Some(200),
@@ -453,7 +493,7 @@ struct StreamRecorder {
     db: PgPool,
     request_id: Uuid,
     pricing: Mutex<Option<Pricing>>,
-    reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
+    reported_cost: Option<MicroUsd>,
     scan: Mutex<SseScan>,
     /// The team's limit slot, given back when the stream ends (the recorder is dropped).
     admission: Option<Admission>,
@@ -464,7 +504,7 @@ impl StreamRecorder {
         db: PgPool,
         request_id: Uuid,
         pricing: Pricing,
-        reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
+        reported_cost: Option<MicroUsd>,
         admission: Option<Admission>,
     ) -> Self {
         Self {
@@ -506,7 +546,8 @@ impl StreamRecorder {
             Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, reported_cost),
             None => {
                 // The client left before the usage chunk: bill what was streamed so far.
-                let completion = (scan.content.chars().count() as i64 + 3) / 4;
+                let chars = i64::try_from(scan.content.chars().count()).unwrap_or(i64::MAX);
+                let completion = chars.saturating_add(3) / 4;
                 let mut usage = usage_of(
                     Some(&json!({"usage": {"prompt_tokens": 0, "completion_tokens": completion}})),
                     &pricing,
