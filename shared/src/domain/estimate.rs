@@ -53,7 +53,16 @@ impl Encoding {
     pub fn of_model(model: &str) -> Option<Self> {
         let bare = bare_model(model);
         let starts = |prefixes: &[&str]| prefixes.iter().any(|p| bare.starts_with(p));
-        if starts(&["gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4"]) {
+        if starts(&[
+            "gpt-4o",
+            "chatgpt-4o",
+            "gpt-4.1",
+            "gpt-4.5",
+            "gpt-5",
+            "o1",
+            "o3",
+            "o4",
+        ]) {
             Some(Self::O200kBase)
         } else if starts(&["gpt-4", "gpt-3.5", "gpt-35"]) {
             Some(Self::Cl100kBase)
@@ -107,10 +116,7 @@ pub fn text_bound(model: &str, text: &str) -> u64 {
         Some(encoding) => encoding.count(text),
         None => {
             let cl100k = Encoding::Cl100kBase.count(text);
-            cl100k
-                .saturating_mul(3)
-                .div_ceil(2)
-                .min(to_u64(text.len()))
+            cl100k.saturating_mul(3).div_ceil(2).min(to_u64(text.len()))
         }
     }
 }

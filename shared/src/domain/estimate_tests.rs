@@ -11,11 +11,26 @@ fn object(value: Value) -> Map<String, Value> {
 
 #[test]
 fn picks_the_tokenizer_of_openai_families_with_or_without_a_provider_prefix() {
-    for model in ["gpt-4o", "openai/gpt-4o-mini", "gpt-4.1-nano", "o1", "o3-mini", "o4-mini"] {
-        assert_eq!(Encoding::of_model(model), Some(Encoding::O200kBase), "{model}");
+    for model in [
+        "gpt-4o",
+        "openai/gpt-4o-mini",
+        "gpt-4.1-nano",
+        "o1",
+        "o3-mini",
+        "o4-mini",
+    ] {
+        assert_eq!(
+            Encoding::of_model(model),
+            Some(Encoding::O200kBase),
+            "{model}"
+        );
     }
     for model in ["gpt-4", "azure/gpt-4-turbo", "gpt-3.5-turbo"] {
-        assert_eq!(Encoding::of_model(model), Some(Encoding::Cl100kBase), "{model}");
+        assert_eq!(
+            Encoding::of_model(model),
+            Some(Encoding::Cl100kBase),
+            "{model}"
+        );
     }
     for model in ["claude-3-5-sonnet", "mistral/mistral-large", "fake-model"] {
         assert_eq!(Encoding::of_model(model), None, "{model}");
@@ -38,7 +53,10 @@ fn counts_known_tokenizations_exactly() {
 fn other_models_get_one_and_a_half_times_cl100k_but_never_more_than_the_bytes() {
     let prose = "The quick brown fox jumps over the lazy dog. ".repeat(20);
     let cl100k = Encoding::Cl100kBase.count(&prose);
-    assert_eq!(text_bound("claude-3-haiku", &prose), (cl100k * 3).div_ceil(2));
+    assert_eq!(
+        text_bound("claude-3-haiku", &prose),
+        (cl100k * 3).div_ceil(2)
+    );
     // Digits tokenize in threes in cl100k: 1.5x of that stays under one token per byte.
     let noise = "\u{0}\u{1}\u{2}".repeat(50);
     assert!(text_bound("mystery", &noise) <= noise.len() as u64);
@@ -49,13 +67,17 @@ fn other_models_get_one_and_a_half_times_cl100k_but_never_more_than_the_bytes() 
 fn a_four_kilobyte_prompt_is_counted_near_its_real_size_and_quickly() {
     let prompt = "Summarize the following quarterly report in three bullet points. ".repeat(64);
     assert!(prompt.len() >= 4_000);
-    let request = object(json!({"model": "gpt-4", "messages": [{"role": "user", "content": prompt}]}));
+    let request =
+        object(json!({"model": "gpt-4", "messages": [{"role": "user", "content": prompt}]}));
     let started = std::time::Instant::now();
     let bound = prompt_bound("gpt-4", &request);
     let real = Encoding::Cl100kBase.count(&prompt);
     assert!(bound >= real, "{bound} < {real}");
     assert!(bound <= real + 40, "{bound} is far above {real}");
-    assert!(bound < prompt.len() as u64 / 3, "bytes were counted, not tokens");
+    assert!(
+        bound < prompt.len() as u64 / 3,
+        "bytes were counted, not tokens"
+    );
     // Generous for a debug build; a release build takes well under a millisecond.
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
 }
@@ -63,7 +85,9 @@ fn a_four_kilobyte_prompt_is_counted_near_its_real_size_and_quickly() {
 #[test]
 fn the_prompt_bound_counts_names_tools_schemas_and_non_text_parts() {
     let plain = object(json!({"messages": [{"role": "user", "content": "hi"}]}));
-    let named = object(json!({"messages": [{"role": "user", "name": "a_rather_long_user_name", "content": "hi"}]}));
+    let named = object(
+        json!({"messages": [{"role": "user", "name": "a_rather_long_user_name", "content": "hi"}]}),
+    );
     let tools = object(json!({"messages": [{"role": "user", "content": "hi"}],
         "tools": [{"type": "function", "function": {"name": "lookup", "description": "Look a word up in the dictionary",
                    "parameters": {"type": "object", "properties": {"word": {"type": "string"}}}}}],
@@ -107,7 +131,10 @@ fn the_prompt_bound_is_never_below_the_tokenizer_count_for_odd_text() {
 fn output_bound_multiplies_max_tokens_by_n() {
     let bound = |body: Value| output_bound(&object(body), DEFAULT_OUTPUT_TOKEN_CAP);
     assert_eq!(bound(json!({})), Ok(DEFAULT_OUTPUT_TOKENS));
-    assert_eq!(bound(json!({"max_tokens": null})), Ok(DEFAULT_OUTPUT_TOKENS));
+    assert_eq!(
+        bound(json!({"max_tokens": null})),
+        Ok(DEFAULT_OUTPUT_TOKENS)
+    );
     assert_eq!(bound(json!({"max_tokens": 100})), Ok(100));
     assert_eq!(bound(json!({"max_tokens": 100, "n": 3})), Ok(300));
     assert_eq!(
@@ -130,9 +157,15 @@ fn output_bound_refuses_what_is_not_a_sane_positive_integer_naming_the_field() {
         (json!({"max_tokens": 100.0}), "max_tokens"),
         (json!({"max_tokens": "9"}), "max_tokens"),
         (json!({"max_tokens": i64::MAX}), "max_tokens"),
-        (json!({"max_tokens": 200_000_000_000_000_000_u64}), "max_tokens"),
+        (
+            json!({"max_tokens": 200_000_000_000_000_000_u64}),
+            "max_tokens",
+        ),
         (json!({"max_tokens": 131_073}), "max_tokens"),
-        (json!({"max_completion_tokens": true}), "max_completion_tokens"),
+        (
+            json!({"max_completion_tokens": true}),
+            "max_completion_tokens",
+        ),
         (json!({"n": 0}), "n"),
         (json!({"n": 129}), "n"),
         (json!({"n": "2"}), "n"),
@@ -148,8 +181,14 @@ fn output_bound_refuses_what_is_not_a_sane_positive_integer_naming_the_field() {
 fn the_model_limit_comes_from_the_group_config() {
     assert_eq!(output_limit(&json!({})), DEFAULT_OUTPUT_TOKEN_CAP);
     assert_eq!(output_limit(&json!({"max_output_tokens": 4_096})), 4_096);
-    assert_eq!(output_limit(&json!({"max_output_tokens": 0})), DEFAULT_OUTPUT_TOKEN_CAP);
-    assert_eq!(output_limit(&json!({"max_output_tokens": "x"})), DEFAULT_OUTPUT_TOKEN_CAP);
+    assert_eq!(
+        output_limit(&json!({"max_output_tokens": 0})),
+        DEFAULT_OUTPUT_TOKEN_CAP
+    );
+    assert_eq!(
+        output_limit(&json!({"max_output_tokens": "x"})),
+        DEFAULT_OUTPUT_TOKEN_CAP
+    );
     let refused = output_bound(&object(json!({"max_tokens": 5_000})), 4_096).expect_err("above");
     assert!(refused.message.contains("4096"), "{}", refused.message);
 }
