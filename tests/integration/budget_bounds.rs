@@ -204,6 +204,13 @@ async fn the_group_config_sets_the_output_limit_and_n_multiplies_the_reservation
     let fractional = chat(&stack, &key, &body(10, json!(1.5))).await;
     let one = chat(&stack, &key, &body(4096, json!(1))).await;
     let three = chat(&stack, &key, &body(4096, json!(3))).await;
+    // Without max_tokens, the configured limit is reserved.
+    let unset = chat(
+        &stack,
+        &key,
+        &json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "count to three"}]}),
+    )
+    .await;
 
     for (response, param) in [(above, "max_tokens"), (too_many, "n"), (fractional, "n")] {
         assert_eq!(response.status(), StatusCode::BAD_REQUEST);
@@ -212,6 +219,7 @@ async fn the_group_config_sets_the_output_limit_and_n_multiplies_the_reservation
     }
     assert_eq!(one.status(), StatusCode::OK);
     assert_eq!(three.status(), StatusCode::OK);
+    assert_eq!(unset.status(), StatusCode::OK);
     let reserved: Vec<i64> = sqlx::query_scalar(
         "select reserved_micro_usd from spend_records where team_id = 'team_lim' order by created_at",
     )
@@ -219,8 +227,9 @@ async fn the_group_config_sets_the_output_limit_and_n_multiplies_the_reservation
     .await
     .expect("records");
     // gpt-3.5-turbo output: $1.50 per 1M tokens; two more choices of 4,096 tokens each.
-    assert_eq!(reserved.len(), 2);
+    assert_eq!(reserved.len(), 3);
     assert_eq!(reserved[1] - reserved[0], 2 * 4096 * 3 / 2);
+    assert_eq!(reserved[2], reserved[0]);
     let (spend, open, budget) = budget_state(&db, "team_lim").await;
     assert_eq!(open, 0);
     assert!(spend > 0 && spend <= budget);

@@ -422,7 +422,7 @@ async fn token_bounds(
     config: &Value,
     body_bytes: usize,
 ) -> Result<(Map<String, Value>, Result<(u64, u64), InvalidField>), OpenAiError> {
-    let limit = estimate::output_limit(config);
+    let limit = estimate::OutputLimit::from_config(config);
     let bounds = move |request: Map<String, Value>, model: String| {
         let bounds = estimate::output_bound(&request, limit)
             .map(|output| (estimate::prompt_bound(&model, &request), output));

@@ -194,20 +194,17 @@ pub struct InvalidField {
 }
 
 /// The output tokens a request may be billed for: `max_tokens` or `max_completion_tokens` (the
-/// larger if both; [`DEFAULT_OUTPUT_TOKENS`] if neither) times `n`. Each must be a positive
-/// integer; the output limit is `limit` (the group's `max_output_tokens` for the model, else
-/// [`DEFAULT_OUTPUT_TOKEN_CAP`]) and `n` is at most [`MAX_CHOICES`].
-pub fn output_bound(request: &Map<String, Value>, limit: u64) -> Result<u64, InvalidField> {
+/// larger if both; `limit.unset` if neither) times `n`. Each must be an integer from 1 to
+/// `limit.max`, and `n` from 1 to [`MAX_CHOICES`].
+pub fn output_bound(request: &Map<String, Value>, limit: OutputLimit) -> Result<u64, InvalidField> {
     let mut max_output = None;
     for field in ["max_tokens", "max_completion_tokens"] {
-        if let Some(n) = positive_integer(request, field, limit)? {
+        if let Some(n) = positive_integer(request, field, limit.max)? {
             max_output = Some(max_output.map_or(n, |m: u64| m.max(n)));
         }
     }
     let choices = positive_integer(request, "n", MAX_CHOICES)?.unwrap_or(1);
-    Ok(max_output
-        .unwrap_or(DEFAULT_OUTPUT_TOKENS.min(limit))
-        .saturating_mul(choices))
+    Ok(max_output.unwrap_or(limit.unset).saturating_mul(choices))
 }
 
 /// A field that must be an integer in `1..=limit` when present (null counts as absent).
@@ -229,14 +226,36 @@ fn positive_integer(
     }
 }
 
-/// The output limit for a model: its group config's `max_output_tokens` when it is a positive
-/// integer, else [`DEFAULT_OUTPUT_TOKEN_CAP`].
-pub fn output_limit(config: &Value) -> u64 {
-    config
-        .get("max_output_tokens")
-        .and_then(Value::as_u64)
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_OUTPUT_TOKEN_CAP)
+/// A model's output limit, from its group config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    /// The most output tokens a request may ask for.
+    pub max: u64,
+    /// The output tokens estimated for a request that asks for no limit.
+    pub unset: u64,
+}
+
+impl OutputLimit {
+    /// Without a configured limit: up to [`DEFAULT_OUTPUT_TOKEN_CAP`], [`DEFAULT_OUTPUT_TOKENS`]
+    /// when unset.
+    pub const DEFAULT: Self = Self {
+        max: DEFAULT_OUTPUT_TOKEN_CAP,
+        unset: DEFAULT_OUTPUT_TOKENS,
+    };
+
+    /// The group config's `max_output_tokens` (a positive integer) is both the most a request may
+    /// ask for and what a request without a limit is estimated at, so that with it set every
+    /// estimate is an upper bound; without it, [`OutputLimit::DEFAULT`].
+    pub fn from_config(config: &Value) -> Self {
+        match config
+            .get("max_output_tokens")
+            .and_then(Value::as_u64)
+            .filter(|n| *n > 0)
+        {
+            Some(n) => Self { max: n, unset: n },
+            None => Self::DEFAULT,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -129,7 +129,7 @@ fn the_prompt_bound_is_never_below_the_tokenizer_count_for_odd_text() {
 
 #[test]
 fn output_bound_multiplies_max_tokens_by_n() {
-    let bound = |body: Value| output_bound(&object(body), DEFAULT_OUTPUT_TOKEN_CAP);
+    let bound = |body: Value| output_bound(&object(body), OutputLimit::DEFAULT);
     assert_eq!(bound(json!({})), Ok(DEFAULT_OUTPUT_TOKENS));
     assert_eq!(
         bound(json!({"max_tokens": null})),
@@ -145,7 +145,6 @@ fn output_bound_multiplies_max_tokens_by_n() {
         bound(json!({"max_completion_tokens": 131_072, "n": 128})),
         Ok(131_072 * 128)
     );
-    assert_eq!(output_bound(&object(json!({})), 500), Ok(500));
 }
 
 #[test]
@@ -170,25 +169,34 @@ fn output_bound_refuses_what_is_not_a_sane_positive_integer_naming_the_field() {
         (json!({"n": 129}), "n"),
         (json!({"n": "2"}), "n"),
     ] {
-        let refused = output_bound(&object(body.clone()), DEFAULT_OUTPUT_TOKEN_CAP)
-            .expect_err(&body.to_string());
+        let refused =
+            output_bound(&object(body.clone()), OutputLimit::DEFAULT).expect_err(&body.to_string());
         assert_eq!(refused.field, field, "{body}");
         assert!(refused.message.contains(field), "{}", refused.message);
     }
 }
 
 #[test]
-fn the_model_limit_comes_from_the_group_config() {
-    assert_eq!(output_limit(&json!({})), DEFAULT_OUTPUT_TOKEN_CAP);
-    assert_eq!(output_limit(&json!({"max_output_tokens": 4_096})), 4_096);
+fn the_model_limit_comes_from_the_group_config_and_then_bounds_requests_without_one() {
+    assert_eq!(OutputLimit::from_config(&json!({})), OutputLimit::DEFAULT);
     assert_eq!(
-        output_limit(&json!({"max_output_tokens": 0})),
-        DEFAULT_OUTPUT_TOKEN_CAP
+        OutputLimit::from_config(&json!({"max_output_tokens": 0})),
+        OutputLimit::DEFAULT
     );
     assert_eq!(
-        output_limit(&json!({"max_output_tokens": "x"})),
-        DEFAULT_OUTPUT_TOKEN_CAP
+        OutputLimit::from_config(&json!({"max_output_tokens": "x"})),
+        OutputLimit::DEFAULT
     );
-    let refused = output_bound(&object(json!({"max_tokens": 5_000})), 4_096).expect_err("above");
+    let limit = OutputLimit::from_config(&json!({"max_output_tokens": 4_096}));
+    assert_eq!(
+        limit,
+        OutputLimit {
+            max: 4_096,
+            unset: 4_096
+        }
+    );
+    assert_eq!(output_bound(&object(json!({"n": 2})), limit), Ok(8_192));
+    let refused = output_bound(&object(json!({"max_tokens": 5_000})), limit).expect_err("above");
+    assert_eq!(refused.field, "max_tokens");
     assert!(refused.message.contains("4096"), "{}", refused.message);
 }
