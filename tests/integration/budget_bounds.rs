@@ -294,3 +294,33 @@ async fn an_absurd_reported_cost_is_recorded_saturated_and_closes_the_budget(db:
             .expect("record");
     assert_eq!(cost, i64::MAX);
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_large_prompt_is_estimated_in_tokens_above_its_cost(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_big_prompt", 1, &[("Mini", &["gpt-4o-mini"])])
+        .await;
+    // About 200 KB: estimated off the request path's async workers, and far from its byte count.
+    let prompt =
+        "Churn fell to two percent after the onboarding flow was rewritten. ".repeat(3_000);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": prompt}]});
+
+    let response = chat(&stack, &key, &body).await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let (reserved, cost, prompt_tokens): (i64, i64, i64) = sqlx::query_as(
+        "select reserved_micro_usd, cost_micro_usd, prompt_tokens from spend_records where team_id = 'team_big_prompt'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("record");
+    assert!(prompt_tokens * 3 < i64::try_from(prompt.len()).expect("small"));
+    assert!(
+        cost <= reserved && reserved * 2 <= cost * 3,
+        "{reserved} vs {cost}"
+    );
+    let (spend, open, _) = budget_state(&db, "team_big_prompt").await;
+    assert_eq!((spend, open), (cost, 0));
+}
