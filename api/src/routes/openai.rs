@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use saasllm_shared::db;
 use saasllm_shared::db::spend::Usage;
-use saasllm_shared::domain::estimate::{self, InvalidField};
+use saasllm_shared::domain::estimate::{self, OutputLimit};
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing;
@@ -34,9 +34,10 @@ mod usage;
 
 use usage::{Pricing, StreamRecorder, UNKNOWN_MODEL_PRICE, usage_of};
 
-/// Bodies above this size are tokenized off the async workers (a 4 KB prompt takes tens of
-/// microseconds; a 2 MB one, milliseconds).
+/// Bodies above this size are tokenized on a blocking thread, off the async workers (a 4 KB
+/// prompt takes a few hundred microseconds; 2 MB, about a second).
 const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
+
 pub fn router() -> OpenApiRouter<AppState> {
     // The tokenizers of the budget estimate take about a second to build: not on a request.
     std::thread::spawn(estimate::warm_up);
@@ -224,6 +225,9 @@ async fn chat_completions(
     span.record("team_id", team_id.as_str());
     span.record("model", model.as_str());
 
+    // Tokenized before a pooled connection is taken: a large prompt takes milliseconds.
+    let (mut request, prompt_tokens) = prompt_bound(request, &model, bytes.len()).await?;
+
     // One connection from here to the budget reservation: sqlx pings a connection each time it
     // goes back to the pool, so taking it once saves a round trip per request.
     let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
@@ -248,13 +252,12 @@ async fn chat_completions(
     };
 
     let price = pricing::price_for(&model, &config);
-    let (request, bounds) = token_bounds(request, &model, &config, bytes.len()).await?;
-    let (prompt_bound, output_bound) =
-        bounds.map_err(|e| OpenAiError::invalid_field(e.field, e.message))?;
+    let output_tokens = estimate::output_bound(&request, OutputLimit::from_config(&config))
+        .map_err(|e| OpenAiError::invalid_field(e.field, e.message))?;
     let estimate = pricing::cost_of_bounds(
         price.unwrap_or(UNKNOWN_MODEL_PRICE),
-        prompt_bound,
-        output_bound,
+        prompt_tokens,
+        output_tokens,
     )
     .max(MicroUsd(1));
 
@@ -262,7 +265,6 @@ async fn chat_completions(
     // the request counted in its requests per minute.
     let admission = limits::admit(&state, &team_id, &limits, true).await?;
 
-    let mut request = request;
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
 
     let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate.0, state.settings.usd_per_credit.0)
@@ -410,26 +412,22 @@ async fn chat_completions(
     Ok(response)
 }
 
-/// Upper bounds of the request's prompt and output tokens (see `domain::estimate`), or the field
-/// that makes the output unbounded. Large bodies are tokenized on a blocking thread; the request
-/// is handed back for sending.
-async fn token_bounds(
+/// An upper bound of the request's prompt tokens (see `domain::estimate`). Large bodies are
+/// tokenized on a blocking thread; the request is handed back for sending.
+async fn prompt_bound(
     request: Map<String, Value>,
     model: &str,
-    config: &Value,
     body_bytes: usize,
-) -> Result<(Map<String, Value>, Result<(u64, u64), InvalidField>), OpenAiError> {
-    let limit = estimate::OutputLimit::from_config(config);
-    let bounds = move |request: Map<String, Value>, model: String| {
-        let bounds = estimate::output_bound(&request, limit)
-            .map(|output| (estimate::prompt_bound(&model, &request), output));
-        (request, bounds)
-    };
+) -> Result<(Map<String, Value>, u64), OpenAiError> {
     if body_bytes <= TOKENIZE_INLINE_BYTES {
-        return Ok(bounds(request, model.to_owned()));
+        let bound = estimate::prompt_bound(model, &request);
+        return Ok((request, bound));
     }
     let model = model.to_owned();
-    tokio::task::spawn_blocking(move || bounds(request, model))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("token estimate failed: {e}")).into())
+    tokio::task::spawn_blocking(move || {
+        let bound = estimate::prompt_bound(&model, &request);
+        (request, bound)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("token estimate failed: {e}")).into())
 }
