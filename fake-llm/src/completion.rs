@@ -1,6 +1,7 @@
 //! Deterministic reply text, token counts and OpenAI-shaped JSON bodies, kept free of I/O so the
 //! exact numbers tests assert on are unit-tested here.
 
+use saasllm_shared::domain::estimate;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -19,6 +20,23 @@ pub(crate) struct ChatRequest {
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// Caps the reply like a real model does; any shape is accepted, only a positive integer
+    /// applies.
+    #[serde(default)]
+    pub max_tokens: Option<Value>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<Value>,
+}
+
+impl ChatRequest {
+    /// The most completion tokens the request allows, if it sets a usable limit.
+    pub fn max_output_tokens(&self) -> Option<u64> {
+        [&self.max_tokens, &self.max_completion_tokens]
+            .into_iter()
+            .filter_map(|v| v.as_ref().and_then(Value::as_u64))
+            .filter(|n| *n > 0)
+            .min()
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,8 +71,9 @@ impl Usage {
     }
 }
 
-/// The fake's token rule: characters / 4, rounded up, at least 1. Public so tests elsewhere can
-/// compute the usage (and so the cost) the fake will report for a given text.
+/// The fake's rule for completion tokens: characters / 4, rounded up, at least 1. Public so
+/// tests elsewhere can compute the usage (and so the cost) the fake will report for a reply.
+/// Prompt tokens are counted with the model's real tokenizer (see [`usage_for`]).
 pub fn token_count(text: &str) -> u64 {
     tokens_for_chars(text.chars().count())
 }
@@ -75,8 +94,9 @@ fn content_text(content: &Value) -> String {
     }
 }
 
-/// `"echo: <last user message>"`, the user text cut to [`ECHO_LIMIT_CHARS`] characters.
-pub(crate) fn reply_text(messages: &[ChatMessage]) -> String {
+/// `"echo: <last user message>"`, the user text cut to [`ECHO_LIMIT_CHARS`] characters, and the
+/// whole reply cut to `max_tokens` tokens (4 characters each) when the request sets it.
+pub(crate) fn reply_text(messages: &[ChatMessage], max_tokens: Option<u64>) -> String {
     let last_user = messages
         .iter()
         .rev()
@@ -84,16 +104,23 @@ pub(crate) fn reply_text(messages: &[ChatMessage]) -> String {
         .map(|m| content_text(&m.content))
         .unwrap_or_default();
     let echoed: String = last_user.chars().take(ECHO_LIMIT_CHARS).collect();
-    format!("echo: {echoed}")
+    let reply = format!("echo: {echoed}");
+    match max_tokens.and_then(|n| usize::try_from(n.saturating_mul(4)).ok()) {
+        Some(max_chars) => reply.chars().take(max_chars).collect(),
+        None => reply,
+    }
 }
 
-pub(crate) fn usage_for(messages: &[ChatMessage], reply: &str) -> Usage {
-    let prompt_chars = messages
+/// Usage as a real upstream reports it: the prompt's text counted with the model's tokenizer
+/// (`cl100k_base` for models without a shipped one), so the API's estimate, an upper bound of
+/// that count, holds against the fake as it does against OpenAI.
+pub(crate) fn usage_for(model: &str, messages: &[ChatMessage], reply: &str) -> Usage {
+    let prompt_tokens = messages
         .iter()
-        .map(|m| content_text(&m.content).chars().count())
-        .sum();
+        .map(|m| estimate::text_tokens(model, &content_text(&m.content)))
+        .fold(0u64, u64::saturating_add);
     Usage {
-        prompt_tokens: tokens_for_chars(prompt_chars),
+        prompt_tokens: prompt_tokens.max(1),
         completion_tokens: token_count(reply),
     }
 }
@@ -242,23 +269,38 @@ mod tests {
             msg("assistant", Value::Null),
             msg("user", json!([{"type": "text", "text": "second"}])),
         ];
-        assert_eq!(reply_text(&messages), "echo: second");
+        assert_eq!(reply_text(&messages, None), "echo: second");
         let long = vec![msg("user", json!("x".repeat(500)))];
-        assert_eq!(reply_text(&long), format!("echo: {}", "x".repeat(200)));
-        assert_eq!(reply_text(&[]), "echo: ");
+        assert_eq!(
+            reply_text(&long, None),
+            format!("echo: {}", "x".repeat(200))
+        );
+        assert_eq!(reply_text(&[], None), "echo: ");
     }
 
     #[test]
-    fn usage_sums_every_message() {
+    fn reply_is_cut_to_max_tokens() {
+        let long = vec![msg("user", json!("x".repeat(500)))];
+        let reply = reply_text(&long, Some(3));
+        assert_eq!(reply, "echo: xxxxxx");
+        assert_eq!(token_count(&reply), 3);
+        assert_eq!(reply_text(&long, Some(u64::MAX)).chars().count(), 206);
+    }
+
+    #[test]
+    fn usage_sums_every_message_with_the_model_tokenizer() {
         let messages = vec![msg("system", json!("12345678")), msg("user", json!("hi"))];
-        let reply = reply_text(&messages);
+        let reply = reply_text(&messages, None);
+        // cl100k_base: "123" "456" "78" and "hi".
         assert_eq!(
-            usage_for(&messages, &reply),
+            usage_for("gpt-4", &messages, &reply),
             Usage {
-                prompt_tokens: 3,
+                prompt_tokens: 4,
                 completion_tokens: 2
             }
         );
+        let spaces = vec![msg("user", json!(" ".repeat(400)))];
+        assert!(usage_for("gpt-4o", &spaces, "").prompt_tokens < 100);
     }
 
     #[test]

@@ -119,8 +119,8 @@ async fn chat_completions(
     tracing::debug!(model = %request.model, ?scenario, "chat completion");
     sleep_if_any(state.latency + scenario.delay).await;
 
-    let reply = completion::reply_text(&request.messages);
-    let usage = completion::usage_for(&request.messages, &reply);
+    let reply = completion::reply_text(&request.messages, request.max_output_tokens());
+    let usage = completion::usage_for(&request.model, &request.messages, &reply);
     if let Some(failure) = scenario.failure {
         return failure_response(failure, usage.prompt_tokens);
     }

@@ -4,6 +4,8 @@ mod helpers;
 
 mod auth;
 mod batch;
+mod budget_bounds;
+mod budget_property;
 mod calls;
 mod credits;
 mod fairness;

@@ -4,7 +4,7 @@
 //! USD_PER_CREDIT) is enforced by reserving each request's estimated cost before it is sent.
 //! Errors use OpenAI's shape so the SDKs raise their usual exception classes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -13,33 +13,34 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use saasllm_shared::db;
 use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::estimate::{self, OutputLimit};
 use saasllm_shared::domain::limits::TeamLimits;
-use saasllm_shared::domain::pricing::{self, Price};
+use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::pricing;
 use serde_json::{Map, Value, json};
-use sqlx::PgPool;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use saasllm_worker::upstream::reported_cost;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::RawBody;
-use crate::limits::{self, Admission};
-use crate::sse::SseScan;
+use crate::limits;
 use crate::state::AppState;
 
-/// Output tokens assumed for the estimate when the request sets no `max_tokens`.
-const DEFAULT_MAX_OUTPUT_TOKENS: i64 = 1_024;
-/// Price used for models the price table does not know: deliberately high, so an unknown
-/// model cannot slip past the budget; the record says the default was used.
-const UNKNOWN_MODEL_PRICE: Price = Price {
-    input_per_million: 10_000_000,
-    output_per_million: 30_000_000,
-};
+#[path = "openai_usage.rs"]
+mod usage;
+
+use usage::{Pricing, StreamRecorder, UNKNOWN_MODEL_PRICE, usage_of};
+
+/// Bodies above this size are tokenized on a blocking thread, off the async workers (a 4 KB
+/// prompt takes a few hundred microseconds; 2 MB, about a second).
+const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
+    // The tokenizers of the budget estimate take about a second to build: not on a request.
+    std::thread::spawn(estimate::warm_up);
     OpenApiRouter::new()
         .routes(routes!(chat_completions))
         .routes(routes!(models))
@@ -51,6 +52,8 @@ pub struct OpenAiError {
     message: String,
     kind: &'static str,
     code: Option<&'static str>,
+    /// The request field at fault, if one is.
+    param: Option<&'static str>,
     retry_after_secs: Option<u64>,
 }
 
@@ -66,8 +69,21 @@ impl OpenAiError {
             message: message.into(),
             kind,
             code,
+            param: None,
             retry_after_secs: None,
         }
+    }
+
+    /// A 400 about one field of the request.
+    fn invalid_field(field: &'static str, message: String) -> Self {
+        let mut error = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("invalid_value"),
+            message,
+        );
+        error.param = Some(field);
+        error
     }
 }
 
@@ -99,7 +115,7 @@ impl From<ApiError> for OpenAiError {
 
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"message": self.message, "type": self.kind, "param": null, "code": self.code}});
+        let body = json!({"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}});
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after_secs {
             response
@@ -177,7 +193,7 @@ async fn chat_completions(
 ) -> Result<Response, OpenAiError> {
     let (team_id, limits) = team_of(caller)?;
     let RawBody(bytes) = body?;
-    let mut request: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
+    let request: Map<String, Value> = serde_json::from_slice(&bytes).map_err(|e| {
         OpenAiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -210,6 +226,9 @@ async fn chat_completions(
     span.record("team_id", team_id.as_str());
     span.record("model", model.as_str());
 
+    // Tokenized before a pooled connection is taken: a large prompt takes milliseconds.
+    let (mut request, prompt_tokens) = prompt_bound(request, &model, bytes.len()).await?;
+
     // One connection from here to the budget reservation: sqlx pings a connection each time it
     // goes back to the pool, so taking it once saves a round trip per request.
     let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
@@ -233,28 +252,23 @@ async fn chat_completions(
         ));
     };
 
+    let price = pricing::price_for(&model, &config);
+    let output_tokens = estimate::output_bound(&request, OutputLimit::from_config(&config))
+        .map_err(|e| OpenAiError::invalid_field(e.field, e.message))?;
+    let estimate = pricing::cost_of_bounds(
+        price.unwrap_or(UNKNOWN_MODEL_PRICE),
+        prompt_tokens,
+        output_tokens,
+    )
+    .max(MicroUsd(1));
+
     // Held until the response (or its stream) ends: a slot of the team's concurrency limit, and
     // the request counted in its requests per minute.
     let admission = limits::admit(&state, &team_id, &limits, true).await?;
 
-    let price = pricing::price_for(&model, &config);
-    let max_output = request
-        .get("max_tokens")
-        .or_else(|| request.get("max_completion_tokens"))
-        .and_then(Value::as_i64)
-        .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS);
-    // A token is at least a byte of the request, so bytes bound the prompt from above.
-    let estimate = pricing::cost(
-        price.unwrap_or(UNKNOWN_MODEL_PRICE),
-        bytes.len() as i64,
-        max_output,
-    )
-    .0
-    .max(1);
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
 
-    let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate, state.settings.usd_per_credit.0)
+    let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate.0, state.settings.usd_per_credit.0)
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| {
@@ -263,8 +277,7 @@ async fn chat_completions(
                 "insufficient_quota",
                 Some("budget_exceeded"),
                 format!(
-                    "Budget exceeded for team '{team_id}': this request could cost up to ${:.6}, more than what is left of the budget. Add credits to raise it.",
-                    estimate as f64 / 1e6
+                    "Budget exceeded for team '{team_id}': this request could cost up to ${estimate}, more than what is left of the budget. Add credits to raise it."
                 ),
             )
         })?;
@@ -400,143 +413,22 @@ async fn chat_completions(
     Ok(response)
 }
 
-/// How to price a request's usage.
-struct Pricing {
-    model: String,
-    config: Value,
-    price: Option<Price>,
-}
-
-/// Usage and cost of a completed request: the upstream's cost header first, then the price
-/// table, then the conservative default (recorded as such).
-fn usage_of(
-    body: Option<&Value>,
-    pricing: &Pricing,
-    reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
-) -> Usage {
-    let usage = body.and_then(|b| b.get("usage"));
-    let tokens = |field: &str| usage.and_then(|u| u.get(field)).and_then(Value::as_i64);
-    let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
-    let (cost, source) = match (reported_cost, pricing.price) {
-        (Some(cost), _) => (cost.0, "header"),
-        (None, Some(price)) => (
-            pricing::cost(price, prompt.unwrap_or(0), completion.unwrap_or(0)).0,
-            "price_table",
-        ),
-        (None, None) => {
-            tracing::warn!(model = %pricing.model, config = %pricing.config, "no price known; recording at the default price");
-            (
-                pricing::cost(
-                    UNKNOWN_MODEL_PRICE,
-                    prompt.unwrap_or(0),
-                    completion.unwrap_or(0),
-                )
-                .0,
-                "default_price",
-            )
-        }
-    };
-    Usage {
-        prompt_tokens: prompt,
-        completion_tokens: completion,
-        total_tokens: tokens("total_tokens").or_else(|| Some(prompt? + completion?)),
-        cost_micro_usd: cost,
-        cost_source: source,
-        http_status: Some(200),
-        error: None,
+/// An upper bound of the request's prompt tokens (see `domain::estimate`). Large bodies are
+/// tokenized on a blocking thread; the request is handed back for sending.
+async fn prompt_bound(
+    request: Map<String, Value>,
+    model: &str,
+    body_bytes: usize,
+) -> Result<(Map<String, Value>, u64), OpenAiError> {
+    if body_bytes <= TOKENIZE_INLINE_BYTES {
+        let bound = estimate::prompt_bound(model, &request);
+        return Ok((request, bound));
     }
-}
-
-/// Owns a streaming request's reservation and records what was used exactly once: when the
-/// usage chunk arrives, at the end of the stream, or when dropped (client gone), whichever is
-/// first.
-struct StreamRecorder {
-    db: PgPool,
-    request_id: Uuid,
-    pricing: Mutex<Option<Pricing>>,
-    reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
-    scan: Mutex<SseScan>,
-    /// The team's limit slot, given back when the stream ends (the recorder is dropped).
-    admission: Option<Admission>,
-}
-
-impl StreamRecorder {
-    fn new(
-        db: PgPool,
-        request_id: Uuid,
-        pricing: Pricing,
-        reported_cost: Option<saasllm_shared::domain::money::MicroUsd>,
-        admission: Option<Admission>,
-    ) -> Self {
-        Self {
-            db,
-            request_id,
-            pricing: Mutex::new(Some(pricing)),
-            reported_cost,
-            scan: Mutex::default(),
-            admission,
-        }
-    }
-
-    /// Records the spend now, unless it already was.
-    async fn record(&self) {
-        let Some(usage) = self.take_usage() else {
-            return;
-        };
-        if let Some(admission) = &self.admission {
-            admission.count_tokens(usage.total_tokens.unwrap_or(0));
-        }
-        if let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await {
-            tracing::error!(request_id = %self.request_id, error = %e, "could not record streaming spend; reservation stays open");
-        }
-    }
-
-    /// The usage to record, the first time only.
-    fn take_usage(&self) -> Option<Usage> {
-        let pricing = self
-            .pricing
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()?;
-        let scan = self.scan.lock().unwrap_or_else(|p| p.into_inner());
-        // LiteLLM reports a stream's cost in the usage chunk, not in a header.
-        let reported_cost = self
-            .reported_cost
-            .or_else(|| scan.usage.as_ref().and_then(pricing::usage_cost));
-        let usage = match &scan.usage {
-            Some(usage) => usage_of(Some(&json!({"usage": usage})), &pricing, reported_cost),
-            None => {
-                // The client left before the usage chunk: bill what was streamed so far.
-                let completion = (scan.content.chars().count() as i64 + 3) / 4;
-                let mut usage = usage_of(
-                    Some(&json!({"usage": {"prompt_tokens": 0, "completion_tokens": completion}})),
-                    &pricing,
-                    reported_cost,
-                );
-                usage.error =
-                    Some("stream ended before the usage chunk (client disconnected?)".into());
-                usage
-            }
-        };
-        Some(usage)
-    }
-}
-
-impl Drop for StreamRecorder {
-    fn drop(&mut self) {
-        let Some(usage) = self.take_usage() else {
-            return;
-        };
-        if let Some(admission) = &self.admission {
-            admission.count_tokens(usage.total_tokens.unwrap_or(0));
-        }
-        let (db, request_id) = (self.db.clone(), self.request_id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = db::spend::settle(&db, request_id, &usage).await {
-                    tracing::error!(%request_id, error = %e, "could not record streaming spend; reservation stays open");
-                }
-            });
-        }
-    }
+    let model = model.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let bound = estimate::prompt_bound(&model, &request);
+        (request, bound)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(anyhow::anyhow!("token estimate failed: {e}")).into())
 }

@@ -7,6 +7,9 @@ use uuid::Uuid;
 
 /// Reserves `estimate` micro-dollars for a request if `spend + reserved + estimate` stays within
 /// `credits_allocated x usd_per_credit`. Returns the request id, or `None` when over budget.
+/// The comparison is in `numeric`, so no estimate or budget can overflow `bigint` (an error, not
+/// a refusal); a budget above `i64::MAX` micro-dollars counts as `i64::MAX`, so an admitted
+/// reservation always fits the column.
 pub async fn reserve(
     db: impl PgExecutor<'_>,
     team_id: &str,
@@ -21,7 +24,8 @@ pub async fn reserve(
         "with admitted as (
              update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
              where team_id = $1
-               and spend_micro_usd + budget_reserved_micro_usd + $2 <= credits_allocated * $3
+               and spend_micro_usd::numeric + budget_reserved_micro_usd + $2
+                   <= least(credits_allocated::numeric * $3, 9223372036854775807)
              returning team_id
          )
          insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd)
@@ -51,7 +55,9 @@ pub struct Usage {
 }
 
 /// Replaces the reservation by the actual cost (zero for a failed request), once: a second
-/// call for the same request changes nothing. Returns whether this call recorded it.
+/// call for the same request changes nothing. Returns whether this call recorded it. An absurd
+/// reported cost saturates the spend at `i64::MAX` rather than failing the statement, so the
+/// request is still recorded and the team is over budget.
 pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
     let status = if usage.error.is_some() && usage.cost_micro_usd == 0 {
         "released"
@@ -67,7 +73,7 @@ pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Resul
              returning team_id, reserved_micro_usd
          )
          update credit_balances b set budget_reserved_micro_usd = b.budget_reserved_micro_usd - s.reserved_micro_usd,
-             spend_micro_usd = b.spend_micro_usd + $6, updated_at = now()
+             spend_micro_usd = least(b.spend_micro_usd::numeric + $6, 9223372036854775807)::int8, updated_at = now()
          from settled s where b.team_id = s.team_id",
     )
     .bind(request_id)

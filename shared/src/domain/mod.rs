@@ -1,5 +1,6 @@
 //! Domain types and pure rules: keys, money, states, webhook signatures and targets.
 
+pub mod estimate;
 pub mod keys;
 pub mod limits;
 pub mod money;

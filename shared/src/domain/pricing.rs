@@ -65,11 +65,24 @@ pub fn price_for(model: &str, config: &serde_json::Value) -> Option<Price> {
         })
 }
 
-/// Cost of a call, rounded to the nearest micro-dollar.
+/// Cost of a call, rounded to the nearest micro-dollar. Negative token counts or prices (a
+/// broken upstream or config) count as zero, so a cost never lowers spend; a cost too large for
+/// an `i64` saturates at `i64::MAX`, which no budget admits (instead of wrapping to a small one).
 pub fn cost(price: Price, prompt_tokens: i64, completion_tokens: i64) -> MicroUsd {
-    let total = i128::from(prompt_tokens) * i128::from(price.input_per_million)
-        + i128::from(completion_tokens) * i128::from(price.output_per_million);
-    MicroUsd(((total + 500_000) / 1_000_000) as i64)
+    let part = |tokens: i64, per_million: i64| {
+        i128::from(tokens.max(0)).saturating_mul(i128::from(per_million.max(0)))
+    };
+    let total = part(prompt_tokens, price.input_per_million)
+        .saturating_add(part(completion_tokens, price.output_per_million))
+        .saturating_add(500_000)
+        / 1_000_000;
+    MicroUsd(i64::try_from(total).unwrap_or(i64::MAX))
+}
+
+/// [`cost`] of token counts given as `u64` (estimates); counts above `i64::MAX` saturate.
+pub fn cost_of_bounds(price: Price, prompt_tokens: u64, completion_tokens: u64) -> MicroUsd {
+    let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    cost(price, tokens(prompt_tokens), tokens(completion_tokens))
 }
 
 /// The response header in which LiteLLM reports what a request cost, in USD.
@@ -82,6 +95,7 @@ pub fn parse_cost_header(value: &str) -> Option<MicroUsd> {
         return Some(exact);
     }
     let dollars: f64 = value.parse().ok()?;
+    // A float-to-integer `as` saturates: an absurd cost becomes i64::MAX, never a wrapped value.
     (dollars.is_finite() && dollars >= 0.0)
         .then(|| MicroUsd((dollars * 1_000_000.0).round() as i64))
 }
@@ -134,6 +148,47 @@ mod tests {
         assert_eq!(cost(price, 1_000, 500), MicroUsd(1_250));
         assert_eq!(cost(price, 1, 0), MicroUsd(1)); // 0.5 micro rounds up
         assert_eq!(cost(price, 0, 0), MicroUsd(0));
+    }
+
+    #[test]
+    fn cost_saturates_instead_of_wrapping() {
+        let gpt4 = price_for("gpt-4", &json!({})).expect("known");
+        // 2^63 - 1 output tokens at $60 per 1M used to wrap to a tiny (or negative) amount.
+        assert_eq!(cost(gpt4, 0, i64::MAX), MicroUsd(i64::MAX));
+        assert_eq!(cost(gpt4, i64::MAX, i64::MAX), MicroUsd(i64::MAX));
+        assert_eq!(
+            cost_of_bounds(gpt4, 200_000_000_000_000_000, 0),
+            MicroUsd(6_000_000_000_000_000_000)
+        );
+        assert_eq!(
+            cost_of_bounds(gpt4, 0, 200_000_000_000_000_000),
+            MicroUsd(i64::MAX)
+        );
+        assert_eq!(cost_of_bounds(gpt4, u64::MAX, u64::MAX), MicroUsd(i64::MAX));
+        let absurd = Price {
+            input_per_million: i64::MAX,
+            output_per_million: i64::MAX,
+        };
+        assert_eq!(cost(absurd, 1_000_000, 1), MicroUsd(i64::MAX));
+    }
+
+    #[test]
+    fn negative_counts_and_prices_cost_nothing() {
+        let gpt4 = price_for("gpt-4", &json!({})).expect("known");
+        assert_eq!(cost(gpt4, -1_000, -5), MicroUsd(0));
+        assert_eq!(cost(gpt4, i64::MIN, 1_000), MicroUsd(60_000));
+        let negative = Price {
+            input_per_million: -1_000_000,
+            output_per_million: 1_000_000,
+        };
+        assert_eq!(cost(negative, 1_000_000, 1_000_000), MicroUsd(1_000_000));
+    }
+
+    #[test]
+    fn absurd_cost_headers_saturate() {
+        assert_eq!(parse_cost_header("1e300"), Some(MicroUsd(i64::MAX)));
+        assert_eq!(parse_cost_header("inf"), None);
+        assert_eq!(parse_cost_header("NaN"), None);
     }
 
     #[test]
