@@ -84,15 +84,6 @@ fn contains_nul_escape(bytes: &[u8]) -> bool {
     bytes.windows(6).any(|w| w == b"\\u0000")
 }
 
-/// A 400 naming the first string of a JSON body (`bytes`, parsed as `fields`), or object key,
-/// that holds a NUL character, e.g. `messages[0].content must not contain NUL characters`.
-pub fn reject_nul(bytes: &[u8], fields: &Map<String, Value>) -> Result<(), ApiError> {
-    match contains_nul_escape(bytes) {
-        true => object_nul_path(fields, "").map_or(Ok(()), |path| Err(nul_error(path))),
-        false => Ok(()),
-    }
-}
-
 /// `path` is empty for the body itself and starts with `[` inside a top-level array.
 fn nul_error(path: String) -> ApiError {
     let field = match path.chars().next() {

@@ -201,7 +201,6 @@ async fn chat_completions(
             format!("Malformed JSON body: {e}"),
         )
     })?;
-    crate::extract::reject_nul(&bytes, &request)?;
     let model = request
         .get("model")
         .and_then(Value::as_str)
@@ -214,6 +213,16 @@ async fn chat_completions(
                 "`model` is required",
             )
         })?;
+    // The prompt passes through untouched (NUL included, as the upstream allows); the model name
+    // is stored with the spend record, and PostgreSQL text cannot hold NUL.
+    if model.contains('\0') {
+        return Err(OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            "model must not contain NUL characters",
+        ));
+    }
     if !request.get("messages").is_some_and(Value::is_array) {
         return Err(OpenAiError::new(
             StatusCode::BAD_REQUEST,
