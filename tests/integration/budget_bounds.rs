@@ -233,6 +233,47 @@ async fn the_group_config_sets_the_output_limit_and_n_multiplies_the_reservation
     let (spend, open, budget) = budget_state(&db, "team_lim").await;
     assert_eq!(open, 0);
     assert!(spend > 0 && spend <= budget);
+    // The request without a limit was sent with the one it was reserved for.
+    let sent = stack.llm.requests();
+    let unset_sent = &sent
+        .last()
+        .expect("three requests reached the upstream")
+        .body;
+    assert_eq!(unset_sent["max_completion_tokens"], 4096, "{unset_sent}");
+    assert!(unset_sent.get("max_tokens").is_none());
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_request_without_an_output_limit_is_held_to_the_default_it_was_reserved_for(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack.team("team_unset", 10, &[("Chat", &["gpt-4o"])]).await;
+    let prompt = json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+    let with_limit = json!({"model": "gpt-4o", "max_tokens": 50, "messages": [{"role": "user", "content": "hi"}]});
+
+    assert_eq!(chat(&stack, &key, &prompt).await.status(), StatusCode::OK);
+    assert_eq!(
+        chat(&stack, &key, &with_limit).await.status(),
+        StatusCode::OK
+    );
+
+    let sent: Vec<Value> = stack.llm.requests().into_iter().map(|r| r.body).collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["max_completion_tokens"], 4096, "{}", sent[0]);
+    assert_eq!(sent[1]["max_tokens"], 50);
+    assert!(
+        sent[1].get("max_completion_tokens").is_none(),
+        "{}",
+        sent[1]
+    );
+    let reserved: Vec<i64> = sqlx::query_scalar(
+        "select reserved_micro_usd from spend_records where team_id = 'team_unset' order by created_at",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("records");
+    // gpt-4o output: $10 per 1M tokens, 4,096 tokens -> at least $0.04096 reserved.
+    assert!(reserved[0] >= 40_960, "{reserved:?}");
+    assert!(reserved[1] < 40_960 / 10, "{reserved:?}");
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

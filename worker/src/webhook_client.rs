@@ -106,12 +106,8 @@ mod tests {
 
     use super::*;
 
-    const STRICT: TargetPolicy = TargetPolicy {
-        allow_private: false,
-    };
-    const PERMISSIVE: TargetPolicy = TargetPolicy {
-        allow_private: true,
-    };
+    const STRICT: TargetPolicy = TargetPolicy::PUBLIC_ONLY;
+    const PERMISSIVE: TargetPolicy = TargetPolicy::ALLOW_PRIVATE;
 
     async fn post(policy: TargetPolicy, url: &str) -> reqwest::Result<reqwest::Response> {
         client(Duration::from_secs(5), policy)

@@ -262,8 +262,10 @@ async fn chat_completions(
     };
 
     let price = pricing::price_for(&model, &config);
-    let output_tokens = estimate::output_bound(&request, OutputLimit::from_config(&config))
+    let output_limit = OutputLimit::from_config(&config);
+    let output_tokens = estimate::output_bound(&request, output_limit)
         .map_err(|e| OpenAiError::invalid_field(e.field, e.message))?;
+    estimate::hold_to_estimate(&mut request, output_limit);
     let estimate = pricing::cost_of_bounds(
         price.unwrap_or(UNKNOWN_MODEL_PRICE),
         prompt_tokens,

@@ -27,8 +27,9 @@ use tiktoken_rs::CoreBPE;
 /// model: 131,072 (128k), at or above the output limit of today's models. A group raises or
 /// lowers it per model with `config.max_output_tokens`.
 pub const DEFAULT_OUTPUT_TOKEN_CAP: u64 = 131_072;
-/// Output tokens assumed when a request sets neither `max_tokens` nor `max_completion_tokens`.
-pub const DEFAULT_OUTPUT_TOKENS: u64 = 1_024;
+/// Output tokens per choice reserved for, and allowed to, a request that sets neither
+/// `max_tokens` nor `max_completion_tokens` (see [`hold_to_estimate`]).
+pub const DEFAULT_OUTPUT_TOKENS: u64 = 4_096;
 /// Most choices (`n`) a request may ask for, as OpenAI allows.
 pub const MAX_CHOICES: u64 = 128;
 /// Chat template tokens allowed for each message (and once for the reply).
@@ -234,6 +235,16 @@ pub fn output_bound(request: &Map<String, Value>, limit: OutputLimit) -> Result<
     }
     let choices = positive_integer(request, "n", MAX_CHOICES)?.unwrap_or(1);
     Ok(max_output.unwrap_or(limit.unset).saturating_mul(choices))
+}
+
+/// Gives a request that sets no output limit the one its estimate assumed (`limit.unset`), as
+/// `max_completion_tokens` (which current OpenAI models and LiteLLM accept for every provider),
+/// so the upstream cannot bill more output than was reserved.
+pub fn hold_to_estimate(request: &mut Map<String, Value>, limit: OutputLimit) {
+    let unset = |field: &str| matches!(request.get(field), None | Some(Value::Null));
+    if unset("max_tokens") && unset("max_completion_tokens") {
+        request.insert("max_completion_tokens".into(), Value::from(limit.unset));
+    }
 }
 
 /// A field that must be an integer in `1..=limit` when present (null counts as absent).

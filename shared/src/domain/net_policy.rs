@@ -21,6 +21,17 @@ pub struct TargetPolicy {
     pub allow_private: bool,
 }
 
+impl TargetPolicy {
+    /// Public addresses only (the default).
+    pub const PUBLIC_ONLY: TargetPolicy = TargetPolicy {
+        allow_private: false,
+    };
+    /// Private targets too (`WEBHOOK_ALLOW_PRIVATE_TARGETS`, development and tests).
+    pub const ALLOW_PRIVATE: TargetPolicy = TargetPolicy {
+        allow_private: true,
+    };
+}
+
 /// Why a URL is not a permitted webhook target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -167,12 +178,8 @@ fn is_never_unicast(ip: IpAddr) -> bool {
 mod tests {
     use super::*;
 
-    const STRICT: TargetPolicy = TargetPolicy {
-        allow_private: false,
-    };
-    const PERMISSIVE: TargetPolicy = TargetPolicy {
-        allow_private: true,
-    };
+    const STRICT: TargetPolicy = TargetPolicy::PUBLIC_ONLY;
+    const PERMISSIVE: TargetPolicy = TargetPolicy::ALLOW_PRIVATE;
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
