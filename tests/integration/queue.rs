@@ -251,3 +251,61 @@ async fn calls_waiting_in_line_are_not_taken_for_lost(db: PgPool) {
     );
     stack.stop_workers().await;
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_redis_outage_stops_only_the_reconciler_steps_that_need_redis(db: PgPool) {
+    let app = crate::helpers::app::spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_outage", 5).await;
+    let job = ok_json(
+        app.with_key(&key, Method::POST, "/api/jobs/create")
+            .header("Idempotency-Key", "old-create")
+            .json(&json!({"team_id": "team_outage", "job_type": "overdue"}))
+            .send()
+            .await,
+    )
+    .await;
+    sqlx::query("update jobs set expires_at = now() - interval '1 second'")
+        .execute(&db)
+        .await
+        .expect("make the job overdue");
+    sqlx::query("update idempotency_records set created_at = now() - interval '3 days'")
+        .execute(&db)
+        .await
+        .expect("age the stored response");
+    // Nothing listens on port 1: every Redis command fails at once.
+    let dead_redis =
+        saasllm_shared::redis_conn::RedisHandle::new(&saasllm_shared::config::RedisConfig {
+            url: secrecy::SecretString::from("redis://127.0.0.1:1".to_owned()),
+            queue_name: "outage".to_owned(),
+        })
+        .expect("valid url");
+    let queue = saasllm_shared::queue::CallQueue::new(dead_redis);
+    let settings = saasllm_worker::reconciler::ReconcilerSettings {
+        interval: Duration::from_secs(1),
+        grace: Duration::from_secs(3),
+    };
+
+    let outcome = saasllm_worker::reconciler::pass(&db, &queue, settings).await;
+
+    let error = outcome.expect_err("the Redis step fails").to_string();
+    assert!(error.contains("re-queue"), "{error}");
+    let status: String = sqlx::query_scalar("select status from jobs where job_id = $1::uuid")
+        .bind(job["job_id"].as_str().expect("job_id"))
+        .fetch_one(&db)
+        .await
+        .expect("job");
+    assert_eq!(status, "expired");
+    let held: i64 = sqlx::query_scalar(
+        "select credits_reserved from credit_balances where team_id = 'team_outage'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("balance");
+    assert_eq!(held, 0);
+    let stored: i64 = sqlx::query_scalar("select count(*) from idempotency_records")
+        .fetch_one(&db)
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+    assert_ledger_consistent(&db, "team_outage").await;
+}

@@ -18,7 +18,7 @@ const BATCH: i64 = 1_000;
 /// beyond any upstream timeout.
 const STALE_RESERVATION: Duration = Duration::from_secs(3_600);
 
-/// How long responses stored for `Idempotency-Key` retries are kept (clients are promised 24 h).
+/// How long responses stored for `Idempotency-Key` retries are kept (the documented 48 h).
 const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(48 * 3_600);
 
 /// Settings of the reconciler.
@@ -50,8 +50,42 @@ pub async fn run(
 }
 
 /// One pass: expired leases back to the queue, lost queued calls re-pushed, overdue jobs
-/// expired, abandoned budget reservations released, completing jobs whose calls are done settled.
+/// expired, abandoned budget reservations released, stored idempotent responses purged,
+/// completing jobs whose calls are done settled. Each step runs whatever happened to the others:
+/// a Redis outage stops only the steps that need Redis. Fails if any step failed (each failure
+/// is logged with its step).
 pub async fn pass(
+    db: &PgPool,
+    queue: &CallQueue,
+    settings: ReconcilerSettings,
+) -> anyhow::Result<()> {
+    let steps = [
+        ("re-queue", requeue(db, queue, settings).await),
+        ("job expiry", expire_jobs(db).await),
+        ("reservation release", release_reservations(db).await),
+        ("idempotency purge", purge_idempotency(db).await),
+        ("completing jobs", settle_completing(db).await),
+    ];
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter_map(|(step, result)| {
+            let error = result.as_ref().err()?;
+            tracing::warn!(step, error = %error, "reconciler step failed; retrying next interval");
+            Some(*step)
+        })
+        .collect();
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(anyhow::anyhow!(
+            "reconciler steps failed: {}",
+            failed.join(", ")
+        )),
+    }
+}
+
+/// The steps that make Redis agree with PostgreSQL: limits, calls of expired leases, and queued
+/// calls Redis lost.
+async fn requeue(
     db: &PgPool,
     queue: &CallQueue,
     settings: ReconcilerSettings,
@@ -111,6 +145,10 @@ pub async fn pass(
         }
     }
 
+    Ok(())
+}
+
+async fn expire_jobs(db: &PgPool) -> anyhow::Result<()> {
     let reaped = db::jobs::expire_overdue(db, BATCH).await?;
     if reaped > 0 {
         tracing::info!(
@@ -118,6 +156,10 @@ pub async fn pass(
             "expired jobs past their TTL and released their holds"
         );
     }
+    Ok(())
+}
+
+async fn release_reservations(db: &PgPool) -> anyhow::Result<()> {
     let released = db::spend::release_stale(db, STALE_RESERVATION.as_secs_f64(), BATCH).await?;
     if released > 0 {
         tracing::warn!(
@@ -125,7 +167,15 @@ pub async fn pass(
             "released budget reservations of requests that never finished"
         );
     }
+    Ok(())
+}
+
+async fn purge_idempotency(db: &PgPool) -> anyhow::Result<()> {
     db::idempotency::purge_older_than(db, IDEMPOTENCY_RETENTION.as_secs_f64()).await?;
+    Ok(())
+}
+
+async fn settle_completing(db: &PgPool) -> anyhow::Result<()> {
     for job_id in db::jobs::completing_ready(db, BATCH).await? {
         db::jobs::settle(db, job_id).await?;
     }
