@@ -9,8 +9,10 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(config: &TelemetryConfig) {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal, never in a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(true);
     let _already_set = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
