@@ -39,8 +39,6 @@ use usage::{Pricing, StreamRecorder, UNKNOWN_MODEL_PRICE, usage_of};
 const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    // The tokenizers of the budget estimate take about a second to build: not on a request.
-    std::thread::spawn(estimate::warm_up);
     OpenApiRouter::new()
         .routes(routes!(chat_completions))
         .routes(routes!(models))
@@ -424,14 +422,15 @@ async fn chat_completions(
     Ok(response)
 }
 
-/// An upper bound of the request's prompt tokens (see `domain::estimate`). Large bodies are
-/// tokenized on a blocking thread; the request is handed back for sending.
+/// An upper bound of the request's prompt tokens (see `domain::estimate`). Large bodies, and the
+/// first request of a model family (which builds its tokenizer), are tokenized on a blocking
+/// thread; the request is handed back for sending.
 async fn prompt_bound(
     request: Map<String, Value>,
     model: &str,
     body_bytes: usize,
 ) -> Result<(Map<String, Value>, u64), OpenAiError> {
-    if body_bytes <= TOKENIZE_INLINE_BYTES {
+    if body_bytes <= TOKENIZE_INLINE_BYTES && estimate::tokenizer_ready(model) {
         let bound = estimate::prompt_bound(model, &request);
         return Ok((request, bound));
     }

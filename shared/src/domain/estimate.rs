@@ -72,16 +72,26 @@ impl Encoding {
         }
     }
 
-    /// The tokenizer, built once per process (building one takes tens of milliseconds).
-    fn bpe(self) -> &'static CoreBPE {
+    /// The tokenizer's cell: each is built on first use only, since a built one holds tens of
+    /// MiB (both together would put an idle API process past 80 MiB).
+    fn cell(self) -> &'static OnceLock<CoreBPE> {
         static O200K: OnceLock<CoreBPE> = OnceLock::new();
         static CL100K: OnceLock<CoreBPE> = OnceLock::new();
-        let (cell, build): (_, fn() -> anyhow::Result<CoreBPE>) = match self {
-            Self::O200kBase => (&O200K, tiktoken_rs::o200k_base),
-            Self::Cl100kBase => (&CL100K, tiktoken_rs::cl100k_base),
+        match self {
+            Self::O200kBase => &O200K,
+            Self::Cl100kBase => &CL100K,
+        }
+    }
+
+    /// The tokenizer, built once per process (building one takes up to a second of CPU).
+    fn bpe(self) -> &'static CoreBPE {
+        let build: fn() -> anyhow::Result<CoreBPE> = match self {
+            Self::O200kBase => tiktoken_rs::o200k_base,
+            Self::Cl100kBase => tiktoken_rs::cl100k_base,
         };
         // The BPE data is compiled into the binary, so building can only fail on a broken build.
-        cell.get_or_init(|| build().expect("bundled tokenizer data is valid"))
+        self.cell()
+            .get_or_init(|| build().expect("bundled tokenizer data is valid"))
     }
 
     /// Tokens of `text`, special tokens read as ordinary text. Counted in chunks of at most
@@ -113,10 +123,14 @@ const CHUNK_BYTES: usize = 4_096;
 /// Tokens added for each split of a longer text.
 const CHUNK_SLACK_TOKENS: u64 = 4;
 
-/// Builds both tokenizers now (about a second of CPU), so the first request does not wait.
-pub fn warm_up() {
-    Encoding::O200kBase.bpe();
-    Encoding::Cl100kBase.bpe();
+/// Whether the tokenizer `model` is estimated with is built already (counting is then fast;
+/// otherwise the first count builds it, which belongs on a blocking thread).
+pub fn tokenizer_ready(model: &str) -> bool {
+    Encoding::of_model(model)
+        .unwrap_or(Encoding::Cl100kBase)
+        .cell()
+        .get()
+        .is_some()
 }
 
 /// The model name without a provider prefix (`openai/gpt-4o` -> `gpt-4o`).
