@@ -54,20 +54,22 @@ pub struct ApiConfig {
         env = "MAX_CONNECTIONS",
         default_value_t = 4_096
     )]
-    pub max_connections: usize,
+    pub max_connections: u64,
     /// Seconds a client has to send a request's headers; a connection that sends none for this
     /// long (slow or idle keep-alive) is closed.
     #[arg(
         long = "header-read-timeout-secs",
         env = "HEADER_READ_TIMEOUT_SECS",
-        default_value_t = 10
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub header_read_timeout_secs: u64,
     /// Seconds a request body may pause between two pieces before the request is refused.
     #[arg(
         long = "body-read-timeout-secs",
         env = "BODY_READ_TIMEOUT_SECS",
-        default_value_t = 30
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     pub body_read_timeout_secs: u64,
     /// Address of a second listener serving only `GET /metrics` without a key, for Prometheus on

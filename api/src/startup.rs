@@ -114,7 +114,7 @@ impl Application {
             complete_wait: Duration::from_secs(config.complete_wait_secs),
             llm: config.llm.clone(),
             connections: ConnectionLimits {
-                max_connections: config.max_connections,
+                max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
             },
             body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
