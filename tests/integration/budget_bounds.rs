@@ -258,7 +258,7 @@ async fn a_request_without_an_output_limit_is_held_to_the_default_it_was_reserve
 
     let sent: Vec<Value> = stack.llm.requests().into_iter().map(|r| r.body).collect();
     assert_eq!(sent.len(), 2);
-    assert_eq!(sent[0]["max_completion_tokens"], 4096, "{}", sent[0]);
+    assert_eq!(sent[0]["max_completion_tokens"], 1024, "{}", sent[0]);
     assert_eq!(sent[1]["max_tokens"], 50);
     assert!(
         sent[1].get("max_completion_tokens").is_none(),
@@ -271,9 +271,9 @@ async fn a_request_without_an_output_limit_is_held_to_the_default_it_was_reserve
     .fetch_all(&db)
     .await
     .expect("records");
-    // gpt-4o output: $10 per 1M tokens, 4,096 tokens -> at least $0.04096 reserved.
-    assert!(reserved[0] >= 40_960, "{reserved:?}");
-    assert!(reserved[1] < 40_960 / 10, "{reserved:?}");
+    // gpt-4o output: $10 per 1M tokens, 1,024 tokens -> at least $0.01024 reserved.
+    assert!(reserved[0] >= 10_240, "{reserved:?}");
+    assert!(reserved[1] < 10_240 / 10, "{reserved:?}");
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

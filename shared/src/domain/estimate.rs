@@ -29,7 +29,7 @@ use tiktoken_rs::CoreBPE;
 pub const DEFAULT_OUTPUT_TOKEN_CAP: u64 = 131_072;
 /// Output tokens per choice reserved for, and allowed to, a request that sets neither
 /// `max_tokens` nor `max_completion_tokens` (see [`hold_to_estimate`]).
-pub const DEFAULT_OUTPUT_TOKENS: u64 = 4_096;
+pub const DEFAULT_OUTPUT_TOKENS: u64 = 1_024;
 /// Most choices (`n`) a request may ask for, as OpenAI allows.
 pub const MAX_CHOICES: u64 = 128;
 /// Chat template tokens allowed for each message (and once for the reply).
