@@ -89,18 +89,23 @@ local function start_request(ns, team, member, conc, rpm, now, hold_ms)
 end
 ";
 
-/// Takes the next call, round-robin over the teams with calls waiting, skipping teams at a limit.
-/// Returns `{call_id, team, flags}` (flags: `c` when the call holds a concurrency slot, `t` when
-/// its tokens count towards a per-minute limit) or nil.
+/// Takes up to `max` calls, round-robin over the teams with calls waiting (one call per team per
+/// turn), skipping teams at a limit. Returns a flat list of `call_id, team, flags` triples (flags:
+/// `c` when the call holds a concurrency slot, `t` when its tokens count towards a per-minute
+/// limit), empty when nothing can be taken. The walk ends once every team in the ring has been
+/// passed over in a row, so a ring of blocked teams costs one pass.
 static DISPATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{LIMIT_CHECK}
-local ns, hold_ms = ARGV[1], tonumber(ARGV[2])
+local ns, hold_ms, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local ring, active = ns .. ':calls:teams', ns .. ':calls:active'
 local now = now_ms()
-for _ = 1, redis.call('LLEN', ring) do
+local taken = {{}}
+local passed = 0
+while #taken < max * 3 do
+  local teams = redis.call('LLEN', ring)
+  if teams == 0 or passed >= teams then break end
   local team = redis.call('LMOVE', ring, ring, 'RIGHT', 'LEFT')
-  if not team then return false end
   local list = ns .. ':calls:team:' .. team
   if redis.call('LLEN', list) == 0 then
     redis.call('LREM', ring, 1, team)
@@ -113,11 +118,16 @@ for _ = 1, redis.call('LLEN', ring) do
       local flags = ''
       if conc > 0 then flags = flags .. 'c' end
       if tpm > 0 then flags = flags .. 't' end
-      return {{id, team, flags}}
+      taken[#taken + 1] = id
+      taken[#taken + 1] = team
+      taken[#taken + 1] = flags
+      passed = 0
+    else
+      passed = passed + 1
     end
   end
 end
-return false
+return taken
 "
     ))
 });
@@ -324,7 +334,8 @@ impl CallQueue {
 }
 
 /// Takes calls fairly, waiting in Redis for a wake-up while there is nothing to take (no polling
-/// beyond one look per `wait`, which also notices teams whose limits have eased).
+/// beyond one look per `wait`, which also notices teams whose limits have eased). One per worker
+/// process: it takes calls in batches for all of the process's free slots.
 pub struct QueueConsumer {
     conn: redis::aio::MultiplexedConnection,
     namespace: String,
@@ -332,31 +343,40 @@ pub struct QueueConsumer {
 }
 
 impl QueueConsumer {
-    /// The next call, waiting up to `wait` for one. Malformed entries are skipped.
-    pub async fn pop(&mut self, wait: Duration) -> redis::RedisResult<Option<Dispatched>> {
-        if let Some(next) = self.dispatch().await? {
-            return Ok(Some(next));
+    /// Up to `max` calls, waiting up to `wait` for a first one. Malformed entries are skipped.
+    pub async fn take(
+        &mut self,
+        max: usize,
+        wait: Duration,
+    ) -> redis::RedisResult<Vec<Dispatched>> {
+        let taken = self.dispatch(max).await?;
+        if !taken.is_empty() {
+            return Ok(taken);
         }
         let _: Option<(String, String)> = self
             .conn
             .brpop(format!("{}:calls:wake", self.namespace), wait.as_secs_f64())
             .await?;
-        self.dispatch().await
+        self.dispatch(max).await
     }
 
-    async fn dispatch(&mut self) -> redis::RedisResult<Option<Dispatched>> {
-        let taken: Option<(String, String, String)> = DISPATCH
+    async fn dispatch(&mut self, max: usize) -> redis::RedisResult<Vec<Dispatched>> {
+        let taken: Vec<String> = DISPATCH
             .arg(&self.namespace)
             .arg(self.hold.as_millis() as u64)
+            .arg(max.max(1))
             .invoke_async(&mut self.conn)
             .await?;
-        Ok(taken.and_then(|(id, team_id, flags)| {
-            Some(Dispatched {
-                call_id: id.parse().ok()?,
-                team_id,
-                holds_slot: flags.contains('c'),
-                counts_tokens: flags.contains('t'),
+        Ok(taken
+            .chunks_exact(3)
+            .filter_map(|entry| {
+                Some(Dispatched {
+                    call_id: entry[0].parse().ok()?,
+                    team_id: entry[1].clone(),
+                    holds_slot: entry[2].contains('c'),
+                    counts_tokens: entry[2].contains('t'),
+                })
             })
-        }))
+            .collect())
     }
 }

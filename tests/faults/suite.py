@@ -1026,10 +1026,12 @@ def scenario_scale_out(cluster, result):
 
 
 def scenario_crash_points(cluster, result):
-    """The worker aborts (std::process::abort) at random between the upstream answer and the
-    result commit, and right after the commit (SAASLLM_FAULT_CRASH); crashed workers are
-    restarted. Exactly one result per call, one charge per job."""
-    spec = os.environ.get("FAULTS_CRASH_SPEC", "after_upstream:0.2,after_commit:0.2")
+    """The worker aborts (std::process::abort) at random right after claiming a batch of calls
+    (before any starts), between the upstream answer and the group commit of results, and right
+    after that commit (SAASLLM_FAULT_CRASH); crashed workers are restarted. Exactly one result
+    per call, one charge per job."""
+    spec = os.environ.get("FAULTS_CRASH_SPEC",
+                          "after_claim:0.1,after_upstream:0.2,after_commit:0.2")
     stack = Stack(cluster, "crash_points", workers=2, concurrency=2, model="slow-500",
                   worker_env={"SAASLLM_FAULT_CRASH": spec}, supervise=True)
     stack.start()
@@ -1063,7 +1065,7 @@ def no_spurious_repush(result):
 
 
 def crash_counts(stack):
-    counts = {"after_upstream": 0, "after_commit": 0}
+    counts = {"after_claim": 0, "after_upstream": 0, "after_commit": 0}
     for w in stack.workers:
         try:
             text = w.log_path.read_text(errors="replace")

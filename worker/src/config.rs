@@ -20,6 +20,15 @@ pub struct WorkerOptions {
         default_value_t = 64
     )]
     pub concurrency: usize,
+    /// Calls one worker process takes from the queue and claims at once (one Redis script, one
+    /// PostgreSQL statement), at most its free slots. Finished results are written in groups of
+    /// up to the same size. 1 takes and writes calls one by one.
+    #[arg(
+        long = "worker-batch-size",
+        env = "WORKER_BATCH_SIZE",
+        default_value_t = 32
+    )]
+    pub batch_size: usize,
     /// Lease of a running call, in seconds; renewed while it runs. A call whose worker dies is
     /// re-queued once its lease has expired.
     #[arg(

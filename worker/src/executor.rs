@@ -15,8 +15,11 @@ use uuid::Uuid;
 
 use saasllm_shared::queue::{CallQueue, Dispatched};
 
+use crate::backend::Claimed;
 use crate::fallback::Next;
+use crate::leases::InFlight;
 use crate::resilience::{Cooldowns, RetryPolicy};
+use crate::results::ResultWriter;
 use crate::upstream::Upstream;
 
 /// Executes claimed calls.
@@ -28,6 +31,9 @@ pub struct Executor {
     pub lease: Duration,
     pub retry: RetryPolicy,
     pub cooldowns: Arc<Cooldowns>,
+    pub queue: CallQueue,
+    pub results: ResultWriter,
+    pub in_flight: Arc<InFlight>,
 }
 
 /// One attempt, kept until the result is written with it.
@@ -39,6 +45,18 @@ pub struct AttemptRecord {
     pub error: Option<String>,
 }
 
+impl AttemptRecord {
+    pub fn as_row(&self) -> Attempt<'_> {
+        Attempt {
+            model_name: &self.model,
+            http_status: self.http_status,
+            outcome: self.outcome,
+            latency_ms: self.latency_ms,
+            error: self.error.as_deref(),
+        }
+    }
+}
+
 /// Writes a call's attempts and result under its lease, then settles the job if it waits on
 /// this call. Returns false when the lease was lost (nothing written).
 pub async fn record_result(
@@ -47,16 +65,7 @@ pub async fn record_result(
     attempts: &[AttemptRecord],
     result: &CallResult<'_>,
 ) -> sqlx::Result<bool> {
-    let rows: Vec<Attempt<'_>> = attempts
-        .iter()
-        .map(|a| Attempt {
-            model_name: &a.model,
-            http_status: a.http_status,
-            outcome: a.outcome,
-            latency_ms: a.latency_ms,
-            error: a.error.as_deref(),
-        })
-        .collect();
+    let rows: Vec<Attempt<'_>> = attempts.iter().map(AttemptRecord::as_row).collect();
     // The result and the job check after its commit share one connection: sqlx pings a
     // connection each time it goes back to the pool, so this saves a round trip per call.
     let mut conn = db.acquire().await?;
@@ -74,58 +83,68 @@ pub async fn record_result(
 }
 
 impl Executor {
-    /// Handles one dispatched call. A message for a call that is not queued (a duplicate, or a
-    /// call of a cancelled job) is dropped by the claim. The team's concurrency slot is given
-    /// back, and the call's tokens counted towards its minute, as soon as the upstream has
-    /// answered: before the result is committed, so a client that sees the result and sends its
-    /// next request finds the limits already up to date.
-    #[tracing::instrument(skip_all, fields(call_id = %next.call_id, job_id, team_id, request_id))]
-    pub async fn handle(&self, queue: &CallQueue, next: &Dispatched) -> anyhow::Result<()> {
-        let mut slot = TeamSlot {
-            queue,
-            next,
-            open: next.holds_slot || next.counts_tokens,
-        };
-        let outcome = self.run(next.call_id, &mut slot).await;
-        // Errors and dropped duplicates end here too.
-        slot.end(0).await;
-        outcome
-    }
-
-    async fn run(&self, call_id: Uuid, slot: &mut TeamSlot<'_>) -> anyhow::Result<()> {
-        let Some(call) =
-            db::calls::claim(&self.db, call_id, &self.worker_id, self.lease.as_secs_f64()).await?
-        else {
-            tracing::debug!("call is not queued; duplicate message dropped");
-            return Ok(());
-        };
-        let span = tracing::Span::current();
-        span.record("job_id", tracing::field::display(call.job_id));
-        span.record("team_id", tracing::field::display(&call.team_id));
+    /// Runs one claimed call to its result. The team's concurrency slot is given back, and the
+    /// call's tokens counted towards its minute, as soon as the upstream has answered: before
+    /// the result is committed, so a client that sees the result and sends its next request
+    /// finds the limits already up to date. The result is written with others finishing at the
+    /// same time (one commit per group). On an error the call is left to its lease: the process
+    /// stops extending it and the reconciler queues the call again once it expires.
+    #[tracing::instrument(skip_all, fields(call_id = %claimed.call.call_id, job_id = %claimed.call.job_id, team_id = %claimed.call.team_id, request_id))]
+    pub async fn handle(&self, claimed: Claimed) -> anyhow::Result<()> {
+        // The slot is held until the result is written: only then may the fetcher take another.
+        let Claimed {
+            call,
+            dispatched,
+            slot,
+        } = claimed;
         if let Some(request_id) = &call.request_id {
-            span.record("request_id", request_id.as_str());
+            tracing::Span::current().record("request_id", request_id.as_str());
         }
-
-        let keeper = keep_lease(self.db.clone(), &call, self.lease);
         let in_flight = metrics::gauge!("worker_calls_in_flight");
         in_flight.increment(1.0);
         let outcome = self.run_chain(&call).await;
+        in_flight.decrement(1.0);
         // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_UPSTREAM);
-        in_flight.decrement(1.0);
-        keeper.abort();
-        if let Ok((attempts, result)) = &outcome {
-            record_metrics(&call.model_group, attempts, result.status);
+        let tokens = match &outcome {
+            Ok((attempts, result)) => {
+                record_metrics(&call.model_group, attempts, result.status);
+                result.total_tokens.unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
+        self.end_team_slot(&dispatched, tokens).await;
+        let call_id = call.call_id;
+        let written = match outcome {
+            Ok((attempts, result)) => self.results.write(call, attempts, result).await,
+            Err(e) => Err(e),
+        };
+        self.in_flight.remove(call_id);
+        drop(slot);
+        match written {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                tracing::warn!(
+                    "lease lost before the result was written; another worker owns the call"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
+    }
 
-        let (attempts, result) = outcome?;
-        slot.end(result.total_tokens.unwrap_or(0)).await;
-        if !record_result(&self.db, &call, &attempts, &result.as_row()).await? {
-            tracing::warn!(
-                "lease lost before the result was written; another worker owns the call"
-            );
+    /// Frees the call's team concurrency slot and counts its tokens towards the team's minute.
+    async fn end_team_slot(&self, next: &Dispatched, tokens: i64) {
+        if !(next.holds_slot || next.counts_tokens) {
+            return;
         }
-        Ok(())
+        self.in_flight.slot_ended(next.call_id);
+        let tokens = if next.counts_tokens { tokens } else { 0 };
+        let member = next.call_id.to_string();
+        if let Err(e) = self.queue.finish(&next.team_id, &member, tokens).await {
+            // The slot lapses by itself when its hold expires.
+            tracing::warn!(error = %e, "could not give back the team's concurrency slot");
+        }
     }
 
     async fn run_chain(
@@ -258,7 +277,7 @@ impl Executor {
 }
 
 /// The result of the chain, owned until it is written.
-struct OwnedResult {
+pub struct OwnedResult {
     status: CallStatus,
     model_used: Option<String>,
     content: Option<String>,
@@ -273,7 +292,7 @@ struct OwnedResult {
 }
 
 impl OwnedResult {
-    fn as_row(&self) -> CallResult<'_> {
+    pub fn as_row(&self) -> CallResult<'_> {
         CallResult {
             status: self.status,
             model_used: self.model_used.as_deref(),
@@ -309,27 +328,6 @@ pub fn record_metrics(model_group: &str, attempts: &[AttemptRecord], status: Cal
         if attempt.outcome == "fallback" {
             metrics::counter!("llm_fallbacks_total", "model_group" => model_group.to_owned())
                 .increment(1);
-        }
-    }
-}
-
-/// A dispatched call's hold on its team's limits, ended once.
-struct TeamSlot<'a> {
-    queue: &'a CallQueue,
-    next: &'a Dispatched,
-    open: bool,
-}
-
-impl TeamSlot<'_> {
-    async fn end(&mut self, tokens: i64) {
-        if !std::mem::take(&mut self.open) {
-            return;
-        }
-        let tokens = if self.next.counts_tokens { tokens } else { 0 };
-        let member = self.next.call_id.to_string();
-        if let Err(e) = self.queue.finish(&self.next.team_id, &member, tokens).await {
-            // The slot lapses by itself when its hold expires.
-            tracing::warn!(error = %e, "could not give back the team's concurrency slot");
         }
     }
 }

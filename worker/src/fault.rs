@@ -8,9 +8,11 @@ use std::sync::OnceLock;
 
 /// The variable that turns crash points on.
 pub const ENV: &str = "SAASLLM_FAULT_CRASH";
+/// Right after a batch of calls was claimed, before any of them starts.
+pub const AFTER_CLAIM: &str = "after_claim";
 /// After the upstream answered, before the transaction that writes the result.
 pub const AFTER_UPSTREAM: &str = "after_upstream";
-/// Right after the result's commit, before the job is settled.
+/// Right after a group of results was committed, before their jobs are settled.
 pub const AFTER_COMMIT: &str = "after_commit";
 
 /// Aborts the process with the configured probability if `point` is listed in the variable.

@@ -2,34 +2,47 @@
 //! model-group fallback, writes results to PostgreSQL; plus the reconciler and the webhook
 //! sender. Stateless: run as many processes as needed against one Redis and one PostgreSQL.
 
+pub mod backend;
 pub mod config;
 pub mod executor;
 pub mod fallback;
 pub mod fault;
+pub mod leases;
 pub mod reconciler;
 pub mod resilience;
+pub mod results;
 pub mod upstream;
 pub mod webhook_client;
 pub mod webhooks;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use saasllm_shared::queue::{CallQueue, Dispatched};
+use apalis::prelude::WorkerBuilderExt;
+use apalis_core::error::BoxDynError;
+use apalis_core::task::Task;
+use apalis_core::worker::builder::WorkerBuilder;
+use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use sqlx::PgPool;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use backend::{CallBackend, Claimed, FetchSettings};
 pub use config::{WorkerConfig, WorkerOptions};
 use executor::Executor;
+use leases::InFlight;
+use results::ResultWriter;
 use upstream::Upstream;
-
-/// How long one BRPOP blocks before checking for shutdown.
-const POP_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs the worker until `cancel` fires, then lets in-flight calls finish (bounded by the
 /// shutdown timeout) and returns.
+///
+/// Calls run as tasks of an apalis worker over the project's own queue backend
+/// ([`backend::CallBackend`]): apalis drives the handlers (concurrency limit, tracing, graceful
+/// stop; each call runs on a task of its own, whose panic ends that call only), the backend takes and claims calls in batches, and results are
+/// written in groups ([`results::ResultWriter`]).
 pub async fn run(
     db: PgPool,
     redis: RedisHandle,
@@ -38,47 +51,96 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let queue = CallQueue::new(redis);
-    let executor = Executor {
+    let worker_id = worker_id();
+    let concurrency = options.concurrency.max(1);
+    let batch_size = options.batch_size.clamp(1, concurrency);
+    let in_flight = Arc::new(InFlight::default());
+    let (results, writers) = ResultWriter::start(db.clone(), batch_size);
+    let executor = Arc::new(Executor {
         db: db.clone(),
         upstream,
-        worker_id: worker_id(),
+        worker_id: worker_id.clone(),
         lease: options.lease(),
         retry: options.retry_policy(),
         cooldowns: Arc::new(options.cooldowns()),
-    };
-    tracing::info!(worker_id = %executor.worker_id, concurrency = options.concurrency, "worker started");
-    let mut slots = JoinSet::new();
-    for _ in 0..options.concurrency.max(1) {
-        slots.spawn(consume(
-            queue.clone(),
-            executor.clone(),
-            options.lease(),
-            cancel.clone(),
-        ));
-    }
+        queue: queue.clone(),
+        results,
+        in_flight: in_flight.clone(),
+    });
+    tracing::info!(%worker_id, concurrency, batch_size, "worker started");
+
+    let lease_keeper_stop = CancellationToken::new();
+    let lease_keeper = tokio::spawn(leases::keep(
+        db.clone(),
+        queue.clone(),
+        in_flight.clone(),
+        options.lease(),
+        lease_keeper_stop.clone(),
+    ));
+    let backend = CallBackend::start(
+        FetchSettings {
+            queue: queue.clone(),
+            db: db.clone(),
+            worker_id: worker_id.clone(),
+            lease: options.lease(),
+            concurrency,
+            batch_size,
+        },
+        in_flight.clone(),
+    );
+    let worker = WorkerBuilder::new(worker_id.as_str())
+        .backend(backend)
+        .concurrency(concurrency)
+        .enable_tracing()
+        .build(CallService {
+            executor: executor.clone(),
+        });
+
     let reconciler = tokio::spawn(reconciler::run(
         db.clone(),
         queue,
         options.reconciler(),
         cancel.clone(),
     ));
-    let webhooks = tokio::spawn(webhooks::run(db, options.webhooks(), cancel.clone()));
+    let webhooks = tokio::spawn(webhooks::run(
+        db.clone(),
+        options.webhooks(),
+        cancel.clone(),
+    ));
 
+    let stop_signal = {
+        let cancel = cancel.clone();
+        let db = db.clone();
+        async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                // The pool closes only when its owner is going away (an embedding process or a test).
+                () = db.close_event() => cancel.cancel(),
+            }
+            tracing::info!("worker stopping: no new calls are taken; waiting for in-flight calls");
+            Ok::<(), std::io::Error>(())
+        }
+    };
+    let shutdown_timeout = Duration::from_secs(options.shutdown_timeout_secs);
+    let deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(shutdown_timeout).await;
+    };
     tokio::select! {
-        () = cancel.cancelled() => {}
-        // The pool closes only when its owner is going away (an embedding process or a test).
-        () = db_closed(&executor) => cancel.cancel(),
-    }
-    tracing::info!("worker stopping: no new calls are taken; waiting for in-flight calls");
-    let drained = tokio::time::timeout(Duration::from_secs(options.shutdown_timeout_secs), async {
-        while slots.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(
+        outcome = worker.run_until(stop_signal) => {
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "worker ended with an error");
+            }
+        }
+        () = deadline => tracing::warn!(
             "shutdown timeout reached; unfinished calls will be re-queued when their lease expires"
-        );
-        slots.abort_all();
+        ),
+    }
+    lease_keeper_stop.cancel();
+    let _ = lease_keeper.await;
+    drop(executor);
+    for writer in writers {
+        let _ = writer.await;
     }
     let _ = reconciler.await;
     // Deliveries in flight end within their request timeout; one cut short is sent again when
@@ -88,84 +150,37 @@ pub async fn run(
     Ok(())
 }
 
-/// One slot: take the next call (fairly across teams), run it, repeat. Redis errors are retried
-/// here (with backoff) so a Redis restart never ends the worker.
-async fn consume(queue: CallQueue, executor: Executor, lease: Duration, cancel: CancellationToken) {
-    let mut backoff = Duration::from_millis(100);
-    while !cancel.is_cancelled() {
-        let mut consumer = match queue.consumer(lease).await {
-            Ok(consumer) => consumer,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot connect to Redis; retrying");
-                pause(&cancel, backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-        };
-        loop {
-            let popped = tokio::select! {
-                () = cancel.cancelled() => return,
-                popped = consumer.pop(POP_WAIT) => popped,
-            };
-            match popped {
-                Ok(Some(next)) => {
-                    backoff = Duration::from_millis(100);
-                    run_dispatched(&queue, &executor, &next, lease).await;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "Redis pop failed; reconnecting");
-                    pause(&cancel, backoff).await;
-                    break;
-                }
-            }
-        }
-    }
+/// The apalis service running one claimed call.
+#[derive(Clone)]
+struct CallService {
+    executor: Arc<Executor>,
 }
 
-/// Runs a dispatched call, keeping its team's concurrency slot alive while it runs (the
-/// executor gives the slot back when the upstream has answered).
-async fn run_dispatched(
-    queue: &CallQueue,
-    executor: &Executor,
-    next: &Dispatched,
-    lease: Duration,
-) {
-    let slot_keeper = next.holds_slot.then(|| {
-        let (queue, team, member) = (
-            queue.clone(),
-            next.team_id.clone(),
-            next.call_id.to_string(),
-        );
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(lease / 3);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                if let Err(e) = queue.extend_slot(&team, &member, lease).await {
-                    tracing::warn!(error = %e, "could not extend the team's concurrency slot");
+impl tower::Service<Task<Claimed>> for CallService {
+    type Response = ();
+    type Error = BoxDynError;
+    type Future = Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxDynError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, task: Task<Claimed>) -> Self::Future {
+        let executor = self.executor.clone();
+        // Each call runs on its own task, so calls use every core (apalis polls its handlers
+        // from one task).
+        let running = tokio::spawn(async move { executor.handle(task.args).await });
+        Box::pin(async move {
+            match running.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => {
+                    // The call keeps its lease and is re-queued when it expires.
+                    tracing::error!(error = ?e, "call could not be run to the end");
+                    Err(e.into())
                 }
+                Err(e) => Err(Box::new(e) as BoxDynError),
             }
         })
-    });
-    let outcome = executor.handle(queue, next).await;
-    if let Some(keeper) = slot_keeper {
-        keeper.abort();
-    }
-    if let Err(e) = outcome {
-        // The call keeps its lease and is re-queued when it expires.
-        tracing::error!(call_id = %next.call_id, error = ?e, "call could not be run to the end");
-    }
-}
-
-async fn db_closed(executor: &Executor) {
-    executor.db.close_event().await;
-}
-
-async fn pause(cancel: &CancellationToken, duration: Duration) {
-    tokio::select! {
-        () = cancel.cancelled() => {}
-        () = tokio::time::sleep(duration) => {}
     }
 }
 

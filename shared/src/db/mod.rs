@@ -2,6 +2,7 @@
 //! caller owns the transaction; row structs stay here and are mapped to wire types by the API.
 
 pub mod calls;
+pub mod claims;
 pub mod credits;
 pub mod idempotency;
 pub mod jobs;

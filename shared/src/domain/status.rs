@@ -89,6 +89,17 @@ pub enum CallStatus {
 }
 
 impl CallStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallStatus::Queued => "queued",
+            CallStatus::Running => "running",
+            CallStatus::Succeeded => "succeeded",
+            CallStatus::Failed => "failed",
+            CallStatus::Cancelled => "cancelled",
+        }
+    }
+
     /// Whether the call has its final result.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -110,6 +121,20 @@ mod tests {
             assert_eq!(json, status.as_str());
         }
         assert_eq!(JobStatus::parse("done"), None);
+    }
+
+    #[test]
+    fn call_status_names_match_their_serialized_form() {
+        for status in [
+            CallStatus::Queued,
+            CallStatus::Running,
+            CallStatus::Succeeded,
+            CallStatus::Failed,
+            CallStatus::Cancelled,
+        ] {
+            let json = serde_json::to_value(status).expect("serializes");
+            assert_eq!(json, status.as_str());
+        }
     }
 
     #[test]

@@ -53,6 +53,7 @@ impl Default for StackOptions {
 pub fn test_worker_options() -> WorkerOptions {
     WorkerOptions {
         concurrency: 16,
+        batch_size: 8,
         lease_secs: 5,
         reconcile_interval_secs: 1,
         reconcile_grace_secs: 3,
