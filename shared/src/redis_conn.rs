@@ -32,7 +32,8 @@ pub struct RedisHandle {
 #[derive(Clone)]
 enum Client {
     Standalone(redis::Client),
-    Cluster(ClusterClient),
+    /// Boxed: a cluster client is twice the size of a standalone one.
+    Cluster(Box<ClusterClient>),
 }
 
 /// A connection to a standalone Redis or to a Redis Cluster.
@@ -53,7 +54,7 @@ impl RedisHandle {
         let url = config.url.expose_secret();
         let client = match config.cluster {
             false => Client::Standalone(standalone_client(url)?),
-            true => Client::Cluster(cluster_client(url)?),
+            true => Client::Cluster(Box::new(cluster_client(url)?)),
         };
         Ok(Self {
             client,
