@@ -37,12 +37,34 @@ pub struct DatabaseConfig {
 /// Redis, which carries call ids and wake-ups (never the only copy of anything).
 #[derive(Debug, Clone, clap::Args)]
 pub struct RedisConfig {
-    /// Redis connection URL.
+    /// Redis connection URL; with `REDIS_CLUSTER=true`, one or more seed node URLs separated by
+    /// commas (the other nodes are discovered from them).
     #[arg(id = "redis_url", long = "redis-url", env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", value_parser = parse_secret)]
     pub url: SecretString,
-    /// Prefix of every Redis key this deployment uses, so several deployments can share one Redis.
+    /// Connect to a Redis Cluster instead of a standalone Redis.
+    #[arg(
+        long = "redis-cluster",
+        env = "REDIS_CLUSTER",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub cluster: bool,
+    /// Name of this deployment's queue: every Redis key it uses starts with `{QUEUE_NAME}`, so
+    /// several deployments can share one Redis, and on Redis Cluster all keys of one deployment
+    /// share a hash tag (one slot). Must not be empty nor contain `{` or `}`.
     #[arg(long = "queue-name", env = "QUEUE_NAME", default_value = "saasllm")]
     pub queue_name: String,
+}
+
+impl RedisConfig {
+    /// A standalone Redis at `url`, the queue named `queue_name`.
+    pub fn standalone(url: &str, queue_name: &str) -> Self {
+        Self {
+            url: SecretString::from(url.to_owned()),
+            cluster: false,
+            queue_name: queue_name.to_owned(),
+        }
+    }
 }
 
 /// The OpenAI-compatible upstream (a LiteLLM proxy, or any compatible endpoint).

@@ -9,9 +9,11 @@
 //!
 //! Redis holds ids only; PostgreSQL holds the calls. A lost id is found again by the reconciler
 //! and a duplicate one is dropped by the worker's guarded claim. Every step is one Lua script, so
-//! it is atomic however many workers and API processes share the queue. The scripts name keys
-//! that they build from the namespace and team, so the queue needs a standalone Redis (or one
-//! cluster slot), not Redis Cluster.
+//! it is atomic however many workers and API processes share the queue.
+//!
+//! Every key of a deployment starts with `{QUEUE_NAME}`: on Redis Cluster that hash tag puts all
+//! of them in one slot, so a script may touch any of them. Each script is passed one key of the
+//! deployment (which routes it to the slot's node) and builds the others from that key's tag.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
 use crate::domain::limits::TeamLimits;
-use crate::redis_conn::RedisHandle;
+use crate::redis_conn::{RedisConnection, RedisHandle};
 
 /// Ids pushed per script call, so a bulk push never builds one giant command.
 const PUSH_CHUNK: usize = 1_000;
@@ -28,27 +30,34 @@ const PUSH_CHUNK: usize = 1_000;
 /// Wake-up tokens kept at most: enough to wake every idle slot of a large fleet.
 const WAKE_CAP: usize = 1_024;
 
-/// Appends ids to a team's list, puts the team in the ring if it was not, records its limits, and
-/// leaves wake-up tokens for idle workers.
+/// Opens every script: `ns` is the hash tag that starts the key passed as KEYS[1], the prefix of
+/// every key of the deployment.
+const KEY_PREFIX: &str = r"
+local ns = string.match(KEYS[1], '^{[^{}]+}')
+if not ns then return redis.error_reply('queue key without its hash tag: ' .. KEYS[1]) end
+";
+
+/// Appends ids to a team's list (KEYS[1]), puts the team in the ring if it was not, records its
+/// limits, and leaves wake-up tokens for idle workers.
 static PUSH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local ns, team, limits, wake_cap = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+    Script::new(&format!(
+        r"{KEY_PREFIX}
+local team, limits, wake_cap = ARGV[1], ARGV[2], tonumber(ARGV[3])
 redis.call('HSET', ns .. ':limits', team, limits)
-local ids = {}
-for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
+local ids = {{}}
+for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
 if #ids == 0 then return 0 end
-redis.call('LPUSH', ns .. ':calls:team:' .. team, unpack(ids))
+redis.call('LPUSH', KEYS[1], unpack(ids))
 if redis.call('SADD', ns .. ':calls:active', team) == 1 then
   redis.call('LPUSH', ns .. ':calls:teams', team)
 end
-local tokens = {}
+local tokens = {{}}
 for i = 1, math.min(#ids, wake_cap) do tokens[i] = '1' end
 redis.call('LPUSH', ns .. ':calls:wake', unpack(tokens))
 redis.call('LTRIM', ns .. ':calls:wake', 0, wake_cap - 1)
 return #ids
-",
-    )
+"
+    ))
 });
 
 /// Shared by the dispatch and admission scripts: the team's limits and whether it may start one
@@ -93,11 +102,11 @@ end
 /// turn), skipping teams at a limit. Returns a flat list of `call_id, team, flags` triples (flags:
 /// `c` when the call holds a concurrency slot, `t` when its tokens count towards a per-minute
 /// limit), empty when nothing can be taken. The walk ends once every team in the ring has been
-/// passed over in a row, so a ring of blocked teams costs one pass.
+/// passed over in a row, so a ring of blocked teams costs one pass. KEYS[1] is the ring.
 static DISPATCH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{LIMIT_CHECK}
-local ns, hold_ms, max = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+        r"{KEY_PREFIX}{LIMIT_CHECK}
+local hold_ms, max = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ring, active = ns .. ':calls:teams', ns .. ':calls:active'
 local now = now_ms()
 local taken = {{}}
@@ -133,11 +142,12 @@ return taken
 });
 
 /// Admits a request of a synchronous path against the team's limits: 0 when admitted (holding a
-/// concurrency slot under `member` when `reserve` is 1), else milliseconds to wait.
+/// concurrency slot under `member` when `reserve` is 1), else milliseconds to wait. KEYS[1] is the
+/// team's in-flight set.
 static ADMIT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{LIMIT_CHECK}
-local ns, team, limits, member, reserve, hold_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], tonumber(ARGV[6])
+        r"{KEY_PREFIX}{LIMIT_CHECK}
+local team, limits, member, reserve, hold_ms = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
 local conc, rpm, tpm = parse_limits(limits)
 local now = now_ms()
 local wait = blocked_for(ns, team, conc, rpm, tpm, now)
@@ -147,12 +157,13 @@ return wait
     ))
 });
 
-/// Ends a request: frees its concurrency slot and adds its tokens to the team's minute.
+/// Ends a request: frees its concurrency slot (in KEYS[1], the team's in-flight set) and adds its
+/// tokens to the team's minute.
 static FINISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local ns, team, member, tokens = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
-redis.call('ZREM', ns .. ':inflight:' .. team, member)
+    Script::new(&format!(
+        r"{KEY_PREFIX}
+local team, member, tokens = ARGV[1], ARGV[2], tonumber(ARGV[3])
+redis.call('ZREM', KEYS[1], member)
 if tokens > 0 then
   local t = redis.call('TIME')
   local key = ns .. ':rate:' .. team .. ':' .. math.floor(tonumber(t[1]) / 60) .. ':tokens'
@@ -160,20 +171,32 @@ if tokens > 0 then
   redis.call('EXPIRE', key, 120)
 end
 return 1
-",
-    )
+"
+    ))
 });
 
-/// Ids waiting over all teams.
+/// Ids waiting over all teams. KEYS[1] is the set of teams with calls waiting.
 static LENGTH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local ns = ARGV[1]
+    Script::new(&format!(
+        r"{KEY_PREFIX}
 local total = 0
-for _, team in ipairs(redis.call('SMEMBERS', ns .. ':calls:active')) do
+for _, team in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   total = total + redis.call('LLEN', ns .. ':calls:team:' .. team)
 end
 return total
+"
+    ))
+});
+
+/// Moves the end of a held concurrency slot (in KEYS[1], the team's in-flight set) to `hold`
+/// milliseconds from now, by the clock of the node that holds the set; a slot already freed
+/// stays free.
+static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+return redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
 ",
     )
 });
@@ -193,13 +216,18 @@ pub struct Dispatched {
 #[derive(Clone)]
 pub struct CallQueue {
     redis: RedisHandle,
-    namespace: String,
+    keys: QueueKeys,
 }
 
 impl CallQueue {
     pub fn new(redis: RedisHandle) -> Self {
-        let namespace = redis.namespace.clone();
-        Self { redis, namespace }
+        let keys = QueueKeys::of(&redis.namespace);
+        Self { redis, keys }
+    }
+
+    /// `{QUEUE_NAME}`: how every key of this queue starts (on Redis Cluster, their hash tag).
+    pub fn key_prefix(&self) -> &str {
+        &self.keys.prefix
     }
 
     /// Appends a team's call ids, in order, and records the team's current limits for dispatch.
@@ -214,7 +242,7 @@ impl CallQueue {
         for chunk in ids.chunks(PUSH_CHUNK) {
             let mut invocation = PUSH.prepare_invoke();
             invocation
-                .arg(&self.namespace)
+                .key(self.keys.team_list(team_id))
                 .arg(team_id)
                 .arg(&limits)
                 .arg(WAKE_CAP);
@@ -237,21 +265,23 @@ impl CallQueue {
             .iter()
             .map(|(team, limits)| (team.as_str(), limits.encode()))
             .collect();
-        conn.hset_multiple(format!("{}:limits", self.namespace), &fields)
-            .await
+        conn.hset_multiple(self.keys.limits(), &fields).await
     }
 
     /// The id a team's next pop will return, if any.
     pub async fn next_in_line(&self, team_id: &str) -> redis::RedisResult<Option<Uuid>> {
         let mut conn = self.redis.connection().await?;
-        let next: Option<String> = conn.lindex(self.team_list(team_id), -1).await?;
+        let next: Option<String> = conn.lindex(self.keys.team_list(team_id), -1).await?;
         Ok(next.and_then(|s| s.parse().ok()))
     }
 
     /// Number of ids waiting, over all teams.
     pub async fn len(&self) -> redis::RedisResult<usize> {
         let mut conn = self.redis.connection().await?;
-        LENGTH.arg(&self.namespace).invoke_async(&mut conn).await
+        LENGTH
+            .key(self.keys.active_teams())
+            .invoke_async(&mut conn)
+            .await
     }
 
     /// Admits one request of a synchronous path against the team's limits. `Ok(None)` when
@@ -270,7 +300,7 @@ impl CallQueue {
         }
         let mut conn = self.redis.connection().await?;
         let wait_ms: u64 = ADMIT
-            .arg(&self.namespace)
+            .key(self.keys.inflight(team_id))
             .arg(team_id)
             .arg(limits.encode())
             .arg(member)
@@ -285,7 +315,7 @@ impl CallQueue {
     pub async fn finish(&self, team_id: &str, member: &str, tokens: i64) -> redis::RedisResult<()> {
         let mut conn = self.redis.connection().await?;
         let _: i64 = FINISH
-            .arg(&self.namespace)
+            .key(self.keys.inflight(team_id))
             .arg(team_id)
             .arg(member)
             .arg(tokens.max(0))
@@ -303,14 +333,11 @@ impl CallQueue {
         hold: Duration,
     ) -> redis::RedisResult<()> {
         let mut conn = self.redis.connection().await?;
-        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await?;
-        let until = secs * 1000 + micros / 1000 + hold.as_millis() as u64;
-        redis::cmd("ZADD")
-            .arg(format!("{}:inflight:{team_id}", self.namespace))
-            .arg("XX")
-            .arg(until)
+        let _: i64 = EXTEND
+            .key(self.keys.inflight(team_id))
             .arg(member)
-            .query_async::<i64>(&mut conn)
+            .arg(hold.as_millis() as u64)
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
@@ -323,13 +350,48 @@ impl CallQueue {
                 .redis
                 .dedicated_connection(Duration::from_secs(10))
                 .await?,
-            namespace: self.namespace.clone(),
+            keys: self.keys.clone(),
             hold,
         })
     }
+}
+
+/// Names of the keys the Rust side passes to Redis; the scripts build the same names from the
+/// prefix of the key they are given.
+#[derive(Clone)]
+struct QueueKeys {
+    prefix: String,
+}
+
+impl QueueKeys {
+    fn of(namespace: &str) -> Self {
+        Self {
+            prefix: format!("{{{namespace}}}"),
+        }
+    }
+
+    fn ring(&self) -> String {
+        format!("{}:calls:teams", self.prefix)
+    }
+
+    fn active_teams(&self) -> String {
+        format!("{}:calls:active", self.prefix)
+    }
+
+    fn wake(&self) -> String {
+        format!("{}:calls:wake", self.prefix)
+    }
+
+    fn limits(&self) -> String {
+        format!("{}:limits", self.prefix)
+    }
 
     fn team_list(&self, team_id: &str) -> String {
-        format!("{}:calls:team:{team_id}", self.namespace)
+        format!("{}:calls:team:{team_id}", self.prefix)
+    }
+
+    fn inflight(&self, team_id: &str) -> String {
+        format!("{}:inflight:{team_id}", self.prefix)
     }
 }
 
@@ -337,8 +399,8 @@ impl CallQueue {
 /// beyond one look per `wait`, which also notices teams whose limits have eased). One per worker
 /// process: it takes calls in batches for all of the process's free slots.
 pub struct QueueConsumer {
-    conn: redis::aio::MultiplexedConnection,
-    namespace: String,
+    conn: RedisConnection,
+    keys: QueueKeys,
     hold: Duration,
 }
 
@@ -355,14 +417,14 @@ impl QueueConsumer {
         }
         let _: Option<(String, String)> = self
             .conn
-            .brpop(format!("{}:calls:wake", self.namespace), wait.as_secs_f64())
+            .brpop(self.keys.wake(), wait.as_secs_f64())
             .await?;
         self.dispatch(max).await
     }
 
     async fn dispatch(&mut self, max: usize) -> redis::RedisResult<Vec<Dispatched>> {
         let taken: Vec<String> = DISPATCH
-            .arg(&self.namespace)
+            .key(self.keys.ring())
             .arg(self.hold.as_millis() as u64)
             .arg(max.max(1))
             .invoke_async(&mut self.conn)

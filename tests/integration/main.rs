@@ -21,6 +21,7 @@ mod openai;
 mod openapi;
 mod organizations;
 mod queue;
+mod redis_cluster;
 mod request_errors;
 mod resilience;
 mod schema_bounds;

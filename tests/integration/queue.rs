@@ -172,8 +172,8 @@ async fn calls_lost_from_redis_are_found_again_by_the_reconciler(db: PgPool) {
         );
     }
     // Redis forgets everything, as after a restart without persistence.
-    let mut conn = stack.redis.connection().await.expect("redis");
-    let _: i64 = redis_del(&mut conn, &format!("{}:calls", stack.redis.namespace)).await;
+    let forgotten = forget_queue(&stack.redis).await;
+    assert!(forgotten > 0, "the queue's keys were not found");
 
     stack.start_worker();
     let drained = eventually(Duration::from_secs(20), || async {
@@ -195,12 +195,25 @@ async fn calls_lost_from_redis_are_found_again_by_the_reconciler(db: PgPool) {
     stack.stop_workers().await;
 }
 
-async fn redis_del(conn: &mut redis::aio::ConnectionManager, key: &str) -> i64 {
-    redis::cmd("DEL")
-        .arg(key)
-        .query_async(conn)
+/// Deletes every key of the stack's queue; how many there were.
+async fn forget_queue(redis: &saasllm_shared::redis_conn::RedisHandle) -> usize {
+    let prefix = saasllm_shared::queue::CallQueue::new(redis.clone())
+        .key_prefix()
+        .to_owned();
+    let mut conn = redis.connection().await.expect("redis");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:*"))
+        .query_async(&mut conn)
         .await
-        .expect("DEL")
+        .expect("KEYS");
+    for key in &keys {
+        let _: i64 = redis::cmd("DEL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("DEL");
+    }
+    keys.len()
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -273,12 +286,10 @@ async fn a_redis_outage_stops_only_the_reconciler_steps_that_need_redis(db: PgPo
         .await
         .expect("age the stored response");
     // Nothing listens on port 1: every Redis command fails at once.
-    let dead_redis =
-        saasllm_shared::redis_conn::RedisHandle::new(&saasllm_shared::config::RedisConfig {
-            url: secrecy::SecretString::from("redis://127.0.0.1:1".to_owned()),
-            queue_name: "outage".to_owned(),
-        })
-        .expect("valid url");
+    let dead_redis = saasllm_shared::redis_conn::RedisHandle::new(
+        &saasllm_shared::config::RedisConfig::standalone("redis://127.0.0.1:1", "outage"),
+    )
+    .expect("valid url");
     let queue = saasllm_shared::queue::CallQueue::new(dead_redis);
     let settings = saasllm_worker::reconciler::ReconcilerSettings {
         interval: Duration::from_secs(1),

@@ -47,10 +47,10 @@ pub async fn spawn_app_configured(
     redis_url: &str,
     configure: impl FnOnce(&mut ApiSettings),
 ) -> (TestApp, Option<SocketAddr>) {
-    let redis = RedisHandle::new(&RedisConfig {
-        url: SecretString::from(redis_url.to_owned()),
-        queue_name: format!("test-{}", uuid::Uuid::new_v4()),
-    })
+    let redis = RedisHandle::new(&RedisConfig::standalone(
+        redis_url,
+        &format!("test-{}", uuid::Uuid::new_v4()),
+    ))
     .expect("valid redis url");
     let mut settings = ApiSettings {
         max_body_bytes: 64 * 1024,

@@ -1,6 +1,7 @@
 //! Test harness: start the API on a free port over the test's own database and Redis namespace.
 
 pub mod app;
+pub mod cluster;
 pub mod stack;
 
 pub use app::{ADMIN_KEY, TestApp, spawn_app};

@@ -35,6 +35,9 @@ pub struct StackOptions {
     pub sync_call_timeout: Duration,
     pub llm_timeout_secs: u64,
     pub worker_options: WorkerOptions,
+    /// The Redis of the API and the workers; by default the test Redis, under a queue name of
+    /// the stack's own.
+    pub redis: RedisConfig,
 }
 
 impl Default for StackOptions {
@@ -45,6 +48,7 @@ impl Default for StackOptions {
             sync_call_timeout: Duration::from_secs(30),
             llm_timeout_secs: 10,
             worker_options: test_worker_options(),
+            redis: RedisConfig::standalone(&redis_url(), &format!("test-{}", uuid::Uuid::new_v4())),
         }
     }
 }
@@ -83,11 +87,7 @@ pub async fn spawn_stack(db: PgPool) -> Stack {
 
 pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
     let llm = FakeLlm::start();
-    let redis = RedisHandle::new(&RedisConfig {
-        url: SecretString::from(redis_url()),
-        queue_name: format!("test-{}", uuid::Uuid::new_v4()),
-    })
-    .expect("valid redis url");
+    let redis = RedisHandle::new(&options.redis).expect("valid redis settings");
     let settings = ApiSettings {
         max_body_bytes: 1024 * 1024,
         complete_wait: options.complete_wait,
