@@ -163,8 +163,7 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
         let until = Instant::now() + DRAIN_TIMEOUT;
         loop {
             let (left,): (i64,) = sqlx::query_as(
-                "select (select count(*) from llm_calls where status = 'queued') \
-                      + (select count(*) from llm_calls where status = 'running')",
+                "select count(*) from llm_calls where finished_at is null and status in ('queued', 'running')",
             )
             .fetch_one(&mut db)
             .await?;

@@ -11,6 +11,7 @@ mod credits;
 mod fairness;
 mod hardening;
 mod health;
+mod hot_updates;
 mod idempotency;
 mod job_races;
 mod jobs;

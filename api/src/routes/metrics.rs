@@ -63,8 +63,9 @@ async fn render(_admin: AdminAuth, state: State<AppState>) -> Response {
 async fn scrape(State(state): State<AppState>) -> Response {
     let queue_depth = state.queue.len().await.ok();
     let gauges: Result<(i64, Option<f64>, i64), sqlx::Error> = sqlx::query_as(
-        "select (select count(*) from llm_calls where status = 'queued'),
-                (select extract(epoch from now() - min(enqueued_at))::float8 from llm_calls where status = 'queued'),
+        "select (select count(*) from llm_calls where finished_at is null and status = 'queued'),
+                (select extract(epoch from now() - min(enqueued_at))::float8 from llm_calls
+                 where finished_at is null and status = 'queued'),
                 (select coalesce(sum(credits_reserved), 0)::int8 from credit_balances)",
     )
     .fetch_one(&state.db)

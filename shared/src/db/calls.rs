@@ -183,7 +183,8 @@ pub async fn page_for_job(
     .await
 }
 
-/// The first `limit` calls of a job without their raw upstream responses (for job summaries).
+/// The first `limit` calls of a job in id (submission) order, without their raw upstream
+/// responses (for job summaries).
 pub async fn summaries_for_job(
     db: impl PgExecutor<'_>,
     job_id: Uuid,
@@ -191,7 +192,7 @@ pub async fn summaries_for_job(
 ) -> sqlx::Result<Vec<CallRow>> {
     let columns = CALL_COLUMNS.replace("response,", "null::jsonb as response,");
     sqlx::query_as(&format!(
-        "select {columns} from llm_calls where job_id = $1 order by created_at, call_id limit $2"
+        "select {columns} from llm_calls where job_id = $1 order by call_id limit $2"
     ))
     .bind(job_id)
     .bind(limit)
@@ -278,10 +279,10 @@ pub async fn find(
     .await
 }
 
-/// Every call of a job, oldest first.
+/// Every call of a job in id (submission) order, oldest first.
 pub async fn list_for_job(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Vec<CallRow>> {
     sqlx::query_as(&format!(
-        "select {CALL_COLUMNS} from llm_calls where job_id = $1 order by created_at, call_id"
+        "select {CALL_COLUMNS} from llm_calls where job_id = $1 order by call_id"
     ))
     .bind(job_id)
     .fetch_all(db)
@@ -430,7 +431,9 @@ pub async fn finish(
 }
 
 /// Running calls whose lease expired go back to `queued` (their worker died or stalled); returns
-/// their ids and teams for re-enqueueing.
+/// their ids and teams for re-enqueueing. The candidates come from the index of unfinished calls
+/// (`finished_at is null`), which holds no status or lease so that claims and lease extensions
+/// leave it alone: the scan reads the calls in flight, never the finished ones.
 pub async fn requeue_expired_leases(
     db: impl PgExecutor<'_>,
     limit: i64,
@@ -438,7 +441,8 @@ pub async fn requeue_expired_leases(
     sqlx::query_as(
         "update llm_calls set status = 'queued', worker_id = null, lease_expires_at = null, enqueued_at = now()
          where call_id in (
-             select call_id from llm_calls where status = 'running' and lease_expires_at < now()
+             select call_id from llm_calls
+             where finished_at is null and status = 'running' and lease_expires_at < now()
              limit $1 for update skip locked)
          returning call_id, team_id",
     )
@@ -448,12 +452,14 @@ pub async fn requeue_expired_leases(
 }
 
 /// Teams with queued calls last pushed before `before`: the candidates for lost queue entries.
+/// Read from the index of unfinished calls by `enqueued_at`.
 pub async fn teams_with_queued_before(
     db: impl PgExecutor<'_>,
     before: DateTime<Utc>,
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "select distinct team_id from llm_calls where status = 'queued' and enqueued_at < $1",
+        "select distinct team_id from llm_calls
+         where finished_at is null and status = 'queued' and enqueued_at < $1",
     )
     .bind(before)
     .fetch_all(db)
@@ -461,7 +467,7 @@ pub async fn teams_with_queued_before(
 }
 
 /// A team's queued calls last pushed before `before` (so no longer in Redis): marks them pushed
-/// now and returns their ids.
+/// now and returns their ids. Read from the index of unfinished calls by `enqueued_at`.
 pub async fn take_lost_queued(
     db: impl PgExecutor<'_>,
     team_id: &str,
@@ -471,7 +477,7 @@ pub async fn take_lost_queued(
     sqlx::query_scalar(
         "with lost as (
              select call_id, enqueued_at from llm_calls
-             where status = 'queued' and team_id = $1 and enqueued_at < $2
+             where finished_at is null and status = 'queued' and team_id = $1 and enqueued_at < $2
              order by enqueued_at, call_id limit $3 for update skip locked)
          update llm_calls c set enqueued_at = now() from lost
          where c.call_id = lost.call_id

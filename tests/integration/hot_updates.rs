@@ -1,0 +1,215 @@
+//! Claims, lease extensions and a job's open status steps are heap-only-tuple (HOT) updates:
+//! they change no column that an index of their table keys on or filters by, so they write no
+//! index entry. PostgreSQL counts the updates of the current transaction, HOT ones apart, in
+//! `pg_stat_xact_user_tables`.
+
+use saasllm_shared::db::calls::{self, CallResult, Insertion, NewCall};
+use saasllm_shared::db::jobs::{self, NewJob};
+use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use serde_json::json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::helpers::app::spawn_app;
+
+/// Updates of `table` in the current transaction: (all, HOT).
+async fn updates_in_transaction(conn: &mut PgConnection, table: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "select n_tup_upd, n_tup_hot_upd from pg_stat_xact_user_tables
+         where schemaname = 'public' and relname = $1",
+    )
+    .bind(table)
+    .fetch_one(conn)
+    .await
+    .expect("table statistics")
+}
+
+/// A team with credit and access to the `ChatAgent` group, set up through the API; returns the
+/// group's id.
+async fn team_with_group(db: &PgPool, team_id: &str) -> Uuid {
+    let app = spawn_app(db.clone()).await;
+    app.team_with_key(team_id, 5).await;
+    sqlx::query_scalar("select model_group_id from model_groups where group_name = 'ChatAgent'")
+        .fetch_one(db)
+        .await
+        .expect("group")
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPool) {
+    let model_group_id = team_with_group(&db, "team_hot").await;
+    let mut tx = db.begin().await.expect("begin");
+    let job = jobs::insert_holding_credit(
+        &mut *tx,
+        &NewJob {
+            team_id: "team_hot",
+            user_id: None,
+            job_type: "hot",
+            metadata: &json!({}),
+            ttl_secs: 3_600,
+            callback: None,
+        },
+    )
+    .await
+    .expect("job")
+    .expect("credit held");
+    let request = json!({"messages": [{"role": "user", "content": "hello"}]});
+    let insertion = calls::insert_into_open_job(
+        &mut *tx,
+        &NewCall {
+            job_id: job.job_id,
+            team_id: "team_hot",
+            model_group_id,
+            model_group: "ChatAgent",
+            purpose: None,
+            request: &request,
+            request_id: None,
+            custom_id: Some("first"),
+            notify_on_finish: false,
+        },
+    )
+    .await
+    .expect("insert call");
+    let Insertion::Inserted(call_id) = insertion else {
+        panic!("call not inserted: {insertion:?}");
+    };
+
+    let claimed = calls::claim(&mut *tx, call_id, "worker-hot", 30.0)
+        .await
+        .expect("claim")
+        .expect("claimed");
+    assert!(
+        calls::extend_lease(&mut *tx, call_id, claimed.lease_token, 600.0)
+            .await
+            .expect("extend")
+    );
+    let completing = jobs::mark_completing(
+        &mut *tx,
+        job.job_id,
+        JobStatus::Completed,
+        &json!({"note": "done"}),
+        None,
+    )
+    .await
+    .expect("mark completing");
+    assert!(completing.is_some(), "job was open");
+
+    assert_eq!(
+        updates_in_transaction(&mut tx, "llm_calls").await,
+        (2, 2),
+        "claim and lease extension: (updates, HOT updates)"
+    );
+    assert_eq!(
+        updates_in_transaction(&mut tx, "jobs").await,
+        (2, 2),
+        "pending -> in_progress -> completing: (updates, HOT updates)"
+    );
+
+    // The finish sets `finished_at`, which the index of unfinished calls filters by: it must
+    // leave that index, so it is no HOT update (and the counters do tell them apart).
+    let result = CallResult {
+        status: CallStatus::Succeeded,
+        model_used: Some("gpt-3.5-turbo"),
+        response_content: Some("hi"),
+        finish_reason: Some("stop"),
+        response: None,
+        prompt_tokens: Some(1),
+        completion_tokens: Some(1),
+        total_tokens: Some(2),
+        cost_micro_usd: Some(10),
+        latency_ms: 5,
+        error: None,
+    };
+    assert!(
+        calls::finish(&mut *tx, &claimed, &[], &result)
+            .await
+            .expect("finish")
+    );
+    assert_eq!(updates_in_transaction(&mut tx, "llm_calls").await, (3, 2));
+    tx.commit().await.expect("commit");
+
+    let (status, lease_token, worker, lease, finished): (String, i64, Option<String>, Option<bool>, bool) =
+        sqlx::query_as(
+            "select status, lease_token, worker_id, lease_expires_at is not null, finished_at is not null
+             from llm_calls where call_id = $1",
+        )
+        .bind(call_id)
+        .fetch_one(&db)
+        .await
+        .expect("call row");
+    assert_eq!(
+        (
+            status.as_str(),
+            lease_token,
+            worker.as_deref(),
+            lease,
+            finished
+        ),
+        ("succeeded", 1, Some("worker-hot"), Some(false), true)
+    );
+    let job_status: String = sqlx::query_scalar("select status from jobs where job_id = $1")
+        .bind(job.job_id)
+        .fetch_one(&db)
+        .await
+        .expect("job row");
+    assert_eq!(job_status, "completing");
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_call_has_a_finish_time_exactly_when_finished(db: PgPool) {
+    let model_group_id = team_with_group(&db, "team_fin").await;
+    let job = jobs::insert_holding_credit(
+        &db,
+        &NewJob {
+            team_id: "team_fin",
+            user_id: None,
+            job_type: "hot",
+            metadata: &json!({}),
+            ttl_secs: 3_600,
+            callback: None,
+        },
+    )
+    .await
+    .expect("job")
+    .expect("credit held");
+    let request = json!({"messages": [{"role": "user", "content": "hello"}]});
+    let Insertion::Inserted(call_id) = calls::insert_into_open_job(
+        &db,
+        &NewCall {
+            job_id: job.job_id,
+            team_id: "team_fin",
+            model_group_id,
+            model_group: "ChatAgent",
+            purpose: None,
+            request: &request,
+            request_id: None,
+            custom_id: None,
+            notify_on_finish: false,
+        },
+    )
+    .await
+    .expect("insert call") else {
+        panic!("call not inserted");
+    };
+
+    // A queued call with a finish time would be missing from the index of unfinished calls,
+    // and so from every reconciler pass; a finished one without would stay in it.
+    for change in [
+        "update llm_calls set finished_at = now() where call_id = $1",
+        "update llm_calls set status = 'failed' where call_id = $1",
+    ] {
+        let refused = sqlx::query(change).bind(call_id).execute(&db).await;
+        let constraint = refused
+            .expect_err(change)
+            .as_database_error()
+            .and_then(|e| e.constraint().map(str::to_owned));
+        assert_eq!(constraint.as_deref(), Some("llm_calls_finished_at_check"));
+    }
+    let (status, finished): (String, bool) =
+        sqlx::query_as("select status, finished_at is not null from llm_calls where call_id = $1")
+            .bind(call_id)
+            .fetch_one(&db)
+            .await
+            .expect("call row");
+    assert_eq!((status.as_str(), finished), ("queued", false));
+}
