@@ -2,17 +2,17 @@
 //! model-group fallback, writes results to PostgreSQL; plus the reconciler and the webhook
 //! sender. Stateless: run as many processes as needed against one Redis and one PostgreSQL.
 
-pub mod config;
-pub mod executor;
-pub mod fallback;
-pub mod fault;
-pub mod reconciler;
-pub mod resilience;
-pub mod upstream;
-pub mod webhook_client;
-pub mod webhooks;
+mod config;
+mod engine;
+mod executor;
+mod fallback;
+mod fault;
+mod reconciler;
+mod resilience;
+mod upstream;
+mod webhook_client;
+mod webhooks;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use saasllm_shared::queue::{CallQueue, Dispatched};
@@ -21,30 +21,36 @@ use sqlx::PgPool;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+// The crate's public surface: starting workers, the model chain (which the API's streaming job
+// path runs too, claiming and recording its call like a worker), and the upstream client.
 pub use config::{WorkerConfig, WorkerOptions};
+pub use engine::{AttemptRecord, ChainOutcome, Engine, Served, StreamStart, record_metrics};
+pub use executor::{keep_lease, record_result};
+pub use reconciler::{ReconcilerSettings, pass as reconcile_pass};
+pub use resilience::{Cooldowns, RetryPolicy};
+pub use upstream::{OpenedStream, Upstream, UpstreamError, reported_cost};
+
 use executor::Executor;
-use upstream::Upstream;
 
 /// How long one BRPOP blocks before checking for shutdown.
 const POP_WAIT: Duration = Duration::from_secs(1);
 
 /// Runs the worker until `cancel` fires, then lets in-flight calls finish (bounded by the
-/// shutdown timeout) and returns.
+/// shutdown timeout) and returns. Calls run through `engine`, whose retry policy and cooldowns
+/// apply (a process that streams calls itself passes the engine it streams with).
 pub async fn run(
     db: PgPool,
     redis: RedisHandle,
-    upstream: Upstream,
+    engine: Engine,
     options: WorkerOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     let queue = CallQueue::new(redis);
     let executor = Executor {
         db: db.clone(),
-        upstream,
         worker_id: worker_id(),
         lease: options.lease(),
-        retry: options.retry_policy(),
-        cooldowns: Arc::new(options.cooldowns()),
+        engine,
     };
     tracing::info!(worker_id = %executor.worker_id, concurrency = options.concurrency, "worker started");
     let mut slots = JoinSet::new();
