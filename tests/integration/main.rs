@@ -24,6 +24,7 @@ mod queue;
 mod request_errors;
 mod resilience;
 mod schema_bounds;
+mod streaming_resilience;
 mod teams;
 mod usage;
 mod webhook_targets;
