@@ -182,3 +182,6 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
