@@ -15,7 +15,7 @@ use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
-use saasllm_worker::upstream::Upstream;
+use saasllm_worker::{Cooldowns, Engine, RetryPolicy, Upstream};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -50,6 +50,10 @@ pub struct ApiSettings {
     pub sync_call_timeout: Duration,
     pub complete_wait: Duration,
     pub llm: LlmConfig,
+    /// Retries of a transient upstream failure on a streamed job call (the workers' policy).
+    pub upstream_retry: RetryPolicy,
+    /// The process's model cooldowns, shared with the workers it embeds.
+    pub model_cooldowns: Arc<Cooldowns>,
     pub connections: ConnectionLimits,
     /// Longest pause allowed between two pieces of a request body.
     pub body_read_timeout: Duration,
@@ -60,7 +64,9 @@ pub struct ApiSettings {
 }
 
 impl ApiSettings {
-    /// Defaults for everything but the admin key (tests and embedders adjust fields).
+    /// Defaults for everything but the admin key (tests and embedders adjust fields). Streamed
+    /// job calls are not retried and no model cools down unless `upstream_retry` and
+    /// `model_cooldowns` are set (`build` sets them from the worker options).
     pub fn new(admin_api_key: SecretString) -> Self {
         Self {
             admin_api_key,
@@ -74,6 +80,12 @@ impl ApiSettings {
                 api_key: None,
                 timeout_secs: 120,
             },
+            upstream_retry: RetryPolicy {
+                max_retries: 0,
+                base_delay: Duration::from_millis(200),
+                max_delay: Duration::from_secs(5),
+            },
+            model_cooldowns: Arc::new(Cooldowns::new(0, Duration::from_secs(30))),
             connections: ConnectionLimits::default(),
             body_read_timeout: Duration::from_secs(30),
             metrics_addr: None,
@@ -105,6 +117,8 @@ impl Application {
             Some(key) => key.clone(),
             None => generated_admin_key(),
         };
+        // One cooldown table per process: streamed calls and embedded workers learn together.
+        let model_cooldowns = Arc::new(config.worker.cooldowns());
         let settings = ApiSettings {
             admin_api_key,
             max_body_bytes: config.max_body_bytes,
@@ -113,6 +127,8 @@ impl Application {
             sync_call_timeout: Duration::from_secs(config.sync_call_timeout_secs),
             complete_wait: Duration::from_secs(config.complete_wait_secs),
             llm: config.llm.clone(),
+            upstream_retry: config.worker.retry_policy(),
+            model_cooldowns: Arc::clone(&model_cooldowns),
             connections: ConnectionLimits {
                 max_connections: usize::try_from(config.max_connections).unwrap_or(usize::MAX),
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
@@ -124,12 +140,16 @@ impl Application {
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
         if config.embedded_worker {
-            let upstream = Upstream::new(&config.llm)?;
+            let engine = Engine::new(
+                Upstream::new(&config.llm)?,
+                config.worker.retry_policy(),
+                model_cooldowns,
+            );
             let cancel = CancellationToken::new();
             let handle = tokio::spawn(saasllm_worker::run(
                 pool,
                 redis,
-                upstream,
+                engine,
                 config.worker.clone(),
                 cancel.clone(),
             ));
@@ -160,7 +180,11 @@ impl Application {
         let state = AppState {
             notifier: Notifier::start(pool.clone()),
             queue: CallQueue::new(redis.clone()),
-            upstream: Upstream::new(&settings.llm)?,
+            engine: Engine::new(
+                Upstream::new(&settings.llm)?,
+                settings.upstream_retry,
+                Arc::clone(&settings.model_cooldowns),
+            ),
             db: pool,
             redis,
             settings: Arc::new(Settings {

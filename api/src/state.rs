@@ -8,7 +8,7 @@ use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
-use saasllm_worker::upstream::Upstream;
+use saasllm_worker::Engine;
 use sqlx::PgPool;
 
 use crate::notify::Notifier;
@@ -20,8 +20,9 @@ pub struct AppState {
     pub redis: RedisHandle,
     pub queue: CallQueue,
     pub notifier: Arc<Notifier>,
-    /// The OpenAI-compatible upstream, for the passthrough endpoint.
-    pub upstream: Upstream,
+    /// The OpenAI-compatible upstream (passthrough) and the model chain over it (streamed job
+    /// calls), with the process's retry policy and model cooldowns.
+    pub engine: Engine,
     pub settings: Arc<Settings>,
 }
 

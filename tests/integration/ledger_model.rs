@@ -175,11 +175,11 @@ async fn run_case(stack: &Stack, keys: &[(String, String)], seed: u64) {
                     .await
                     .expect("age");
                 let queue = saasllm_shared::queue::CallQueue::new(stack.redis.clone());
-                let settings = saasllm_worker::reconciler::ReconcilerSettings {
+                let settings = saasllm_worker::ReconcilerSettings {
                     interval: std::time::Duration::from_secs(1),
                     grace: std::time::Duration::from_secs(60),
                 };
-                saasllm_worker::reconciler::pass(&stack.app.db, &queue, settings)
+                saasllm_worker::reconcile_pass(&stack.app.db, &queue, settings)
                     .await
                     .expect("pass");
                 // The worker's own reconciler may hold the job (skip locked) and commit a moment later.

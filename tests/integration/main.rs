@@ -26,6 +26,7 @@ mod redis_cluster;
 mod request_errors;
 mod resilience;
 mod schema_bounds;
+mod streaming_resilience;
 mod teams;
 mod usage;
 mod webhook_targets;

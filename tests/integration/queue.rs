@@ -249,11 +249,11 @@ async fn calls_waiting_in_line_are_not_taken_for_lost(db: PgPool) {
         Some(ids[0])
     );
 
-    let settings = saasllm_worker::reconciler::ReconcilerSettings {
+    let settings = saasllm_worker::ReconcilerSettings {
         interval: Duration::from_secs(1),
         grace: Duration::from_secs(3),
     };
-    saasllm_worker::reconciler::pass(&db, &queue, settings)
+    saasllm_worker::reconcile_pass(&db, &queue, settings)
         .await
         .expect("pass");
 
@@ -291,12 +291,12 @@ async fn a_redis_outage_stops_only_the_reconciler_steps_that_need_redis(db: PgPo
     )
     .expect("valid url");
     let queue = saasllm_shared::queue::CallQueue::new(dead_redis);
-    let settings = saasllm_worker::reconciler::ReconcilerSettings {
+    let settings = saasllm_worker::ReconcilerSettings {
         interval: Duration::from_secs(1),
         grace: Duration::from_secs(3),
     };
 
-    let outcome = saasllm_worker::reconciler::pass(&db, &queue, settings).await;
+    let outcome = saasllm_worker::reconcile_pass(&db, &queue, settings).await;
 
     let error = outcome.expect_err("the Redis step fails").to_string();
     assert!(error.contains("re-queue"), "{error}");

@@ -1,13 +1,16 @@
 //! Settings of the worker (`saasllm-worker --help`); the API flattens `WorkerOptions` too, for
 //! the workers it runs in-process.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use saasllm_shared::config::{DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig};
 use saasllm_shared::domain::net_policy::TargetPolicy;
 
+use crate::engine::Engine;
 use crate::reconciler::ReconcilerSettings;
 use crate::resilience::{Cooldowns, RetryPolicy};
+use crate::upstream::Upstream;
 use crate::webhooks::WebhookSettings;
 
 /// Tuning of a worker process.
@@ -170,6 +173,11 @@ impl WorkerOptions {
             self.model_cooldown_failures,
             Duration::from_secs(self.model_cooldown_secs),
         )
+    }
+
+    /// The model chain over `upstream` with these retries and a cooldown table of its own.
+    pub fn engine(&self, upstream: Upstream) -> Engine {
+        Engine::new(upstream, self.retry_policy(), Arc::new(self.cooldowns()))
     }
 
     pub fn reconciler(&self) -> ReconcilerSettings {

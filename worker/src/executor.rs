@@ -1,5 +1,5 @@
-//! Runs one call: claim it under a lease, try the group's models in priority order, record every
-//! attempt and the result (fenced by the lease), then settle the job if it is waiting on this call.
+//! Runs one claimed call: try the group's models in priority order through the engine, give back
+//! the team's slot, and hand the attempts and result to the group writer (fenced by the lease).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -7,54 +7,27 @@ use std::time::{Duration, Instant};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{Attempt, CallResult, ClaimedCall};
 use saasllm_shared::db::jobs::Settlement;
-use saasllm_shared::domain::pricing;
-use saasllm_shared::domain::status::{CallStatus, JobStatus};
-use serde_json::Value;
+use saasllm_shared::domain::status::JobStatus;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use saasllm_shared::queue::{CallQueue, Dispatched};
 
 use crate::backend::Claimed;
-use crate::fallback::Next;
+use crate::engine::{Engine, OwnedResult, WholeCompletion};
 use crate::leases::InFlight;
-use crate::resilience::{Cooldowns, RetryPolicy};
 use crate::results::ResultWriter;
-use crate::upstream::Upstream;
+// The chain's attempt records and metrics live with the chain; callers still find them here.
+pub use crate::engine::{AttemptRecord, record_metrics};
 
 /// Executes claimed calls.
 #[derive(Clone)]
 pub struct Executor {
-    pub db: PgPool,
-    pub upstream: Upstream,
-    pub worker_id: String,
-    pub lease: Duration,
-    pub retry: RetryPolicy,
-    pub cooldowns: Arc<Cooldowns>,
+    /// Runs the model chain (upstream, retries, cooldowns shared by the process).
+    pub engine: Engine,
     pub queue: CallQueue,
     pub results: ResultWriter,
     pub in_flight: Arc<InFlight>,
-}
-
-/// One attempt, kept until the result is written with it.
-pub struct AttemptRecord {
-    pub model: String,
-    pub http_status: Option<i32>,
-    pub outcome: &'static str,
-    pub latency_ms: i64,
-    pub error: Option<String>,
-}
-
-impl AttemptRecord {
-    pub fn as_row(&self) -> Attempt<'_> {
-        Attempt {
-            model_name: &self.model,
-            http_status: self.http_status,
-            outcome: self.outcome,
-            latency_ms: self.latency_ms,
-            error: self.error.as_deref(),
-        }
-    }
 }
 
 /// Writes a call's attempts and result under its lease, then settles the job if it waits on
@@ -152,183 +125,17 @@ impl Executor {
         call: &ClaimedCall,
     ) -> anyhow::Result<(Vec<AttemptRecord>, OwnedResult)> {
         let started = Instant::now();
-        let models = call.models.0.clone();
-        let mut attempts = Vec::with_capacity(models.len());
-        let mut last_error = format!("model group '{}' has no models", call.model_group);
-        // Models cooling down are skipped, unless all of them are: then each is tried anyway.
-        let all_cooling = models
-            .iter()
-            .all(|(model, _)| self.cooldowns.is_cooling(model));
-        'models: for (model, config) in models {
-            if !all_cooling && self.cooldowns.is_cooling(&model) {
-                attempts.push(AttemptRecord {
-                    model,
-                    http_status: None,
-                    outcome: "skipped",
-                    latency_ms: 0,
-                    error: Some("model cooling down after repeated failures".into()),
-                });
-                continue;
-            }
-            let mut body = call.request.clone();
-            if let Value::Object(fields) = &mut body {
-                fields.insert("model".into(), Value::String(model.clone()));
-            }
-            let mut retries = 0;
-            loop {
-                let attempt_started = Instant::now();
-                let answer = self.upstream.chat(&body, call.call_id).await;
-                let latency_ms = attempt_started.elapsed().as_millis() as i64;
-                match answer {
-                    Ok(completion) => {
-                        self.cooldowns.succeeded(&model);
-                        attempts.push(AttemptRecord {
-                            model: model.clone(),
-                            http_status: Some(200),
-                            outcome: "succeeded",
-                            latency_ms,
-                            error: None,
-                        });
-                        let cost = completion.reported_cost.or_else(|| {
-                            let price = pricing::price_for(&model, &config)?;
-                            Some(pricing::cost(
-                                price,
-                                completion.prompt_tokens.unwrap_or(0),
-                                completion.completion_tokens.unwrap_or(0),
-                            ))
-                        });
-                        if cost.is_none() {
-                            tracing::warn!(model, "no price known for model; cost left empty");
-                        }
-                        let total_tokens = completion.total_tokens.or_else(|| {
-                            Some(completion.prompt_tokens? + completion.completion_tokens?)
-                        });
-                        return Ok((
-                            attempts,
-                            OwnedResult {
-                                status: CallStatus::Succeeded,
-                                model_used: Some(model),
-                                content: completion.content,
-                                finish_reason: completion.finish_reason,
-                                response: Some(completion.body),
-                                prompt_tokens: completion.prompt_tokens,
-                                completion_tokens: completion.completion_tokens,
-                                total_tokens,
-                                cost_micro_usd: cost.map(|c| c.0),
-                                latency_ms: started.elapsed().as_millis() as i64,
-                                error: None,
-                            },
-                        ));
-                    }
-                    Err(error) => {
-                        let next = error.next();
-                        // Rate limits, server errors, refused connections and timeouts count
-                        // towards the model's cooldown; a request the model cannot serve does not.
-                        let cooling_started = (error.is_transient() || error.timed_out())
-                            && self.cooldowns.failed(&model);
-                        if cooling_started {
-                            tracing::warn!(model, "model failing repeatedly; cooling down");
-                        }
-                        let retry_in = if error.is_transient() && !cooling_started {
-                            retries += 1;
-                            self.retry.delay(retries, error.retry_after())
-                        } else {
-                            None
-                        };
-                        tracing::info!(model, error = %error, ?next, ?retry_in, "upstream attempt failed");
-                        attempts.push(AttemptRecord {
-                            model: model.clone(),
-                            http_status: error.http_status(),
-                            outcome: match (retry_in, next) {
-                                (Some(_), _) => "retry",
-                                (None, Next::Fallback) => "fallback",
-                                (None, Next::Stop) => "fatal",
-                            },
-                            latency_ms,
-                            error: Some(error.to_string()),
-                        });
-                        last_error = error.to_string();
-                        match (retry_in, next) {
-                            (Some(delay), _) => tokio::time::sleep(delay).await,
-                            (None, Next::Fallback) => continue 'models,
-                            (None, Next::Stop) => break 'models,
-                        }
-                    }
-                }
-            }
-        }
+        let attempt = WholeCompletion {
+            call_id: call.call_id,
+        };
+        let chain = self
+            .engine
+            .run(&call.model_group, &call.models.0, &call.request, &attempt)
+            .await;
         Ok((
-            attempts,
-            OwnedResult {
-                status: CallStatus::Failed,
-                model_used: None,
-                content: None,
-                finish_reason: None,
-                response: None,
-                prompt_tokens: None,
-                completion_tokens: None,
-                total_tokens: None,
-                cost_micro_usd: None,
-                latency_ms: started.elapsed().as_millis() as i64,
-                error: Some(last_error),
-            },
+            chain.attempts,
+            OwnedResult::from_chain(chain.result, started.elapsed()),
         ))
-    }
-}
-
-/// The result of the chain, owned until it is written.
-pub struct OwnedResult {
-    status: CallStatus,
-    model_used: Option<String>,
-    content: Option<String>,
-    finish_reason: Option<String>,
-    response: Option<Value>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
-    total_tokens: Option<i64>,
-    cost_micro_usd: Option<i64>,
-    latency_ms: i64,
-    error: Option<String>,
-}
-
-impl OwnedResult {
-    pub fn as_row(&self) -> CallResult<'_> {
-        CallResult {
-            status: self.status,
-            model_used: self.model_used.as_deref(),
-            response_content: self.content.as_deref(),
-            finish_reason: self.finish_reason.as_deref(),
-            response: self.response.as_ref(),
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-            total_tokens: self.total_tokens,
-            cost_micro_usd: self.cost_micro_usd,
-            latency_ms: self.latency_ms,
-            error: self.error.as_deref(),
-        }
-    }
-}
-
-/// Counts a finished call, its attempts and its fallbacks (labels are admin-configured names,
-/// so they stay bounded).
-pub fn record_metrics(model_group: &str, attempts: &[AttemptRecord], status: CallStatus) {
-    let outcome = if status == CallStatus::Succeeded {
-        "succeeded"
-    } else {
-        "failed"
-    };
-    metrics::counter!("llm_calls_total", "model_group" => model_group.to_owned(), "outcome" => outcome).increment(1);
-    for attempt in attempts {
-        metrics::counter!("llm_upstream_attempts_total", "model" => attempt.model.clone(), "outcome" => attempt.outcome)
-            .increment(1);
-        if attempt.outcome != "skipped" {
-            metrics::histogram!("llm_upstream_duration_seconds", "model" => attempt.model.clone())
-                .record(attempt.latency_ms as f64 / 1000.0);
-        }
-        if attempt.outcome == "fallback" {
-            metrics::counter!("llm_fallbacks_total", "model_group" => model_group.to_owned())
-                .increment(1);
-        }
     }
 }
 

@@ -52,14 +52,6 @@ impl InFlight {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The leases held `(call, token)` and the team slots held `(team, member)`.
     fn snapshot(&self) -> (Vec<(Uuid, i64)>, Vec<TeamSlot>) {
         let calls = self.lock();

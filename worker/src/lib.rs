@@ -1,19 +1,21 @@
-//! The queue worker: pops call ids from Redis, runs each call against the upstream with
-//! model-group fallback, writes results to PostgreSQL; plus the reconciler and the webhook
-//! sender. Stateless: run as many processes as needed against one Redis and one PostgreSQL.
+//! The queue worker: takes call ids from Redis in batches, runs each call against the upstream
+//! with model-group fallback, writes results to PostgreSQL in groups; plus the reconciler and the
+//! webhook sender. Stateless: run as many processes as needed against one Redis and one
+//! PostgreSQL.
 
-pub mod backend;
-pub mod config;
-pub mod executor;
-pub mod fallback;
-pub mod fault;
-pub mod leases;
-pub mod reconciler;
-pub mod resilience;
-pub mod results;
-pub mod upstream;
-pub mod webhook_client;
-pub mod webhooks;
+mod backend;
+mod config;
+mod engine;
+mod executor;
+mod fallback;
+mod fault;
+mod leases;
+mod reconciler;
+mod resilience;
+mod results;
+mod upstream;
+mod webhook_client;
+mod webhooks;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,15 +31,23 @@ use saasllm_shared::redis_conn::RedisHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use backend::{CallBackend, Claimed, FetchSettings};
+// The crate's public surface: starting workers, the model chain (which the API's streaming job
+// path runs too, claiming and recording its call like a worker), and the upstream client.
 pub use config::{WorkerConfig, WorkerOptions};
+pub use engine::{AttemptRecord, ChainOutcome, Engine, Served, StreamStart, record_metrics};
+pub use executor::{keep_lease, record_result};
+pub use reconciler::{ReconcilerSettings, pass as reconcile_pass};
+pub use resilience::{Cooldowns, RetryPolicy};
+pub use upstream::{OpenedStream, Upstream, UpstreamError, reported_cost};
+
+use backend::{CallBackend, Claimed, FetchSettings};
 use executor::Executor;
 use leases::InFlight;
 use results::ResultWriter;
-use upstream::Upstream;
 
 /// Runs the worker until `cancel` fires, then lets in-flight calls finish (bounded by the
-/// shutdown timeout) and returns.
+/// shutdown timeout) and returns. Calls run through `engine`, whose retry policy and cooldowns
+/// apply (a process that streams calls itself passes the engine it streams with).
 ///
 /// Calls run as tasks of an apalis worker over the project's own queue backend
 /// ([`backend::CallBackend`]): apalis drives the handlers (concurrency limit, tracing, graceful
@@ -46,7 +56,7 @@ use upstream::Upstream;
 pub async fn run(
     db: PgPool,
     redis: RedisHandle,
-    upstream: Upstream,
+    engine: Engine,
     options: WorkerOptions,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -57,12 +67,7 @@ pub async fn run(
     let in_flight = Arc::new(InFlight::default());
     let (results, writers) = ResultWriter::start(db.clone(), batch_size);
     let executor = Arc::new(Executor {
-        db: db.clone(),
-        upstream,
-        worker_id: worker_id.clone(),
-        lease: options.lease(),
-        retry: options.retry_policy(),
-        cooldowns: Arc::new(options.cooldowns()),
+        engine,
         queue: queue.clone(),
         results,
         in_flight: in_flight.clone(),

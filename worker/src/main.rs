@@ -2,8 +2,7 @@
 
 use clap::Parser;
 use saasllm_shared::redis_conn::RedisHandle;
-use saasllm_worker::upstream::Upstream;
-use saasllm_worker::{WorkerConfig, run};
+use saasllm_worker::{Upstream, WorkerConfig, run};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -21,12 +20,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let db = saasllm_shared::db::connect_and_migrate(&config.database).await?;
     let redis = RedisHandle::new(&config.redis)?;
-    let upstream = Upstream::new(&config.llm)?;
+    let engine = config.worker.engine(Upstream::new(&config.llm)?);
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {
         saasllm_shared::shutdown::signal().await;
         on_signal.cancel();
     });
-    run(db, redis, upstream, config.worker, cancel).await
+    run(db, redis, engine, config.worker, cancel).await
 }

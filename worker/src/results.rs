@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
-use crate::executor::{AttemptRecord, OwnedResult};
+use crate::engine::{AttemptRecord, OwnedResult};
 
 /// Writers committing at the same time: a second one gathers the next group while the first
 /// waits for its commit.

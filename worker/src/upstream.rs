@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use saasllm_shared::config::LlmConfig;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing;
@@ -138,40 +140,13 @@ impl Upstream {
 
     /// Sends one chat-completions request of a call.
     pub async fn chat(&self, body: &Value, call_id: Uuid) -> Result<Completion, UpstreamError> {
-        let response = self
-            .request(body)
-            .header(CALL_ID_HEADER, call_id.to_string())
-            .send()
-            .await
-            .map_err(|e| UpstreamError::Transport {
-                timed_out: e.is_timeout(),
-                message: if e.is_timeout() {
-                    "upstream request timed out".to_owned()
-                } else if e.is_connect() {
-                    format!("cannot connect to the upstream: {}", root_cause(&e))
-                } else {
-                    format!("upstream request failed: {}", root_cause(&e))
-                },
-            })?;
+        let response = self.send_for_call(body, call_id).await?;
         let status = response.status();
         let reported_cost = reported_cost(&response);
         let retry_after = retry_after(response.headers());
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| UpstreamError::Transport {
-                timed_out: e.is_timeout(),
-                message: format!("upstream response was cut off: {}", root_cause(&e)),
-            })?;
+        let bytes = response.bytes().await.map_err(cut_off)?;
         if !status.is_success() {
-            let body =
-                String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).into_owned();
-            return Err(UpstreamError::Status {
-                status: status.as_u16(),
-                message: error_message(status.as_u16(), &body),
-                body,
-                retry_after,
-            });
+            return Err(status_error(status.as_u16(), &bytes, retry_after));
         }
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
@@ -196,6 +171,95 @@ impl Upstream {
             reported_cost,
             body,
         })
+    }
+
+    /// Sends one streamed chat-completions request of a call and waits for the first piece of
+    /// its body: until then the stream can still be given up for another attempt or model.
+    pub async fn open_stream(
+        &self,
+        body: &Value,
+        call_id: Uuid,
+    ) -> Result<OpenedStream, UpstreamError> {
+        let mut response = self.send_for_call(body, call_id).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = retry_after(response.headers());
+            let bytes = response.bytes().await.map_err(cut_off)?;
+            return Err(status_error(status.as_u16(), &bytes, retry_after));
+        }
+        let reported_cost = reported_cost(&response);
+        let first = response.chunk().await.map_err(cut_off)?.ok_or_else(|| {
+            UpstreamError::InvalidResponse("the stream ended before its first byte".into())
+        })?;
+        Ok(OpenedStream {
+            response,
+            first: Some(first),
+            reported_cost,
+        })
+    }
+
+    async fn send_for_call(
+        &self,
+        body: &Value,
+        call_id: Uuid,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        self.request(body)
+            .header(CALL_ID_HEADER, call_id.to_string())
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Transport {
+                timed_out: e.is_timeout(),
+                message: if e.is_timeout() {
+                    "upstream request timed out".to_owned()
+                } else if e.is_connect() {
+                    format!("cannot connect to the upstream: {}", root_cause(&e))
+                } else {
+                    format!("upstream request failed: {}", root_cause(&e))
+                },
+            })
+    }
+}
+
+/// A stream whose first piece has arrived; the rest is read with [`OpenedStream::next_chunk`].
+pub struct OpenedStream {
+    response: reqwest::Response,
+    first: Option<Bytes>,
+    /// From `x-litellm-response-cost`, when the upstream reports it.
+    pub reported_cost: Option<MicroUsd>,
+}
+
+impl OpenedStream {
+    /// The next piece of the body (the first one included), or `None` at its end.
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        if let Some(first) = self.first.take() {
+            return Ok(Some(first));
+        }
+        self.response
+            .chunk()
+            .await
+            .map_err(|e| UpstreamError::Transport {
+                timed_out: e.is_timeout(),
+                message: format!("upstream stream broke: {}", root_cause(&e)),
+            })
+    }
+}
+
+/// A body that could not be read to its end.
+fn cut_off(e: reqwest::Error) -> UpstreamError {
+    UpstreamError::Transport {
+        timed_out: e.is_timeout(),
+        message: format!("upstream response was cut off: {}", root_cause(&e)),
+    }
+}
+
+/// An error answer, keeping the start of its body for classification.
+fn status_error(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> UpstreamError {
+    let body = String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).into_owned();
+    UpstreamError::Status {
+        status,
+        message: error_message(status, &body),
+        body,
+        retry_after,
     }
 }
 

@@ -1,7 +1,8 @@
 //! Streaming on the job path (`"stream": true` on llm-call). This is a direct path: the API
 //! process claims the call itself (same lease and fencing as a worker) and streams from the
-//! upstream, so deltas reach the client as they are produced. Fallback to the next model applies
-//! until the first byte has been sent; after that an upstream failure is reported in the stream.
+//! upstream, so deltas reach the client as they are produced. The stream is opened through the
+//! same model chain as a worker's call (retries with backoff, model cooldowns, fallback), up to
+//! its first byte; once that byte has been sent an upstream failure is reported in the stream.
 //! The call is recorded in the job like any other; should this process die mid-stream, the lease
 //! expires and a worker runs the call to the end.
 //!
@@ -13,13 +14,12 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
-use futures::StreamExt;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
-use saasllm_worker::executor::{AttemptRecord, keep_lease, record_metrics, record_result};
-use saasllm_worker::fallback::{self, Next};
-use saasllm_worker::upstream::{error_message, reported_cost, root_cause};
+use saasllm_worker::{
+    AttemptRecord, Served, StreamStart, keep_lease, record_metrics, record_result,
+};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
@@ -79,17 +79,8 @@ fn event(value: &Value) -> Bytes {
     Bytes::from(format!("data: {value}\n\n"))
 }
 
-/// The model that answered with a stream, and what came through.
-struct Streamed {
-    model: String,
-    config: Value,
-    scan: SseScan,
-    reported_cost: Option<i64>,
-    /// Set when the upstream failed after the first byte.
-    error: Option<String>,
-}
-
-/// Runs the chain, forwarding deltas, then records the result (even if the client has left).
+/// Runs the chain up to the first byte, forwards the deltas, then records the result (even if
+/// the client has left).
 async fn run(
     state: AppState,
     call: ClaimedCall,
@@ -101,112 +92,69 @@ async fn run(
 ) {
     let keeper = keep_lease(state.db.clone(), &call, STREAM_LEASE);
     let started = Instant::now();
-    let models = call.models.0.clone();
-    let mut attempts: Vec<AttemptRecord> = Vec::new();
-    let mut last_error = format!("model group '{model_group}' has no models");
-    let mut started_tx = Some(started_tx);
-    let mut streamed: Option<Streamed> = None;
-
-    for (model, config) in models {
-        let mut body = call.request.clone();
-        if let Value::Object(fields) = &mut body {
-            fields.insert("model".into(), Value::String(model.clone()));
-            fields.insert("stream".into(), Value::Bool(true));
-            fields.insert("stream_options".into(), json!({"include_usage": true}));
+    let mut request = call.request.clone();
+    if let Value::Object(fields) = &mut request {
+        fields.insert("stream".into(), Value::Bool(true));
+        fields.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    let attempt = StreamStart {
+        call_id: call.call_id,
+    };
+    let chain = state
+        .engine
+        .run(&model_group, &call.models.0, &request, &attempt)
+        .await;
+    let mut attempts = chain.attempts;
+    let served = match chain.result {
+        Ok(served) => served,
+        Err(error) => {
+            keeper.abort();
+            let result = failed(&error, started.elapsed().as_millis() as i64);
+            write(&state, &call, &attempts, &result).await;
+            // Nothing was streamed: the request answers 502 instead of an event stream.
+            let _ = started_tx.send(Err(error));
+            return;
         }
-        let attempt_started = Instant::now();
-        let response = match state.upstream.post(&body).await {
-            Ok(response) => response,
-            Err(e) => {
-                last_error = if e.is_timeout() {
-                    "upstream request timed out".to_owned()
-                } else {
-                    format!("upstream request failed: {}", root_cause(&e))
-                };
-                attempts.push(AttemptRecord {
-                    model,
-                    http_status: None,
-                    outcome: "fallback",
-                    latency_ms: attempt_started.elapsed().as_millis() as i64,
-                    error: Some(last_error.clone()),
-                });
-                continue;
+    };
+    let _ = started_tx.send(Ok(()));
+    let streaming_started = Instant::now();
+
+    let Served {
+        output: mut stream,
+        model,
+        config,
+    } = served;
+    let mut scan = SseScan::default();
+    let mut stream_error = None;
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(bytes)) => {
+                for delta in scan.feed(&bytes) {
+                    // A client that left makes sends fail; the call is still recorded.
+                    let _ = events.send(event(&json!({"content": delta}))).await;
+                }
             }
-        };
-        let status = response.status().as_u16();
-        if !response.status().is_success() {
-            let text = response.text().await.unwrap_or_default();
-            let text: String = text.chars().take(2_048).collect();
-            last_error = error_message(status, &text);
-            let next = fallback::classify_status(status, &text);
-            attempts.push(AttemptRecord {
-                model,
-                http_status: Some(i32::from(status)),
-                outcome: if next == Next::Fallback {
-                    "fallback"
-                } else {
-                    "fatal"
-                },
-                latency_ms: attempt_started.elapsed().as_millis() as i64,
-                error: Some(last_error.clone()),
-            });
-            if next == Next::Stop {
+            Ok(None) => break,
+            Err(e) => {
+                stream_error = Some(e.to_string());
                 break;
             }
-            continue;
         }
-        let reported_cost = reported_cost(&response).map(|c| c.0);
-        if let Some(tx) = started_tx.take() {
-            let _ = tx.send(Ok(()));
-        }
-        let mut scan = SseScan::default();
-        let mut stream_error = None;
-        let mut chunks = response.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            match chunk {
-                Ok(bytes) => {
-                    for delta in scan.feed(&bytes) {
-                        // A client that left makes sends fail; the call is still recorded.
-                        let _ = events.send(event(&json!({"content": delta}))).await;
-                    }
-                }
-                Err(e) => {
-                    stream_error = Some(format!("upstream stream broke: {}", root_cause(&e)));
-                    break;
-                }
-            }
-        }
-        attempts.push(AttemptRecord {
-            model: model.clone(),
-            http_status: Some(i32::from(status)),
-            outcome: if stream_error.is_none() {
-                "succeeded"
-            } else {
-                "fatal"
-            },
-            latency_ms: attempt_started.elapsed().as_millis() as i64,
-            error: stream_error.clone(),
-        });
-        streamed = Some(Streamed {
-            model,
-            config,
-            scan,
-            reported_cost,
-            error: stream_error,
-        });
-        break;
     }
     keeper.abort();
+    // The chain timed the attempt to its first byte; its record covers the whole stream. A
+    // stream that broke after that byte ends the call: what was sent cannot be taken back.
+    if let Some(last) = attempts.last_mut() {
+        last.latency_ms += streaming_started.elapsed().as_millis() as i64;
+        if stream_error.is_some() {
+            last.outcome = "fatal";
+            last.error.clone_from(&stream_error);
+        }
+    }
 
     let latency_ms = started.elapsed().as_millis() as i64;
-    let (final_event, result_written) = match &streamed {
-        Some(Streamed {
-            model,
-            config,
-            scan,
-            reported_cost,
-            error: None,
-        }) => {
+    let final_event = match stream_error {
+        None => {
             let (prompt, completion) = (
                 scan.tokens("prompt_tokens"),
                 scan.tokens("completion_tokens"),
@@ -215,14 +163,14 @@ async fn run(
                 .tokens("total_tokens")
                 .or_else(|| Some(prompt? + completion?));
             // LiteLLM reports a stream's cost in the usage chunk, not in a header.
-            let reported_cost = reported_cost.or_else(|| {
+            let reported_cost = stream.reported_cost.map(|c| c.0).or_else(|| {
                 scan.usage
                     .as_ref()
                     .and_then(pricing::usage_cost)
                     .map(|c| c.0)
             });
             let cost = reported_cost.or_else(|| {
-                pricing::price_for(model, config)
+                pricing::price_for(&model, &config)
                     .map(|p| pricing::cost(p, prompt.unwrap_or(0), completion.unwrap_or(0)).0)
             });
             if let Some(admission) = &admission {
@@ -230,7 +178,7 @@ async fn run(
             }
             let result = CallResult {
                 status: CallStatus::Succeeded,
-                model_used: Some(model),
+                model_used: Some(model.as_str()),
                 response_content: Some(&scan.content),
                 finish_reason: scan.finish_reason.as_deref(),
                 response: None,
@@ -241,51 +189,37 @@ async fn run(
                 latency_ms,
                 error: None,
             };
-            let written = write(&state, &call, &attempts, &result).await;
-            let final_event = json!({
+            write(&state, &call, &attempts, &result).await;
+            json!({
                 "call_id": call.call_id,
                 "response": {"content": scan.content, "finish_reason": scan.finish_reason},
                 "metadata": {"tokens_used": total.unwrap_or(0), "latency_ms": latency_ms, "model_group": model_group},
-            });
-            (final_event, written)
+            })
         }
-        other => {
-            let error = match other {
-                Some(Streamed {
-                    error: Some(error), ..
-                }) => error.clone(),
-                _ => last_error.clone(),
-            };
-            let result = CallResult {
-                status: CallStatus::Failed,
-                model_used: None,
-                response_content: None,
-                finish_reason: None,
-                response: None,
-                prompt_tokens: None,
-                completion_tokens: None,
-                total_tokens: None,
-                cost_micro_usd: None,
-                latency_ms,
-                error: Some(&error),
-            };
-            let written = write(&state, &call, &attempts, &result).await;
-            (
-                json!({"call_id": call.call_id, "error": format!("LLM call failed: {error}")}),
-                written,
-            )
+        Some(error) => {
+            write(&state, &call, &attempts, &failed(&error, latency_ms)).await;
+            json!({"call_id": call.call_id, "error": format!("LLM call failed: {error}")})
         }
     };
-    if let Some(tx) = started_tx.take() {
-        // Nothing was streamed: the request answers 502 instead of an event stream.
-        let _ = tx.send(Err(last_error));
-        return;
-    }
-    if !result_written {
-        tracing::warn!(call_id = %call.call_id, "streamed call's result was not recorded by this process");
-    }
     let _ = events.send(event(&final_event)).await;
     let _ = events.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+}
+
+/// The result of a call no model served.
+fn failed(error: &str, latency_ms: i64) -> CallResult<'_> {
+    CallResult {
+        status: CallStatus::Failed,
+        model_used: None,
+        response_content: None,
+        finish_reason: None,
+        response: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        total_tokens: None,
+        cost_micro_usd: None,
+        latency_ms,
+        error: Some(error),
+    }
 }
 
 /// Writes the attempts and the result under the call's lease (settling the job if it waits).
@@ -294,10 +228,15 @@ async fn write(
     call: &ClaimedCall,
     attempts: &[AttemptRecord],
     result: &CallResult<'_>,
-) -> bool {
+) {
     record_metrics(&call.model_group, attempts, result.status);
-    record_result(&state.db, call, attempts, result).await.unwrap_or_else(|e| {
-        tracing::error!(call_id = %call.call_id, error = %e, "could not record streamed call; its lease will expire and a worker re-runs it");
-        false
-    })
+    match record_result(&state.db, call, attempts, result).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(call_id = %call.call_id, "streamed call's result was not recorded by this process");
+        }
+        Err(e) => {
+            tracing::error!(call_id = %call.call_id, error = %e, "could not record streamed call; its lease will expire and a worker re-runs it");
+        }
+    }
 }

@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use saasllm_worker::upstream::reported_cost;
+use saasllm_worker::reported_cost;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -311,7 +311,7 @@ async fn chat_completions(
         config,
         price,
     };
-    let sent = state.upstream.post(&Value::Object(request)).await;
+    let sent = state.engine.upstream().post(&Value::Object(request)).await;
     let response = match sent {
         Ok(response) => response,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! The whole data plane for a test: API, worker(s) on the test's own queue, and a fake upstream.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, Response};
@@ -8,8 +9,7 @@ use saasllm_api::startup::ApiSettings;
 use saasllm_fake_llm::FakeLlm;
 use saasllm_shared::config::{LlmConfig, RedisConfig};
 use saasllm_shared::redis_conn::RedisHandle;
-use saasllm_worker::WorkerOptions;
-use saasllm_worker::upstream::Upstream;
+use saasllm_worker::{Upstream, WorkerOptions};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -98,6 +98,9 @@ pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
             timeout_secs: options.llm_timeout_secs,
         },
         webhook_targets: options.worker_options.webhook_targets(),
+        // The API streams job calls with the workers' retries and cooldown settings.
+        upstream_retry: options.worker_options.retry_policy(),
+        model_cooldowns: Arc::new(options.worker_options.cooldowns()),
         ..ApiSettings::new(SecretString::from(ADMIN_KEY.to_owned()))
     };
     let app = Application::build_with(
@@ -141,7 +144,7 @@ impl Stack {
         let handle = tokio::spawn(saasllm_worker::run(
             self.app.db.clone(),
             self.redis.clone(),
-            upstream,
+            self.worker_options.engine(upstream),
             self.worker_options.clone(),
             cancel.clone(),
         ));
