@@ -49,6 +49,10 @@ pub struct DrainRun {
     pub drain_secs: f64,
     pub worker_rss_peak_mib: f64,
     pub cpu: Vec<(&'static str, f64)>,
+    /// Mean calls per claim statement (calls claimed together share their `started_at`).
+    pub claim_batch_mean: f64,
+    /// Mean results per commit (results written together share their `finished_at`).
+    pub result_group_mean: f64,
 }
 
 impl DrainRun {
@@ -71,6 +75,8 @@ impl DrainRun {
             "calls_per_sec_per_worker": self.per_worker_per_sec(),
             "worker_rss_peak_mib": self.worker_rss_peak_mib,
             "cpu_cores": cpu_json(&self.cpu),
+            "claim_batch_mean": self.claim_batch_mean,
+            "result_group_mean": self.result_group_mean,
         })
     }
 }
@@ -192,9 +198,12 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
             p.stop().await;
         }
 
-        let (succeeded, total, drain_secs): (i64, i64, Option<f64>) = sqlx::query_as(
+        // A statement's `now()` is its transaction's start: the calls of one claim share their
+        // `started_at`, the results of one commit their `finished_at`.
+        let (succeeded, total, drain_secs, claims, commits): (i64, i64, Option<f64>, i64, i64) = sqlx::query_as(
             "select count(*) filter (where status = 'succeeded'), count(*), \
-                    extract(epoch from max(finished_at) - min(started_at))::float8 \
+                    extract(epoch from max(finished_at) - min(started_at))::float8, \
+                    count(distinct (worker_id, started_at)), count(distinct (worker_id, finished_at)) \
              from llm_calls where job_id = any($1::uuid[])",
         )
         .bind(&jobs)
@@ -214,6 +223,8 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
             drain_secs: drain_secs.context("no call has start and finish times")?,
             worker_rss_peak_mib: worker_rss_peak_kib as f64 / 1024.0,
             cpu,
+            claim_batch_mean: total as f64 / claims.max(1) as f64,
+            result_group_mean: total as f64 / commits.max(1) as f64,
         });
     }
     db.close().await?;

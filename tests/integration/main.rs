@@ -16,6 +16,7 @@ mod idempotency;
 mod job_races;
 mod jobs;
 mod ledger_model;
+mod lock_order;
 mod model_groups;
 mod nul_bytes;
 mod openai;

@@ -32,6 +32,16 @@ pub struct WorkerOptions {
         default_value_t = 32
     )]
     pub batch_size: usize,
+    /// Milliseconds a saturated worker process waits for more of its slots to free up before it
+    /// claims a smaller batch. Slots already free are taken at once, so this delays nothing on
+    /// a worker with room to spare; on a busy one it trades a few milliseconds per call for
+    /// fewer, larger claims (fewer commits). 0 claims whatever is free at once.
+    #[arg(
+        long = "worker-claim-wait-ms",
+        env = "WORKER_CLAIM_WAIT_MS",
+        default_value_t = 3
+    )]
+    pub claim_wait_ms: u64,
     /// Lease of a running call, in seconds; renewed while it runs. A call whose worker dies is
     /// re-queued once its lease has expired.
     #[arg(

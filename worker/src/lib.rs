@@ -90,6 +90,7 @@ pub async fn run(
             lease: options.lease(),
             concurrency,
             batch_size,
+            claim_wait: Duration::from_millis(options.claim_wait_ms),
         },
         in_flight.clone(),
     );

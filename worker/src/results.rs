@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{Attempt, ClaimedCall};
@@ -19,6 +20,17 @@ use crate::engine::{AttemptRecord, OwnedResult};
 /// Writers committing at the same time: a second one gathers the next group while the first
 /// waits for its commit.
 const WRITERS: usize = 2;
+
+/// Pauses before each new try of a group whose write failed. The calls keep their leases
+/// meanwhile (they stay in flight), so a PostgreSQL hiccup (a restart, a dropped connection, a
+/// statement chosen as a deadlock victim) costs a delay, not a second run of every call in the
+/// group once their leases lapse.
+const RETRY_PAUSES: [Duration; 4] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
 
 /// A result waiting to be written.
 struct Pending {
@@ -84,7 +96,13 @@ async fn write_groups(
                 return;
             }
         }
-        let outcome = write_group(&db, &group).await;
+        let mut outcome = write_group(&db, &group).await;
+        for pause in RETRY_PAUSES {
+            let Err(e) = &outcome else { break };
+            tracing::warn!(error = %e, calls = group.len(), ?pause, "could not write results; trying again");
+            tokio::time::sleep(pause).await;
+            outcome = write_group(&db, &group).await;
+        }
         for pending in group {
             let answer = match &outcome {
                 Ok(written) => Ok(written.contains(&pending.call.call_id)),
@@ -116,6 +134,9 @@ async fn write_group(db: &PgPool, group: &[Pending]) -> sqlx::Result<HashSet<Uui
     // connection each time it goes back to the pool.
     let mut conn = db.acquire().await?;
     let written = db::claims::finish_many(&mut *conn, &finished).await?;
+    // Their ratio is the mean group committed: how well commits are shared.
+    metrics::counter!("worker_result_commits_total").increment(1);
+    metrics::counter!("worker_results_written_total").increment(written.len() as u64);
     // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
     crate::fault::crash_point(crate::fault::AFTER_COMMIT);
     let mut jobs: Vec<Uuid> = written.iter().map(|w| w.job_id).collect();

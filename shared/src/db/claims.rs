@@ -2,6 +2,12 @@
 //! one statement, and many results written in one statement (one commit). Each call keeps its
 //! own fencing token: a result is written only under the lease it was claimed with, so a worker
 //! whose lease expired (its call handed to another worker) still cannot change the call.
+//!
+//! Every statement here that changes several calls first locks them in `call_id` order (the
+//! `locked` step). Without it each statement locks rows in whatever order its plan visits them,
+//! and two statements over the same calls in different orders (a lease extension and a group of
+//! results, say) deadlock: PostgreSQL then aborts one of them, and an aborted group of results
+//! meant calls run again once their leases lapsed.
 
 use sqlx::PgExecutor;
 use uuid::Uuid;
@@ -24,7 +30,10 @@ pub async fn claim_many(
     sqlx::query_as(
         "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
              lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
-         where call_id = any($1) and status = 'queued'
+         where call_id in (
+             select call_id from llm_calls where call_id = any($1) and status = 'queued'
+             order by call_id for update)
+           and status = 'queued'
          returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish,
              (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
               from model_group_models m where m.model_group_id = llm_calls.model_group_id) as models",
@@ -48,9 +57,12 @@ pub async fn extend_leases(
     }
     let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
     sqlx::query_scalar(
-        "update llm_calls c set lease_expires_at = now() + make_interval(secs => $3)
+        "with locked as materialized (
+             select call_id from llm_calls where call_id = any($1) order by call_id for update)
+         update llm_calls c set lease_expires_at = now() + make_interval(secs => $3)
          from unnest($1::uuid[], $2::int8[]) as held(call_id, lease_token)
          where c.call_id = held.call_id and c.lease_token = held.lease_token and c.status = 'running'
+           and c.call_id in (select call_id from locked)
          returning c.call_id",
     )
     .bind(&ids)
@@ -72,10 +84,13 @@ pub async fn release_unstarted(
     }
     let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
     let result = sqlx::query(
-        "update llm_calls c set status = 'queued', worker_id = null, lease_expires_at = null,
+        "with locked as materialized (
+             select call_id from llm_calls where call_id = any($1) order by call_id for update)
+         update llm_calls c set status = 'queued', worker_id = null, lease_expires_at = null,
              enqueued_at = '-infinity'
          from unnest($1::uuid[], $2::int8[]) as held(call_id, lease_token)
-         where c.call_id = held.call_id and c.lease_token = held.lease_token and c.status = 'running'",
+         where c.call_id = held.call_id and c.lease_token = held.lease_token and c.status = 'running'
+           and c.call_id in (select call_id from locked)",
     )
     .bind(&ids)
     .bind(&tokens)
@@ -123,6 +138,8 @@ pub async fn finish_many(
                  $7::jsonb[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::bool[])
              as t(call_id, lease_token, status, model_used, response_content, finish_reason, response,
                   prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, latency_ms, error, notify)
+         ), locked as materialized (
+             select call_id from llm_calls where call_id = any($1) order by call_id for update
          ), written as (
              update llm_calls c set status = i.status, model_used = i.model_used,
                  response_content = i.response_content, finish_reason = i.finish_reason, response = i.response,
@@ -131,6 +148,7 @@ pub async fn finish_many(
                  error = i.error, finished_at = now(), lease_expires_at = null
              from input i
              where c.call_id = i.call_id and c.lease_token = i.lease_token and c.status = 'running'
+               and c.call_id in (select call_id from locked)
              returning c.call_id, c.job_id, c.lease_token, i.notify
          ), attempts as (
              insert into llm_call_attempts (call_id, lease_token, model_name, http_status, outcome, latency_ms, error)

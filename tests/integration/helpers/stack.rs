@@ -58,6 +58,7 @@ pub fn test_worker_options() -> WorkerOptions {
     WorkerOptions {
         concurrency: 16,
         batch_size: 8,
+        claim_wait_ms: 3,
         lease_secs: 5,
         reconcile_interval_secs: 1,
         reconcile_grace_secs: 3,

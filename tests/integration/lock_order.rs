@@ -1,0 +1,169 @@
+//! A worker's statements over many calls (claims, lease extensions, groups of results) lock the
+//! calls in one order, so that two of them over the same calls never deadlock. A deadlock makes
+//! PostgreSQL abort one statement; when that was a group of results, every call of the group ran
+//! a second time after its lease lapsed.
+
+use futures::future::join_all;
+use saasllm_shared::db::calls::{self, CallResult, ClaimedCall, Insertion, NewCall};
+use saasllm_shared::db::claims::{self, Finished};
+use saasllm_shared::db::jobs::{self, NewJob};
+use saasllm_shared::domain::status::CallStatus;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::app::spawn_app;
+
+const CALLS: usize = 64;
+const ROUNDS: usize = 60;
+
+/// `CALLS` calls of one job, claimed by one worker.
+async fn running_calls(db: &PgPool) -> Vec<ClaimedCall> {
+    let app = spawn_app(db.clone()).await;
+    app.team_with_key("team_locks", 5).await;
+    let model_group_id: Uuid = sqlx::query_scalar(
+        "select model_group_id from model_groups where group_name = 'ChatAgent'",
+    )
+    .fetch_one(db)
+    .await
+    .expect("group");
+    let mut tx = db.begin().await.expect("begin");
+    let job = jobs::insert_holding_credit(
+        &mut *tx,
+        &NewJob {
+            team_id: "team_locks",
+            user_id: None,
+            job_type: "locks",
+            metadata: &json!({}),
+            ttl_secs: 3_600,
+            callback: None,
+        },
+    )
+    .await
+    .expect("job")
+    .expect("credit held");
+    let request = json!({"messages": [{"role": "user", "content": "hello"}]});
+    let mut ids = Vec::new();
+    for _ in 0..CALLS {
+        let call = NewCall {
+            job_id: job.job_id,
+            team_id: "team_locks",
+            model_group_id,
+            model_group: "ChatAgent",
+            purpose: None,
+            request: &request,
+            request_id: None,
+            custom_id: None,
+            notify_on_finish: false,
+        };
+        match calls::insert_into_open_job(&mut *tx, &call)
+            .await
+            .expect("insert")
+        {
+            Insertion::Inserted(call_id) => ids.push(call_id),
+            other => panic!("call not inserted: {other:?}"),
+        }
+    }
+    tx.commit().await.expect("commit");
+    let claimed = claims::claim_many(db, &ids, "worker-locks", 600.0)
+        .await
+        .expect("claim");
+    assert_eq!(claimed.len(), CALLS);
+    claimed
+}
+
+/// Extends the leases `ROUNDS` times, the calls listed in the given order.
+async fn extend_in_order(db: &PgPool, leases: Vec<(Uuid, i64)>) -> Result<(), String> {
+    for _ in 0..ROUNDS {
+        let kept = claims::extend_leases(db, &leases, 600.0)
+            .await
+            .map_err(|e| e.to_string())?;
+        if kept.len() != leases.len() {
+            return Err(format!("{} of {} leases kept", kept.len(), leases.len()));
+        }
+    }
+    Ok(())
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn lease_extensions_and_results_over_the_same_calls_in_any_order_never_deadlock(db: PgPool) {
+    let claimed = running_calls(&db).await;
+    let ascending: Vec<(Uuid, i64)> = claimed.iter().map(|c| (c.call_id, c.lease_token)).collect();
+    let descending: Vec<(Uuid, i64)> = ascending.iter().rev().copied().collect();
+    // Every other call, then the rest: a third order.
+    let interleaved: Vec<(Uuid, i64)> = ascending
+        .iter()
+        .step_by(2)
+        .chain(ascending.iter().skip(1).step_by(2))
+        .copied()
+        .collect();
+
+    let extensions = join_all([
+        extend_in_order(&db, ascending.clone()),
+        extend_in_order(&db, descending.clone()),
+        extend_in_order(&db, interleaved),
+        extend_in_order(&db, descending),
+    ])
+    .await;
+    for outcome in &extensions {
+        assert_eq!(outcome, &Ok(()), "a lease extension failed");
+    }
+
+    // Results written in reverse order while leases are extended in call order.
+    let result = CallResult {
+        status: CallStatus::Succeeded,
+        model_used: Some("gpt-3.5-turbo"),
+        response_content: Some("hi"),
+        finish_reason: Some("stop"),
+        response: None,
+        prompt_tokens: Some(1),
+        completion_tokens: Some(1),
+        total_tokens: Some(2),
+        cost_micro_usd: Some(10),
+        latency_ms: 5,
+        error: None,
+    };
+    let finished: Vec<Finished<'_>> = claimed
+        .iter()
+        .rev()
+        .map(|call| Finished {
+            call,
+            attempts: &[],
+            result: &result,
+        })
+        .collect();
+    let keep_extending = async {
+        for _ in 0..ROUNDS {
+            if let Err(e) = claims::extend_leases(&db, &ascending, 600.0).await {
+                return Err(e.to_string());
+            }
+        }
+        Ok(())
+    };
+    let write_in_halves = async {
+        let (first, second) = finished.split_at(CALLS / 2);
+        let mut written = claims::finish_many(&db, second)
+            .await
+            .map_err(|e| e.to_string())?;
+        written.extend(
+            claims::finish_many(&db, first)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        Ok::<_, String>(written)
+    };
+    let (extending, written) = futures::join!(keep_extending, write_in_halves);
+    assert_eq!(extending, Ok(()), "a lease extension failed");
+    let written = written.expect("the results were written");
+    assert_eq!(written.len(), CALLS, "every result written under its lease");
+
+    let (succeeded, leased): (i64, i64) = sqlx::query_as(
+        "select count(*) filter (where status = 'succeeded' and finished_at is not null),
+                count(*) filter (where lease_expires_at is not null)
+         from llm_calls where team_id = 'team_locks'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("calls");
+    assert_eq!((succeeded, leased), (CALLS as i64, 0));
+}
