@@ -23,6 +23,7 @@ mod openai;
 mod openapi;
 mod organizations;
 mod queue;
+mod reconciler_turns;
 mod redis_cluster;
 mod request_errors;
 mod resilience;

@@ -36,7 +36,10 @@ use tokio_util::sync::CancellationToken;
 pub use config::{WorkerConfig, WorkerOptions};
 pub use engine::{AttemptRecord, ChainOutcome, Engine, Served, StreamStart, record_metrics};
 pub use executor::{keep_lease, record_result};
-pub use reconciler::{ReconcilerSettings, pass as reconcile_pass};
+pub use reconciler::{
+    ReconcilerSettings, Turn as ReconcilerTurn, pass as reconcile_pass,
+    pass_unless_done as reconcile_unless_done,
+};
 pub use resilience::{Cooldowns, RetryPolicy};
 pub use upstream::{OpenedStream, Upstream, UpstreamError, reported_cost};
 

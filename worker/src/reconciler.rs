@@ -29,7 +29,10 @@ pub struct ReconcilerSettings {
     pub grace: Duration,
 }
 
-/// Runs passes until cancelled.
+/// Runs passes until cancelled. Every worker process runs this loop, and one pass per interval
+/// runs in the whole fleet: a process that finds a pass running, or one started less than an
+/// interval ago, skips its turn. A pass scans every unfinished call, so N workers each running
+/// their own would cost PostgreSQL N times the work for nothing.
 pub async fn run(
     db: PgPool,
     queue: CallQueue,
@@ -43,10 +46,36 @@ pub async fn run(
             () = cancel.cancelled() => return,
             _ = interval.tick() => {}
         }
-        if let Err(e) = pass(&db, &queue, settings).await {
-            tracing::warn!(error = %e, "reconciler pass failed; retrying next interval");
+        match pass_unless_done(&db, &queue, settings).await {
+            Ok(Turn::Ran) | Ok(Turn::Skipped) => {}
+            Err(e) => tracing::warn!(error = %e, "reconciler pass failed; retrying next interval"),
         }
     }
+}
+
+/// Whether a process ran the fleet's pass or left it to another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    Ran,
+    Skipped,
+}
+
+/// Runs a pass unless another process is running one or started one within most of an
+/// interval (the margin keeps a fleet's passes about an interval apart despite timer jitter).
+pub async fn pass_unless_done(
+    db: &PgPool,
+    queue: &CallQueue,
+    settings: ReconcilerSettings,
+) -> anyhow::Result<Turn> {
+    let mut turn = db.begin().await?;
+    let gap = settings.interval.as_secs_f64() * 0.8;
+    if !db::claims::start_reconciler_pass(&mut turn, gap).await? {
+        return Ok(Turn::Skipped);
+    }
+    let outcome = pass(db, queue, settings).await;
+    // Ends the turn (the lock goes with the transaction) whatever the pass did.
+    turn.commit().await?;
+    outcome.map(|()| Turn::Ran)
 }
 
 /// One pass: expired leases back to the queue, lost queued calls re-pushed, overdue jobs

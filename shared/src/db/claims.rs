@@ -264,3 +264,30 @@ impl<'a> AttemptColumns<'a> {
         self.errors.push(attempt.error);
     }
 }
+
+/// Arbitrary key of the advisory lock a reconciler pass holds (advisory locks are per database).
+const RECONCILER_LOCK: i64 = 0x5AA5_11A1_0000_0001;
+
+/// Starts a fleet-wide reconciler pass in `tx` if none runs (another process holds the advisory
+/// lock until its transaction ends) and none started in the last `min_gap_secs`. True when the
+/// caller runs the pass; it keeps `tx` open until the pass is done. Never waits for a lock.
+pub async fn start_reconciler_pass(
+    tx: &mut sqlx::PgConnection,
+    min_gap_secs: f64,
+) -> sqlx::Result<bool> {
+    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(RECONCILER_LOCK)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(false);
+    }
+    let started = sqlx::query(
+        "update reconciler_passes set last_started_at = now()
+         where last_started_at <= now() - make_interval(secs => $1)",
+    )
+    .bind(min_gap_secs)
+    .execute(&mut *tx)
+    .await?;
+    Ok(started.rows_affected() == 1)
+}
