@@ -145,6 +145,17 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
         if workers > WORKER_NAMES.len() {
             bail!("at most {} worker processes", WORKER_NAMES.len());
         }
+        // Each drain starts from an empty calls table, so that a later drain does not run over
+        // the earlier one's rows and its dead row versions (measured: the second of two
+        // drains ran 25-30 % slower than the same drain run first, whichever came first).
+        sqlx::query("truncate llm_calls cascade")
+            .execute(&mut db)
+            .await
+            .context("cannot empty the calls of the previous drain")?;
+        sqlx::query("vacuum analyze")
+            .execute(&mut db)
+            .await
+            .context("cannot vacuum the drain database")?;
         let submitted = Instant::now();
         let jobs = submit(setup, &api_url, &key).await?;
         let submit_secs = submitted.elapsed().as_secs_f64();

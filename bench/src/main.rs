@@ -58,6 +58,10 @@ struct Cli {
     /// Calls submitted before each drain (default 100,000, or 2,000 with --smoke).
     #[arg(long)]
     drain_calls: Option<usize>,
+    /// Worker processes of each drain, in order (default 1,2). The drains share a database, so
+    /// a later one runs over the earlier ones' rows: `2,1` shows what that order costs.
+    #[arg(long, value_delimiter = ',')]
+    drain_workers: Option<Vec<usize>>,
     /// PostgreSQL server (without database) where the throwaway database is created.
     #[arg(
         long,
@@ -78,7 +82,7 @@ struct Plan {
     passthrough_concurrency: [usize; 2],
     drain_calls: usize,
     /// Worker processes of each drain.
-    drain_workers: [usize; 2],
+    drain_workers: Vec<usize>,
 }
 
 fn workspace_root() -> PathBuf {
@@ -109,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             lifecycle_concurrency: 4,
             passthrough_concurrency: [1, 4],
             drain_calls: cli.drain_calls.unwrap_or(2_000),
-            drain_workers: [1, 2],
+            drain_workers: cli.drain_workers.clone().unwrap_or_else(|| vec![1, 2]),
         }
     } else {
         Plan {
@@ -119,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
             lifecycle_concurrency: 64,
             passthrough_concurrency: [1, 64],
             drain_calls: cli.drain_calls.unwrap_or(100_000),
-            drain_workers: [1, 2],
+            drain_workers: cli.drain_workers.clone().unwrap_or_else(|| vec![1, 2]),
         }
     };
 

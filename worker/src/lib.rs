@@ -68,7 +68,9 @@ pub async fn run(
     let concurrency = options.concurrency.max(1);
     let batch_size = options.batch_size.clamp(1, concurrency);
     let in_flight = Arc::new(InFlight::default());
-    let (results, writers) = ResultWriter::start(db.clone(), batch_size);
+    // Fetcher, two result writers, lease keeper, and one spare.
+    let batch_db = saasllm_shared::db::batch_pool(&db, 5);
+    let results = ResultWriter::new(batch_db.clone(), db.clone(), batch_size);
     let executor = Arc::new(Executor {
         engine,
         queue: queue.clone(),
@@ -79,7 +81,7 @@ pub async fn run(
 
     let lease_keeper_stop = CancellationToken::new();
     let lease_keeper = tokio::spawn(leases::keep(
-        db.clone(),
+        batch_db.clone(),
         queue.clone(),
         in_flight.clone(),
         options.lease(),
@@ -88,7 +90,7 @@ pub async fn run(
     let backend = CallBackend::start(
         FetchSettings {
             queue: queue.clone(),
-            db: db.clone(),
+            db: batch_db.clone(),
             worker_id: worker_id.clone(),
             lease: options.lease(),
             concurrency,
@@ -148,9 +150,8 @@ pub async fn run(
     lease_keeper_stop.cancel();
     let _ = lease_keeper.await;
     drop(executor);
-    for writer in writers {
-        let _ = writer.await;
-    }
+    // Bounded: after a shutdown timeout a call may still hold a connection.
+    let _ = tokio::time::timeout(Duration::from_secs(5), batch_db.close()).await;
     let _ = reconciler.await;
     // Deliveries in flight end within their request timeout; one cut short is sent again when
     // its claim expires.

@@ -1,10 +1,11 @@
-//! Group commit of finished calls. A worker's calls hand their results to writers that write
-//! whatever has gathered in one statement (one commit): while one commit waits for the disk,
-//! the results finishing meanwhile gather for the next. A lone result is written at once, so an
-//! idle worker adds no delay; a busy one pays one commit per group instead of one per call.
+//! Group commit of finished calls. A finished call hands its result to the writer, which writes
+//! whatever has gathered in one statement (one commit): while one commit waits for the disk, the
+//! results finishing meanwhile gather for the next. The first call to find a writer's place free
+//! writes the group itself, its own result included, so an idle worker adds no hop between tasks
+//! and no delay; a busy one pays one commit per group instead of one per call.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use saasllm_shared::db;
@@ -12,13 +13,13 @@ use saasllm_shared::db::calls::{Attempt, ClaimedCall};
 use saasllm_shared::db::claims::Finished;
 use saasllm_shared::db::jobs::Settlement;
 use sqlx::PgPool;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
 
 use crate::engine::{AttemptRecord, OwnedResult};
 
-/// Writers committing at the same time: a second one gathers the next group while the first
-/// waits for its commit.
+/// Groups committing at the same time: a second one gathers while the first waits for its
+/// commit.
 const WRITERS: usize = 2;
 
 /// Pauses before each new try of a group whose write failed. The calls keep their leases
@@ -40,22 +41,34 @@ struct Pending {
     written: oneshot::Sender<Result<bool, String>>,
 }
 
-/// Hands results to the writers; cheap to clone.
+/// Writes results in groups; cheap to clone.
 #[derive(Clone)]
 pub struct ResultWriter {
-    pending: mpsc::UnboundedSender<Pending>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The worker's connections with cached plans, for the group statement.
+    batch_db: PgPool,
+    /// The process's pool, for settling jobs.
+    db: PgPool,
+    pending: Mutex<VecDeque<Pending>>,
+    /// A permit per group being written.
+    writers: Arc<Semaphore>,
+    max_group: usize,
 }
 
 impl ResultWriter {
-    /// Starts the writers. They stop once every `ResultWriter` is dropped and the last group is
-    /// written.
-    pub fn start(db: PgPool, max_group: usize) -> (Self, Vec<tokio::task::JoinHandle<()>>) {
-        let (pending, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
-        let writers = (0..WRITERS)
-            .map(|_| tokio::spawn(write_groups(db.clone(), receiver.clone(), max_group.max(1))))
-            .collect();
-        (Self { pending }, writers)
+    pub fn new(batch_db: PgPool, db: PgPool, max_group: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                batch_db,
+                db,
+                pending: Mutex::new(VecDeque::new()),
+                writers: Arc::new(Semaphore::new(WRITERS)),
+                max_group: max_group.max(1),
+            }),
+        }
     }
 
     /// Writes a call's attempts and result under its lease, with others finishing at the same
@@ -67,15 +80,25 @@ impl ResultWriter {
         attempts: Vec<AttemptRecord>,
         result: OwnedResult,
     ) -> anyhow::Result<bool> {
+        let call_id = call.call_id;
         let (written, answer) = oneshot::channel();
-        self.pending
-            .send(Pending {
-                call,
-                attempts,
-                result,
-                written,
-            })
-            .map_err(|_| anyhow::anyhow!("result writers have stopped"))?;
+        self.inner.lock().push_back(Pending {
+            call,
+            attempts,
+            result,
+            written,
+        });
+        // A free writer's place: write groups, ours among them, then leave what gathered
+        // meanwhile to a writer of its own. Otherwise a group being written will be followed by
+        // one that takes ours (each writer looks for pending results after it ends).
+        if let Ok(place) = self.inner.writers.clone().try_acquire_owned() {
+            // Only up to our own group: the results behind ours are not this call's to wait for.
+            while let Some(group) = self.inner.take_group_up_to(call_id) {
+                self.inner.write_and_answer(group).await;
+            }
+            drop(place);
+            Inner::hand_on(&self.inner);
+        }
         answer
             .await
             .map_err(|_| anyhow::anyhow!("result writer went away"))?
@@ -83,25 +106,58 @@ impl ResultWriter {
     }
 }
 
-async fn write_groups(
-    db: PgPool,
-    receiver: Arc<Mutex<mpsc::UnboundedReceiver<Pending>>>,
-    max_group: usize,
-) {
-    loop {
-        let mut group = Vec::with_capacity(max_group);
-        {
-            let mut receiver = receiver.lock().await;
-            if receiver.recv_many(&mut group, max_group).await == 0 {
-                return;
-            }
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Pending>> {
+        // Pushes and drains only: a panic elsewhere leaves the queue consistent.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next group, while `call_id` is still pending (not yet taken by any writer).
+    fn take_group_up_to(&self, call_id: Uuid) -> Option<Vec<Pending>> {
+        let mut pending = self.lock();
+        if !pending.iter().any(|p| p.call.call_id == call_id) {
+            return None;
         }
-        let mut outcome = write_group(&db, &group).await;
+        let n = pending.len().min(self.max_group);
+        Some(pending.drain(..n).collect())
+    }
+
+    fn take_group(&self) -> Option<Vec<Pending>> {
+        let mut pending = self.lock();
+        let n = pending.len().min(self.max_group);
+        (n > 0).then(|| pending.drain(..n).collect())
+    }
+
+    /// Results still pending after a writer left get a writer task, if a place is free; if not,
+    /// the writer holding it hands on in turn when it ends.
+    fn hand_on(inner: &Arc<Self>) {
+        if inner.lock().is_empty() {
+            return;
+        }
+        let Ok(place) = inner.writers.clone().try_acquire_owned() else {
+            return;
+        };
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            inner.write_all(place).await;
+        });
+    }
+
+    async fn write_all(self: Arc<Self>, place: OwnedSemaphorePermit) {
+        while let Some(group) = self.take_group() {
+            self.write_and_answer(group).await;
+        }
+        drop(place);
+        Self::hand_on(&self);
+    }
+
+    async fn write_and_answer(&self, group: Vec<Pending>) {
+        let mut outcome = write_group(&self.batch_db, &self.db, &group).await;
         for pause in RETRY_PAUSES {
             let Err(e) = &outcome else { break };
             tracing::warn!(error = %e, calls = group.len(), ?pause, "could not write results; trying again");
             tokio::time::sleep(pause).await;
-            outcome = write_group(&db, &group).await;
+            outcome = write_group(&self.batch_db, &self.db, &group).await;
         }
         for pending in group {
             let answer = match &outcome {
@@ -114,7 +170,11 @@ async fn write_groups(
 }
 
 /// Writes one group in one statement, then settles the jobs found waiting on their calls.
-async fn write_group(db: &PgPool, group: &[Pending]) -> sqlx::Result<HashSet<Uuid>> {
+async fn write_group(
+    batch_db: &PgPool,
+    db: &PgPool,
+    group: &[Pending],
+) -> sqlx::Result<HashSet<Uuid>> {
     let attempts: Vec<Vec<Attempt<'_>>> = group
         .iter()
         .map(|p| p.attempts.iter().map(AttemptRecord::as_row).collect())
@@ -132,7 +192,7 @@ async fn write_group(db: &PgPool, group: &[Pending]) -> sqlx::Result<HashSet<Uui
         .collect();
     // The group and the job check after its commit share one connection: sqlx pings a
     // connection each time it goes back to the pool.
-    let mut conn = db.acquire().await?;
+    let mut conn = batch_db.acquire().await?;
     let written = db::claims::finish_many(&mut *conn, &finished).await?;
     // Their ratio is the mean group committed: how well commits are shared.
     metrics::counter!("worker_result_commits_total").increment(1);

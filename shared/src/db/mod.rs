@@ -62,9 +62,28 @@ pub async fn connect_and_migrate(config: &DatabaseConfig) -> anyhow::Result<PgPo
 
 /// Pool settings shared by the binaries and the tests.
 pub fn pool_options(config: &DatabaseConfig) -> PgPoolOptions {
+    sized_pool_options(config.max_connections).min_connections(1)
+}
+
+/// A worker's own few connections for its statements over many calls at once (claims, lease
+/// extensions, groups of results), to the same database as `db`. Their plans are made once per
+/// connection and kept (`plan_cache_mode = force_generic_plan`): PostgreSQL otherwise plans
+/// each statement with its values every time, and planning these statements of a dozen arrays
+/// took longer than running them (about 0.6 ms of the 1.4 ms a group of results took). The plan
+/// is the same whatever the values: primary-key lookups of the calls listed. The API's own
+/// statements keep the default, where plans made for the values matter (optional filters).
+pub fn batch_pool(db: &PgPool, max_connections: u32) -> PgPool {
+    let options = db
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("plan_cache_mode", "force_generic_plan")]);
+    sized_pool_options(max_connections).connect_lazy_with(options)
+}
+
+fn sized_pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
-        .max_connections(config.max_connections)
-        .min_connections(1)
+        .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
         // sqlx pings every connection before handing it out (and again when it comes back):
         // with the first ping, every statement costs three round trips instead of two. A
