@@ -117,6 +117,14 @@ impl From<sqlx::Error> for ApiError {
             Some("22021" | "22P05") => ApiError::BadRequest(
                 "A string in the request contains a character that cannot be stored (NUL)".into(),
             ),
+            // deadlock_detected, serialization_failure: PostgreSQL rolled the transaction back
+            // because of a concurrent one; nothing was changed and a retry will pass.
+            Some("40P01" | "40001") => {
+                tracing::warn!(error = %error, "transaction rolled back by a concurrent one");
+                ApiError::Unavailable(
+                    "A concurrent change got in the way, nothing was changed; retry".into(),
+                )
+            }
             _ => ApiError::Internal(error.into()),
         }
     }
@@ -207,5 +215,12 @@ mod tests {
         }
         assert_eq!(status_of("57P01"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of("XX000"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_transaction_rolled_back_by_a_concurrent_one_is_a_503_to_retry() {
+        for code in ["40P01", "40001"] {
+            assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");
+        }
     }
 }

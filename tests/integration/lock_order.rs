@@ -17,8 +17,8 @@ use crate::helpers::app::spawn_app;
 const CALLS: usize = 64;
 const ROUNDS: usize = 60;
 
-/// `CALLS` calls of one job, claimed by one worker.
-async fn running_calls(db: &PgPool) -> Vec<ClaimedCall> {
+/// `CALLS` queued calls of one job: the job and the calls.
+async fn queued_calls(db: &PgPool) -> (Uuid, Vec<Uuid>) {
     let app = spawn_app(db.clone()).await;
     app.team_with_key("team_locks", 5).await;
     let model_group_id: Uuid = sqlx::query_scalar(
@@ -65,6 +65,12 @@ async fn running_calls(db: &PgPool) -> Vec<ClaimedCall> {
         }
     }
     tx.commit().await.expect("commit");
+    (job.job_id, ids)
+}
+
+/// `CALLS` calls of one job, claimed by one worker.
+async fn running_calls(db: &PgPool) -> Vec<ClaimedCall> {
+    let (_, ids) = queued_calls(db).await;
     let claimed = claims::claim_many(db, &ids, "worker-locks", 600.0)
         .await
         .expect("claim");

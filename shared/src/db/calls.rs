@@ -229,11 +229,15 @@ pub async fn totals_for_job(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Resu
 }
 
 /// Cancels a job's queued calls (they will never run; their queue entries are dropped by the
-/// claim) and notifies waiters; returns how many.
+/// claim) and notifies waiters; returns how many. The calls are locked in `call_id` order, as a
+/// worker's batch claim locks them, so the two cannot deadlock.
 pub async fn cancel_queued(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<u64> {
     let cancelled: Vec<(Uuid, bool)> = sqlx::query_as(
         "update llm_calls set status = 'cancelled', error = 'job cancelled', finished_at = now()
-         where job_id = $1 and status = 'queued'
+         where call_id in (
+             select call_id from llm_calls where job_id = $1 and status = 'queued'
+             order by call_id for update)
+           and status = 'queued'
          returning call_id, notify_on_finish",
     )
     .bind(job_id)
