@@ -43,6 +43,7 @@ pub struct Claimed {
 }
 
 /// What the fetcher needs.
+#[derive(Clone)]
 pub struct FetchSettings {
     pub queue: CallQueue,
     pub db: PgPool,

@@ -52,6 +52,11 @@ impl InFlight {
         }
     }
 
+    /// How many calls are held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
     /// The leases held `(call, token)` and the team slots held `(team, member)`.
     fn snapshot(&self) -> (Vec<(Uuid, i64)>, Vec<TeamSlot>) {
         let calls = self.lock();

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use apalis::prelude::WorkerBuilderExt;
 use apalis_core::error::BoxDynError;
+use apalis_core::monitor::Monitor;
 use apalis_core::task::Task;
 use apalis_core::worker::builder::WorkerBuilder;
 use saasllm_shared::queue::CallQueue;
@@ -87,25 +88,34 @@ pub async fn run(
         options.lease(),
         lease_keeper_stop.clone(),
     ));
-    let backend = CallBackend::start(
-        FetchSettings {
-            queue: queue.clone(),
-            db: batch_db.clone(),
-            worker_id: worker_id.clone(),
-            lease: options.lease(),
-            concurrency,
-            batch_size,
-            claim_wait: Duration::from_millis(options.claim_wait_ms),
-        },
-        in_flight.clone(),
-    );
-    let worker = WorkerBuilder::new(worker_id.as_str())
-        .backend(backend)
-        .concurrency(concurrency)
-        .enable_tracing()
-        .build(CallService {
-            executor: executor.clone(),
-        });
+    let fetch_settings = FetchSettings {
+        queue: queue.clone(),
+        db: batch_db.clone(),
+        worker_id: worker_id.clone(),
+        lease: options.lease(),
+        concurrency,
+        batch_size,
+        claim_wait: Duration::from_millis(options.claim_wait_ms),
+    };
+    // apalis's monitor runs the worker and stops it gracefully; the factory would also rebuild
+    // it, but the backend never fails (it retries Redis and PostgreSQL itself).
+    let monitor = {
+        let (executor, in_flight) = (executor.clone(), in_flight.clone());
+        Monitor::new()
+            .shutdown_timeout(Duration::from_secs(options.shutdown_timeout_secs))
+            .register(move |_restarts| {
+                WorkerBuilder::new(fetch_settings.worker_id.as_str())
+                    .backend(CallBackend::start(
+                        fetch_settings.clone(),
+                        in_flight.clone(),
+                    ))
+                    .concurrency(concurrency)
+                    .enable_tracing()
+                    .build(CallService {
+                        executor: executor.clone(),
+                    })
+            })
+    };
 
     let reconciler = tokio::spawn(reconciler::run(
         db.clone(),
@@ -132,20 +142,17 @@ pub async fn run(
             Ok::<(), std::io::Error>(())
         }
     };
-    let shutdown_timeout = Duration::from_secs(options.shutdown_timeout_secs);
-    let deadline = async {
-        cancel.cancelled().await;
-        tokio::time::sleep(shutdown_timeout).await;
-    };
-    tokio::select! {
-        outcome = worker.run_until(stop_signal) => {
-            if let Err(e) = outcome {
-                tracing::error!(error = %e, "worker ended with an error");
-            }
-        }
-        () = deadline => tracing::warn!(
+    // Returns once every call has finished, or at the shutdown timeout: calls still running
+    // then are re-queued when their lease expires.
+    if let Err(e) = monitor.run_with_signal(stop_signal).await {
+        tracing::error!(error = %e, "worker ended with an error");
+    }
+    let unfinished = in_flight.len();
+    if unfinished > 0 {
+        tracing::warn!(
+            unfinished,
             "shutdown timeout reached; unfinished calls will be re-queued when their lease expires"
-        ),
+        );
     }
     lease_keeper_stop.cancel();
     let _ = lease_keeper.await;
