@@ -176,9 +176,14 @@ def main() -> int:
         f"select status, model_used, cost_micro_usd from llm_calls where call_id = '{call_id}'")
     attempts = sql(f"select model_name, http_status, outcome from llm_call_attempts "
                    f"where call_id = '{call_id}' order by attempt_id")
-    check("streamed call fell back from broken-model to gpt-4o-mini",
+    # The streamed call runs the same chain as a worker's, in the same process and with the same
+    # cooldown table: the call above left broken-model with 3 failures in a row, so this call's
+    # first failure (the 4th) is retried and its second (the 5th, MODEL_COOLDOWN_FAILURES) puts
+    # the model in cooldown, so the call falls back at once.
+    check("streamed call retried broken-model, then fell back to gpt-4o-mini",
           (status, model_used) == ("succeeded", "gpt-4o-mini")
-          and attempts == [["broken-model", "500", "fallback"], ["gpt-4o-mini", "200", "succeeded"]],
+          and attempts == [["broken-model", "500", "retry"], ["broken-model", "500", "fallback"],
+                           ["gpt-4o-mini", "200", "succeeded"]],
           (status, model_used, attempts))
     reported, usage = direct_stream_cost({"model": "gpt-4o-mini", "messages": stream_messages})
     check("streamed call cost == LiteLLM's usage.cost", int(cost) == micro_usd(reported) > 0, (cost, reported))
