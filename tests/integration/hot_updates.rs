@@ -4,13 +4,12 @@
 //! `pg_stat_xact_user_tables`.
 
 use saasllm_shared::db::calls::{self, CallResult, Insertion, NewCall};
-use saasllm_shared::db::jobs::{self, NewJob};
+use saasllm_shared::db::jobs;
 use saasllm_shared::domain::status::{CallStatus, JobStatus};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
-use uuid::Uuid;
 
-use crate::helpers::app::spawn_app;
+use crate::helpers::app::{job_holding_credit, team_with_chat_group};
 
 /// Updates of `table` in the current transaction: (all, HOT).
 async fn updates_in_transaction(conn: &mut PgConnection, table: &str) -> (i64, i64) {
@@ -24,35 +23,11 @@ async fn updates_in_transaction(conn: &mut PgConnection, table: &str) -> (i64, i
     .expect("table statistics")
 }
 
-/// A team with credit and access to the `ChatAgent` group, set up through the API; returns the
-/// group's id.
-async fn team_with_group(db: &PgPool, team_id: &str) -> Uuid {
-    let app = spawn_app(db.clone()).await;
-    app.team_with_key(team_id, 5).await;
-    sqlx::query_scalar("select model_group_id from model_groups where group_name = 'ChatAgent'")
-        .fetch_one(db)
-        .await
-        .expect("group")
-}
-
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPool) {
-    let model_group_id = team_with_group(&db, "team_hot").await;
+    let model_group_id = team_with_chat_group(&db, "team_hot").await;
     let mut tx = db.begin().await.expect("begin");
-    let job = jobs::insert_holding_credit(
-        &mut *tx,
-        &NewJob {
-            team_id: "team_hot",
-            user_id: None,
-            job_type: "hot",
-            metadata: &json!({}),
-            ttl_secs: 3_600,
-            callback: None,
-        },
-    )
-    .await
-    .expect("job")
-    .expect("credit held");
+    let job = job_holding_credit(&mut *tx, "team_hot", "hot").await;
     let request = json!({"messages": [{"role": "user", "content": "hello"}]});
     let insertion = calls::insert_into_open_job(
         &mut *tx,
@@ -157,21 +132,8 @@ async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPoo
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_call_has_a_finish_time_exactly_when_finished(db: PgPool) {
-    let model_group_id = team_with_group(&db, "team_fin").await;
-    let job = jobs::insert_holding_credit(
-        &db,
-        &NewJob {
-            team_id: "team_fin",
-            user_id: None,
-            job_type: "hot",
-            metadata: &json!({}),
-            ttl_secs: 3_600,
-            callback: None,
-        },
-    )
-    .await
-    .expect("job")
-    .expect("credit held");
+    let model_group_id = team_with_chat_group(&db, "team_fin").await;
+    let job = job_holding_credit(&db, "team_fin", "hot").await;
     let request = json!({"messages": [{"role": "user", "content": "hello"}]});
     let Insertion::Inserted(call_id) = calls::insert_into_open_job(
         &db,

@@ -6,42 +6,21 @@
 use futures::future::join_all;
 use saasllm_shared::db::calls::{self, CallResult, ClaimedCall, Insertion, NewCall};
 use saasllm_shared::db::claims::{self, Finished};
-use saasllm_shared::db::jobs::{self, NewJob};
 use saasllm_shared::domain::status::CallStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::app::spawn_app;
+use crate::helpers::app::{job_holding_credit, team_with_chat_group};
 
 const CALLS: usize = 64;
 const ROUNDS: usize = 60;
 
 /// `CALLS` queued calls of one job: the job and the calls.
 async fn queued_calls(db: &PgPool) -> (Uuid, Vec<Uuid>) {
-    let app = spawn_app(db.clone()).await;
-    app.team_with_key("team_locks", 5).await;
-    let model_group_id: Uuid = sqlx::query_scalar(
-        "select model_group_id from model_groups where group_name = 'ChatAgent'",
-    )
-    .fetch_one(db)
-    .await
-    .expect("group");
+    let model_group_id = team_with_chat_group(db, "team_locks").await;
     let mut tx = db.begin().await.expect("begin");
-    let job = jobs::insert_holding_credit(
-        &mut *tx,
-        &NewJob {
-            team_id: "team_locks",
-            user_id: None,
-            job_type: "locks",
-            metadata: &json!({}),
-            ttl_secs: 3_600,
-            callback: None,
-        },
-    )
-    .await
-    .expect("job")
-    .expect("credit held");
+    let job = job_holding_credit(&mut *tx, "team_locks", "locks").await;
     let request = json!({"messages": [{"role": "user", "content": "hello"}]});
     let mut ids = Vec::new();
     for _ in 0..CALLS {

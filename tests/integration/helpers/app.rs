@@ -284,3 +284,36 @@ pub async fn assert_not_stored(db: &PgPool, text: &str) {
         assert_eq!(hits, 0, "'{text}' is stored in table {table}");
     }
 }
+
+/// A team with credit and access to the `ChatAgent` group, set up through the API; returns the
+/// group's id. For tests of the data layer, which then write jobs and calls directly.
+pub async fn team_with_chat_group(db: &PgPool, team_id: &str) -> uuid::Uuid {
+    let app = spawn_app(db.clone()).await;
+    app.team_with_key(team_id, 5).await;
+    sqlx::query_scalar("select model_group_id from model_groups where group_name = 'ChatAgent'")
+        .fetch_one(db)
+        .await
+        .expect("group")
+}
+
+/// An open job of `team_id` holding one credit, written directly.
+pub async fn job_holding_credit(
+    db: impl sqlx::PgExecutor<'_>,
+    team_id: &str,
+    job_type: &str,
+) -> saasllm_shared::db::jobs::JobRow {
+    saasllm_shared::db::jobs::insert_holding_credit(
+        db,
+        &saasllm_shared::db::jobs::NewJob {
+            team_id,
+            user_id: None,
+            job_type,
+            metadata: &json!({}),
+            ttl_secs: 3_600,
+            callback: None,
+        },
+    )
+    .await
+    .expect("job")
+    .expect("credit held")
+}
