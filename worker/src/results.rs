@@ -93,7 +93,7 @@ impl ResultWriter {
         // one that takes ours (each writer looks for pending results after it ends).
         if let Ok(place) = self.inner.writers.clone().try_acquire_owned() {
             // Only up to our own group: the results behind ours are not this call's to wait for.
-            while let Some(group) = self.inner.take_group_up_to(call_id) {
+            while let Some(group) = self.inner.take_group(Some(call_id)) {
                 self.inner.write_and_answer(group).await;
             }
             drop(place);
@@ -112,18 +112,13 @@ impl Inner {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The next group, while `call_id` is still pending (not yet taken by any writer).
-    fn take_group_up_to(&self, call_id: Uuid) -> Option<Vec<Pending>> {
+    /// The next group; with `ours`, only while that call is still pending (not yet taken by
+    /// any writer).
+    fn take_group(&self, ours: Option<Uuid>) -> Option<Vec<Pending>> {
         let mut pending = self.lock();
-        if !pending.iter().any(|p| p.call.call_id == call_id) {
+        if ours.is_some_and(|id| !pending.iter().any(|p| p.call.call_id == id)) {
             return None;
         }
-        let n = pending.len().min(self.max_group);
-        Some(pending.drain(..n).collect())
-    }
-
-    fn take_group(&self) -> Option<Vec<Pending>> {
-        let mut pending = self.lock();
         let n = pending.len().min(self.max_group);
         (n > 0).then(|| pending.drain(..n).collect())
     }
@@ -144,7 +139,7 @@ impl Inner {
     }
 
     async fn write_all(self: Arc<Self>, place: OwnedSemaphorePermit) {
-        while let Some(group) = self.take_group() {
+        while let Some(group) = self.take_group(None) {
             self.write_and_answer(group).await;
         }
         drop(place);
