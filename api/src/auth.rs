@@ -6,7 +6,6 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::status::TeamStatus;
@@ -77,7 +76,10 @@ pub fn team_not_found(team_id: &str) -> ApiError {
 /// up its `Idempotency-Key`: a request with a missing, unknown or revoked key, or a suspended
 /// team's key, is answered 401/403 at once, so an unauthenticated client can neither make the
 /// server buffer a large body nor reach a stored response. The caller is put in the request's
-/// extensions for the extractors below (one key lookup per request).
+/// extensions for the extractors below (one key lookup per request, usually from the cache).
+/// Only the admin changes keys, teams and grants: after the admin's successful change, this
+/// process's cache is dropped before the response leaves, so the admin's next request here
+/// sees the change; other processes hear of it from PostgreSQL.
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let openai = path.starts_with("/v1/");
@@ -89,8 +91,13 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     let (mut parts, body) = request.into_parts();
     match Caller::authenticate(&parts, &state).await {
         Ok(caller) => {
+            let admin_change = matches!(caller, Caller::Admin) && !parts.method.is_safe();
             parts.extensions.insert(caller);
-            next.run(Request::from_parts(parts, body)).await
+            let response = next.run(Request::from_parts(parts, body)).await;
+            if admin_change && response.status().is_success() {
+                state.directory.forget_all();
+            }
+            response
         }
         Err(error) if openai => crate::routes::openai::OpenAiError::from(error).into_response(),
         Err(error) => error.into_response(),
@@ -121,7 +128,9 @@ impl Caller {
         if bool::from(presented_hash.ct_eq(&state.settings.admin_key_hash)) {
             return Ok(Caller::Admin);
         }
-        let owner = db::keys::find_owner(&state.db, &presented_hash)
+        let owner = state
+            .directory
+            .owner(&presented_hash)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
         if owner.status == TeamStatus::Suspended {

@@ -1,7 +1,9 @@
 //! The SaaS LiteLLM HTTP API as a library, so that `main.rs` stays thin and tests can start it.
 
 pub mod auth;
+pub mod budget;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod idempotency;

@@ -1,6 +1,8 @@
 //! Wakes requests waiting for a call to finish or a job to settle. Workers `pg_notify` in the
 //! transaction that writes the result, so a notification arrives exactly when the row is
-//! visible; one LISTEN connection per API process dispatches them to waiters by id.
+//! visible; one LISTEN connection per API process dispatches them to waiters by id. The same
+//! connection carries the cache's change notices and other processes' requests for parked
+//! budget.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +11,9 @@ use std::time::Duration;
 
 use saasllm_shared::db::calls::CALL_FINISHED_CHANNEL;
 use saasllm_shared::db::jobs::JOB_SETTLED_CHANNEL;
+
+use crate::budget::{BUDGET_RECLAIM_CHANNEL, Budgets};
+use crate::directory::{DIRECTORY_CHANNEL, Directory};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio::sync::oneshot;
@@ -56,9 +61,14 @@ impl Drop for Waiter<'_> {
 
 impl Notifier {
     /// Starts the listener task and returns the shared notifier.
-    pub fn start(db: PgPool) -> Arc<Self> {
+    pub fn start(db: PgPool, directory: Arc<Directory>, budgets: Arc<Budgets>) -> Arc<Self> {
         let notifier = Arc::new(Self::default());
-        tokio::spawn(listen(db, Arc::clone(&notifier)));
+        let subscribers = Subscribers {
+            notifier: Arc::clone(&notifier),
+            directory,
+            budgets,
+        };
+        tokio::spawn(listen(db, subscribers));
         notifier
     }
 
@@ -111,7 +121,42 @@ impl Notifier {
     }
 }
 
-async fn listen(db: PgPool, notifier: Arc<Notifier>) {
+/// Who the listener serves.
+struct Subscribers {
+    notifier: Arc<Notifier>,
+    directory: Arc<Directory>,
+    budgets: Arc<Budgets>,
+}
+
+impl Subscribers {
+    /// After (re)connecting, anything may have been missed: waiters re-read the database and the
+    /// cache starts over.
+    fn missed_some(&self) {
+        self.notifier.wake_all();
+        self.directory.forget_all();
+    }
+
+    fn deliver(&self, channel: &str, payload: &str) {
+        match channel {
+            DIRECTORY_CHANNEL => self.directory.changed(payload),
+            BUDGET_RECLAIM_CHANNEL => self.budgets.give_back(payload),
+            CALL_FINISHED_CHANNEL | JOB_SETTLED_CHANNEL => {
+                let Ok(id) = payload.parse::<Uuid>() else {
+                    return;
+                };
+                let registry = if channel == CALL_FINISHED_CHANNEL {
+                    &self.notifier.calls
+                } else {
+                    &self.notifier.jobs
+                };
+                Notifier::wake(registry, id);
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn listen(db: PgPool, subscribers: Subscribers) {
     loop {
         if db.is_closed() {
             return;
@@ -125,14 +170,19 @@ async fn listen(db: PgPool, notifier: Arc<Notifier>) {
             }
         };
         if let Err(e) = listener
-            .listen_all([CALL_FINISHED_CHANNEL, JOB_SETTLED_CHANNEL])
+            .listen_all([
+                CALL_FINISHED_CHANNEL,
+                JOB_SETTLED_CHANNEL,
+                DIRECTORY_CHANNEL,
+                BUDGET_RECLAIM_CHANNEL,
+            ])
             .await
         {
             tracing::warn!(error = %e, "cannot LISTEN; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        notifier.wake_all();
+        subscribers.missed_some();
         loop {
             // The pool closing (process or test shutting down) ends the listener, so that its
             // connection does not hold the database open.
@@ -142,17 +192,10 @@ async fn listen(db: PgPool, notifier: Arc<Notifier>) {
             };
             match received {
                 Ok(Some(notification)) => {
-                    let Ok(id) = notification.payload().parse::<Uuid>() else {
-                        continue;
-                    };
-                    match notification.channel() {
-                        CALL_FINISHED_CHANNEL => Notifier::wake(&notifier.calls, id),
-                        JOB_SETTLED_CHANNEL => Notifier::wake(&notifier.jobs, id),
-                        _ => {}
-                    }
+                    subscribers.deliver(notification.channel(), notification.payload());
                 }
-                // The connection was lost (and is re-made by the next recv): wake everyone.
-                Ok(None) => notifier.wake_all(),
+                // The connection was lost (and is re-made by the next recv).
+                Ok(None) => subscribers.missed_some(),
                 Err(e) => {
                     tracing::warn!(error = %e, "notification listener failed; reconnecting");
                     break;

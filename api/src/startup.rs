@@ -28,7 +28,9 @@ use tower_http::trace::TraceLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth;
+use crate::budget::{Budgets, SliceSettings};
 use crate::config::ApiConfig;
+use crate::directory::Directory;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
 use crate::idempotency;
@@ -61,6 +63,8 @@ pub struct ApiSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// Which callback URLs a job may be created with (`WEBHOOK_ALLOW_PRIVATE_TARGETS`).
     pub webhook_targets: TargetPolicy,
+    /// How the OpenAI-compatible path's budget slices are sized and kept.
+    pub budget_slices: SliceSettings,
 }
 
 impl ApiSettings {
@@ -90,6 +94,7 @@ impl ApiSettings {
             body_read_timeout: Duration::from_secs(30),
             metrics_addr: None,
             webhook_targets: TargetPolicy::default(),
+            budget_slices: SliceSettings::default(),
         }
     }
 }
@@ -99,6 +104,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     connections: ConnectionLimits,
+    /// Given back and written at shutdown.
+    budgets: Arc<Budgets>,
     /// The keyless metrics listener and what it serves, when `metrics_addr` is set.
     metrics: Option<(TcpListener, Router)>,
     /// In-process workers of the all-in-one mode, stopped after the server.
@@ -136,6 +143,7 @@ impl Application {
             body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
             metrics_addr: config.metrics_addr,
             webhook_targets: config.worker.webhook_targets(),
+            budget_slices: SliceSettings::default(),
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
@@ -177,8 +185,16 @@ impl Application {
             None => None,
         };
         routes::metrics::handle();
+        let directory = Arc::new(Directory::new(pool.clone()));
+        let budgets = Budgets::start(
+            pool.clone(),
+            settings.usd_per_credit.0,
+            settings.budget_slices,
+        );
         let state = AppState {
-            notifier: Notifier::start(pool.clone()),
+            notifier: Notifier::start(pool.clone(), Arc::clone(&directory), Arc::clone(&budgets)),
+            directory,
+            budgets: Arc::clone(&budgets),
             queue: CallQueue::new(redis.clone()),
             engine: Engine::new(
                 Upstream::new(&settings.llm)?,
@@ -202,7 +218,13 @@ impl Application {
             router: router(state, settings.max_body_bytes, settings.body_read_timeout),
             connections: settings.connections,
             embedded_worker: None,
+            budgets,
         })
+    }
+
+    /// The OpenAI-compatible path's budgets (tests wait on their writes).
+    pub fn budgets(&self) -> Arc<Budgets> {
+        Arc::clone(&self.budgets)
     }
 
     /// The bound address.
@@ -239,6 +261,9 @@ impl Application {
             ))
         });
         serve::serve(self.listener, self.router, self.connections, shutdown).await;
+        // Every response has been sent: what the slices hold goes back to the teams and the
+        // spend still queued is written.
+        self.budgets.close(Duration::from_secs(10)).await;
         if let Some(metrics) = metrics {
             metrics.abort();
         }

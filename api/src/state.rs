@@ -11,6 +11,8 @@ use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::Engine;
 use sqlx::PgPool;
 
+use crate::budget::Budgets;
+use crate::directory::Directory;
 use crate::notify::Notifier;
 
 /// Shared application state; cheap to clone.
@@ -20,6 +22,10 @@ pub struct AppState {
     pub redis: RedisHandle,
     pub queue: CallQueue,
     pub notifier: Arc<Notifier>,
+    /// Keys, teams and grants, cached until PostgreSQL announces a change.
+    pub directory: Arc<Directory>,
+    /// The OpenAI-compatible path's budget slices and its queue of spend to write.
+    pub budgets: Arc<Budgets>,
     /// The OpenAI-compatible upstream (passthrough) and the model chain over it (streamed job
     /// calls), with the process's retry policy and model cooldowns.
     pub engine: Engine,

@@ -139,6 +139,7 @@ async fn no_crafted_request_gets_a_5xx_or_spends_past_the_budget(db: PgPool) {
     assert!(settled, "reservations left open");
     let (spend, _, budget) = budget_state(&db, "team_prop").await;
     assert!(spend <= budget, "spend {spend} above budget {budget}");
+    stack.app.spend_written().await;
     let billed_above_estimate: i64 = sqlx::query_scalar(
         "select count(*) from spend_records where cost_micro_usd > reserved_micro_usd",
     )
@@ -147,6 +148,7 @@ async fn no_crafted_request_gets_a_5xx_or_spends_past_the_budget(db: PgPool) {
     .expect("count");
     assert_eq!(billed_above_estimate, 0);
     let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    stack.app.spend_written().await;
     let recorded: i64 =
         sqlx::query_scalar("select count(*) from spend_records where status = 'recorded'")
             .fetch_one(&db)

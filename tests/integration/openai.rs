@@ -33,12 +33,18 @@ async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Valu
     body["error"].clone()
 }
 
-async fn open_reservations(db: &PgPool, team_id: &str) -> (i64, i64) {
+/// (reserved by requests, spend) of a team once the app's queued spend is written: what is
+/// reserved beyond the budget slices (the unused budget an API process holds for the team).
+async fn open_reservations(stack: &Stack, team_id: &str) -> (i64, i64) {
+    stack.app.spend_written().await;
     sqlx::query_as(
-        "select budget_reserved_micro_usd, spend_micro_usd from credit_balances where team_id = $1",
+        "select b.budget_reserved_micro_usd
+                - coalesce((select sum(s.reserved_micro_usd) from budget_slices s where s.team_id = b.team_id), 0)::int8,
+                spend_micro_usd
+         from credit_balances b where team_id = $1",
     )
     .bind(team_id)
-    .fetch_one(db)
+    .fetch_one(&stack.app.db)
     .await
     .expect("balance")
 }
@@ -106,9 +112,10 @@ async fn passes_completions_through_and_lists_only_allowed_models(db: PgPool) {
         json!({"50256": -100}),
         "unknown fields pass through"
     );
-    let (reserved, spend) = open_reservations(&db, "team_o").await;
+    let (reserved, spend) = open_reservations(&stack, "team_o").await;
     assert_eq!(reserved, 0);
     assert!(spend > 0);
+    stack.app.spend_written().await;
     let recorded: (String, Option<i64>) =
         sqlx::query_as("select status, total_tokens from spend_records where team_id = 'team_o'")
             .fetch_one(&db)
@@ -202,7 +209,7 @@ async fn fifty_concurrent_requests_cannot_overspend_a_one_dollar_budget(db: PgPo
         20,
         "rejected requests made no upstream call"
     );
-    let (reserved, spend) = open_reservations(&db, "team_b").await;
+    let (reserved, spend) = open_reservations(&stack, "team_b").await;
     assert_eq!(reserved, 0);
     assert_eq!(spend, 1_000_000, "recorded spend is exactly the budget");
 
@@ -274,19 +281,21 @@ async fn streams_chunks_as_they_arrive_and_records_usage(db: PgPool) {
     let sent = stack.llm.requests();
     assert_eq!(sent[0].body["stream_options"]["include_usage"], true);
     // Recorded before `[DONE]` was passed on: a balance read right after the stream includes it.
+    stack.app.spend_written().await;
     let status: String =
         sqlx::query_scalar("select status from spend_records where team_id = 'team_s'")
             .fetch_one(&db)
             .await
             .expect("record");
     assert_eq!(status, "recorded");
+    stack.app.spend_written().await;
     let tokens: Option<i64> =
         sqlx::query_scalar("select total_tokens from spend_records where team_id = 'team_s'")
             .fetch_one(&db)
             .await
             .expect("tokens");
     assert!(tokens.expect("usage recorded") > 0);
-    assert_eq!(open_reservations(&db, "team_s").await.0, 0);
+    assert_eq!(open_reservations(&stack, "team_s").await.0, 0);
 
     // A client that asks for usage gets the usage chunk.
     let with_usage = chat(
@@ -328,14 +337,14 @@ async fn a_client_leaving_mid_stream_still_leaves_a_spend_record_and_no_reservat
 
     let settled = eventually(Duration::from_secs(10), || async {
         sqlx::query_scalar::<_, String>("select status from spend_records where team_id = 'team_d'")
-            .fetch_one(&db)
+            .fetch_optional(&db)
             .await
             .expect("record")
-            != "reserved"
+            .is_some_and(|status| status != "reserved")
     })
     .await;
     assert!(settled, "the reservation was never settled");
-    let (reserved, spend) = open_reservations(&db, "team_d").await;
+    let (reserved, spend) = open_reservations(&stack, "team_d").await;
     assert_eq!(reserved, 0);
     assert!(spend > 0, "what was streamed is billed");
 }
@@ -379,10 +388,11 @@ async fn a_suspended_team_gets_403_and_abandoned_reservations_are_released(db: P
     openai_error(refused, StatusCode::FORBIDDEN).await;
     assert_eq!(stack.llm.total_requests(), 0);
     let released = eventually(Duration::from_secs(10), || async {
-        open_reservations(&db, "team_x").await.0 == 0
+        open_reservations(&stack, "team_x").await.0 == 0
     })
     .await;
     assert!(released, "the abandoned reservation still holds budget");
+    stack.app.spend_written().await;
     let status: String =
         sqlx::query_scalar("select status from spend_records where team_id = 'team_x'")
             .fetch_one(&db)

@@ -79,7 +79,7 @@ pub async fn pass_unless_done(
 }
 
 /// One pass: expired leases back to the queue, lost queued calls re-pushed, overdue jobs
-/// expired, abandoned budget reservations released, stored idempotent responses purged,
+/// expired, abandoned budget reservations released, lapsed budget slices returned, stored idempotent responses purged,
 /// completing jobs whose calls are done settled. Each step runs whatever happened to the others:
 /// a Redis outage stops only the steps that need Redis. Fails if any step failed (each failure
 /// is logged with its step).
@@ -92,6 +92,7 @@ pub async fn pass(
         ("re-queue", requeue(db, queue, settings).await),
         ("job expiry", expire_jobs(db).await),
         ("reservation release", release_reservations(db).await),
+        ("budget slice return", return_lapsed_slices(db).await),
         ("idempotency purge", purge_idempotency(db).await),
         ("completing jobs", settle_completing(db).await),
     ];
@@ -183,6 +184,19 @@ async fn expire_jobs(db: &PgPool) -> anyhow::Result<()> {
         tracing::info!(
             count = reaped,
             "expired jobs past their TTL and released their holds"
+        );
+    }
+    Ok(())
+}
+
+/// Budget slices whose lease lapsed belong to API processes that died or lost the database:
+/// what they held goes back to their teams.
+async fn return_lapsed_slices(db: &PgPool) -> anyhow::Result<()> {
+    let returned = db::budget_slices::reclaim_expired(db, BATCH).await?;
+    if returned > 0 {
+        tracing::warn!(
+            count = returned,
+            "returned budget slices whose API process stopped renewing them"
         );
     }
     Ok(())

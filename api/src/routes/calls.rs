@@ -175,12 +175,17 @@ async fn llm_call(
             job.status.as_str()
         )));
     }
-    let (group, granted) =
-        db::model_groups::find_with_access(&state.db, &request.model_group, &job.team_id)
+    // The team's grants come from the cache; only a group it was not granted is looked up, to
+    // tell a missing group (404) from one it may not use (403).
+    let grants = state.directory.grants(&job.team_id).await?;
+    let (group, granted) = match grants.group(&request.model_group) {
+        Some(group) => (group.clone(), true),
+        None => db::model_groups::find_with_access(&state.db, &request.model_group, &job.team_id)
             .await?
             .ok_or_else(|| {
                 ApiError::NotFound(format!("Model group '{}' not found", request.model_group))
-            })?;
+            })?,
+    };
     if !granted {
         return Err(ApiError::Forbidden(format!(
             "Team '{}' does not have access to model group '{}'",

@@ -37,6 +37,9 @@ struct BalanceResponse {
     spend_usd: f64,
 }
 
+/// Longest a balance read waits for this process's queued spend to be written.
+const BALANCE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The team's credits, and its USD budget and spend on the OpenAI-compatible path.
 #[utoipa::path(
     get,
@@ -52,6 +55,9 @@ async fn balance(
     Path(team_id): Path<String>,
 ) -> Result<JsonResponse<BalanceResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
+    // Spend this process admitted is written in batches after each response: wait for what is
+    // queued, so a balance read right after a response includes it.
+    state.budgets.written(BALANCE_WRITE_WAIT).await;
     let balance = db::credits::find_balance(&state.db, &team_id)
         .await?
         .ok_or_else(|| team_not_found(&team_id))?;

@@ -1,7 +1,8 @@
 //! OpenAI-compatible endpoint for team keys: `POST /v1/chat/completions` (streaming or not) and
 //! `GET /v1/models`. Requests pass through to the upstream unchanged apart from what must change;
 //! only the team's `allowed_models` are reachable, and a USD budget (credits_allocated x
-//! USD_PER_CREDIT) is enforced by reserving each request's estimated cost before it is sent.
+//! USD_PER_CREDIT) is enforced by admitting each request's estimated cost against this process's
+//! slice of the budget before it is sent (see `crate::budget`).
 //! Errors use OpenAI's shape so the SDKs raise their usual exception classes.
 
 use std::sync::Arc;
@@ -11,7 +12,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use saasllm_shared::db;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::estimate::{self, OutputLimit};
 use saasllm_shared::domain::limits::TeamLimits;
@@ -24,6 +24,7 @@ use utoipa_axum::routes;
 use saasllm_worker::reported_cost;
 
 use crate::auth::Caller;
+use crate::budget::Refusal;
 use crate::error::ApiError;
 use crate::extract::RawBody;
 use crate::limits;
@@ -157,10 +158,13 @@ async fn models(
     caller: Result<Caller, ApiError>,
 ) -> Result<Response, OpenAiError> {
     let (team_id, _) = team_of(caller)?;
-    let models = db::teams::allowed_models(&state.db, &team_id)
+    let grants = state
+        .directory
+        .grants(&team_id)
         .await
         .map_err(ApiError::from)?;
-    let data: Vec<Value> = models
+    let data: Vec<Value> = grants
+        .allowed_models()
         .into_iter()
         .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "saasllm"}))
         .collect();
@@ -236,25 +240,20 @@ async fn chat_completions(
     // Tokenized before a pooled connection is taken: a large prompt takes milliseconds.
     let (mut request, prompt_tokens) = prompt_bound(request, &model, bytes.len()).await?;
 
-    // One connection from here to the budget reservation: sqlx pings a connection each time it
-    // goes back to the pool, so taking it once saves a round trip per request.
-    let mut conn = state.db.acquire().await.map_err(ApiError::from)?;
-    // The model's price config in the team's groups; none means the model is not allowed (the
-    // list of allowed models is read only then, for the message).
-    let Some(config) = db::spend::model_config(&mut *conn, &team_id, &model)
+    // The model's price config in the team's groups; none means the model is not allowed.
+    let grants = state
+        .directory
+        .grants(&team_id)
         .await
-        .map_err(ApiError::from)?
-    else {
-        let allowed = db::teams::allowed_models(&mut *conn, &team_id)
-            .await
-            .map_err(ApiError::from)?;
+        .map_err(ApiError::from)?;
+    let Some(config) = grants.model_config(&model).cloned() else {
         return Err(OpenAiError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",
             Some("model_not_allowed"),
             format!(
                 "Model '{model}' is not allowed for team '{team_id}'. Allowed models: {}",
-                allowed.join(", ")
+                grants.allowed_models().join(", ")
             ),
         ));
     };
@@ -277,21 +276,25 @@ async fn chat_completions(
 
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
 
-    let request_id = db::spend::reserve(&mut *conn, &team_id, &model, stream, estimate.0, state.settings.usd_per_credit.0)
+    let ticket = match state
+        .budgets
+        .admit(&team_id, estimate.0, model.clone(), stream)
         .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| {
-            OpenAiError::new(
+    {
+        Ok(ticket) => ticket,
+        Err(Refusal::OverBudget) => {
+            return Err(OpenAiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_quota",
                 Some("budget_exceeded"),
                 format!(
                     "Budget exceeded for team '{team_id}': this request could cost up to ${estimate}, more than what is left of the budget. Add credits to raise it."
                 ),
-            )
-        })?;
-    drop(conn);
-    span.record("request_id", tracing::field::display(request_id));
+            ));
+        }
+        Err(Refusal::Database(e)) => return Err(ApiError::from(e).into()),
+    };
+    span.record("request_id", tracing::field::display(ticket.request_id()));
 
     let client_wants_usage = request
         .get("stream_options")
@@ -315,14 +318,11 @@ async fn chat_completions(
     let response = match sent {
         Ok(response) => response,
         Err(e) => {
-            let usage = Usage {
+            ticket.finish(Usage {
                 error: Some(e.to_string()),
                 cost_source: "price_table",
                 ..Usage::default()
-            };
-            db::spend::settle(&state.db, request_id, &usage)
-                .await
-                .map_err(ApiError::from)?;
+            });
             return Err(OpenAiError::new(
                 StatusCode::BAD_GATEWAY,
                 "server_error",
@@ -340,8 +340,7 @@ async fn chat_completions(
         // chunk has been read (before it and `[DONE]` reach the client, so a balance read right
         // after the stream includes it), or when the body is dropped early (client gone).
         let recorder = Arc::new(StreamRecorder::new(
-            state.db.clone(),
-            request_id,
+            ticket,
             pricing,
             reported_cost,
             admission,
@@ -359,14 +358,14 @@ async fn chat_completions(
                         (scan.pass_on(&bytes, hide_usage_chunk), scan.usage.is_some())
                     };
                     if usage_seen {
-                        recorder.record().await;
+                        recorder.record();
                     }
                     Ok::<_, std::io::Error>(axum::body::Bytes::from(out))
                 }
             })
             .chain(futures::stream::once(async move {
                 let rest = at_end.scan.lock().unwrap_or_else(|p| p.into_inner()).rest();
-                at_end.record().await;
+                at_end.record();
                 Ok(axum::body::Bytes::from(rest))
             }));
         let mut response = Response::new(Body::from_stream(body));
@@ -409,9 +408,7 @@ async fn chat_completions(
     if let Some(admission) = &admission {
         admission.count_tokens(usage.total_tokens.unwrap_or(0));
     }
-    db::spend::settle(&state.db, request_id, &usage)
-        .await
-        .map_err(ApiError::from)?;
+    ticket.finish(usage);
     let bytes = bytes?;
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;

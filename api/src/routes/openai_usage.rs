@@ -1,18 +1,15 @@
 //! What a /v1 request used and cost once the upstream has answered, and the recorder that settles
-//! a streaming request's reservation exactly once.
+//! a streaming request's budget ticket exactly once.
 
 use std::sync::Mutex;
 
-use saasllm_shared::db;
+use crate::budget::Ticket;
+use crate::limits::Admission;
+use crate::sse::SseScan;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing::{self, Price};
 use serde_json::{Value, json};
-use sqlx::PgPool;
-use uuid::Uuid;
-
-use crate::limits::Admission;
-use crate::sse::SseScan;
 
 /// Price used for models the price table does not know: deliberately high, so an unknown
 /// model cannot slip past the budget; the record says the default was used.
@@ -74,12 +71,11 @@ pub(super) fn usage_of(
     }
 }
 
-/// Owns a streaming request's reservation and records what was used exactly once: when the
+/// Owns a streaming request's budget ticket and records what was used exactly once: when the
 /// usage chunk arrives, at the end of the stream, or when dropped (client gone), whichever is
 /// first.
 pub(super) struct StreamRecorder {
-    db: PgPool,
-    request_id: Uuid,
+    ticket: Mutex<Option<Ticket>>,
     pricing: Mutex<Option<Pricing>>,
     reported_cost: Option<MicroUsd>,
     pub(super) scan: Mutex<SseScan>,
@@ -89,15 +85,13 @@ pub(super) struct StreamRecorder {
 
 impl StreamRecorder {
     pub(super) fn new(
-        db: PgPool,
-        request_id: Uuid,
+        ticket: Ticket,
         pricing: Pricing,
         reported_cost: Option<MicroUsd>,
         admission: Option<Admission>,
     ) -> Self {
         Self {
-            db,
-            request_id,
+            ticket: Mutex::new(Some(ticket)),
             pricing: Mutex::new(Some(pricing)),
             reported_cost,
             scan: Mutex::default(),
@@ -105,16 +99,17 @@ impl StreamRecorder {
         }
     }
 
-    /// Records the spend now, unless it already was.
-    pub(super) async fn record(&self) {
+    /// Records the spend now, unless it already was (it is written with the next batch).
+    pub(super) fn record(&self) {
         let Some(usage) = self.take_usage() else {
             return;
         };
         if let Some(admission) = &self.admission {
             admission.count_tokens(usage.total_tokens.unwrap_or(0));
         }
-        if let Err(e) = db::spend::settle(&self.db, self.request_id, &usage).await {
-            tracing::error!(request_id = %self.request_id, error = %e, "could not record streaming spend; reservation stays open");
+        let ticket = self.ticket.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(ticket) = ticket {
+            ticket.finish(usage);
         }
     }
 
@@ -152,19 +147,6 @@ impl StreamRecorder {
 
 impl Drop for StreamRecorder {
     fn drop(&mut self) {
-        let Some(usage) = self.take_usage() else {
-            return;
-        };
-        if let Some(admission) = &self.admission {
-            admission.count_tokens(usage.total_tokens.unwrap_or(0));
-        }
-        let (db, request_id) = (self.db.clone(), self.request_id);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = db::spend::settle(&db, request_id, &usage).await {
-                    tracing::error!(%request_id, error = %e, "could not record streaming spend; reservation stays open");
-                }
-            });
-        }
+        self.record();
     }
 }

@@ -252,6 +252,10 @@ async fn show(
     Path(team_id): Path<String>,
 ) -> Result<JsonResponse<TeamResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
+    state
+        .budgets
+        .written(std::time::Duration::from_secs(2))
+        .await;
     let team = db::teams::find(&state.db, &team_id)
         .await?
         .ok_or_else(|| team_not_found(&team_id))?;

@@ -216,3 +216,35 @@ pub async fn teams_using(
     .fetch_all(db)
     .await
 }
+
+/// The groups granted to a team in grant order, each with its models in priority order: what
+/// an API process caches per team.
+pub async fn granted_to(
+    conn: &mut PgConnection,
+    team_id: &str,
+) -> sqlx::Result<Vec<(ModelGroupRow, Vec<ModelEntryRow>)>> {
+    let groups: Vec<ModelGroupRow> = sqlx::query_as(&format!(
+        "select {} from team_model_groups t join model_groups g using (model_group_id)
+         where t.team_id = $1 order by t.position",
+        GROUP_COLUMNS
+            .split(", ")
+            .map(|c| format!("g.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(team_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let ids: Vec<Uuid> = groups.iter().map(|g| g.model_group_id).collect();
+    let mut models = models_of(&mut *conn, &ids).await?;
+    Ok(groups
+        .into_iter()
+        .map(|group| {
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut models)
+                .into_iter()
+                .partition(|m| m.model_group_id == group.model_group_id);
+            models = rest;
+            (group, mine)
+        })
+        .collect())
+}

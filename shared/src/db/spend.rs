@@ -54,16 +54,24 @@ pub struct Usage {
     pub error: Option<String>,
 }
 
+impl Usage {
+    /// The spend record's final status: `released` for a failed request that cost nothing,
+    /// `recorded` otherwise.
+    pub fn status(&self) -> &'static str {
+        if self.error.is_some() && self.cost_micro_usd == 0 {
+            "released"
+        } else {
+            "recorded"
+        }
+    }
+}
+
 /// Replaces the reservation by the actual cost (zero for a failed request), once: a second
 /// call for the same request changes nothing. Returns whether this call recorded it. An absurd
 /// reported cost saturates the spend at `i64::MAX` rather than failing the statement, so the
 /// request is still recorded and the team is over budget.
 pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
-    let status = if usage.error.is_some() && usage.cost_micro_usd == 0 {
-        "released"
-    } else {
-        "recorded"
-    };
+    let status = usage.status();
     // One statement: the record's guarded transition and the balance change commit together.
     let settled = sqlx::query(
         "with settled as (

@@ -19,6 +19,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub db: PgPool,
     pub client: reqwest::Client,
+    /// The app's budgets: `spend_written` waits for the spend it queued.
+    pub budgets: std::sync::Arc<saasllm_api::budget::Budgets>,
 }
 
 /// Redis URL for tests (`REDIS_URL`, default the local server).
@@ -67,16 +69,26 @@ pub async fn spawn_app_configured(
     .expect("API builds");
     let addr = app.local_addr();
     let metrics_addr = app.metrics_addr();
+    let budgets = app.budgets();
     tokio::spawn(app.run_until(std::future::pending()));
     let app = TestApp {
         addr,
         db,
         client: reqwest::Client::new(),
+        budgets,
     };
     (app, metrics_addr)
 }
 
 impl TestApp {
+    /// Waits until the spend of every /v1 request this app answered is written (it is written
+    /// in batches after the responses).
+    pub async fn spend_written(&self) {
+        self.budgets
+            .written(std::time::Duration::from_secs(10))
+            .await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
     }

@@ -113,12 +113,14 @@ pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
     .await
     .expect("API builds");
     let addr = app.local_addr();
+    let budgets = app.budgets();
     tokio::spawn(app.run_until(std::future::pending()));
     let mut stack = Stack {
         app: TestApp {
             addr,
             db,
             client: reqwest::Client::new(),
+            budgets,
         },
         llm,
         redis,

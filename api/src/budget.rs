@@ -1,0 +1,445 @@
+//! The USD budget of the OpenAI-compatible path, admitted in memory. Per team, this process holds
+//! one budget slice: part of the team's remaining budget reserved in PostgreSQL in one update
+//! (`db::budget_slices`). A request is admitted when its estimate fits what the slice has not
+//! lent to requests in flight, so the estimates admitted by all processes together never pass the
+//! budget. After the response, the request's spend record and cost are queued and written in
+//! batches, one transaction for everything that finished meanwhile.
+//!
+//! A slice goes back to the team when it has been idle, when another process is refused for lack
+//! of budget (it asks over `BUDGET_RECLAIM_CHANNEL`), at shutdown, and, if this process dies, by
+//! the reconciler once the slice's lease lapses. A slice is used only while its lease is surely
+//! held: until the renewal's start plus the lease minus a margin.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use saasllm_shared::db::budget_slices::{self, SliceChange, SpendEntry, Taken};
+use sqlx::PgPool;
+use tokio::sync::{Notify, watch};
+use uuid::Uuid;
+
+#[path = "budget_ticket.rs"]
+mod ticket;
+
+pub use ticket::Ticket;
+
+/// PostgreSQL notification channel on which a refused process asks the others to give back the
+/// unused part of a team's slices (payload: the team id).
+pub const BUDGET_RECLAIM_CHANNEL: &str = "saasllm_budget_reclaim";
+
+/// Pauses between attempts after asking other processes for parked budget.
+const RECLAIM_PAUSES: [Duration; 4] = [
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+];
+
+/// How budget slices are sized and kept.
+#[derive(Debug, Clone, Copy)]
+pub struct SliceSettings {
+    /// Largest slice taken at once, in micro-dollars; a slice also takes at most a quarter of
+    /// what is free, so other processes find budget too.
+    pub max_micro_usd: i64,
+    /// Lease of a slice in PostgreSQL; renewed while in use.
+    pub lease: Duration,
+    /// A slice unused this long goes back to the team.
+    pub idle_return: Duration,
+}
+
+impl Default for SliceSettings {
+    fn default() -> Self {
+        Self {
+            max_micro_usd: 1_000_000,
+            lease: Duration::from_secs(30),
+            idle_return: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The budget slices of this process and the queue of finished requests.
+pub struct Budgets {
+    db: PgPool,
+    holder: String,
+    usd_per_credit_micro: i64,
+    settings: SliceSettings,
+    teams: Mutex<HashMap<String, Arc<TeamSlot>>>,
+    pending: Mutex<Pending>,
+    wake_writer: Notify,
+    /// The sequence number of the last queued item known committed.
+    committed: watch::Sender<u64>,
+    closed: AtomicBool,
+}
+
+/// Finished requests and slice changes not yet written, with the sequence number of the last.
+#[derive(Default)]
+struct Pending {
+    entries: Vec<SpendEntry>,
+    changes: HashMap<Uuid, (String, SliceChange)>,
+    last_seq: u64,
+}
+
+/// One team's slice in this process. `taking` serialises growing it, so concurrent requests
+/// that find it empty wait for one update instead of each making their own.
+struct TeamSlot {
+    team_id: String,
+    slice: Mutex<Option<LiveSlice>>,
+    taking: tokio::sync::Mutex<()>,
+}
+
+struct LiveSlice {
+    slice_id: Uuid,
+    /// What the slice row holds once this process's queued changes are written.
+    reserved: i64,
+    /// Estimates of admitted requests not finished yet (never above `reserved`).
+    in_flight: i64,
+    usable_until: Instant,
+    last_used: Instant,
+}
+
+/// A request the budget cannot admit.
+#[derive(Debug)]
+pub enum Refusal {
+    /// Less than the estimate is left of the team's budget.
+    OverBudget,
+    Database(sqlx::Error),
+}
+
+impl Budgets {
+    /// The budgets of this process, with their writer and lease-keeping tasks running.
+    pub fn start(db: PgPool, usd_per_credit_micro: i64, settings: SliceSettings) -> Arc<Self> {
+        let budgets = Arc::new(Self {
+            db,
+            holder: holder_name(),
+            usd_per_credit_micro,
+            settings,
+            teams: Mutex::default(),
+            pending: Mutex::default(),
+            wake_writer: Notify::new(),
+            committed: watch::Sender::new(0),
+            closed: AtomicBool::new(false),
+        });
+        tokio::spawn(write_batches(Arc::clone(&budgets)));
+        tokio::spawn(keep_slices(Arc::clone(&budgets)));
+        budgets
+    }
+
+    /// Admits a request costing at most `estimate` micro-dollars, or refuses it when the
+    /// team's budget cannot cover it.
+    pub async fn admit(
+        self: &Arc<Self>,
+        team_id: &str,
+        estimate: i64,
+        model: String,
+        stream: bool,
+    ) -> Result<Ticket, Refusal> {
+        let slot = self.slot(team_id);
+        let ticket = |slice_id| Ticket::new(self, &slot, slice_id, estimate, model.clone(), stream);
+        if let Some(slice_id) = slot.try_admit(estimate) {
+            return Ok(ticket(slice_id));
+        }
+        let _taking = slot.taking.lock().await;
+        let mut pauses = RECLAIM_PAUSES.iter();
+        loop {
+            if let Some(slice_id) = slot.try_admit(estimate) {
+                return Ok(ticket(slice_id));
+            }
+            let (slice_id, create, own) = match &*slot.lock() {
+                Some(slice) => (slice.slice_id, false, slice.reserved),
+                None => (Uuid::now_v7(), true, 0),
+            };
+            let started = Instant::now();
+            let taken = budget_slices::take(
+                &self.db,
+                slice_id,
+                create,
+                team_id,
+                &self.holder,
+                estimate,
+                self.settings.max_micro_usd,
+                self.usd_per_credit_micro,
+                self.settings.lease.as_secs_f64(),
+            )
+            .await
+            .map_err(Refusal::Database)?;
+            match taken {
+                Taken::Granted { added } => {
+                    let usable_until = started + self.usable_part_of_lease();
+                    let mut held = slot.lock();
+                    match &mut *held {
+                        Some(slice) if slice.slice_id == slice_id => {
+                            slice.reserved += added;
+                            slice.usable_until = usable_until;
+                        }
+                        _ => {
+                            *held = Some(LiveSlice {
+                                slice_id,
+                                reserved: added,
+                                in_flight: 0,
+                                usable_until,
+                                last_used: Instant::now(),
+                            });
+                        }
+                    }
+                }
+                Taken::SliceGone => slot.forget(slice_id),
+                Taken::Refused { parked } => {
+                    // Budget parked in other processes' slices is asked back, then tried again.
+                    let pause = pauses.next().filter(|_| parked > own);
+                    let Some(pause) = pause else {
+                        return Err(Refusal::OverBudget);
+                    };
+                    if pause == &RECLAIM_PAUSES[0] {
+                        self.ask_for_parked_budget(team_id).await;
+                    }
+                    tokio::time::sleep(*pause).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until every request that finished before this call is written (bounded), so a
+    /// balance read right after a response includes it.
+    pub async fn written(&self, within: Duration) {
+        let target = self.lock_pending().last_seq;
+        let mut committed = self.committed.subscribe();
+        let _ = tokio::time::timeout(within, committed.wait_for(|seq| *seq >= target)).await;
+    }
+
+    /// Gives the unused part of the team's slice back (another process was refused).
+    pub fn give_back(&self, team_id: &str) {
+        let Some(slot) = self.teams().get(team_id).cloned() else {
+            return;
+        };
+        let change = {
+            let mut held = slot.lock();
+            let Some(slice) = held.as_mut() else { return };
+            let returned = slice.reserved - slice.in_flight;
+            if returned <= 0 {
+                return;
+            }
+            slice.reserved -= returned;
+            SliceChange {
+                slice_id: slice.slice_id,
+                spent: 0,
+                returned,
+                delete: false,
+            }
+        };
+        self.queue(&slot.team_id, None, Some(change));
+    }
+
+    /// Returns every slice and writes everything queued (shutdown), bounded by `within`.
+    pub async fn close(&self, within: Duration) {
+        self.closed.store(true, Ordering::Relaxed);
+        let slots: Vec<Arc<TeamSlot>> = self.teams().values().cloned().collect();
+        for slot in slots {
+            if let Some(change) = slot.end_if(|slice| slice.in_flight == 0) {
+                self.queue(&slot.team_id, None, Some(change));
+            }
+        }
+        self.written(within).await;
+    }
+
+    async fn ask_for_parked_budget(&self, team_id: &str) {
+        let asked = sqlx::query("select pg_notify($1, $2)")
+            .bind(BUDGET_RECLAIM_CHANNEL)
+            .bind(team_id)
+            .execute(&self.db)
+            .await;
+        if let Err(e) = asked {
+            tracing::warn!(team_id, error = %e, "could not ask other processes for parked budget");
+        }
+    }
+
+    fn usable_part_of_lease(&self) -> Duration {
+        self.settings.lease.mul_f64(2.0 / 3.0)
+    }
+
+    fn slot(&self, team_id: &str) -> Arc<TeamSlot> {
+        let mut teams = self.teams();
+        Arc::clone(teams.entry(team_id.to_owned()).or_insert_with(|| {
+            Arc::new(TeamSlot {
+                team_id: team_id.to_owned(),
+                slice: Mutex::new(None),
+                taking: tokio::sync::Mutex::new(()),
+            })
+        }))
+    }
+
+    fn teams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TeamSlot>>> {
+        self.teams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a spend record and/or a slice change for the writer.
+    fn queue(&self, team_id: &str, entry: Option<SpendEntry>, change: Option<SliceChange>) {
+        {
+            let mut pending = self.lock_pending();
+            pending.entries.extend(entry);
+            if let Some(change) = change {
+                let merged = pending.changes.entry(change.slice_id).or_insert_with(|| {
+                    (
+                        team_id.to_owned(),
+                        SliceChange {
+                            spent: 0,
+                            returned: 0,
+                            delete: false,
+                            ..change
+                        },
+                    )
+                });
+                merged.1.spent += change.spent;
+                merged.1.returned += change.returned;
+                merged.1.delete |= change.delete;
+            }
+            pending.last_seq += 1;
+        }
+        self.wake_writer.notify_one();
+    }
+}
+
+impl TeamSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LiveSlice>> {
+        self.slice.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lends `estimate` from the slice if it is usable and has that much free.
+    fn try_admit(&self, estimate: i64) -> Option<Uuid> {
+        let mut held = self.lock();
+        let slice = held.as_mut()?;
+        let now = Instant::now();
+        if now >= slice.usable_until || slice.reserved - slice.in_flight < estimate {
+            return None;
+        }
+        slice.in_flight += estimate;
+        slice.last_used = now;
+        Some(slice.slice_id)
+    }
+
+    /// Drops the slice if it is still `slice_id` (the reconciler returned it).
+    fn forget(&self, slice_id: Uuid) {
+        let mut held = self.lock();
+        if held.as_ref().is_some_and(|s| s.slice_id == slice_id) {
+            *held = None;
+        }
+    }
+
+    /// Ends the slice when `ready` says so, returning what it still holds. Not while another
+    /// request is growing it: that update must find the slice where it left it.
+    fn end_if(&self, ready: impl Fn(&LiveSlice) -> bool) -> Option<SliceChange> {
+        let _taking = self.taking.try_lock().ok()?;
+        let mut held = self.lock();
+        let slice = held.as_ref().filter(|s| ready(s))?;
+        let change = SliceChange {
+            slice_id: slice.slice_id,
+            spent: 0,
+            returned: slice.reserved,
+            delete: true,
+        };
+        *held = None;
+        Some(change)
+    }
+}
+
+/// Writes queued spend and slice changes, one transaction per batch, retrying a failed batch
+/// (nothing is lost while PostgreSQL is away; admission goes on against what slices hold).
+async fn write_batches(budgets: Arc<Budgets>) {
+    loop {
+        budgets.wake_writer.notified().await;
+        let (entries, changes, last_seq) = {
+            let mut pending = budgets.lock_pending();
+            let taken = std::mem::take(&mut *pending);
+            pending.last_seq = taken.last_seq;
+            (
+                taken.entries,
+                taken.changes.into_values().collect::<Vec<_>>(),
+                taken.last_seq,
+            )
+        };
+        if entries.is_empty() && changes.is_empty() {
+            budgets.committed.send_replace(last_seq);
+            continue;
+        }
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match budget_slices::record(&budgets.db, &entries, &changes).await {
+                Ok(()) => break,
+                Err(_) if budgets.db.is_closed() => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, records = entries.len(), "could not write spend; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        budgets.committed.send_replace(last_seq);
+    }
+}
+
+/// Renews the leases of slices in use and returns idle ones.
+async fn keep_slices(budgets: Arc<Budgets>) {
+    let tick = (budgets.settings.lease / 6).min(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        if budgets.db.is_closed() || budgets.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let slots: Vec<Arc<TeamSlot>> = budgets.teams().values().cloned().collect();
+        let now = Instant::now();
+        let renew_below = budgets.usable_part_of_lease() / 2;
+        let mut due = Vec::new();
+        for slot in &slots {
+            let idle = budgets.settings.idle_return;
+            if let Some(change) =
+                slot.end_if(|s| s.in_flight == 0 && now.duration_since(s.last_used) >= idle)
+            {
+                budgets.queue(&slot.team_id, None, Some(change));
+                continue;
+            }
+            if let Some(slice) = &*slot.lock()
+                && slice.usable_until.saturating_duration_since(now) < renew_below
+            {
+                due.push((Arc::clone(slot), slice.slice_id));
+            }
+        }
+        if due.is_empty() {
+            continue;
+        }
+        let ids: Vec<Uuid> = due.iter().map(|(_, id)| *id).collect();
+        let started = Instant::now();
+        match budget_slices::renew(&budgets.db, &ids, budgets.settings.lease.as_secs_f64()).await {
+            Ok(live) => {
+                for (slot, slice_id) in due {
+                    if !live.contains(&slice_id) {
+                        slot.forget(slice_id);
+                        continue;
+                    }
+                    if let Some(slice) = slot.lock().as_mut().filter(|s| s.slice_id == slice_id) {
+                        slice.usable_until = started + budgets.usable_part_of_lease();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not renew budget slices"),
+        }
+        // Teams without a slice are forgotten, so the map holds only active teams.
+        budgets
+            .teams()
+            .retain(|_, slot| slot.lock().is_some() || Arc::strong_count(slot) > 1);
+    }
+}
+
+/// Which process holds a slice: host, process id and a random suffix (several APIs may share a
+/// process in tests).
+fn holder_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned());
+    let suffix = Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}

@@ -1,0 +1,312 @@
+//! Budget slices of the OpenAI-compatible path (see the migration that creates `budget_slices`):
+//! an API process reserves part of a team's remaining USD budget in one update, admits requests
+//! against it in memory, and later moves what they cost from reserved to spent in batches. The
+//! team's `budget_reserved_micro_usd` counts every live slice, so `spend + reserved <= budget`
+//! holds at every commit and admitted estimates can never overshoot it.
+//!
+//! Lock order, everywhere: slice rows (by slice id) before balance rows (by team id).
+
+use std::collections::BTreeMap;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// `i64::MAX`: a budget above it counts as it, so a reservation always fits the column.
+const MAX_MICRO_USD: &str = "9223372036854775807";
+
+/// What a request for budget got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// The slice now holds `added` more micro-dollars (and is renewed).
+    Granted { added: i64 },
+    /// Less than the request needed is free. `parked` is what all slices and open reservations
+    /// of the team hold, some of which other processes may give back.
+    Refused { parked: i64 },
+    /// The slice was returned by the reconciler (its lease lapsed); start a new one.
+    SliceGone,
+}
+
+/// Adds between `need` and `want` micro-dollars (as much of `want` as is free) to the slice,
+/// creating it when `create` is set, and renews its lease. Nothing changes when less than `need`
+/// is free.
+#[allow(clippy::too_many_arguments)]
+pub async fn take(
+    db: &PgPool,
+    slice_id: Uuid,
+    create: bool,
+    team_id: &str,
+    holder: &str,
+    need: i64,
+    want: i64,
+    usd_per_credit_micro: i64,
+    lease_secs: f64,
+) -> sqlx::Result<Taken> {
+    let mut tx = db.begin().await?;
+    if !create {
+        // Locks the slice first (the lock order) and checks it still exists.
+        let renewed = renew_in(&mut tx, &[slice_id], lease_secs).await?;
+        if renewed.is_empty() {
+            return Ok(Taken::SliceGone);
+        }
+    }
+    // FOR NO KEY UPDATE waits for concurrent changes and reads the latest committed row, so the
+    // free amount computed here stays true until commit.
+    let room: Option<(i64, i64)> = sqlx::query_as(&format!(
+        "select greatest(least(least(credits_allocated::numeric * $2, {MAX_MICRO_USD})
+                                 - spend_micro_usd - budget_reserved_micro_usd, {MAX_MICRO_USD}), 0)::int8,
+                budget_reserved_micro_usd
+         from credit_balances where team_id = $1 for no key update"
+    ))
+    .bind(team_id)
+    .bind(usd_per_credit_micro)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((free, parked)) = room else {
+        return Ok(Taken::Refused { parked: 0 });
+    };
+    if free < need {
+        return Ok(Taken::Refused { parked });
+    }
+    let added = want.max(need).min(free);
+    sqlx::query(
+        "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
+         where team_id = $1",
+    )
+    .bind(team_id)
+    .bind(added)
+    .execute(&mut *tx)
+    .await?;
+    if create {
+        sqlx::query(
+            "insert into budget_slices (slice_id, team_id, holder, reserved_micro_usd, expires_at)
+             values ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+        )
+        .bind(slice_id)
+        .bind(team_id)
+        .bind(holder)
+        .bind(added)
+        .bind(lease_secs)
+        .execute(&mut *tx)
+        .await?;
+    } else {
+        sqlx::query(
+            "update budget_slices set reserved_micro_usd = reserved_micro_usd + $2 where slice_id = $1",
+        )
+        .bind(slice_id)
+        .bind(added)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Taken::Granted { added })
+}
+
+/// Extends the leases of the given slices; returns those that still exist (the others were
+/// returned by the reconciler).
+pub async fn renew(db: &PgPool, slice_ids: &[Uuid], lease_secs: f64) -> sqlx::Result<Vec<Uuid>> {
+    let mut conn = db.acquire().await?;
+    renew_in(&mut conn, slice_ids, lease_secs).await
+}
+
+async fn renew_in(
+    conn: &mut PgConnection,
+    slice_ids: &[Uuid],
+    lease_secs: f64,
+) -> sqlx::Result<Vec<Uuid>> {
+    if slice_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "with locked as materialized (
+             select slice_id from budget_slices where slice_id = any($1) order by slice_id for update)
+         update budget_slices set expires_at = now() + make_interval(secs => $2)
+         where slice_id in (select slice_id from locked)
+         returning slice_id",
+    )
+    .bind(slice_ids)
+    .bind(lease_secs)
+    .fetch_all(conn)
+    .await
+}
+
+/// One finished request, as its spend record.
+#[derive(Debug, Clone)]
+pub struct SpendEntry {
+    pub request_id: Uuid,
+    pub team_id: String,
+    pub model: String,
+    pub stream: bool,
+    /// The estimate it was admitted with.
+    pub reserved_micro_usd: i64,
+    pub usage: crate::db::spend::Usage,
+}
+
+/// How a flush changes one slice: `spent` moves from reserved to the team's spend (it is the
+/// part of the flushed costs the slice covers), `returned` goes back to the team's free budget,
+/// and `delete` ends the slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SliceChange {
+    pub slice_id: Uuid,
+    pub spent: i64,
+    pub returned: i64,
+    pub delete: bool,
+}
+
+/// Records a batch in one transaction: the spend records, the slices' changes, and per team one
+/// balance update (spend up by the batch's costs, reserved down by what live slices gave up).
+/// A slice the reconciler already returned gives up nothing: its reservation was released then.
+pub async fn record(
+    db: &PgPool,
+    entries: &[SpendEntry],
+    changes: &[(String, SliceChange)],
+) -> sqlx::Result<()> {
+    let mut tx = db.begin().await?;
+    let mut changes: Vec<&(String, SliceChange)> = changes.iter().collect();
+    changes.sort_by_key(|(_, change)| change.slice_id);
+    let ids: Vec<Uuid> = changes.iter().map(|(_, c)| c.slice_id).collect();
+    let released: Vec<i64> = changes.iter().map(|(_, c)| c.spent + c.returned).collect();
+    let deletes: Vec<bool> = changes.iter().map(|(_, c)| c.delete).collect();
+    let live: Vec<Uuid> = if ids.is_empty() {
+        Vec::new()
+    } else {
+        sqlx::query_scalar(
+            "with locked as materialized (
+                 select slice_id from budget_slices where slice_id = any($1) order by slice_id for update)
+             update budget_slices s set reserved_micro_usd = s.reserved_micro_usd - c.released
+             from unnest($1::uuid[], $2::int8[]) as c(slice_id, released)
+             where s.slice_id = c.slice_id and s.slice_id in (select slice_id from locked)
+             returning s.slice_id",
+        )
+        .bind(&ids)
+        .bind(&released)
+        .fetch_all(&mut *tx)
+        .await?
+    };
+    let ended: Vec<Uuid> = ids
+        .iter()
+        .zip(&deletes)
+        .filter(|(id, delete)| **delete && live.contains(id))
+        .map(|(id, _)| *id)
+        .collect();
+    if !ended.is_empty() {
+        sqlx::query("delete from budget_slices where slice_id = any($1)")
+            .bind(&ended)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Per team: what the batch cost, and what its live slices gave up.
+    let mut teams: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+    for entry in entries {
+        let team = teams.entry(entry.team_id.as_str()).or_default();
+        team.0 = team.0.saturating_add(entry.usage.cost_micro_usd);
+    }
+    for (team_id, change) in &changes {
+        let team = teams.entry(team_id.as_str()).or_default();
+        if live.contains(&change.slice_id) {
+            team.1 += change.spent + change.returned;
+        }
+    }
+    let (team_ids, (costs, releases)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
+        teams.into_iter().unzip();
+    sqlx::query(&format!(
+        "with locked as materialized (
+             select team_id from credit_balances where team_id = any($1) order by team_id for no key update)
+         update credit_balances b
+         set spend_micro_usd = least(b.spend_micro_usd::numeric + t.cost, {MAX_MICRO_USD})::int8,
+             budget_reserved_micro_usd = b.budget_reserved_micro_usd - t.released, updated_at = now()
+         from unnest($1::text[], $2::int8[], $3::int8[]) as t(team_id, cost, released)
+         where b.team_id = t.team_id and b.team_id in (select team_id from locked)"
+    ))
+    .bind(&team_ids)
+    .bind(&costs)
+    .bind(&releases)
+    .execute(&mut *tx)
+    .await?;
+    insert_records(&mut tx, entries).await?;
+    tx.commit().await
+}
+
+/// The spend records of a batch, each `recorded` (it cost something or succeeded) or `released`.
+async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::with_capacity(entries.len());
+    let (mut teams, mut models, mut streams, mut reserved) = (vec![], vec![], vec![], vec![]);
+    let (mut statuses, mut prompt, mut completion, mut total) = (vec![], vec![], vec![], vec![]);
+    let (mut costs, mut sources, mut http, mut errors) = (vec![], vec![], vec![], vec![]);
+    for e in entries {
+        ids.push(e.request_id);
+        teams.push(e.team_id.as_str());
+        models.push(e.model.as_str());
+        streams.push(e.stream);
+        reserved.push(e.reserved_micro_usd);
+        statuses.push(e.usage.status());
+        prompt.push(e.usage.prompt_tokens);
+        completion.push(e.usage.completion_tokens);
+        total.push(e.usage.total_tokens);
+        costs.push(e.usage.cost_micro_usd);
+        sources.push(e.usage.cost_source);
+        http.push(e.usage.http_status);
+        errors.push(e.usage.error.as_deref());
+    }
+    sqlx::query(
+        "insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd, status,
+             prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, cost_source, http_status,
+             error, finished_at)
+         select r.*, now() from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int8[],
+             $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::int4[],
+             $13::text[]) as r
+         on conflict (request_id) do nothing",
+    )
+    .bind(&ids)
+    .bind(&teams)
+    .bind(&models)
+    .bind(&streams)
+    .bind(&reserved)
+    .bind(&statuses)
+    .bind(&prompt)
+    .bind(&completion)
+    .bind(&total)
+    .bind(&costs)
+    .bind(&sources)
+    .bind(&http)
+    .bind(&errors)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Returns up to `limit` slices whose lease lapsed (their process died or lost the database):
+/// deletes them and gives what they held back to their teams. Returns how many.
+pub async fn reclaim_expired(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
+    let mut tx = db.begin().await?;
+    let reclaimed: Vec<(String, i64)> = sqlx::query_as(
+        "delete from budget_slices where slice_id in (
+             select slice_id from budget_slices where expires_at < now()
+             order by slice_id limit $1 for update skip locked)
+         returning team_id, reserved_micro_usd",
+    )
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut teams: BTreeMap<String, i64> = BTreeMap::new();
+    for (team_id, reserved) in &reclaimed {
+        *teams.entry(team_id.clone()).or_default() += reserved;
+    }
+    let (team_ids, amounts): (Vec<String>, Vec<i64>) = teams.into_iter().unzip();
+    sqlx::query(
+        "with locked as materialized (
+             select team_id from credit_balances where team_id = any($1) order by team_id for no key update)
+         update credit_balances b set budget_reserved_micro_usd = b.budget_reserved_micro_usd - t.amount,
+             updated_at = now()
+         from unnest($1::text[], $2::int8[]) as t(team_id, amount)
+         where b.team_id = t.team_id and b.team_id in (select team_id from locked)",
+    )
+    .bind(&team_ids)
+    .bind(&amounts)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(reclaimed.len() as u64)
+}
