@@ -37,6 +37,10 @@ const RECLAIM_PAUSES: [Duration; 4] = [
     Duration::from_millis(100),
 ];
 
+/// After a refusal that waited for parked budget, requests of the team are refused without
+/// waiting again for this long (a burst over budget must not queue behind the pauses).
+const REFUSAL_MEMORY: Duration = Duration::from_millis(250);
+
 /// How budget slices are sized and kept.
 #[derive(Debug, Clone, Copy)]
 pub struct SliceSettings {
@@ -86,7 +90,8 @@ struct Pending {
 struct TeamSlot {
     team_id: String,
     slice: Mutex<Option<LiveSlice>>,
-    taking: tokio::sync::Mutex<()>,
+    /// Held while growing the slice; holds when the team was last refused after waiting.
+    taking: tokio::sync::Mutex<Option<Instant>>,
 }
 
 struct LiveSlice {
@@ -140,8 +145,14 @@ impl Budgets {
         if let Some(slice_id) = slot.try_admit(estimate) {
             return Ok(ticket(slice_id));
         }
-        let _taking = slot.taking.lock().await;
-        let mut pauses = RECLAIM_PAUSES.iter();
+        let mut taking = slot.taking.lock().await;
+        let refused_lately = taking.is_some_and(|at| at.elapsed() < REFUSAL_MEMORY);
+        let mut pauses = RECLAIM_PAUSES[..if refused_lately {
+            0
+        } else {
+            RECLAIM_PAUSES.len()
+        }]
+            .iter();
         loop {
             if let Some(slice_id) = slot.try_admit(estimate) {
                 return Ok(ticket(slice_id));
@@ -166,6 +177,7 @@ impl Budgets {
             .map_err(Refusal::Database)?;
             match taken {
                 Taken::Granted { added } => {
+                    *taking = None;
                     let usable_until = started + self.usable_part_of_lease();
                     let mut held = slot.lock();
                     match &mut *held {
@@ -189,6 +201,9 @@ impl Budgets {
                     // Budget parked in other processes' slices is asked back, then tried again.
                     let pause = pauses.next().filter(|_| parked > own);
                     let Some(pause) = pause else {
+                        if !refused_lately {
+                            *taking = Some(Instant::now());
+                        }
                         return Err(Refusal::OverBudget);
                     };
                     if pause == &RECLAIM_PAUSES[0] {
@@ -264,7 +279,7 @@ impl Budgets {
             Arc::new(TeamSlot {
                 team_id: team_id.to_owned(),
                 slice: Mutex::new(None),
-                taking: tokio::sync::Mutex::new(()),
+                taking: tokio::sync::Mutex::new(None),
             })
         }))
     }
@@ -366,19 +381,51 @@ async fn write_batches(budgets: Arc<Budgets>) {
             budgets.committed.send_replace(last_seq);
             continue;
         }
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match budget_slices::record(&budgets.db, &entries, &changes).await {
-                Ok(()) => break,
-                Err(_) if budgets.db.is_closed() => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, records = entries.len(), "could not write spend; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(2));
+        if !write_or_retry(&budgets.db, &entries, &changes).await {
+            // One item the database refuses for good (say, the team was deleted meanwhile)
+            // must not hold up the rest: each is written on its own, and a refused one is
+            // logged and left out.
+            write_or_retry(&budgets.db, &[], &changes).await;
+            for entry in entries {
+                if !write_or_retry(&budgets.db, std::slice::from_ref(&entry), &[]).await {
+                    tracing::error!(request_id = %entry.request_id, team_id = %entry.team_id,
+                        cost_micro_usd = entry.usage.cost_micro_usd, "spend record refused by the database; left out");
                 }
             }
         }
         budgets.committed.send_replace(last_seq);
+        if budgets.db.is_closed() {
+            return;
+        }
+    }
+}
+
+/// Writes a batch, retrying while the failure is transient (connection lost, deadlock,
+/// serialization failure, database starting or stopping). False when the database refuses the
+/// batch itself (a constraint or a value).
+async fn write_or_retry(
+    db: &PgPool,
+    entries: &[SpendEntry],
+    changes: &[(String, SliceChange)],
+) -> bool {
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match budget_slices::record(db, entries, changes).await {
+            Ok(()) => return true,
+            Err(_) if db.is_closed() => return true,
+            Err(sqlx::Error::Database(e))
+                if e.code()
+                    .is_some_and(|c| c.starts_with("22") || c.starts_with("23")) =>
+            {
+                tracing::warn!(error = %e, records = entries.len(), "spend batch refused");
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, records = entries.len(), "could not write spend; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
     }
 }
 

@@ -35,6 +35,9 @@ struct BalanceResponse {
     /// USD budget of the OpenAI-compatible path: credits_allocated x USD_PER_CREDIT.
     budget_usd: f64,
     spend_usd: f64,
+    /// Budget held for requests in flight and parked in API processes' budget slices (given
+    /// back when idle or when another process needs it).
+    budget_reserved_usd: f64,
 }
 
 /// Longest a balance read waits for this process's queued spend to be written.
@@ -70,6 +73,7 @@ async fn balance(
         credits: CreditsView::from(&balance),
         budget_usd: budget.as_usd(),
         spend_usd: MicroUsd(balance.spend_micro_usd).as_usd(),
+        budget_reserved_usd: MicroUsd(balance.budget_reserved_micro_usd).as_usd(),
         team_id,
     }))
 }
