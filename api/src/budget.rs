@@ -157,10 +157,19 @@ impl Budgets {
             if let Some(slice_id) = slot.try_admit(estimate) {
                 return Ok(ticket(slice_id));
             }
-            let (slice_id, create, own) = match &*slot.lock() {
-                Some(slice) => (slice.slice_id, false, slice.reserved),
-                None => (Uuid::now_v7(), true, 0),
+            // What the slice has not lent counts towards the request: only the rest is needed.
+            let (slice_id, create, own, unlent) = match &*slot.lock() {
+                Some(slice) => (
+                    slice.slice_id,
+                    false,
+                    slice.reserved,
+                    (slice.reserved - slice.in_flight).max(0),
+                ),
+                None => (Uuid::now_v7(), true, 0, 0),
             };
+            // The free amount read below must include every cost this process has seen
+            // (a cost above its estimate is only in the queue until written).
+            self.written(Duration::from_secs(5)).await;
             let started = Instant::now();
             let taken = budget_slices::take(
                 &self.db,
@@ -168,7 +177,7 @@ impl Budgets {
                 create,
                 team_id,
                 &self.holder,
-                estimate,
+                (estimate - unlent).max(1),
                 self.settings.max_micro_usd,
                 self.usd_per_credit_micro,
                 self.settings.lease.as_secs_f64(),

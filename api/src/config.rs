@@ -76,6 +76,20 @@ pub struct ApiConfig {
     /// a private network (e.g. 127.0.0.1:9100). On the public port `/metrics` takes the admin key.
     #[arg(long = "metrics-addr", env = "METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Largest slice of a team's /v1 budget this process reserves at once, in USD (a slice also
+    /// takes at most a quarter of what is free).
+    #[arg(long = "budget-slice-max-usd", env = "BUDGET_SLICE_MAX_USD", default_value_t = 1.0,
+          value_parser = parse_slice_usd)]
+    pub budget_slice_max_usd: f64,
+    /// Lease of a budget slice: a process that stops renewing it (it died) has its slice
+    /// returned by the reconciler this long after its last renewal.
+    #[arg(long = "budget-slice-lease-secs", env = "BUDGET_SLICE_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(3..=3_600))]
+    pub budget_slice_lease_secs: u64,
+    /// A budget slice unused this long goes back to its team.
+    #[arg(long = "budget-slice-idle-secs", env = "BUDGET_SLICE_IDLE_SECS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub budget_slice_idle_secs: u64,
     #[command(flatten)]
     pub worker: WorkerOptions,
     #[command(flatten)]
@@ -88,6 +102,28 @@ pub struct ApiConfig {
     pub billing: BillingConfig,
     #[command(flatten)]
     pub telemetry: TelemetryConfig,
+}
+
+/// A slice size between one micro-dollar and $1,000,000.
+fn parse_slice_usd(value: &str) -> Result<f64, String> {
+    let usd: f64 = value
+        .parse()
+        .map_err(|_| format!("'{value}' is not a number of USD"))?;
+    if !(0.000_001..=1_000_000.0).contains(&usd) {
+        return Err("must be between 0.000001 and 1000000".into());
+    }
+    Ok(usd)
+}
+
+impl ApiConfig {
+    /// The budget slice settings these options describe.
+    pub fn budget_slices(&self) -> crate::budget::SliceSettings {
+        crate::budget::SliceSettings {
+            max_micro_usd: (self.budget_slice_max_usd * 1_000_000.0).round() as i64,
+            lease: std::time::Duration::from_secs(self.budget_slice_lease_secs),
+            idle_return: std::time::Duration::from_secs(self.budget_slice_idle_secs),
+        }
+    }
 }
 
 #[cfg(test)]

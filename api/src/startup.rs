@@ -143,7 +143,7 @@ impl Application {
             body_read_timeout: Duration::from_secs(config.body_read_timeout_secs),
             metrics_addr: config.metrics_addr,
             webhook_targets: config.worker.webhook_targets(),
-            budget_slices: SliceSettings::default(),
+            budget_slices: config.budget_slices(),
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;

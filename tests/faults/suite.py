@@ -338,6 +338,8 @@ class Stack:
         self.restarts = 0
         self.exits = []  # (worker name, return code) of workers that died on their own
 
+    common_env_extra = {}
+
     def common_env(self):
         env = {k: v for k, v in os.environ.items()
                if k not in ("DATABASE_URL", "REDIS_URL", "QUEUE_NAME", "LLM_BASE_URL", "RUST_LOG")}
@@ -355,6 +357,7 @@ class Stack:
             "SHUTDOWN_TIMEOUT_SECS": str(SHUTDOWN_TIMEOUT_SECS),
             "LLM_TIMEOUT_SECS": "30",
         })
+        env.update(self.common_env_extra)
         return env
 
     def start(self):
@@ -1137,6 +1140,113 @@ def scenario_overload(cluster, result):
     return stack
 
 
+def scenario_api_kill9_budget(cluster, result):
+    """kill -9 one of two API processes while both serve /v1 requests of one team on a small
+    budget: no request is admitted past the budget, the dead process's budget slice comes back
+    through the reconciler, and the spend equals the recorded costs."""
+    stack = Stack(cluster, "api_kill9_budget", workers=1, concurrency=8, model="slow-200")
+    budget_env = {"BUDGET_SLICE_LEASE_SECS": "3", "BUDGET_SLICE_IDLE_SECS": "1"}
+    # The first API serves the stack; it is started with the budget settings, then a second one.
+    stack.common_env_extra = budget_env
+    stack.start()
+    team, model, price = "team_faults_budget", "slow-200-cost-5000", 5000
+    stack.admin("/api/model-groups/create", {"group_name": "BudgetAgent", "models": [
+        {"model_name": model, "config": {"input_cost_per_million": 0, "output_cost_per_million": 50}}]})
+    # 10 credits x $0.10 = $1.00: 200 requests of $0.005 (estimated at exactly that).
+    key = stack.admin("/api/teams/create", {"organization_id": "org_faults", "team_id": team,
+                                            "model_groups": ["BudgetAgent"],
+                                            "credits_allocated": 10})["virtual_key"]
+    budget = 1_000_000
+
+    def start_second_api():
+        env = stack.common_env()
+        env.update({"BIND_ADDR": f"127.0.0.1:{second_port}", "ADMIN_API_KEY": ADMIN_KEY,
+                    "EMBEDDED_WORKER": "false"})
+        proc = Proc("api2", [EXE["api"]], env, stack.dir / f"api2-{time.time():.0f}.log")
+        wait_http(f"http://127.0.0.1:{second_port}/health", proc, 30)
+        return proc
+
+    second_port = free_port()
+    second = start_second_api()
+    urls = [stack.api_url, f"http://127.0.0.1:{second_port}"]
+    stop = threading.Event()
+    answers = defaultdict(int)
+    lock = threading.Lock()
+    samples = []
+
+    def client(index):
+        session = requests.Session()
+        url = urls[index % 2] + "/v1/chat/completions"
+        body = {"model": model, "max_tokens": 100, "messages": [{"role": "user", "content": "hi"}]}
+        while not stop.is_set():
+            try:
+                status = session.post(url, json=body, timeout=30,
+                                      headers={"Authorization": f"Bearer {key}"}).status_code
+            except requests.RequestException:
+                status = "connection"
+                time.sleep(0.05)
+            with lock:
+                answers[(index % 2, status)] += 1
+
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    end = time.time() + 8
+    killed_at = time.time() + 2
+    killed = False
+    while time.time() < end:
+        (spend, reserved), = stack.sql(
+            f"select spend_micro_usd, budget_reserved_micro_usd from credit_balances where team_id = '{team}'")
+        samples.append(int(spend) + int(reserved))
+        if not killed and time.time() >= killed_at:
+            second.signal(signal.SIGKILL)
+            second.wait(5)
+            killed = True
+            time.sleep(0.5)
+            second = start_second_api()
+        time.sleep(0.1)
+    stop.set()
+    for thread in threads:
+        thread.join(35)
+
+    # The killed process's slice lapses (3 s lease) and the reconciler returns it; the live
+    # processes give theirs back when idle (1 s).
+    deadline, settled = time.time() + 20, None
+    while time.time() < deadline:
+        (reserved, in_slices), = stack.sql(
+            f"select budget_reserved_micro_usd, (select count(*) from budget_slices where team_id = '{team}')"
+            f" from credit_balances where team_id = '{team}'")
+        if int(reserved) == 0 and int(in_slices) == 0:
+            settled = True
+            break
+        time.sleep(0.2)
+    (spend, recorded, records), = stack.sql(
+        f"select b.spend_micro_usd, coalesce(sum(r.cost_micro_usd), 0), count(r.request_id)"
+        f" from credit_balances b left join spend_records r using (team_id)"
+        f" where b.team_id = '{team}' group by b.spend_micro_usd")
+    spend, recorded, records = int(spend), int(recorded), int(records)
+    ok = sum(n for (_, status), n in answers.items() if status == 200)
+    server_errors = {f"{api}:{status}": n for (api, status), n in answers.items()
+                     if isinstance(status, int) and status >= 500}
+    upstream = len([line for line in stack.upstream_log.read_text().splitlines()
+                    if model in line]) if stack.upstream_log.exists() else None
+    result.figures.update({
+        "accepted": ok, "finished": records, "duplicates": 0, "double_charges": 0, "drain_s": None,
+        "answers": {f"{api}:{status}": n for (api, status), n in sorted(answers.items(), key=str)},
+        "max_spend_plus_reserved": max(samples), "budget": budget, "spend": spend,
+        "recorded_costs": recorded, "upstream_requests": upstream})
+    v = result.check
+    v(killed, "the second API was never killed")
+    v(max(samples) <= budget, f"spend + reserved reached {max(samples)} > budget {budget}")
+    v(spend <= budget, f"spend {spend} above the budget {budget}")
+    v(spend == recorded, f"spend {spend} != recorded costs {recorded}")
+    v(settled, "budget still reserved 20 s after the load (the dead process's slice was not returned)")
+    v(not server_errors, f"5xx answers: {server_errors}")
+    v(ok >= 150, f"only {ok} requests admitted; the $1.00 budget fits 200 (budget stranded?)")
+    v(ok * price <= budget, f"{ok} admitted requests of {price} pass the budget {budget}")
+    return stack
+
+
 SCENARIOS = [
     ("kill9", scenario_kill9),
     ("redis_restart", scenario_redis_restart),
@@ -1145,6 +1255,7 @@ SCENARIOS = [
     ("scale_out", scenario_scale_out),
     ("crash_points", scenario_crash_points),
     ("overload", scenario_overload),
+    ("api_kill9_budget", scenario_api_kill9_budget),
 ]
 
 

@@ -132,29 +132,48 @@ async fn bursts_through_two_processes_never_pass_the_budget_and_strand_none_of_i
 async fn a_request_larger_than_the_free_budget_gets_the_budget_parked_elsewhere(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
     let peer = PeerApi::start(&db, stack.llm.base_url(), SliceSettings::default()).await;
-    // $0.10 of budget.
-    let key = priced_team(&stack, "team_park", 1).await;
-    // One $0.05 request through the first process leaves it a slice of the rest.
+    // $1.00 of budget.
+    let key = priced_team(&stack, "team_park", 10).await;
+    // One $0.05 request through the first process leaves it a slice: a quarter of the budget,
+    // less what the request cost.
     assert_eq!(chat(&stack.app, &key).await, StatusCode::OK);
     stack.app.spend_written().await;
     let (spend, reserved, in_slices, _) = money(&db, "team_park").await;
     assert_eq!(spend, PRICE);
-    assert!(
-        in_slices > 0 && reserved == in_slices,
-        "the process keeps a slice"
-    );
-    assert!(spend + reserved <= 100_000);
+    assert_eq!((reserved, in_slices), (250_000 - PRICE, 250_000 - PRICE));
 
-    // The last $0.05 is only reachable through the other process if the first gives it back.
-    assert_eq!(chat(&peer.app, &key).await, StatusCode::OK);
-    assert_eq!(chat(&peer.app, &key).await, StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(chat(&stack.app, &key).await, StatusCode::PAYMENT_REQUIRED);
+    // A request estimated at $0.80 (16,000 output tokens at $50 per 1M) fits the budget only
+    // with what the first process parks: the other process asks for it and gets it.
+    let status = chat_with_max_tokens(&peer.app, &key, 16_000).await;
+    assert_eq!(status, StatusCode::OK);
     stack.app.spend_written().await;
     peer.app.spend_written().await;
     let (spend, reserved, in_slices, recorded) = money(&db, "team_park").await;
+    // The large request was admitted at $0.80 and cost the $0.05 the upstream reported.
     assert_eq!((spend, recorded), (2 * PRICE, 2 * PRICE));
     assert_eq!(reserved, in_slices);
-    assert!(spend + reserved <= 100_000);
+    assert!(spend + reserved <= 1_000_000);
+    // $0.95 does not fit what is left ($0.90), whichever process asks.
+    for app in [&peer.app, &stack.app] {
+        assert_eq!(
+            chat_with_max_tokens(app, &key, 19_000).await,
+            StatusCode::PAYMENT_REQUIRED
+        );
+    }
+    // $0.90 does.
+    assert_eq!(
+        chat_with_max_tokens(&stack.app, &key, 18_000).await,
+        StatusCode::OK
+    );
+}
+
+async fn chat_with_max_tokens(app: &TestApp, key: &str, max_tokens: u32) -> StatusCode {
+    app.with_key(key, Method::POST, "/v1/chat/completions")
+        .json(&json!({"model": PRICED_MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "spend"}]}))
+        .send()
+        .await
+        .expect("request")
+        .status()
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -67,7 +67,8 @@ pub async fn take(
     if free < need {
         return Ok(Taken::Refused { parked });
     }
-    let added = want.max(need).min(free);
+    // At most a quarter of what is free, so other processes find budget too; at least `need`.
+    let added = want.min(free / 4).max(need).min(free);
     sqlx::query(
         "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
          where team_id = $1",
