@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::net_policy::TargetPolicy;
+use saasllm_shared::job_credits::JobCredits;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::Engine;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub redis: RedisHandle,
     pub queue: CallQueue,
     pub notifier: Arc<Notifier>,
+    /// Job creates and settlements, served in per-team groups.
+    pub job_credits: JobCredits,
     /// The OpenAI-compatible upstream (passthrough) and the model chain over it (streamed job
     /// calls), with the process's retry policy and model cooldowns.
     pub engine: Engine,
