@@ -239,6 +239,25 @@ mod tests {
     }
 
     #[test]
+    fn an_error_shared_by_a_group_of_requests_maps_as_its_database_error() {
+        let group_error = |code| GroupError::from(sqlx::Error::Database(Box::new(Sqlstate(code))));
+        for (code, status) in [
+            ("40P01", StatusCode::SERVICE_UNAVAILABLE),
+            ("22021", StatusCode::BAD_REQUEST),
+            ("XX000", StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let shared = group_error(code);
+            let also_answered = shared.clone();
+            assert_eq!(ApiError::from(shared).status(), status, "{code} shared");
+            assert_eq!(
+                ApiError::from(also_answered).status(),
+                status,
+                "{code} alone"
+            );
+        }
+    }
+
+    #[test]
     fn a_transaction_rolled_back_by_a_concurrent_one_is_a_503_to_retry() {
         for code in ["40P01", "40001"] {
             assert_eq!(status_of(code), StatusCode::SERVICE_UNAVAILABLE, "{code}");

@@ -109,6 +109,8 @@ impl<F: Flush> Clone for GroupCommit<F> {
 
 struct Inner<F: Flush> {
     flusher: F,
+    /// What is flushed, for the metrics (`create`, `settle`).
+    kind: &'static str,
     /// A team has an entry exactly while a flush task runs for it; the entry holds the requests
     /// waiting for that task's next group.
     teams: Mutex<HashMap<String, VecDeque<Waiter<F>>>>,
@@ -116,11 +118,12 @@ struct Inner<F: Flush> {
 }
 
 impl<F: Flush> GroupCommit<F> {
-    /// Groups of at most `max_group` requests.
-    pub fn new(flusher: F, max_group: usize) -> Self {
+    /// Groups of at most `max_group` requests; `kind` labels their metrics.
+    pub fn new(flusher: F, kind: &'static str, max_group: usize) -> Self {
         Self {
             inner: Arc::new(Inner {
                 flusher,
+                kind,
                 teams: Mutex::new(HashMap::new()),
                 max_group: max_group.max(1),
             }),
@@ -187,6 +190,10 @@ impl<F: Flush> Inner<F> {
     async fn flush_and_answer(&self, team: &str, group: Vec<Waiter<F>>) {
         let (requests, answers): (Vec<F::Request>, Vec<_>) = group.into_iter().unzip();
         let all: Vec<&F::Request> = requests.iter().collect();
+        // Their ratio is the mean group: how well a busy team's requests share commits.
+        metrics::counter!("group_commit_flushes_total", "kind" => self.kind).increment(1);
+        metrics::counter!("group_commit_requests_total", "kind" => self.kind)
+            .increment(all.len() as u64);
         match self.flush_with_retries(team, &all, false).await {
             Ok(results) => {
                 for (answer, result) in answers.into_iter().zip(results) {

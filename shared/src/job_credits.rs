@@ -26,8 +26,8 @@ pub struct JobCredits {
 impl JobCredits {
     pub fn new(db: PgPool) -> Self {
         Self {
-            creates: GroupCommit::new(CreateFlush { db: db.clone() }, MAX_CREATES),
-            settlements: GroupCommit::new(SettleFlush { db }, MAX_SETTLEMENTS),
+            creates: GroupCommit::new(CreateFlush { db: db.clone() }, "create", MAX_CREATES),
+            settlements: GroupCommit::new(SettleFlush { db }, "settle", MAX_SETTLEMENTS),
         }
     }
 

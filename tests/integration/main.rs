@@ -11,6 +11,7 @@ mod credit_races;
 mod credits;
 mod fairness;
 mod group_commit;
+mod group_commit_failures;
 mod hardening;
 mod health;
 mod hot_updates;

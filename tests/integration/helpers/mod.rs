@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod groups;
 pub mod stack;
 
 pub use app::{ADMIN_KEY, TestApp, spawn_app};
