@@ -46,7 +46,8 @@ impl JobToCreate {
 ///
 /// The lock in `balance` matters under READ COMMITTED: a concurrent change committed while this
 /// statement waited is read from the locked row, so `granted` is computed from the balance the
-/// update then changes.
+/// update then changes. A team found with no credit left is not locked: its refusals do not wait
+/// behind the creates that took the credit.
 pub async fn insert_holding_credits(
     db: impl PgExecutor<'_>,
     team_id: &str,
@@ -57,7 +58,8 @@ pub async fn insert_holding_credits(
         "with balance as (
              select team_id,
                     least(cardinality($2::uuid[]), credits_allocated - credits_used - credits_reserved) as granted
-             from credit_balances where team_id = $1
+             from credit_balances
+             where team_id = $1 and credits_allocated - credits_used - credits_reserved >= 1
              for no key update
          ), held as (
              update credit_balances b
