@@ -3,6 +3,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use saasllm_shared::group_commit::GroupError;
 use serde_json::json;
 
 /// A request that could not be served.
@@ -95,38 +96,58 @@ fn database_unavailable(error: &sqlx::Error) -> bool {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if database_unavailable(&error) {
-            tracing::error!(error = %error, "database unavailable");
-            return ApiError::Unavailable(
-                "Database unavailable, nothing was changed; retry later".into(),
-            );
+        client_facing(&error).unwrap_or_else(|| ApiError::Internal(error.into()))
+    }
+}
+
+impl From<GroupError> for ApiError {
+    /// The error of a request served in a group: mapped as its database error, which other
+    /// requests of the group may share.
+    fn from(error: GroupError) -> Self {
+        match error.into_owned() {
+            Ok(error) => ApiError::from(error),
+            Err(shared) => client_facing(shared.database_error())
+                .unwrap_or_else(|| ApiError::Internal(shared.into())),
         }
-        // Data PostgreSQL cannot take is the request's fault. The extractors already refuse NUL
-        // and the routes bound their numbers and dates, so these arms are a backstop that keeps
-        // a check missed somewhere a 400 rather than a 500.
-        let code = match &error {
-            sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
-            _ => None,
-        };
-        match code.as_deref() {
-            Some("22003") => ApiError::BadRequest("A number in the request is out of range".into()),
-            Some("22008") => {
-                ApiError::BadRequest("A date or time in the request is out of range".into())
-            }
-            // untranslatable_character, and jsonb's unsupported_unicode_escape_sequence
-            Some("22021" | "22P05") => ApiError::BadRequest(
-                "A string in the request contains a character that cannot be stored (NUL)".into(),
-            ),
-            // deadlock_detected, serialization_failure: PostgreSQL rolled the transaction back
-            // because of a concurrent one; nothing was changed and a retry will pass.
-            Some("40P01" | "40001") => {
-                tracing::warn!(error = %error, "transaction rolled back by a concurrent one");
-                ApiError::Unavailable(
-                    "A concurrent change got in the way, nothing was changed; retry".into(),
-                )
-            }
-            _ => ApiError::Internal(error.into()),
+    }
+}
+
+/// The answer a database error gets when it is not a server fault (a 500): the database out of
+/// reach, data it cannot take, or a conflict that a retry passes.
+fn client_facing(error: &sqlx::Error) -> Option<ApiError> {
+    if database_unavailable(error) {
+        tracing::error!(error = %error, "database unavailable");
+        return Some(ApiError::Unavailable(
+            "Database unavailable, nothing was changed; retry later".into(),
+        ));
+    }
+    // Data PostgreSQL cannot take is the request's fault. The extractors already refuse NUL
+    // and the routes bound their numbers and dates, so these arms are a backstop that keeps
+    // a check missed somewhere a 400 rather than a 500.
+    let code = match error {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    };
+    match code.as_deref() {
+        Some("22003") => Some(ApiError::BadRequest(
+            "A number in the request is out of range".into(),
+        )),
+        Some("22008") => Some(ApiError::BadRequest(
+            "A date or time in the request is out of range".into(),
+        )),
+        // untranslatable_character, and jsonb's unsupported_unicode_escape_sequence
+        Some("22021" | "22P05") => Some(ApiError::BadRequest(
+            "A string in the request contains a character that cannot be stored (NUL)".into(),
+        )),
+        // deadlock_detected, serialization_failure: PostgreSQL rolled the transaction back
+        // because of a concurrent one; nothing was changed and a retry will pass.
+        Some("40P01" | "40001") => {
+            tracing::warn!(error = %error, "transaction rolled back by a concurrent one");
+            Some(ApiError::Unavailable(
+                "A concurrent change got in the way, nothing was changed; retry".into(),
+            ))
         }
+        _ => None,
     }
 }
 
@@ -215,6 +236,25 @@ mod tests {
         }
         assert_eq!(status_of("57P01"), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of("XX000"), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn an_error_shared_by_a_group_of_requests_maps_as_its_database_error() {
+        let group_error = |code| GroupError::from(sqlx::Error::Database(Box::new(Sqlstate(code))));
+        for (code, status) in [
+            ("40P01", StatusCode::SERVICE_UNAVAILABLE),
+            ("22021", StatusCode::BAD_REQUEST),
+            ("XX000", StatusCode::INTERNAL_SERVER_ERROR),
+        ] {
+            let shared = group_error(code);
+            let also_answered = shared.clone();
+            assert_eq!(ApiError::from(shared).status(), status, "{code} shared");
+            assert_eq!(
+                ApiError::from(also_answered).status(),
+                status,
+                "{code} alone"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use saasllm_shared::db;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::net_policy::TargetPolicy;
+use saasllm_shared::job_credits::JobCredits;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::{Cooldowns, Engine, RetryPolicy, Upstream};
@@ -195,6 +196,7 @@ impl Application {
             notifier: Notifier::start(pool.clone(), Arc::clone(&directory), Arc::clone(&budgets)),
             directory,
             budgets: Arc::clone(&budgets),
+            job_credits: JobCredits::new(pool.clone()),
             queue: CallQueue::new(redis.clone()),
             engine: Engine::new(
                 Upstream::new(&settings.llm)?,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::net_policy::TargetPolicy;
+use saasllm_shared::job_credits::JobCredits;
 use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::Engine;
@@ -26,6 +27,8 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     /// The OpenAI-compatible path's budget slices and its queue of spend to write.
     pub budgets: Arc<Budgets>,
+    /// Job creates and settlements, served in per-team groups.
+    pub job_credits: JobCredits,
     /// The OpenAI-compatible upstream (passthrough) and the model chain over it (streamed job
     /// calls), with the process's retry policy and model cooldowns.
     pub engine: Engine,

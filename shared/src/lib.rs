@@ -4,6 +4,8 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod group_commit;
+pub mod job_credits;
 pub mod queue;
 pub mod redis_conn;
 pub mod shutdown;

@@ -12,6 +12,7 @@ use saasllm_shared::db;
 use saasllm_shared::db::calls::{Attempt, ClaimedCall};
 use saasllm_shared::db::claims::Finished;
 use saasllm_shared::db::jobs::Settlement;
+use saasllm_shared::db::settlement::{SettleAnswer, SettleRequest};
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use uuid::Uuid;
@@ -204,22 +205,36 @@ async fn write_group(
     // The results are committed whatever happens next; a job left `completing` here is settled
     // by the reconciler.
     match completing {
-        Ok(completing) => {
-            for job_id in completing {
-                match db::jobs::settle(db, job_id).await {
-                    Ok(Settlement::Settled) => {
-                        tracing::info!(%job_id, "job settled after its last call")
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(%job_id, error = %e, "could not settle the job; the reconciler will")
-                    }
-                }
-            }
-        }
+        Ok(completing) => settle_jobs(db, &completing).await,
         Err(e) => {
             tracing::warn!(error = %e, "could not look for jobs to settle; the reconciler will")
         }
     }
     Ok(written.into_iter().map(|w| w.call_id).collect())
+}
+
+/// Settles the jobs whose last calls the group wrote, in one transaction: their rows locked in
+/// id order, then each team's balance row updated once. A job this leaves `completing` (the
+/// transaction failed) is settled by the reconciler.
+async fn settle_jobs(db: &PgPool, completing: &[Uuid]) {
+    if completing.is_empty() {
+        return;
+    }
+    let requests: Vec<SettleRequest> = completing
+        .iter()
+        .map(|id| SettleRequest::Complete(*id))
+        .collect();
+    let requests: Vec<&SettleRequest> = requests.iter().collect();
+    match db::settlement::settle_group(db, &requests).await {
+        Ok(answers) => {
+            for (job_id, answer) in completing.iter().zip(answers) {
+                if answer == SettleAnswer::Complete(Settlement::Settled) {
+                    tracing::info!(%job_id, "job settled after its last call");
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(jobs = completing.len(), error = %e, "could not settle the jobs; the reconciler will")
+        }
+    }
 }

@@ -142,9 +142,9 @@ async fn create(
         state.settings.webhook_targets,
     )?;
     let metadata = validate::metadata(body.metadata)?;
-    let inserted = db::jobs::insert_holding_credit(
-        &state.db,
-        &NewJob {
+    let inserted = state
+        .job_credits
+        .create(&NewJob {
             team_id: &body.team_id,
             user_id: body.user_id.as_deref(),
             job_type: body.job_type.trim(),
@@ -153,9 +153,8 @@ async fn create(
             callback: callback
                 .as_ref()
                 .map(|(url, secret)| (*url, secret.as_str())),
-        },
-    )
-    .await?;
+        })
+        .await?;
     let Some(job) = inserted else {
         let balance = db::credits::find_balance(&state.db, &body.team_id)
             .await?
@@ -417,7 +416,7 @@ async fn complete(
     if current.status != JobStatus::Completing {
         return answer_settled(&state, job_id, requested).await;
     }
-    wait_for_settlement(&state, job_id, requested).await
+    wait_for_settlement(&state, &current.team_id, job_id, requested).await
 }
 
 /// The 409 for a job that reached a final status other than the one requested.
@@ -459,13 +458,14 @@ async fn answer_settled(
 /// the last call to settle, then answers 202 `completing` if it still has not.
 async fn wait_for_settlement(
     state: &AppState,
+    team_id: &str,
     job_id: Uuid,
     requested: JobStatus,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + state.settings.complete_wait;
     loop {
         let waiter = state.notifier.job(job_id);
-        match db::jobs::settle(&state.db, job_id).await? {
+        match state.job_credits.settle(team_id, job_id).await? {
             Settlement::Settled | Settlement::NotCompleting => {
                 return answer_settled(state, job_id, requested).await;
             }
@@ -510,7 +510,7 @@ async fn cancel(
     Path(job_id): Path<String>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     let job = visible_job(&state, &caller, &job_id).await?;
-    match db::jobs::cancel(&state.db, job.job_id).await? {
+    match state.job_credits.cancel(&job.team_id, job.job_id).await? {
         Cancellation::Cancelled { .. } | Cancellation::AlreadyCancelled => {}
         Cancellation::Settled(status) => {
             return Err(ApiError::Conflict(format!(

@@ -172,43 +172,52 @@ pub async fn count_transactions(db: impl PgExecutor<'_>, team_id: &str) -> sqlx:
         .await
 }
 
-/// Releases a job's hold without charge.
-pub async fn release_hold(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<BalanceRow> {
-    sqlx::query_as(&format!(
-        "update credit_balances set credits_reserved = credits_reserved - 1, updated_at = now()
-         where team_id = $1 returning {BALANCE_COLUMNS}"
-    ))
-    .bind(team_id)
-    .fetch_one(conn)
-    .await
-}
-
-/// Turns a job's hold into a deduction of one credit and writes the ledger row. The hold
-/// guarantees the credit is there; the unique (job_id, kind) constraint forbids a second charge.
-pub async fn charge_hold(
+/// Settles holds of one team's jobs in one balance update: each of `charged` (a job and the
+/// reason of its charge) turns its hold into a deduction of one credit, `released` more holds
+/// are given back. The hold guarantees each charged credit is there; the unique (job_id, kind)
+/// constraint forbids a second charge of a job. The deductions' ledger rows follow in the given
+/// order, each `balance_after` one below the previous, ending at the balance the update left:
+/// the row stays locked until the commit, so no other change of the team comes in between.
+pub async fn settle_holds(
     conn: &mut PgConnection,
     team_id: &str,
-    job_id: Uuid,
-    reason: &str,
-) -> sqlx::Result<(BalanceRow, TransactionRow)> {
-    let balance: BalanceRow = sqlx::query_as(&format!(
+    charged: &[(Uuid, String)],
+    released: i64,
+) -> sqlx::Result<()> {
+    let charges = charged.len() as i64;
+    let remaining: i64 = sqlx::query_scalar(
         "update credit_balances
-         set credits_used = credits_used + 1, credits_reserved = credits_reserved - 1, updated_at = now()
-         where team_id = $1 returning {BALANCE_COLUMNS}"
-    ))
+         set credits_used = credits_used + $2, credits_reserved = credits_reserved - $3, updated_at = now()
+         where team_id = $1 returning credits_allocated - credits_used",
+    )
     .bind(team_id)
+    .bind(charges)
+    .bind(charges + released)
     .fetch_one(&mut *conn)
     .await?;
-    let row = insert_transaction(
-        conn,
-        team_id,
-        TransactionType::Deduction,
-        1,
-        balance.remaining(),
-        Some(reason),
-        Some(job_id),
-        &serde_json::json!({}),
+    if charged.is_empty() {
+        return Ok(());
+    }
+    let transaction_ids: Vec<Uuid> = charged.iter().map(|_| Uuid::now_v7()).collect();
+    let job_ids: Vec<Uuid> = charged.iter().map(|(job_id, _)| *job_id).collect();
+    let reasons: Vec<&str> = charged.iter().map(|(_, reason)| reason.as_str()).collect();
+    // Rows are numbered in the order given; `seq` is drawn in that order too (the rows are
+    // inserted sorted), which is the order the ledger is read in.
+    sqlx::query(
+        "insert into credit_transactions
+             (transaction_id, team_id, transaction_type, credits_amount, balance_after, reason, job_id, metadata)
+         select t.transaction_id, $1, 'deduction', 1, $2 + $3 - t.position, t.reason, t.job_id, '{}'
+         from unnest($4::uuid[], $5::uuid[], $6::text[])
+             with ordinality as t(transaction_id, job_id, reason, position)
+         order by t.position",
     )
+    .bind(team_id)
+    .bind(remaining)
+    .bind(charges)
+    .bind(&transaction_ids)
+    .bind(&job_ids)
+    .bind(&reasons)
+    .execute(conn)
     .await?;
-    Ok((balance, row))
+    Ok(())
 }

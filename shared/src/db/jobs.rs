@@ -1,9 +1,13 @@
 //! Jobs: creation with a credit hold, status transitions, settlement and expiry.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
+use crate::db::job_creation::{self, JobToCreate};
+use crate::db::settlement::{self, SettleAnswer, SettleRequest};
 use crate::db::{credits, webhooks};
 use crate::domain::status::JobStatus;
 
@@ -35,7 +39,7 @@ impl JobRow {
     }
 }
 
-const JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, credit_hold, metadata, \
+pub(crate) const JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, credit_hold, metadata, \
      completion_metadata, error_message, created_at, updated_at, completed_at, expires_at, callback_url";
 
 /// Fields of a new job.
@@ -51,31 +55,15 @@ pub struct NewJob<'a> {
 
 /// Holds one credit of the team and inserts the job: one statement, so the conditional balance
 /// update and the job commit together (one round trip). `None` when the team has no credit
-/// available (or does not exist): nothing was changed.
+/// available (or does not exist): nothing was changed. Requests served together use
+/// `job_creation::insert_holding_credits`, of which this is the group of one.
 pub async fn insert_holding_credit(
     db: impl PgExecutor<'_>,
     job: &NewJob<'_>,
 ) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(&format!(
-        "with held as (
-             update credit_balances set credits_reserved = credits_reserved + 1, updated_at = now()
-             where team_id = $2 and credits_allocated - credits_used - credits_reserved >= 1
-             returning team_id
-         )
-         insert into jobs (job_id, team_id, user_id, job_type, metadata, expires_at, callback_url, callback_secret)
-         select $1, team_id, $3, $4, $5, now() + make_interval(secs => $6), $7, $8 from held
-         returning {JOB_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(job.team_id)
-    .bind(job.user_id)
-    .bind(job.job_type)
-    .bind(job.metadata)
-    .bind(job.ttl_secs as f64)
-    .bind(job.callback.map(|(url, _)| url))
-    .bind(job.callback.map(|(_, secret)| secret))
-    .fetch_optional(db)
-    .await
+    let job = JobToCreate::new(job);
+    let mut created = job_creation::insert_holding_credits(db, &job.team_id, &[&job]).await?;
+    Ok(created.pop().flatten())
 }
 
 /// A job's status alone (the worker's check after writing a call's result).
@@ -189,48 +177,12 @@ pub enum Settlement {
 /// transaction either the charge (requested `completed` and no call failed) or the release of
 /// the hold, plus the `job.settled` webhook event. The job row lock and the guarded hold
 /// transition make this safe to run from any number of API processes and workers at once:
-/// exactly one of them settles.
+/// exactly one of them settles. (`settlement::settle_group` with this job alone.)
 pub async fn settle(db: &PgPool, job_id: Uuid) -> sqlx::Result<Settlement> {
-    let mut tx = db.begin().await?;
-    let Some(job) = lock(&mut tx, job_id).await? else {
-        return Ok(Settlement::NotCompleting);
-    };
-    if job.status != JobStatus::Completing {
-        return Ok(Settlement::NotCompleting);
+    match settle_alone(db, SettleRequest::Complete(job_id)).await? {
+        SettleAnswer::Complete(settlement) => Ok(settlement),
+        SettleAnswer::Cancel(_) => Err(unexpected_answer()),
     }
-    let counts = call_counts(&mut *tx, job_id).await?;
-    if counts.unfinished() > 0 {
-        return Ok(Settlement::Waiting);
-    }
-    let final_status = job.requested_status.unwrap_or(JobStatus::Failed);
-    let charge = final_status == JobStatus::Completed && counts.failed == 0;
-    let moved = sqlx::query(
-        "update jobs set status = $2, credit_hold = $3, completed_at = now(), updated_at = now()
-         where job_id = $1 and status = 'completing' and credit_hold = 'held'",
-    )
-    .bind(job_id)
-    .bind(final_status)
-    .bind(if charge { "charged" } else { "released" })
-    .execute(&mut *tx)
-    .await?;
-    let mut charged = false;
-    if moved.rows_affected() == 1 {
-        if charge {
-            let reason = format!("Job {} completed successfully", job.job_type);
-            credits::charge_hold(&mut tx, &job.team_id, job_id, &reason).await?;
-            charged = true;
-        } else {
-            credits::release_hold(&mut tx, &job.team_id).await?;
-        }
-        announce_settled(&mut tx, &job).await?;
-    } else {
-        notify_settled(&mut tx, job_id).await?;
-    }
-    tx.commit().await?;
-    if charged {
-        metrics::counter!("credits_deducted_total").increment(1);
-    }
-    Ok(Settlement::Settled)
 }
 
 /// What `cancel` found.
@@ -250,57 +202,29 @@ pub enum Cancellation {
 /// Cancels an open job (also one being completed): its queued calls never run, running ones
 /// finish, the credit hold is released in the same transaction, and no credit is charged.
 pub async fn cancel(db: &PgPool, job_id: Uuid) -> sqlx::Result<Cancellation> {
-    let mut tx = db.begin().await?;
-    let Some(job) = lock(&mut tx, job_id).await? else {
-        return Ok(Cancellation::NotFound);
-    };
-    match job.status {
-        JobStatus::Cancelled => return Ok(Cancellation::AlreadyCancelled),
-        JobStatus::Completed | JobStatus::Failed | JobStatus::Expired => {
-            return Ok(Cancellation::Settled(job.status));
-        }
-        JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing => {}
+    match settle_alone(db, SettleRequest::Cancel(job_id)).await? {
+        SettleAnswer::Cancel(cancellation) => Ok(cancellation),
+        SettleAnswer::Complete(_) => Err(unexpected_answer()),
     }
-    let moved = sqlx::query(
-        "update jobs set status = 'cancelled', credit_hold = 'released', completed_at = now(), updated_at = now()
-         where job_id = $1 and status in ('pending', 'in_progress', 'completing') and credit_hold = 'held'",
-    )
-    .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    if moved.rows_affected() != 1 {
-        return Ok(Cancellation::Settled(job.status));
-    }
-    credits::release_hold(&mut tx, &job.team_id).await?;
-    let calls_cancelled = crate::db::calls::cancel_queued(&mut tx, job_id).await?;
-    announce_settled(&mut tx, &job).await?;
-    tx.commit().await?;
-    Ok(Cancellation::Cancelled { calls_cancelled })
 }
 
-/// In the transaction that settles a job: its webhook event (when it has a callback URL) and the
-/// notification that wakes requests waiting for it.
-async fn announce_settled(conn: &mut PgConnection, job: &JobRow) -> sqlx::Result<()> {
-    if job.callback_url.is_some() {
-        webhooks::enqueue_job_settled(conn, job.job_id).await?;
-    }
-    notify_settled(conn, job.job_id).await
+async fn settle_alone(db: &PgPool, request: SettleRequest) -> sqlx::Result<SettleAnswer> {
+    settlement::settle_group(db, &[&request])
+        .await?
+        .pop()
+        .ok_or_else(unexpected_answer)
 }
 
-async fn notify_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("select pg_notify($1, $2)")
-        .bind(JOB_SETTLED_CHANNEL)
-        .bind(job_id.to_string())
-        .execute(conn)
-        .await?;
-    Ok(())
+fn unexpected_answer() -> sqlx::Error {
+    sqlx::Error::Protocol("a settlement answered another kind of request".into())
 }
 
 /// PostgreSQL notification channel carrying the id of each settled job.
 pub const JOB_SETTLED_CHANNEL: &str = "saasllm_job_settled";
 
-/// Expires up to `limit` jobs past their TTL, releases their holds and queues their `job.settled`
-/// webhook events; returns how many.
+/// Expires up to `limit` jobs past their TTL, releases their holds (one balance update per team,
+/// in team id order, after the job rows: the lock order of every settlement) and queues their
+/// `job.settled` webhook events; returns how many.
 pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
     let expired: Vec<(Uuid, String)> = sqlx::query_as(
@@ -314,9 +238,13 @@ pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
+    let mut released: BTreeMap<&str, i64> = BTreeMap::new();
     for (job_id, team_id) in &expired {
-        credits::release_hold(&mut tx, team_id).await?;
         webhooks::enqueue_job_settled(&mut tx, *job_id).await?;
+        *released.entry(team_id.as_str()).or_default() += 1;
+    }
+    for (team_id, holds) in released {
+        credits::settle_holds(&mut tx, team_id, &[], holds).await?;
     }
     tx.commit().await?;
     Ok(expired.len() as u64)

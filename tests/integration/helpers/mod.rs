@@ -2,6 +2,7 @@
 
 pub mod app;
 pub mod cluster;
+pub mod groups;
 pub mod peer;
 pub mod stack;
 

@@ -1,0 +1,284 @@
+//! Settling jobs, several in one transaction: completions (the hold charged or released once
+//! every call has finished) and cancellations. Locks are taken in one order: the job rows first,
+//! in job id order, then the queued calls of cancelled jobs, then each team's balance row last,
+//! in team id order (no statement waits for anything else while holding a balance row); so two
+//! groups, or a group and a single-job statement, never wait on each other in a cycle.
+//!
+//! Every job moves only through a guarded transition (still open, hold still `held`) made under
+//! its row lock, and the ledger refuses a second deduction of a job (unique job and kind), so a
+//! job is charged at most once however many requests, processes and retries settle it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::db::jobs::{
+    CallCounts, Cancellation, JOB_COLUMNS, JOB_SETTLED_CHANNEL, JobRow, Settlement,
+};
+use crate::db::{calls, credits, webhooks};
+use crate::domain::status::JobStatus;
+
+/// What to do to a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleRequest {
+    /// Settle a `completing` job whose calls have all finished.
+    Complete(Uuid),
+    /// Cancel an open job (also one being completed).
+    Cancel(Uuid),
+}
+
+impl SettleRequest {
+    pub fn job_id(&self) -> Uuid {
+        match *self {
+            SettleRequest::Complete(id) | SettleRequest::Cancel(id) => id,
+        }
+    }
+}
+
+/// What a request found, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SettleAnswer {
+    Complete(Settlement),
+    Cancel(Cancellation),
+}
+
+/// A job's move to its final status, decided under its row lock.
+struct Transition<'a> {
+    job: &'a JobRow,
+    status: JobStatus,
+    charge: bool,
+    /// The request answered by it.
+    answer: usize,
+}
+
+/// Serves the requests in order, in one transaction. A request whose job has moved on already
+/// (settled by an earlier request of the group, or elsewhere) gets the answer it would get alone;
+/// the others are not affected.
+pub async fn settle_group(
+    db: &PgPool,
+    requests: &[&SettleRequest],
+) -> sqlx::Result<Vec<SettleAnswer>> {
+    let mut tx = db.begin().await?;
+    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.job_id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let locked: Vec<JobRow> = sqlx::query_as(&format!(
+        "select {JOB_COLUMNS} from jobs where job_id = any($1) order by job_id for no key update"
+    ))
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let counts = finished_counts(&mut tx, &locked, requests).await?;
+    let mut current: HashMap<Uuid, (JobStatus, bool)> = locked
+        .iter()
+        .map(|j| (j.job_id, (j.status, j.credit_hold == "held")))
+        .collect();
+    let by_id: HashMap<Uuid, &JobRow> = locked.iter().map(|j| (j.job_id, j)).collect();
+
+    let mut answers = Vec::with_capacity(requests.len());
+    let mut transitions: Vec<Transition<'_>> = Vec::new();
+    let mut to_notify: Vec<Uuid> = Vec::new();
+    for (index, request) in requests.iter().enumerate() {
+        let id = request.job_id();
+        let (Some(job), Some(state)) = (by_id.get(&id), current.get_mut(&id)) else {
+            answers.push(match request {
+                SettleRequest::Complete(_) => SettleAnswer::Complete(Settlement::NotCompleting),
+                SettleRequest::Cancel(_) => SettleAnswer::Cancel(Cancellation::NotFound),
+            });
+            continue;
+        };
+        let (status, held) = *state;
+        let answer = match request {
+            SettleRequest::Complete(_) if status != JobStatus::Completing => {
+                SettleAnswer::Complete(Settlement::NotCompleting)
+            }
+            SettleRequest::Complete(_) => {
+                let counts = counts.get(&id).copied().unwrap_or_default();
+                if counts.unfinished() > 0 {
+                    SettleAnswer::Complete(Settlement::Waiting)
+                } else {
+                    let final_status = job.requested_status.unwrap_or(JobStatus::Failed);
+                    if held {
+                        let charge = final_status == JobStatus::Completed && counts.failed == 0;
+                        transitions.push(Transition {
+                            job,
+                            status: final_status,
+                            charge,
+                            answer: index,
+                        });
+                        *state = (final_status, false);
+                    }
+                    to_notify.push(id);
+                    SettleAnswer::Complete(Settlement::Settled)
+                }
+            }
+            SettleRequest::Cancel(_) => match status {
+                JobStatus::Cancelled => SettleAnswer::Cancel(Cancellation::AlreadyCancelled),
+                JobStatus::Completed | JobStatus::Failed | JobStatus::Expired => {
+                    SettleAnswer::Cancel(Cancellation::Settled(status))
+                }
+                JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing if held => {
+                    let status = JobStatus::Cancelled;
+                    transitions.push(Transition {
+                        job,
+                        status,
+                        charge: false,
+                        answer: index,
+                    });
+                    *state = (status, false);
+                    SettleAnswer::Cancel(Cancellation::Cancelled { calls_cancelled: 0 })
+                }
+                JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing => {
+                    SettleAnswer::Cancel(Cancellation::Settled(status))
+                }
+            },
+        };
+        answers.push(answer);
+    }
+
+    let moved = move_jobs(&mut tx, &transitions).await?;
+    for t in transitions
+        .iter()
+        .filter(|t| !moved.contains(&t.job.job_id))
+    {
+        if t.status == JobStatus::Cancelled {
+            answers[t.answer] = SettleAnswer::Cancel(Cancellation::Settled(t.job.status));
+        }
+    }
+    let transitions: Vec<&Transition<'_>> = transitions
+        .iter()
+        .filter(|t| moved.contains(&t.job.job_id))
+        .collect();
+    for t in &transitions {
+        if t.status == JobStatus::Cancelled {
+            let calls_cancelled = calls::cancel_queued(&mut tx, t.job.job_id).await?;
+            answers[t.answer] = SettleAnswer::Cancel(Cancellation::Cancelled { calls_cancelled });
+            to_notify.push(t.job.job_id);
+        }
+    }
+    for t in &transitions {
+        if t.job.callback_url.is_some() {
+            webhooks::enqueue_job_settled(&mut tx, t.job.job_id).await?;
+        }
+    }
+    if !to_notify.is_empty() {
+        sqlx::query("select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)")
+            .bind(JOB_SETTLED_CHANNEL)
+            .bind(&to_notify)
+            .execute(&mut *tx)
+            .await?;
+    }
+    // Last, so the team's hot balance row stays locked only for its update, the ledger rows and
+    // the commit.
+    let charged = settle_balances(&mut tx, &transitions).await?;
+    tx.commit().await?;
+    if charged > 0 {
+        metrics::counter!("credits_deducted_total").increment(charged);
+    }
+    Ok(answers)
+}
+
+/// The call counts of the jobs that a completion may settle now (locked `completing`).
+async fn finished_counts(
+    conn: &mut PgConnection,
+    locked: &[JobRow],
+    requests: &[&SettleRequest],
+) -> sqlx::Result<HashMap<Uuid, CallCounts>> {
+    let completing: Vec<Uuid> = locked
+        .iter()
+        .filter(|j| j.status == JobStatus::Completing)
+        .filter(|j| requests.contains(&&SettleRequest::Complete(j.job_id)))
+        .map(|j| j.job_id)
+        .collect();
+    if completing.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let rows: Vec<(Uuid, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "select job_id,
+                count(*) filter (where status = 'queued'),
+                count(*) filter (where status = 'running'),
+                count(*) filter (where status = 'succeeded'),
+                count(*) filter (where status = 'failed'),
+                count(*) filter (where status = 'cancelled')
+         from llm_calls where job_id = any($1) group by job_id",
+    )
+    .bind(&completing)
+    .fetch_all(conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, queued, running, succeeded, failed, cancelled)| {
+            let counts = CallCounts {
+                queued,
+                running,
+                succeeded,
+                failed,
+                cancelled,
+            };
+            (id, counts)
+        })
+        .collect())
+}
+
+/// Moves the jobs to their final status; returns those moved. Each is locked and was checked
+/// open and held, so all move; the guard makes sure a hold is settled once even if not.
+async fn move_jobs(
+    conn: &mut PgConnection,
+    transitions: &[Transition<'_>],
+) -> sqlx::Result<HashSet<Uuid>> {
+    if transitions.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<Uuid> = transitions.iter().map(|t| t.job.job_id).collect();
+    let statuses: Vec<&str> = transitions.iter().map(|t| t.status.as_str()).collect();
+    let holds: Vec<&str> = transitions
+        .iter()
+        .map(|t| if t.charge { "charged" } else { "released" })
+        .collect();
+    sqlx::query_scalar(
+        "update jobs j set status = t.status, credit_hold = t.hold, completed_at = now(), updated_at = now()
+         from unnest($1::uuid[], $2::text[], $3::text[]) as t(job_id, status, hold)
+         where j.job_id = t.job_id and j.status in ('pending', 'in_progress', 'completing')
+           and j.credit_hold = 'held'
+         returning j.job_id",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&holds)
+    .fetch_all(conn)
+    .await
+    .map(|moved: Vec<Uuid>| moved.into_iter().collect())
+}
+
+/// The holds of one team settled by a group.
+#[derive(Default)]
+struct TeamHolds {
+    /// Each charged job and the reason written in its ledger row, in the group's order.
+    charged: Vec<(Uuid, String)>,
+    released: i64,
+}
+
+/// One balance update per team (in team id order) for the holds settled, and the ledger rows of
+/// the charges; returns how many credits were charged.
+async fn settle_balances(
+    conn: &mut PgConnection,
+    transitions: &[&Transition<'_>],
+) -> sqlx::Result<u64> {
+    let mut by_team: BTreeMap<&str, TeamHolds> = BTreeMap::new();
+    for t in transitions {
+        let holds = by_team.entry(t.job.team_id.as_str()).or_default();
+        if t.charge {
+            let reason = format!("Job {} completed successfully", t.job.job_type);
+            holds.charged.push((t.job.job_id, reason));
+        } else {
+            holds.released += 1;
+        }
+    }
+    let mut charged = 0;
+    for (team_id, holds) in &by_team {
+        credits::settle_holds(conn, team_id, &holds.charged, holds.released).await?;
+        charged += holds.charged.len() as u64;
+    }
+    Ok(charged)
+}

@@ -1,0 +1,100 @@
+//! Requests to `JobCredits` gathered into groups with certainty rather than by timing: the test
+//! holds the team's balance row locked while every request is submitted (each polled once, which
+//! queues it), so the first flush waits on the lock and the rest gather behind it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::poll;
+use saasllm_shared::db::jobs::{JobRow, NewJob};
+use saasllm_shared::group_commit::GroupError;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::helpers::app::spawn_app;
+
+pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub type Created = Result<Option<JobRow>, GroupError>;
+
+/// A team with `credits`, set up through the API.
+pub async fn team(db: &PgPool, team_id: &str, credits: i64) {
+    spawn_app(db.clone())
+        .await
+        .team_with_key(team_id, credits)
+        .await;
+}
+
+/// Locks the team's balance row until the transaction ends.
+pub async fn lock_balance(db: &PgPool, team_id: &str) -> Transaction<'static, Postgres> {
+    let mut tx = db.begin().await.expect("begin");
+    sqlx::query("select 1 from credit_balances where team_id = $1 for update")
+        .bind(team_id)
+        .execute(&mut *tx)
+        .await
+        .expect("lock");
+    tx
+}
+
+/// Polls each request once, in order: each is then queued for its team's group (the first one's
+/// flush waiting on the locked balance row).
+pub async fn submit_all<T>(requests: &mut [Pending<'_, T>]) {
+    for request in requests.iter_mut() {
+        assert!(
+            poll!(request.as_mut()).is_pending(),
+            "answered while the balance row was locked"
+        );
+    }
+}
+
+pub fn new_job<'a>(
+    team_id: &'a str,
+    job_type: &'a str,
+    metadata: &'a serde_json::Value,
+) -> NewJob<'a> {
+    NewJob {
+        team_id,
+        user_id: None,
+        job_type,
+        metadata,
+        ttl_secs: 3_600,
+        callback: None,
+    }
+}
+
+/// The counters of the team's balance: allocated, used, reserved.
+pub async fn balance(db: &PgPool, team_id: &str) -> (i64, i64, i64) {
+    sqlx::query_as("select credits_allocated, credits_used, credits_reserved from credit_balances where team_id = $1")
+        .bind(team_id)
+        .fetch_one(db)
+        .await
+        .expect("balance")
+}
+
+/// Waits until a flush is blocked on the locked balance row, then ends its connection.
+pub async fn kill_the_blocked_flush(db: &PgPool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let pid: i32 = loop {
+        let blocked = sqlx::query_scalar(
+            "select pid from pg_stat_activity
+             where datname = current_database() and wait_event_type = 'Lock'
+               and query like '%credit_balances%' and pid <> pg_backend_pid()",
+        )
+        .fetch_optional(db)
+        .await
+        .expect("activity");
+        if let Some(pid) = blocked {
+            break pid;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no flush waited on the balance row"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let ended: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(db)
+        .await
+        .expect("terminate");
+    assert!(ended);
+}
