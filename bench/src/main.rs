@@ -589,6 +589,19 @@ async fn bench(
             by_c.push(Value::Object(comparison(&via, &direct)));
             runs.push(direct);
             runs.push(via);
+            if c == 1 {
+                let op = upstreams::paired_op(
+                    ctx.direct_op(),
+                    chat_op(&ctx.client, &ctx.api, Some(Arc::clone(&ctx.teams)), None),
+                );
+                let both = measure("passthrough: paired, direct + api", c, op).await?;
+                upstreams::print_paired(&both);
+                scenarios.insert(
+                    "passthrough_paired_c1".into(),
+                    upstreams::paired_json(&both),
+                );
+                runs.push(both);
+            }
         }
         scenarios.insert("passthrough".into(), json!(by_c));
 

@@ -14,16 +14,19 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use futures::FutureExt;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::load::{self, Op, Run};
 use crate::procs::{CpuMeter, Proc, free_port};
 use crate::teams::Teams;
-use crate::{ADMIN_KEY, chat_op, comparison, print_run};
+use crate::{ADMIN_KEY, chat_op, comparison, print_run, print_step};
 
 /// What the scenarios share with the rest of the run.
 pub struct Setup<'a> {
@@ -99,11 +102,9 @@ pub async fn python(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
     }
     .await;
     upstream.stop().await;
-    let (by_c, runs) = result?;
-    Ok((
-        json!({"upstream": "aiohttp (bench/python/upstream.py)", "by_concurrency": by_c}),
-        runs,
-    ))
+    let (mut report, runs) = result?;
+    report["upstream"] = json!("aiohttp (bench/python/upstream.py)");
+    Ok((report, runs))
 }
 
 /// The LiteLLM scenario: its JSON report and its runs.
@@ -176,12 +177,9 @@ pub async fn litellm(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
     }
     .await;
     proxy.stop().await;
-    let (by_c, runs) = result?;
-    Ok((
-        json!({"upstream": "LiteLLM proxy -> fake (tests/e2e/litellm/config.yaml)",
-               "by_concurrency": by_c}),
-        runs,
-    ))
+    let (mut report, runs) = result?;
+    report["upstream"] = json!("LiteLLM proxy -> fake (tests/e2e/litellm/config.yaml)");
+    Ok((report, runs))
 }
 
 /// An API process started by [`Setup::start_api`], with the URL it serves.
@@ -238,15 +236,16 @@ impl Setup<'_> {
     }
 
     /// At each concurrency: `direct` (the upstream called directly), then `/v1` through the API
-    /// at `api` with the teams' keys in turn.
+    /// at `api` with the teams' keys in turn; at c=1 also both in turn (see [`paired_op`]).
     async fn compare(
         &self,
         name: &str,
         direct: Op,
         api: &str,
         probes: &[(&'static str, u32)],
-    ) -> anyhow::Result<(Vec<Value>, Vec<Run>)> {
+    ) -> anyhow::Result<(Value, Vec<Run>)> {
         let mut by_c = Vec::new();
+        let mut paired = Value::Null;
         let mut runs = Vec::new();
         for c in self.concurrency {
             let measure = |label: String, op: Op| async move {
@@ -266,9 +265,73 @@ impl Setup<'_> {
             by_c.push(Value::Object(comparison(&via, &base)));
             runs.push(base);
             runs.push(via);
+            if c == 1 {
+                let op = paired_op(
+                    Arc::clone(&direct),
+                    chat_op(self.client, api, Some(Arc::clone(&self.teams)), None),
+                );
+                let both = measure(format!("{name}: paired, direct + api"), op).await?;
+                print_paired(&both);
+                paired = paired_json(&both);
+                runs.push(both);
+            }
         }
-        Ok((by_c, runs))
+        Ok((json!({"by_concurrency": by_c, "paired_c1": paired}), runs))
     }
+}
+
+const DIRECT: &str = "direct";
+const VIA_API: &str = "via api";
+
+/// The upstream directly and `/v1` through the API, one after the other from each task, the order
+/// swapped every time: both are measured at the same moments of the machine, which separate runs
+/// are not (on a shared machine, load and fsync time move from one run to the next, and the c=1
+/// path through the API waits for two commits). Steps `direct` and `via api`.
+pub fn paired_op(direct: Op, via: Op) -> Op {
+    let turn = Arc::new(AtomicUsize::new(0));
+    Arc::new(move |task| {
+        let direct_first = turn.fetch_add(1, Ordering::Relaxed).is_multiple_of(2);
+        let (direct, via) = (direct(task), via(task));
+        async move {
+            let (d, v) = if direct_first {
+                let d = timed(direct).await?;
+                (d, timed(via).await?)
+            } else {
+                let v = timed(via).await?;
+                (timed(direct).await?, v)
+            };
+            Ok(vec![(DIRECT, d), (VIA_API, v)])
+        }
+        .boxed()
+    })
+}
+
+/// Prints a run of [`paired_op`] and its two steps.
+pub fn print_paired(run: &Run) {
+    print_run(run);
+    print_step(run, DIRECT);
+    print_step(run, VIA_API);
+}
+
+/// A run of [`paired_op`]: each side's percentiles and what the API added.
+pub fn paired_json(run: &Run) -> Value {
+    let added = |q| run.step_ms(VIA_API, q) - run.step_ms(DIRECT, q);
+    json!({
+        "concurrency": run.concurrency,
+        "pairs": run.ok,
+        "direct_p50_ms": run.step_ms(DIRECT, 0.5),
+        "direct_p99_ms": run.step_ms(DIRECT, 0.99),
+        "api_p50_ms": run.step_ms(VIA_API, 0.5),
+        "api_p99_ms": run.step_ms(VIA_API, 0.99),
+        "added_p50_ms": added(0.5),
+        "added_p99_ms": added(0.99),
+    })
+}
+
+async fn timed(op: BoxFuture<'static, anyhow::Result<load::Steps>>) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    op.await?;
+    Ok(started.elapsed())
 }
 
 /// Makes `dir` a virtualenv with `requirements` installed, unless it already is one for this
