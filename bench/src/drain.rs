@@ -112,7 +112,11 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
         Duration::from_secs(60),
     )
     .await?;
-    let key = crate::setup_tenant(setup.client, &api_url).await?;
+    let key = crate::teams::Teams::create(setup.client, &api_url, 1)
+        .await?
+        .get(0)
+        .key
+        .clone();
     let mut db = PgConnection::connect(&db_url)
         .await
         .context("cannot connect to the drain database")?;

@@ -9,9 +9,12 @@
 mod drain;
 mod load;
 mod procs;
+mod teams;
+mod upstreams;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -21,6 +24,7 @@ use serde_json::{Value, json};
 
 use crate::load::{Op, Run, Steps};
 use crate::procs::{CpuMeter, Proc, RssSampler, cpu_json, drop_database, free_port, rss_kib};
+use crate::teams::{Team, Teams};
 
 const ADMIN_KEY: &str = "bench-admin-key";
 const TEAM: &str = "team_bench";
@@ -34,15 +38,23 @@ enum Which {
     Lifecycle,
     Passthrough,
     Drain,
+    /// Passthrough with a Python (aiohttp) OpenAI-compatible upstream instead of the fake.
+    Python,
+    /// Passthrough through the LiteLLM proxy in front of the fake (not part of `all`).
+    Litellm,
 }
 
 /// Benchmark saasllm-api against the fake upstream (expects prebuilt binaries).
 #[derive(Debug, Parser)]
 #[command(name = "saasllm-bench")]
 struct Cli {
-    /// Scenarios to run (API memory is measured in every case).
-    #[arg(value_enum, default_value = "all")]
-    scenario: Which,
+    /// Scenarios to run, one or more (API memory is measured in every case). `all` is every
+    /// scenario but `litellm`, and without `python` in smoke mode.
+    #[arg(value_enum, default_values_t = [Which::All])]
+    scenarios: Vec<Which>,
+    /// Teams the sync, lifecycle and passthrough scenarios spread their load over (in turn).
+    #[arg(long, default_value_t = 1)]
+    teams: usize,
     /// Every scenario for about a second at low concurrency (CI: checks the benchmark still works).
     #[arg(long)]
     smoke: bool,
@@ -163,38 +175,6 @@ fn drain_db(db: &str) -> String {
     format!("{db}_drain")
 }
 
-/// Creates the organization, the model group and a team with plenty of credits; returns the
-/// team's key.
-async fn setup_tenant(client: &reqwest::Client, api_url: &str) -> anyhow::Result<String> {
-    let admin = |path: &str, body: Value| {
-        client
-            .post(format!("{api_url}{path}"))
-            .header("X-Admin-Key", ADMIN_KEY)
-            .json(&body)
-    };
-    send(admin(
-        "/api/organizations/create",
-        json!({"organization_id": "org_bench", "name": "Bench"}),
-    ))
-    .await?;
-    send(admin(
-        "/api/model-groups/create",
-        json!({"group_name": GROUP, "display_name": "Bench Agent",
-               "models": [{"model_name": MODEL, "priority": 0}]}),
-    ))
-    .await?;
-    let team = send(admin(
-        "/api/teams/create",
-        json!({"organization_id": "org_bench", "team_id": TEAM, "team_alias": "Bench",
-               "model_groups": [GROUP], "credits_allocated": 10_000_000}),
-    ))
-    .await?;
-    Ok(team["virtual_key"]
-        .as_str()
-        .context("no virtual_key in the team create answer")?
-        .to_owned())
-}
-
 fn chat_body() -> Value {
     json!({
         "model": MODEL,
@@ -230,25 +210,37 @@ struct Ctx {
     client: reqwest::Client,
     api: String,
     fake: String,
-    key: String,
+    teams: Arc<Teams>,
+}
+
+/// A non-streaming chat completion at `{base}/v1/chat/completions`: with the key of the next
+/// team in turn when `teams` is given (through the API), else with `key` if any (an upstream).
+fn chat_op(
+    client: &reqwest::Client,
+    base: &str,
+    teams: Option<Arc<Teams>>,
+    key: Option<String>,
+) -> Op {
+    let client = client.clone();
+    let url = format!("{base}/v1/chat/completions");
+    Arc::new(move |_| {
+        let mut req = client.post(&url).json(&chat_body());
+        if let Some(teams) = &teams {
+            req = req.bearer_auth(&teams.next().key);
+        } else if let Some(key) = &key {
+            req = req.bearer_auth(key);
+        }
+        async move {
+            send(req).await?;
+            Ok(Steps::new())
+        }
+        .boxed()
+    })
 }
 
 impl Ctx {
-    fn direct_op(self: &Arc<Self>) -> Op {
-        let ctx = Arc::clone(self);
-        Arc::new(move |_| {
-            let ctx = Arc::clone(&ctx);
-            async move {
-                send(
-                    ctx.client
-                        .post(format!("{}/v1/chat/completions", ctx.fake))
-                        .json(&chat_body()),
-                )
-                .await?;
-                Ok(Steps::new())
-            }
-            .boxed()
-        })
+    fn direct_op(&self) -> Op {
+        chat_op(&self.client, &self.fake, None, None)
     }
 
     /// A streamed chat completion from `base` (the API with the team key, or the fake upstream
@@ -267,7 +259,7 @@ impl Ctx {
                     .post(format!("{base}/v1/chat/completions"))
                     .json(&body);
                 if via_api {
-                    req = req.bearer_auth(&ctx.key);
+                    req = req.bearer_auth(&ctx.teams.next().key);
                 }
                 let mut resp = req.send().await?;
                 if !resp.status().is_success() {
@@ -294,12 +286,12 @@ impl Ctx {
         })
     }
 
-    async fn create_job(&self) -> anyhow::Result<String> {
+    async fn create_job(&self, team: &Team) -> anyhow::Result<String> {
         let job = send(
             self.client
                 .post(format!("{}/api/jobs/create", self.api))
-                .bearer_auth(&self.key)
-                .json(&json!({"team_id": TEAM, "job_type": "bench"})),
+                .bearer_auth(&team.key)
+                .json(&json!({"team_id": team.id, "job_type": "bench"})),
         )
         .await?;
         job["job_id"]
@@ -308,11 +300,28 @@ impl Ctx {
             .context("no job_id in the job create answer")
     }
 
-    async fn llm_call(&self, job: &str) -> anyhow::Result<()> {
+    /// Long-lived jobs for `c` tasks: max(c, teams) of them, job i belonging to task i % c and
+    /// team i % teams, so every team gets load and no two tasks share a job. Each task takes its
+    /// own jobs in turn.
+    async fn jobs_per_task(&self, c: usize) -> anyhow::Result<Vec<Vec<(usize, String)>>> {
+        let n = c.max(self.teams.count());
+        let jobs =
+            futures::future::try_join_all((0..n).map(|i| async move {
+                anyhow::Ok((i, self.create_job(self.teams.get(i)).await?))
+            }))
+            .await?;
+        let mut per_task = vec![Vec::new(); c];
+        for (i, job) in jobs {
+            per_task[i % c].push((i, job));
+        }
+        Ok(per_task)
+    }
+
+    async fn llm_call(&self, team: &Team, job: &str) -> anyhow::Result<()> {
         send(
             self.client
                 .post(format!("{}/api/jobs/{job}/llm-call", self.api))
-                .bearer_auth(&self.key)
+                .bearer_auth(&team.key)
                 .json(&group_call_body()),
         )
         .await?;
@@ -382,12 +391,12 @@ async fn bench(
     .await?;
     let api_pid = api.pid()?;
 
-    let key = setup_tenant(&client, &api_url).await?;
+    let teams = Arc::new(Teams::create(&client, &api_url, cli.teams).await?);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         api: api_url.clone(),
         fake: fake_url.clone(),
-        key,
+        teams: Arc::clone(&teams),
     });
 
     // Idle memory: after start-up and setup, before any load.
@@ -397,10 +406,11 @@ async fn bench(
 
     let mode = if cli.smoke { "smoke" } else { "full" };
     println!(
-        "saasllm-bench ({mode}): binaries {}, {} s per run after {} s warm-up, api RSS idle {:.1} MiB",
+        "saasllm-bench ({mode}): binaries {}, {} s per run after {} s warm-up, {} team(s), api RSS idle {:.1} MiB",
         bin_dir.display(),
         plan.duration.as_secs_f64(),
         plan.warmup.as_secs_f64(),
+        teams.count(),
         idle_kib as f64 / 1024.0
     );
     println!(
@@ -424,25 +434,37 @@ async fn bench(
         }
     };
 
-    let want = |w: Which| cli.scenario == Which::All || cli.scenario == w;
+    let want = |w: Which| {
+        cli.scenarios.contains(&w)
+            || (cli.scenarios.contains(&Which::All)
+                // The Python upstream needs a virtualenv (installed from PyPI on first use),
+                // which a smoke run must not depend on; the LiteLLM proxy's takes minutes to
+                // install.
+                && match w {
+                    Which::Python => !cli.smoke,
+                    Which::Litellm => false,
+                    _ => true,
+                })
+    };
 
     if want(Which::Sync) {
         sampler.take_peak();
-        let jobs = Arc::new(
-            futures::future::try_join_all((0..plan.sync_concurrency[1]).map(|_| ctx.create_job()))
-                .await?,
-        );
         let mut by_c = Vec::new();
         for c in plan.sync_concurrency {
+            let jobs = Arc::new(ctx.jobs_per_task(c).await?);
+            let turns: Arc<Vec<AtomicUsize>> =
+                Arc::new((0..c).map(|_| AtomicUsize::new(0)).collect());
             let direct = measure("sync: upstream direct", c, ctx.direct_op()).await?;
             print_run(&direct);
             let c2 = Arc::clone(&ctx);
-            let j = Arc::clone(&jobs);
             let op: Op = Arc::new(move |task| {
                 let ctx = Arc::clone(&c2);
-                let jobs = Arc::clone(&j);
+                let mine = &jobs[task % jobs.len()];
+                let (team, job) =
+                    &mine[turns[task % turns.len()].fetch_add(1, Ordering::Relaxed) % mine.len()];
+                let (team, job) = (*team, job.clone());
                 async move {
-                    ctx.llm_call(&jobs[task % jobs.len()]).await?;
+                    ctx.llm_call(ctx.teams.get(team), &job).await?;
                     Ok(Steps::new())
                 }
                 .boxed()
@@ -481,15 +503,16 @@ async fn bench(
         let op: Op = Arc::new(move |_| {
             let ctx = Arc::clone(&c2);
             async move {
+                let team = ctx.teams.next();
                 let t0 = Instant::now();
-                let job = ctx.create_job().await?;
+                let job = ctx.create_job(team).await?;
                 let t1 = Instant::now();
-                ctx.llm_call(&job).await?;
+                ctx.llm_call(team, &job).await?;
                 let t2 = Instant::now();
                 send(
                     ctx.client
                         .post(format!("{}/api/jobs/{job}/complete", ctx.api))
-                        .bearer_auth(&ctx.key)
+                        .bearer_auth(&team.key)
                         .json(&json!({"status": "completed"})),
                 )
                 .await?;
@@ -542,21 +565,7 @@ async fn bench(
         for c in plan.passthrough_concurrency {
             let direct = measure("passthrough: upstream direct", c, ctx.direct_op()).await?;
             print_run(&direct);
-            let c2 = Arc::clone(&ctx);
-            let op: Op = Arc::new(move |_| {
-                let ctx = Arc::clone(&c2);
-                async move {
-                    send(
-                        ctx.client
-                            .post(format!("{}/v1/chat/completions", ctx.api))
-                            .bearer_auth(&ctx.key)
-                            .json(&chat_body()),
-                    )
-                    .await?;
-                    Ok(Steps::new())
-                }
-                .boxed()
-            });
+            let op = chat_op(&ctx.client, &ctx.api, Some(Arc::clone(&ctx.teams)), None);
             let via = measure("passthrough: /v1 via api", c, op).await?;
             print_run(&via);
             let added = |q| via.ms(q) - direct.ms(q);
@@ -580,6 +589,19 @@ async fn bench(
             by_c.push(Value::Object(comparison(&via, &direct)));
             runs.push(direct);
             runs.push(via);
+            if c == 1 {
+                let op = upstreams::paired_op(
+                    ctx.direct_op(),
+                    chat_op(&ctx.client, &ctx.api, Some(Arc::clone(&ctx.teams)), None),
+                );
+                let both = measure("passthrough: paired, direct + api", c, op).await?;
+                upstreams::print_paired(&both);
+                scenarios.insert(
+                    "passthrough_paired_c1".into(),
+                    upstreams::paired_json(&both),
+                );
+                runs.push(both);
+            }
         }
         scenarios.insert("passthrough".into(), json!(by_c));
 
@@ -610,6 +632,36 @@ async fn bench(
         peaks.insert("passthrough".into(), json!(peak_mib(&sampler, api_pid)));
     }
     drop(sampler);
+
+    if want(Which::Python) || want(Which::Litellm) {
+        let root = workspace_root();
+        let setup = upstreams::Setup {
+            root: &root,
+            client: &client,
+            bin_dir,
+            log_dir,
+            database_url: format!("{}/{db}", cli.postgres_url),
+            db,
+            fake_url: &fake_url,
+            fake_pid,
+            teams: Arc::clone(&teams),
+            warmup: plan.warmup,
+            duration: plan.duration,
+            concurrency: plan.passthrough_concurrency,
+        };
+        if want(Which::Python) {
+            let (report, mut done) = upstreams::python(&setup).await?;
+            scenarios.insert("passthrough_python".into(), report);
+            runs.append(&mut done);
+        }
+        if want(Which::Litellm) {
+            let (report, mut done) = upstreams::litellm(&setup).await?;
+            scenarios.insert("passthrough_litellm".into(), report);
+            runs.append(&mut done);
+        }
+    } else if cli.scenarios.contains(&Which::All) && cli.smoke {
+        println!("(python: skipped in smoke mode)");
+    }
 
     let mut worker_rss: Option<(f64, f64)> = None;
     if want(Which::Drain) {
@@ -767,6 +819,7 @@ async fn bench(
         "binaries": bin_dir.display().to_string(),
         "warmup_secs": plan.warmup.as_secs_f64(),
         "duration_secs": plan.duration.as_secs_f64(),
+        "teams": teams.count(),
         "machine": machine(),
         "scenarios": scenarios,
         "targets": targets,

@@ -31,6 +31,18 @@ impl Proc {
         env: &[(&str, String)],
         log_dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::spawn_unsetting(name, binary, args, env, &[], log_dir)
+    }
+
+    /// As [`Proc::spawn`], with the variables `unset` removed from the inherited environment.
+    pub fn spawn_unsetting(
+        name: &'static str,
+        binary: &Path,
+        args: &[&str],
+        env: &[(&str, String)],
+        unset: &[&str],
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         if !binary.is_file() {
             bail!(
                 "{} not found; build it first (cargo build --release -p saasllm-api -p saasllm-worker -p saasllm-fake-llm, \
@@ -46,6 +58,9 @@ impl Proc {
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file))
             .kill_on_drop(true);
+        for k in unset {
+            cmd.env_remove(k);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
