@@ -209,3 +209,106 @@ async fn two_hundred_creates_on_fifty_credits_across_two_apps_get_exactly_fifty_
     );
     assert_ledger_consistent(&db, "team_scarce").await;
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn expiry_racing_completes_and_cancels_across_two_apps_settles_each_job_once(db: PgPool) {
+    let first = spawn_app(db.clone()).await;
+    let second = spawn_app(db.clone()).await;
+    let key = first.team_with_key("team_expiry", 100).await;
+    let body = json!({"team_id": "team_expiry", "job_type": "racing"});
+    let mut job_ids = Vec::new();
+    for n in 0..60 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let (status, job) = send(
+            app.with_key(&key, Method::POST, "/api/jobs/create")
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{job}");
+        job_ids.push(job["job_id"].as_str().expect("job_id").to_owned());
+    }
+    // Every job is past its TTL: the reconciler's expiry races the clients' completes and cancels.
+    sqlx::query(
+        "update jobs set expires_at = now() - interval '1 second' where team_id = 'team_expiry'",
+    )
+    .execute(&db)
+    .await
+    .expect("past TTL");
+
+    let clients = join_all(job_ids.iter().enumerate().map(|(n, job_id)| {
+        let app = if n % 2 == 0 { &second } else { &first };
+        let key = &key;
+        async move {
+            let answer = if n % 3 == 0 {
+                cancel(app, key, job_id).await
+            } else {
+                complete(app, key, job_id, "completed").await
+            };
+            (job_id.clone(), n % 3 == 0, answer)
+        }
+    }));
+    let expiries = join_all((0..4).map(|_| async {
+        let mut expired = 0;
+        for _ in 0..20 {
+            expired += saasllm_shared::db::jobs::expire_overdue(&db, 5)
+                .await
+                .expect("expiry");
+            tokio::task::yield_now().await;
+        }
+        expired
+    }));
+    let (answers, expired) = tokio::join!(clients, expiries);
+    let expired: u64 = expired.into_iter().sum();
+    // Whatever the clients did not settle, expiry does.
+    while saasllm_shared::db::jobs::expire_overdue(&db, 100)
+        .await
+        .expect("expiry")
+        > 0
+    {}
+
+    for (job_id, cancelled, (status, answer)) in &answers {
+        let (job_status, hold): (String, String) =
+            sqlx::query_as("select status, credit_hold from jobs where job_id = $1::uuid")
+                .bind(job_id)
+                .fetch_one(&db)
+                .await
+                .expect("job");
+        match (job_status.as_str(), hold.as_str()) {
+            ("completed", "charged") => assert!(
+                !cancelled && status.is_success(),
+                "job {job_id} charged although its client got {status} {answer}"
+            ),
+            ("cancelled", "released") => assert!(*cancelled && status.is_success()),
+            ("expired", "released") => assert!(
+                !status.is_success() || answer["status"] == "expired",
+                "job {job_id} expired although its client got {status} {answer}"
+            ),
+            other => panic!("job {job_id} left as {other:?} ({status} {answer})"),
+        }
+    }
+    let charged = count(
+        &db,
+        "select count(*) from jobs where team_id = 'team_expiry' and credit_hold = 'charged'",
+    )
+    .await;
+    let (used, reserved): (i64, i64) = sqlx::query_as(
+        "select credits_used, credits_reserved from credit_balances where team_id = 'team_expiry'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("balance");
+    assert_eq!((used, reserved), (charged, 0));
+    assert!(
+        expired > 0 || charged < 40,
+        "the expiry never raced anything"
+    );
+    let charged_twice = count(
+        &db,
+        "select count(*) from (select job_id from credit_transactions
+         where team_id = 'team_expiry' and transaction_type = 'deduction'
+         group by job_id having count(*) > 1) t",
+    )
+    .await;
+    assert_eq!(charged_twice, 0);
+    assert_ledger_consistent(&db, "team_expiry").await;
+}
