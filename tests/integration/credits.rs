@@ -279,6 +279,19 @@ async fn check_reports_whether_enough_credits_are_available(db: PgPool) {
     )
     .await;
     let empty_body = ok_json(check("team_a", None).send().await).await;
+    let whitespace = app
+        .admin(Method::POST, "/api/credits/teams/team_a/check")
+        .header("content-type", "application/json")
+        .body("\r\n ")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(whitespace.status(), StatusCode::BAD_REQUEST);
+    let detail = whitespace.json::<Value>().await.expect("JSON")["detail"].clone();
+    assert!(
+        detail.as_str().expect("detail").contains("only whitespace"),
+        "{detail}"
+    );
     let empty_object = ok_json(check("team_a", Some(json!({}))).send().await).await;
     let empty_team = ok_json(check("team_empty", None).send().await).await;
     let by_team = ok_json(

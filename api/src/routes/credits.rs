@@ -227,8 +227,15 @@ async fn check(
     RawBody(body): RawBody,
 ) -> Result<JsonResponse<CheckResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
-    // The body is optional: none at all and a JSON `null` both mean the defaults.
-    let request = match body.iter().all(u8::is_ascii_whitespace) {
+    // The body is optional: none at all and a JSON `null` both mean the defaults. A body of
+    // only whitespace is neither, and is refused like any other malformed JSON.
+    if !body.is_empty() && body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "Malformed JSON: the body holds only whitespace; send a JSON object or no body at all"
+                .into(),
+        ));
+    }
+    let request = match body.is_empty() {
         true => None,
         false => parse_json::<Option<CheckCredits>>(&body)?,
     }
