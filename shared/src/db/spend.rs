@@ -1,46 +1,9 @@
-//! USD budget of the OpenAI-compatible path: reserve an estimate before the upstream call,
-//! replace it by the actual cost after. One conditional UPDATE admits a request, so concurrent
-//! requests cannot together pass the budget.
+//! Spend records of the OpenAI-compatible path: what a finished request used and cost, and the
+//! release of per-request reservations left by API processes of earlier versions (requests are
+//! now admitted against budget slices, see `budget_slices`).
 
-use sqlx::{PgExecutor, PgPool};
+use sqlx::PgPool;
 use uuid::Uuid;
-
-/// Reserves `estimate` micro-dollars for a request if `spend + reserved + estimate` stays within
-/// `credits_allocated x usd_per_credit`. Returns the request id, or `None` when over budget.
-/// The comparison is in `numeric`, so no estimate or budget can overflow `bigint` (an error, not
-/// a refusal); a budget above `i64::MAX` micro-dollars counts as `i64::MAX`, so an admitted
-/// reservation always fits the column.
-pub async fn reserve(
-    db: impl PgExecutor<'_>,
-    team_id: &str,
-    model: &str,
-    stream: bool,
-    estimate: i64,
-    usd_per_credit_micro: i64,
-) -> sqlx::Result<Option<Uuid>> {
-    // One statement: the conditional budget update and the spend record commit together.
-    let request_id = Uuid::now_v7();
-    let admitted = sqlx::query(
-        "with admitted as (
-             update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
-             where team_id = $1
-               and spend_micro_usd::numeric + budget_reserved_micro_usd + $2
-                   <= least(credits_allocated::numeric * $3, 9223372036854775807)
-             returning team_id
-         )
-         insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd)
-         select $4, team_id, $5, $6, $2 from admitted",
-    )
-    .bind(team_id)
-    .bind(estimate)
-    .bind(usd_per_credit_micro)
-    .bind(request_id)
-    .bind(model)
-    .bind(stream)
-    .execute(db)
-    .await?;
-    Ok((admitted.rows_affected() == 1).then_some(request_id))
-}
 
 /// What a finished request cost.
 #[derive(Debug, Clone, Default)]
@@ -70,7 +33,7 @@ impl Usage {
 /// call for the same request changes nothing. Returns whether this call recorded it. An absurd
 /// reported cost saturates the spend at `i64::MAX` rather than failing the statement, so the
 /// request is still recorded and the team is over budget.
-pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
+async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
     let status = usage.status();
     // One statement: the record's guarded transition and the balance change commit together.
     let settled = sqlx::query(
@@ -96,22 +59,6 @@ pub async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Resul
     .execute(db)
     .await?;
     Ok(settled.rows_affected() == 1)
-}
-
-/// The price config of `model` in the team's groups (first grant first), for cost estimates.
-pub async fn model_config(
-    db: impl PgExecutor<'_>,
-    team_id: &str,
-    model: &str,
-) -> sqlx::Result<Option<serde_json::Value>> {
-    sqlx::query_scalar(
-        "select m.config from team_model_groups t join model_group_models m using (model_group_id)
-         where t.team_id = $1 and m.model_name = $2 order by t.position, m.priority limit 1",
-    )
-    .bind(team_id)
-    .bind(model)
-    .fetch_optional(db)
-    .await
 }
 
 /// Releases reservations older than `max_age` whose request never finished (its API process
