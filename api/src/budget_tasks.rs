@@ -104,28 +104,34 @@ pub(super) async fn keep_slices(budgets: Arc<Budgets>) {
                 due.push((Arc::clone(slot), slice.slice_id));
             }
         }
-        if due.is_empty() {
-            continue;
+        drop(slots);
+        if !due.is_empty() {
+            renew(&budgets, due).await;
         }
-        let ids: Vec<Uuid> = due.iter().map(|(_, id)| *id).collect();
-        let started = Instant::now();
-        match budget_slices::renew(&budgets.db, &ids, budgets.settings.lease.as_secs_f64()).await {
-            Ok(live) => {
-                for (slot, slice_id) in due {
-                    if !live.contains(&slice_id) {
-                        slot.forget(slice_id);
-                        continue;
-                    }
-                    if let Some(slice) = slot.lock().as_mut().filter(|s| s.slice_id == slice_id) {
-                        slice.usable_until = started + budgets.usable_part_of_lease();
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "could not renew budget slices"),
-        }
-        // Teams without a slice are forgotten, so the map holds only active teams.
+        // Teams without a slice are forgotten, so the map holds only active teams (a slot
+        // referenced elsewhere is in use by a request).
         budgets
             .teams()
             .retain(|_, slot| slot.lock().is_some() || Arc::strong_count(slot) > 1);
+    }
+}
+
+/// Extends the leases of the slices due; a slice the reconciler returned meanwhile is dropped.
+async fn renew(budgets: &Budgets, due: Vec<(Arc<TeamSlot>, Uuid)>) {
+    let ids: Vec<Uuid> = due.iter().map(|(_, id)| *id).collect();
+    let started = Instant::now();
+    match budget_slices::renew(&budgets.db, &ids, budgets.settings.lease.as_secs_f64()).await {
+        Ok(live) => {
+            for (slot, slice_id) in due {
+                if !live.contains(&slice_id) {
+                    slot.forget(slice_id);
+                    continue;
+                }
+                if let Some(slice) = slot.lock().as_mut().filter(|s| s.slice_id == slice_id) {
+                    slice.usable_until = started + budgets.usable_part_of_lease();
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not renew budget slices"),
     }
 }
