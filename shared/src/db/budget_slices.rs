@@ -207,6 +207,17 @@ pub async fn record(
             team.1 += change.spent + change.returned;
         }
     }
+    update_balances(&mut tx, teams).await?;
+    insert_records(&mut tx, entries).await?;
+    tx.commit().await
+}
+
+/// Per team (locked in team order): spend up by `cost` (saturating at `i64::MAX`), reserved
+/// down by `released`.
+async fn update_balances(
+    conn: &mut PgConnection,
+    teams: BTreeMap<&str, (i64, i64)>,
+) -> sqlx::Result<()> {
     let (team_ids, (costs, releases)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
         teams.into_iter().unzip();
     sqlx::query(&format!(
@@ -221,10 +232,9 @@ pub async fn record(
     .bind(&team_ids)
     .bind(&costs)
     .bind(&releases)
-    .execute(&mut *tx)
+    .execute(conn)
     .await?;
-    insert_records(&mut tx, entries).await?;
-    tx.commit().await
+    Ok(())
 }
 
 /// The spend records of a batch, each `recorded` (it cost something or succeeded) or `released`.
@@ -291,23 +301,12 @@ pub async fn reclaim_expired(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
-    let mut teams: BTreeMap<String, i64> = BTreeMap::new();
+    // Nothing was spent: what the slices held only stops being reserved.
+    let mut teams: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
     for (team_id, reserved) in &reclaimed {
-        *teams.entry(team_id.clone()).or_default() += reserved;
+        teams.entry(team_id.as_str()).or_default().1 += reserved;
     }
-    let (team_ids, amounts): (Vec<String>, Vec<i64>) = teams.into_iter().unzip();
-    sqlx::query(
-        "with locked as materialized (
-             select team_id from credit_balances where team_id = any($1) order by team_id for no key update)
-         update credit_balances b set budget_reserved_micro_usd = b.budget_reserved_micro_usd - t.amount,
-             updated_at = now()
-         from unnest($1::text[], $2::int8[]) as t(team_id, amount)
-         where b.team_id = t.team_id and b.team_id in (select team_id from locked)",
-    )
-    .bind(&team_ids)
-    .bind(&amounts)
-    .execute(&mut *tx)
-    .await?;
+    update_balances(&mut tx, teams).await?;
     tx.commit().await?;
     Ok(reclaimed.len() as u64)
 }
