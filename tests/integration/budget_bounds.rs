@@ -46,7 +46,7 @@ pub async fn spend_and_open(db: &PgPool, team_id: &str) -> (i64, i64) {
 }
 
 /// A team whose only group holds `models`, with `config` on each of them.
-async fn team_with_config(
+pub async fn team_with_config(
     stack: &Stack,
     team_id: &str,
     credits: i64,

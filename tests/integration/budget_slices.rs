@@ -8,10 +8,11 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
 use saasllm_api::budget::SliceSettings;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::app::{TestApp, ok_json};
+use crate::budget_bounds::team_with_config;
+use crate::helpers::app::TestApp;
 use crate::helpers::peer::PeerApi;
 use crate::helpers::stack::{Stack, eventually, spawn_stack};
 
@@ -19,50 +20,25 @@ use crate::helpers::stack::{Stack, eventually, spawn_stack};
 const PRICED_MODEL: &str = "cost-50000";
 const PRICE: i64 = 50_000;
 
+/// A team with `credits` whose one group holds the priced model.
 async fn priced_team(stack: &Stack, team_id: &str, credits: i64) -> String {
-    let key = stack.team(team_id, credits, &[]).await;
-    let exists = stack
-        .app
-        .admin(Method::GET, "/api/model-groups/Priced")
-        .send()
-        .await
-        .expect("request")
-        .status()
-        .is_success();
-    if !exists {
-        ok_json(
-            stack
-                .app
-                .admin(Method::POST, "/api/model-groups/create")
-                .json(&json!({"group_name": "Priced", "models": [{"model_name": PRICED_MODEL, "config": {"input_cost_per_million": 0, "output_cost_per_million": 50}}]}))
-                .send()
-                .await,
-        )
-        .await;
-    }
-    ok_json(
-        stack
-            .app
-            .admin(Method::PUT, &format!("/api/teams/{team_id}/model-groups"))
-            .json(&json!(["Priced"]))
-            .send()
-            .await,
-    )
-    .await;
-    key
+    let price = json!({"input_cost_per_million": 0, "output_cost_per_million": 50});
+    team_with_config(stack, team_id, credits, &[PRICED_MODEL], price).await
 }
 
-fn priced_request() -> Value {
-    json!({"model": PRICED_MODEL, "max_tokens": 1000, "messages": [{"role": "user", "content": "spend"}]})
-}
-
-async fn chat(app: &TestApp, key: &str) -> StatusCode {
+/// A request estimated at `max_tokens` x $50 per 1M output tokens; the upstream reports $0.05.
+async fn chat_with_max_tokens(app: &TestApp, key: &str, max_tokens: u32) -> StatusCode {
     app.with_key(key, Method::POST, "/v1/chat/completions")
-        .json(&priced_request())
+        .json(&json!({"model": PRICED_MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "spend"}]}))
         .send()
         .await
         .expect("request")
         .status()
+}
+
+/// A request estimated at exactly $0.05.
+async fn chat(app: &TestApp, key: &str) -> StatusCode {
+    chat_with_max_tokens(app, key, 1_000).await
 }
 
 /// (spend, reserved, held by slices, sum of recorded costs) of a team.
@@ -165,15 +141,6 @@ async fn a_request_larger_than_the_free_budget_gets_the_budget_parked_elsewhere(
         chat_with_max_tokens(&stack.app, &key, 18_000).await,
         StatusCode::OK
     );
-}
-
-async fn chat_with_max_tokens(app: &TestApp, key: &str, max_tokens: u32) -> StatusCode {
-    app.with_key(key, Method::POST, "/v1/chat/completions")
-        .json(&json!({"model": PRICED_MODEL, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "spend"}]}))
-        .send()
-        .await
-        .expect("request")
-        .status()
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
