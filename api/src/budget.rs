@@ -149,12 +149,8 @@ impl Budgets {
         }
         let mut taking = slot.taking.lock().await;
         let refused_lately = taking.is_some_and(|at| at.elapsed() < REFUSAL_MEMORY);
-        let mut pauses = RECLAIM_PAUSES[..if refused_lately {
-            0
-        } else {
-            RECLAIM_PAUSES.len()
-        }]
-            .iter();
+        let waits: &[Duration] = if refused_lately { &[] } else { &RECLAIM_PAUSES };
+        let mut pauses = waits.iter();
         loop {
             if let Some(slice_id) = slot.try_admit(estimate) {
                 return Ok(ticket(slice_id));

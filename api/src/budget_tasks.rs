@@ -51,7 +51,10 @@ pub(super) async fn write_batches(budgets: Arc<Budgets>) {
 
 /// Writes a batch, retrying while the failure is transient (connection lost, deadlock,
 /// serialization failure, database starting or stopping). False when the database refuses the
-/// batch itself (a constraint or a value).
+/// batch itself (a constraint or a value). Broader than `group_commit::is_transient` on
+/// purpose: a request waits on a group commit's answer, while spend already served must not be
+/// dropped for anything a later try may get past (a full disk, say), so only a refusal of the
+/// data ends the retries.
 async fn write_or_retry(
     db: &PgPool,
     entries: &[SpendEntry],
