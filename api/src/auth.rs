@@ -67,6 +67,16 @@ impl Caller {
     }
 }
 
+/// A request the web console sends through this router on behalf of its signed-in user: the
+/// caller was resolved from the console session, and idempotency keys are scoped to it. Only
+/// code in this process can put it in a request's extensions; no header can.
+#[derive(Debug, Clone)]
+pub struct InProcess {
+    pub caller: Caller,
+    /// Scope of the request's `Idempotency-Key`, in place of the credential's digest.
+    pub idempotency_scope: String,
+}
+
 /// The 404 for a team that does not exist or is not the caller's.
 pub fn team_not_found(team_id: &str) -> ApiError {
     ApiError::NotFound(format!("Team '{team_id}' not found"))
@@ -89,7 +99,11 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    match Caller::authenticate(&parts, &state).await {
+    let caller = match parts.extensions.get::<InProcess>() {
+        Some(in_process) => Ok(in_process.caller.clone()),
+        None => Caller::authenticate(&parts, &state).await,
+    };
+    match caller {
         Ok(caller) => {
             let admin_change = matches!(caller, Caller::Admin) && !parts.method.is_safe();
             parts.extensions.insert(caller);
@@ -124,13 +138,17 @@ impl Caller {
     /// unknown or revoked key; 403 for a suspended team).
     async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = presented_key(parts)?;
-        let presented_hash = keys::hash(presented);
+        Self::from_key_hash(&keys::hash(presented), state).await
+    }
+
+    /// The caller whose key hashes to `presented_hash` (the same answers as for a presented key).
+    pub async fn from_key_hash(presented_hash: &[u8], state: &AppState) -> Result<Self, ApiError> {
         if bool::from(presented_hash.ct_eq(&state.settings.admin_key_hash)) {
             return Ok(Caller::Admin);
         }
         let owner = state
             .directory
-            .owner(&presented_hash)
+            .owner(presented_hash)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
         if owner.status == TeamStatus::Suspended {

@@ -90,6 +90,10 @@ pub struct ApiConfig {
     #[arg(long = "budget-slice-idle-secs", env = "BUDGET_SLICE_IDLE_SECS", default_value_t = 2,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub budget_slice_idle_secs: u64,
+    /// How long a sign-in to the web console (`/console`) lasts, in seconds.
+    #[arg(long = "console-session-secs", env = "CONSOLE_SESSION_SECS", default_value_t = 8 * 3_600,
+          value_parser = clap::value_parser!(u64).range(60..=30 * 86_400))]
+    pub console_session_secs: u64,
     #[command(flatten)]
     pub worker: WorkerOptions,
     #[command(flatten)]

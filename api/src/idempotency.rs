@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use saasllm_shared::db::idempotency::{self, Lookup};
 use sha2::{Digest, Sha256};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, InProcess};
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
 use crate::state::AppState;
@@ -60,13 +60,18 @@ async fn run(
                 .into_response()
         })?
         .to_owned();
-    let credential = request
-        .headers()
-        .get("x-admin-key")
-        .or_else(|| request.headers().get(header::AUTHORIZATION))
-        .map(|v| v.as_bytes().to_vec())
-        .unwrap_or_default();
-    let scope = hex_digest(&[&credential]);
+    let scope = match request.extensions().get::<InProcess>() {
+        Some(in_process) => in_process.idempotency_scope.clone(),
+        None => {
+            let credential = request
+                .headers()
+                .get("x-admin-key")
+                .or_else(|| request.headers().get(header::AUTHORIZATION))
+                .map(|v| v.as_bytes().to_vec())
+                .unwrap_or_default();
+            hex_digest(&[&credential])
+        }
+    };
     let limit = request
         .extensions()
         .get::<BodyLimit>()

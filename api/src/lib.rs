@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod budget;
 pub mod config;
+pub mod console;
 pub mod directory;
 pub mod error;
 pub mod extract;

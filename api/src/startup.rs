@@ -31,6 +31,7 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth;
 use crate::budget::{Budgets, SliceSettings};
 use crate::config::ApiConfig;
+use crate::console;
 use crate::directory::Directory;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
@@ -66,6 +67,8 @@ pub struct ApiSettings {
     pub webhook_targets: TargetPolicy,
     /// How the OpenAI-compatible path's budget slices are sized and kept.
     pub budget_slices: SliceSettings,
+    /// How long a console sign-in lasts.
+    pub console_session_ttl: Duration,
 }
 
 impl ApiSettings {
@@ -96,6 +99,7 @@ impl ApiSettings {
             metrics_addr: None,
             webhook_targets: TargetPolicy::default(),
             budget_slices: SliceSettings::default(),
+            console_session_ttl: Duration::from_secs(8 * 3_600),
         }
     }
 }
@@ -145,6 +149,7 @@ impl Application {
             metrics_addr: config.metrics_addr,
             webhook_targets: config.worker.webhook_targets(),
             budget_slices: config.budget_slices(),
+            console_session_ttl: Duration::from_secs(config.console_session_secs),
         };
         let mut app =
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
@@ -212,6 +217,7 @@ impl Application {
                 sync_call_timeout: settings.sync_call_timeout,
                 complete_wait: settings.complete_wait,
                 webhook_targets: settings.webhook_targets,
+                console_session_ttl: settings.console_session_ttl,
             }),
         };
         Ok(Self {
@@ -280,7 +286,8 @@ impl Application {
 /// The full router with its layers.
 pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duration) -> Router {
     let (api, document) = routes::router();
-    api.merge(SwaggerUi::new(openapi::DOCS_PATH).url(openapi::DOCUMENT_PATH, document))
+    let api = api
+        .merge(SwaggerUi::new(openapi::DOCS_PATH).url(openapi::DOCUMENT_PATH, document))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
@@ -311,7 +318,16 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static("x-admin-key"),
         ]))
-        .with_state(state)
+        .with_state(state.clone());
+    let console = console::router(state, api.clone())
+        .layer(CatchPanicLayer::custom(|_panic| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            tracing::info_span!("console", method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(SetSensitiveRequestHeadersLayer::new([axum::http::header::COOKIE]));
+    console.merge(api)
 }
 
 async fn not_found(request: Request) -> Response {

@@ -44,4 +44,6 @@ pub struct Settings {
     pub sync_call_timeout: Duration,
     pub complete_wait: Duration,
     pub webhook_targets: TargetPolicy,
+    /// How long a console sign-in lasts.
+    pub console_session_ttl: Duration,
 }

@@ -9,6 +9,7 @@ pub mod idempotency;
 pub mod job_creation;
 pub mod jobs;
 pub mod keys;
+pub mod listings;
 pub mod model_groups;
 pub mod organizations;
 pub mod settlement;

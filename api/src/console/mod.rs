@@ -1,0 +1,167 @@
+//! The web console under `/console`: operators manage tenants and watch the fleet; a team sees
+//! its own balance, jobs and usage. Server-rendered HTML, assets compiled into the binary,
+//! actions sent through the JSON API's own router (see `dispatch`).
+
+mod chart;
+mod deliveries;
+mod dispatch;
+mod groups;
+mod jobs;
+mod overview;
+mod session;
+mod teams;
+mod tenants;
+mod usage;
+mod view;
+
+use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use serde::Deserialize;
+
+use crate::state::AppState;
+
+pub use dispatch::Api;
+pub use session::MAX_FAILED_SIGN_INS;
+
+/// Largest console form accepted (forms are a few fields; model lists are the largest).
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The console's routes; `api` is the JSON API's finished router, which actions go through.
+pub fn router(state: AppState, api: Router) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/console", get(overview::page))
+        .route(
+            "/console/",
+            get(|| async { Redirect::permanent("/console") }),
+        )
+        .route("/console/live", get(overview::live))
+        .route("/console/sign-in", get(sign_in_page).post(sign_in))
+        .route("/console/sign-out", post(sign_out))
+        .route(
+            "/console/organizations",
+            get(tenants::organizations).post(tenants::create_organization),
+        )
+        .route(
+            "/console/organizations/{organization_id}",
+            get(tenants::organization),
+        )
+        .route(
+            "/console/teams",
+            get(tenants::teams).post(tenants::create_team),
+        )
+        .route("/console/teams/{team_id}", get(teams::page))
+        .route("/console/teams/{team_id}/ledger", get(teams::ledger))
+        .route("/console/teams/{team_id}/{action}", post(teams::act))
+        .route(
+            "/console/model-groups",
+            get(groups::list).post(groups::create),
+        )
+        .route(
+            "/console/model-groups/{group_name}",
+            get(groups::page).post(groups::update),
+        )
+        .route("/console/jobs", get(jobs::list))
+        .route("/console/jobs/{job_id}", get(jobs::page))
+        .route("/console/jobs/{job_id}/cancel", post(jobs::cancel))
+        .route("/console/usage", get(usage::page))
+        .route("/console/usage.csv", get(usage::csv))
+        .route("/console/webhooks", get(deliveries::list))
+        .route(assets::HTMX, get(assets::htmx))
+        .route(assets::STYLESHEET, get(assets::stylesheet))
+        .layer(Extension(Api(api)))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .with_state(state)
+}
+
+/// `GET /`: a browser goes to the console; an API client gets pointers as JSON.
+async fn root(headers: HeaderMap) -> Response {
+    let browser = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if browser {
+        return Redirect::to("/console").into_response();
+    }
+    axum::Json(serde_json::json!({
+        "service": "saasllm-api",
+        "console": "/console",
+        "docs": "/docs",
+        "openapi": "/openapi.json",
+        "health": "/health",
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize)]
+struct SignInQuery {
+    reason: Option<String>,
+}
+
+async fn sign_in_page(Query(query): Query<SignInQuery>) -> Response {
+    let message = match query.reason.as_deref() {
+        Some("expired") => Some("Your session has ended: sign in again"),
+        Some("key") => Some("The key you signed in with is no longer valid"),
+        Some("suspended") => Some("This team is suspended"),
+        Some("signed-out") => Some("Signed out"),
+        _ => None,
+    };
+    view::sign_in_page(message)
+}
+
+async fn sign_in(State(state): State<AppState>, request: Request) -> Response {
+    session::sign_in(state, request).await
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: session::ConsoleForm,
+) -> Response {
+    session::sign_out(state, form, &headers).await
+}
+
+/// The vendored script and the stylesheet, compiled in and cached by browsers (their paths
+/// carry a version, so a new release never meets a stale copy).
+mod assets {
+    use super::*;
+
+    pub const HTMX: &str = "/console/assets/htmx-2.0.11.min.js";
+    pub const STYLESHEET: &str = concat!(
+        "/console/assets/console-",
+        env!("CARGO_PKG_VERSION"),
+        ".css"
+    );
+
+    pub async fn htmx() -> Response {
+        asset(
+            include_str!("../../assets/htmx-2.0.11.min.js"),
+            "text/javascript; charset=utf-8",
+        )
+    }
+
+    pub async fn stylesheet() -> Response {
+        asset(
+            include_str!("../../assets/console.css"),
+            "text/css; charset=utf-8",
+        )
+    }
+
+    fn asset(body: &'static str, content_type: &'static str) -> Response {
+        let mut response = (StatusCode::OK, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=86400"),
+        );
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        response
+    }
+}

@@ -1,0 +1,345 @@
+//! Console sign-in: a key (the admin key, or a team's virtual key) is exchanged for a server-side
+//! session behind an HttpOnly, SameSite=Strict cookie (Secure when the request came over TLS).
+//! Every request resolves the caller again from the hash of the key used to sign in, so a
+//! rotated or revoked key, a suspended team or a changed admin key takes effect at once. Forms
+//! carry the session's CSRF token; failed sign-ins are limited per client address.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use redis::AsyncCommands;
+use saasllm_shared::domain::keys;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::Caller;
+use crate::console::view;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The session cookie.
+pub const COOKIE: &str = "saasllm_console";
+/// Failed sign-ins allowed per client address within `FAILURE_WINDOW_SECS`.
+pub const MAX_FAILED_SIGN_INS: u64 = 10;
+const FAILURE_WINDOW_SECS: u64 = 15 * 60;
+
+/// A signed-in console user.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub caller: Caller,
+    pub csrf_token: String,
+    /// Hash of the key signed in with (scopes the console's idempotency keys).
+    pub key_hash: Vec<u8>,
+    session_hash: Vec<u8>,
+}
+
+impl Session {
+    pub fn is_admin(&self) -> bool {
+        matches!(self.caller, Caller::Admin)
+    }
+
+    /// Idempotency keys of console actions live apart from the API's, per signed-in key.
+    pub fn idempotency_scope(&self) -> String {
+        format!("console:{}", hex::encode(&self.key_hash))
+    }
+}
+
+/// Why a request has no usable session: the browser is sent to the sign-in page.
+pub enum NoSession {
+    SignIn(Option<&'static str>),
+    Failed(ApiError),
+}
+
+impl IntoResponse for NoSession {
+    fn into_response(self) -> Response {
+        match self {
+            NoSession::SignIn(reason) => {
+                let target = match reason {
+                    Some(reason) => format!("/console/sign-in?reason={reason}"),
+                    None => "/console/sign-in".to_owned(),
+                };
+                // htmx follows `HX-Redirect` with a full page load; a browser follows the 303.
+                let mut response = Redirect::to(&target).into_response();
+                if let Ok(value) = target.parse() {
+                    response.headers_mut().insert("hx-redirect", value);
+                }
+                response
+            }
+            NoSession::Failed(error) => view::error_page(&error),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = NoSession;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, NoSession> {
+        let jar = CookieJar::from_headers(&parts.headers);
+        let Some(token) = jar.get(COOKIE).map(|c| c.value().to_owned()) else {
+            return Err(NoSession::SignIn(None));
+        };
+        let session_hash = keys::hash(&token);
+        let row: Option<(Vec<u8>, String)> = sqlx::query_as(
+            "select key_hash, csrf_token from console_sessions where session_hash = $1 and expires_at > now()",
+        )
+        .bind(&session_hash)
+        .fetch_optional(&state.db)
+        .await
+        .map_err(|e| NoSession::Failed(e.into()))?;
+        let Some((key_hash, csrf_token)) = row else {
+            return Err(NoSession::SignIn(Some("expired")));
+        };
+        let caller = match Caller::from_key_hash(&key_hash, state).await {
+            Ok(caller) => caller,
+            Err(ApiError::Unauthorized(_)) => {
+                end(state, &session_hash).await;
+                return Err(NoSession::SignIn(Some("key")));
+            }
+            Err(ApiError::Forbidden(_)) => {
+                end(state, &session_hash).await;
+                return Err(NoSession::SignIn(Some("suspended")));
+            }
+            Err(error) => return Err(NoSession::Failed(error)),
+        };
+        Ok(Session {
+            caller,
+            csrf_token,
+            key_hash,
+            session_hash,
+        })
+    }
+}
+
+async fn end(state: &AppState, session_hash: &[u8]) {
+    if let Err(error) = sqlx::query("delete from console_sessions where session_hash = $1")
+        .bind(session_hash)
+        .execute(&state.db)
+        .await
+    {
+        tracing::warn!(%error, "cannot delete a console session");
+    }
+}
+
+/// A console form: the signed-in session, the fields posted, and the CSRF token checked. A
+/// post from another origin, or without the session's token, is refused with 403 before any
+/// field is looked at.
+pub struct ConsoleForm {
+    pub session: Session,
+    fields: Vec<(String, String)>,
+}
+
+impl FromRequest<AppState> for ConsoleForm {
+    type Rejection = Response;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, Response> {
+        let (mut parts, body) = request.into_parts();
+        let session = Session::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        check_origin(&parts.headers).map_err(|e| view::error_page(&e))?;
+        let request = Request::from_parts(parts, body);
+        let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(request, state)
+            .await
+            .map_err(|e| {
+                view::error_page(&ApiError::BadRequest(format!("Unreadable form: {e}")))
+            })?;
+        let presented = fields
+            .iter()
+            .find(|(name, _)| name == "csrf")
+            .map(|(_, value)| value.as_bytes())
+            .unwrap_or_default();
+        if !bool::from(presented.ct_eq(session.csrf_token.as_bytes())) {
+            return Err(view::error_page(&ApiError::Forbidden(
+                "The form's CSRF token is missing or wrong: reload the page and try again".into(),
+            )));
+        }
+        Ok(Self { session, fields })
+    }
+}
+
+impl ConsoleForm {
+    /// A field's value, trimmed; `None` when absent or blank.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// A required field (400 naming it when missing).
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.text(name)
+            .ok_or_else(|| ApiError::BadRequest(format!("'{name}' is required")))
+    }
+}
+
+/// A browser sends `Origin` with every POST: one that is not this host is another site's form.
+fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, rest)| rest);
+    if origin_host == Some(host) && !host.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "Cross-origin form posts are not accepted".into(),
+        ))
+    }
+}
+
+/// Whether the request reached us over TLS (a proxy that terminates TLS says so).
+fn over_tls(headers: &HeaderMap) -> bool {
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("https"))
+}
+
+fn session_cookie(value: String, headers: &HeaderMap, max_age_secs: i64) -> Cookie<'static> {
+    Cookie::build((COOKIE, value))
+        .path("/console")
+        .http_only(true)
+        .same_site(SameSite::Strict)
+        .secure(over_tls(headers))
+        .max_age(time_duration(max_age_secs))
+        .build()
+}
+
+fn time_duration(secs: i64) -> time::Duration {
+    time::Duration::seconds(secs)
+}
+
+/// The client address failed sign-ins are counted under.
+fn client_address(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+}
+
+fn failures_key(address: &str) -> String {
+    format!("saasllm:console:failed-sign-ins:{address}")
+}
+
+/// `POST /console/sign-in`: checks the key, then opens a session.
+pub async fn sign_in(state: AppState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    if parts.method != Method::POST {
+        return view::error_page(&ApiError::MethodNotAllowed("Use POST".into()));
+    }
+    if let Err(error) = check_origin(&parts.headers) {
+        return view::error_page(&error);
+    }
+    let address = client_address(&parts);
+    // Without Redis the limit cannot be kept: refuse rather than allow unlimited guesses.
+    let mut redis = match state.redis.connection().await {
+        Ok(redis) => redis,
+        Err(error) => return view::error_page(&redis_down(error)),
+    };
+    let failures: u64 = match redis.get::<_, Option<u64>>(failures_key(&address)).await {
+        Ok(failures) => failures.unwrap_or(0),
+        Err(error) => return view::error_page(&redis_down(error)),
+    };
+    if failures >= MAX_FAILED_SIGN_INS {
+        let page = view::sign_in_page(Some(
+            "Too many failed sign-ins from this address: wait 15 minutes and try again",
+        ));
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, page).into_response();
+    }
+    let request = Request::from_parts(parts.clone(), body);
+    let key = match axum::Form::<Vec<(String, String)>>::from_request(request, &state).await {
+        Ok(axum::Form(fields)) => fields
+            .into_iter()
+            .find(|(n, _)| n == "key")
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let key_hash = keys::hash(&key);
+    let refused = match Caller::from_key_hash(&key_hash, &state).await {
+        _ if key.is_empty() => Some("Enter a key"),
+        Ok(_) => None,
+        Err(ApiError::Forbidden(_)) => Some("This team is suspended"),
+        Err(ApiError::Unauthorized(_)) => Some("This key is not valid"),
+        Err(error) => return view::error_page(&error),
+    };
+    if let Some(reason) = refused {
+        let counted: redis::RedisResult<u64> = redis::pipe()
+            .atomic()
+            .incr(failures_key(&address), 1)
+            .expire(failures_key(&address), FAILURE_WINDOW_SECS as i64)
+            .ignore()
+            .query_async(&mut redis)
+            .await
+            .map(|(count,): (u64,)| count);
+        if let Err(error) = counted {
+            tracing::warn!(%error, "cannot count a failed console sign-in");
+        }
+        let page = view::sign_in_page(Some(reason));
+        return (axum::http::StatusCode::UNAUTHORIZED, page).into_response();
+    }
+    match open(&state, &key_hash).await {
+        Ok((token, expires_at)) => {
+            let max_age = (expires_at - Utc::now()).num_seconds();
+            let jar = CookieJar::new().add(session_cookie(token, &parts.headers, max_age));
+            (jar, Redirect::to("/console")).into_response()
+        }
+        Err(error) => view::error_page(&error),
+    }
+}
+
+/// Stores a new session for `key_hash` (and drops expired ones): its cookie value and expiry.
+async fn open(state: &AppState, key_hash: &[u8]) -> Result<(String, DateTime<Utc>), ApiError> {
+    let token = random_token();
+    let csrf = random_token();
+    let ttl = chrono::Duration::from_std(state.settings.console_session_ttl)
+        .map_err(|e| ApiError::Internal(e.into()))?;
+    let expires_at = Utc::now() + ttl;
+    sqlx::query("delete from console_sessions where expires_at < now()")
+        .execute(&state.db)
+        .await?;
+    sqlx::query(
+        "insert into console_sessions (session_hash, key_hash, csrf_token, expires_at) values ($1, $2, $3, $4)",
+    )
+    .bind(Sha256::digest(token.as_bytes()).to_vec())
+    .bind(key_hash)
+    .bind(&csrf)
+    .bind(expires_at)
+    .execute(&state.db)
+    .await?;
+    Ok((token, expires_at))
+}
+
+/// `POST /console/sign-out`: ends the session and clears the cookie.
+pub async fn sign_out(state: AppState, form: ConsoleForm, headers: &HeaderMap) -> Response {
+    end(&state, &form.session.session_hash).await;
+    let jar = CookieJar::new().add(session_cookie(String::new(), headers, 0));
+    (jar, Redirect::to("/console/sign-in?reason=signed-out")).into_response()
+}
+
+fn redis_down(error: redis::RedisError) -> ApiError {
+    tracing::warn!(%error, "console sign-in cannot reach Redis");
+    ApiError::Unavailable("Sign-in is unavailable for a moment: try again".into())
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}

@@ -1,0 +1,269 @@
+//! The console's page frame and the small pieces every page uses: navigation, forms with their
+//! CSRF token, numbers, money and times. Pages are plain HTML that reads without JavaScript;
+//! htmx (vendored) only makes links and forms swap the page body instead of reloading.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use uuid::Uuid;
+
+use crate::console::session::Session;
+use crate::error::ApiError;
+
+/// What the page frame needs: who is signed in (navigation, sign-out form) and the title.
+pub struct Page<'a> {
+    pub session: &'a Session,
+    pub title: String,
+    /// The navigation entry to highlight.
+    pub section: &'static str,
+    /// A message about the action just done (or refused).
+    pub notice: Option<Notice>,
+}
+
+/// The outcome of an action, shown above the page.
+pub enum Notice {
+    Done(String),
+    Refused(String),
+}
+
+const ADMIN_SECTIONS: [(&str, &str); 7] = [
+    ("overview", "/console"),
+    ("organizations", "/console/organizations"),
+    ("teams", "/console/teams"),
+    ("model groups", "/console/model-groups"),
+    ("jobs", "/console/jobs"),
+    ("usage", "/console/usage"),
+    ("webhooks", "/console/webhooks"),
+];
+const TEAM_SECTIONS: [(&str, &str); 4] = [
+    ("overview", "/console"),
+    ("jobs", "/console/jobs"),
+    ("usage", "/console/usage"),
+    ("model groups", "/console/model-groups"),
+];
+
+impl Page<'_> {
+    /// The whole page around `content`.
+    pub fn render(self, content: Markup) -> Response {
+        let sections: &[(&str, &str)] = if self.session.is_admin() {
+            &ADMIN_SECTIONS
+        } else {
+            &TEAM_SECTIONS
+        };
+        let who = match self.session.caller.team_id() {
+            Some(team) => format!("team {team}"),
+            None => "admin".to_owned(),
+        };
+        let markup = html! {
+            (DOCTYPE)
+            html lang="en" {
+                (head(&self.title))
+                body hx-boost="true" {
+                    header.top {
+                        a.brand href="/console" { "SaaS LiteLLM" }
+                        nav {
+                            @for (name, href) in sections {
+                                a href=(href) class=[(*name == self.section).then_some("active")] { (name) }
+                            }
+                        }
+                        form.signout method="post" action="/console/sign-out" {
+                            (csrf(self.session))
+                            span.who { (who) }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                    main {
+                        h1 { (self.title) }
+                        @match &self.notice {
+                            Some(Notice::Done(text)) => p.notice.done role="status" { (text) },
+                            Some(Notice::Refused(text)) => p.notice.refused role="alert" { (text) },
+                            None => {},
+                        }
+                        (content)
+                    }
+                }
+            }
+        };
+        html_response(StatusCode::OK, markup)
+    }
+}
+
+fn head(title: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            // The default indicator style is an inline <style>, which the page's CSP refuses.
+            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false}"#;
+            title { (title) " · SaaS LiteLLM" }
+            link rel="stylesheet" href=(super::assets::STYLESHEET);
+            script src=(super::assets::HTMX) defer {}
+        }
+    }
+}
+
+/// A page as a response, with the console's security headers.
+pub fn html_response(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, markup.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// The sign-in page, with why the last attempt or session ended, if it did.
+pub fn sign_in_page(message: Option<&str>) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Sign in"))
+            body.signin {
+                main {
+                    h1 { "SaaS LiteLLM console" }
+                    @if let Some(message) = message { p.notice.refused role="alert" { (message) } }
+                    form method="post" action="/console/sign-in" {
+                        label for="key" { "Admin key or team key" }
+                        input #key type="password" name="key" autocomplete="off" required autofocus;
+                        button type="submit" { "Sign in" }
+                    }
+                    p.hint { "The admin key manages every tenant; a team's virtual key shows that team only." }
+                }
+            }
+        }
+    };
+    html_response(StatusCode::OK, markup)
+}
+
+/// An error as a page with its status (the JSON API's `detail`, shown to a person).
+pub fn error_page(error: &ApiError) -> Response {
+    let status = error.status();
+    let detail = if status.is_server_error() {
+        "Something went wrong on our side; try again.".to_owned()
+    } else {
+        error.to_string()
+    };
+    if status.is_server_error() {
+        tracing::error!(error = ?error, "console request failed");
+    }
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Error"))
+            body {
+                main {
+                    h1 { (status.as_u16()) " " (status.canonical_reason().unwrap_or_default()) }
+                    p.notice.refused role="alert" { (detail) }
+                    p { a href="/console" { "Back to the console" } }
+                }
+            }
+        }
+    };
+    html_response(status, markup)
+}
+
+/// The hidden CSRF field every form carries.
+pub fn csrf(session: &Session) -> Markup {
+    html! { input type="hidden" name="csrf" value=(session.csrf_token); }
+}
+
+/// A fresh idempotency key for a form that moves money or creates something: submitting the
+/// same rendered form twice has one effect.
+pub fn idempotency_field() -> Markup {
+    html! { input type="hidden" name="idempotency_key" value=(Uuid::new_v4()); }
+}
+
+/// Micro-dollars as USD: cents for amounts of a cent or more, else every digit.
+pub fn usd(micro: i64) -> String {
+    let sign = if micro < 0 { "-" } else { "" };
+    let micro = micro.unsigned_abs();
+    if micro >= 10_000 || micro == 0 {
+        let cents = (micro + 5_000) / 10_000;
+        format!("{sign}${}.{:02}", thousands(cents / 100), cents % 100)
+    } else {
+        format!("{sign}${}.{:06}", micro / 1_000_000, micro % 1_000_000)
+    }
+}
+
+/// A count with thousands separators.
+pub fn count(n: i64) -> String {
+    let sign = if n < 0 { "-" } else { "" };
+    format!("{sign}{}", thousands(n.unsigned_abs()))
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A time in UTC, to the second.
+pub fn time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// An optional time, or a dash.
+pub fn maybe_time(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(|| "–".to_owned(), time)
+}
+
+/// A duration in seconds, short.
+pub fn age(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7_200 => format!("{} min", s / 60),
+        s => format!("{} h", s / 3_600),
+    }
+}
+
+/// An optional value, or a dash.
+pub fn or_dash<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "–".to_owned(), |v| v.to_string())
+}
+
+/// Raw markup for the few places that build their own (the SVG charts).
+pub fn raw(text: String) -> PreEscaped<String> {
+    PreEscaped(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_and_counts_read_as_people_write_them() {
+        assert_eq!(usd(0), "$0.00");
+        assert_eq!(usd(1_234_567_890), "$1,234.57");
+        assert_eq!(usd(10_000), "$0.01");
+        assert_eq!(usd(123), "$0.000123");
+        assert_eq!(usd(-2_500_000), "-$2.50");
+        assert_eq!(count(1_000_000), "1,000,000");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(-12_345), "-12,345");
+    }
+}

@@ -1,0 +1,298 @@
+//! Lists across tenants and the fleet's recent activity, for the web console: keyset pages
+//! (newest first; no `offset`, so page 1,000 costs what page 1 does) and per-minute counts.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::db::jobs::{JOB_COLUMNS, JobRow};
+use crate::domain::status::JobStatus;
+
+/// An organization with how many teams it has.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OrganizationSummary {
+    pub organization_id: String,
+    pub name: String,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub teams: i64,
+}
+
+/// Organizations in id order, after `after`.
+pub async fn organizations(
+    db: impl PgExecutor<'_>,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<OrganizationSummary>> {
+    sqlx::query_as(
+        "select o.organization_id, o.name, o.status, o.created_at,
+                (select count(*) from teams t where t.organization_id = o.organization_id) as teams
+         from organizations o where ($1::text is null or o.organization_id > $1)
+         order by o.organization_id limit $2",
+    )
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A team with its balance figures and key prefix, for lists.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TeamSummary {
+    pub team_id: String,
+    pub organization_id: String,
+    pub team_alias: Option<String>,
+    pub status: String,
+    pub credits_available: i64,
+    pub credits_used: i64,
+    pub spend_micro_usd: i64,
+    pub key_prefix: Option<String>,
+}
+
+/// Teams in id order after `after`, optionally of one organization.
+pub async fn teams(
+    db: impl PgExecutor<'_>,
+    organization_id: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<TeamSummary>> {
+    sqlx::query_as(
+        "select t.team_id, t.organization_id, t.team_alias, t.status,
+                coalesce(b.credits_allocated - b.credits_used - b.credits_reserved, 0) as credits_available,
+                coalesce(b.credits_used, 0) as credits_used, coalesce(b.spend_micro_usd, 0) as spend_micro_usd,
+                (select k.key_prefix from virtual_keys k where k.team_id = t.team_id and k.revoked_at is null) as key_prefix
+         from teams t left join credit_balances b using (team_id)
+         where ($1::text is null or t.organization_id = $1) and ($2::text is null or t.team_id > $2)
+         order by t.team_id limit $3",
+    )
+    .bind(organization_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// What a jobs list is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub team_id: Option<String>,
+    pub status: Option<JobStatus>,
+    pub job_type: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+    /// The last job of the previous page: (created_at, job_id).
+    pub before: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// A job with the number of its calls.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct JobListing {
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    pub calls: i64,
+}
+
+/// Jobs newest first matching `filter`, `limit` of them. The order (created_at, job_id) is
+/// served by an index for every filter: by team, by status, or all.
+pub async fn jobs(db: &PgPool, filter: &JobFilter, limit: i64) -> sqlx::Result<Vec<JobListing>> {
+    let (before_at, before_id) = filter.before.unzip();
+    sqlx::query_as(&format!(
+        "select {JOB_COLUMNS}, (select count(*) from llm_calls c where c.job_id = j.job_id) as calls
+         from jobs j
+         where ($1::text is null or team_id = $1) and ($2::text is null or status = $2)
+           and ($3::text is null or job_type = $3)
+           and ($4::timestamptz is null or created_at >= $4) and ($5::timestamptz is null or created_at < $5)
+           and ($6::timestamptz is null or (created_at, job_id) < ($6, $7))
+         order by created_at desc, job_id desc limit $8"
+    ))
+    .bind(filter.team_id.as_deref())
+    .bind(filter.status)
+    .bind(filter.job_type.as_deref())
+    .bind(filter.created_from)
+    .bind(filter.created_to)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One attempt of a call at one model.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub call_id: Uuid,
+    pub model_name: String,
+    pub http_status: Option<i32>,
+    pub outcome: String,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The attempts of the given calls, in the order they were made.
+pub async fn attempts(db: impl PgExecutor<'_>, call_ids: &[Uuid]) -> sqlx::Result<Vec<AttemptRow>> {
+    sqlx::query_as(
+        "select call_id, model_name, http_status, outcome, latency_ms, error, created_at
+         from llm_call_attempts where call_id = any($1) order by attempt_id",
+    )
+    .bind(call_ids)
+    .fetch_all(db)
+    .await
+}
+
+/// A webhook delivery with its attempts as JSON (`[{attempt, at, http_status, error, latency_ms}]`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeliveryListing {
+    pub delivery_id: Uuid,
+    pub job_id: Uuid,
+    pub team_id: String,
+    pub event_type: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_http_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub attempt_log: serde_json::Value,
+}
+
+/// Webhook deliveries newest first, optionally of one team, before `before` (created_at, id).
+pub async fn deliveries(
+    db: impl PgExecutor<'_>,
+    team_id: Option<&str>,
+    before: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> sqlx::Result<Vec<DeliveryListing>> {
+    let (before_at, before_id) = before.unzip();
+    sqlx::query_as(
+        "select d.delivery_id, d.job_id, d.team_id, d.event_type, d.url, d.status, d.attempts,
+                d.last_http_status, d.last_error, d.created_at, d.delivered_at,
+                coalesce((select jsonb_agg(jsonb_build_object('attempt', a.attempt_number,
+                          'at', a.attempted_at, 'http_status', a.http_status, 'error', a.error,
+                          'latency_ms', a.latency_ms) order by a.attempt_number)
+                          from webhook_delivery_attempts a where a.delivery_id = d.delivery_id), '[]') as attempt_log
+         from webhook_deliveries d
+         where ($1::text is null or d.team_id = $1)
+           and ($2::timestamptz is null or (d.created_at, d.delivery_id) < ($2, $3))
+         order by d.created_at desc, d.delivery_id desc limit $4",
+    )
+    .bind(team_id)
+    .bind(before_at)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Counts for one minute of the last hour (missing minutes had nothing).
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct MinuteActivity {
+    pub minute: DateTime<Utc>,
+    pub calls: i64,
+    pub failed_calls: i64,
+    pub fallbacks: i64,
+    pub jobs: i64,
+    pub spend_micro_usd: i64,
+    pub credits_deducted: i64,
+}
+
+/// Per-minute activity since `since`, optionally of one team: calls created and those that
+/// failed, attempts that fell back to the next model, jobs created, `/v1` spend recorded and
+/// credits deducted.
+pub async fn activity(
+    db: impl PgExecutor<'_>,
+    team_id: Option<&str>,
+    since: DateTime<Utc>,
+) -> sqlx::Result<Vec<MinuteActivity>> {
+    sqlx::query_as(
+        "with calls as (
+             select date_trunc('minute', created_at) as minute, count(*) as calls,
+                    count(*) filter (where status = 'failed') as failed_calls
+             from llm_calls where created_at >= $2 and ($1::text is null or team_id = $1) group by 1),
+         fallbacks as (
+             select date_trunc('minute', a.created_at) as minute, count(*) as fallbacks
+             from llm_call_attempts a
+             where a.created_at >= $2 and a.outcome = 'fallback'
+               and ($1::text is null or exists (select 1 from llm_calls c where c.call_id = a.call_id and c.team_id = $1))
+             group by 1),
+         jobs as (
+             select date_trunc('minute', created_at) as minute, count(*) as jobs
+             from jobs where created_at >= $2 and ($1::text is null or team_id = $1) group by 1),
+         spend as (
+             select date_trunc('minute', created_at) as minute, sum(coalesce(cost_micro_usd, 0))::int8 as spend
+             from spend_records where created_at >= $2 and ($1::text is null or team_id = $1) group by 1),
+         credits as (
+             select date_trunc('minute', created_at) as minute, sum(credits_amount)::int8 as credits
+             from credit_transactions
+             where created_at >= $2 and transaction_type = 'deduction' and ($1::text is null or team_id = $1)
+             group by 1)
+         select minute, coalesce(calls.calls, 0) as calls, coalesce(calls.failed_calls, 0) as failed_calls,
+                coalesce(fallbacks.fallbacks, 0) as fallbacks, coalesce(jobs.jobs, 0) as jobs,
+                coalesce(spend.spend, 0) as spend_micro_usd, coalesce(credits.credits, 0) as credits_deducted
+         from calls full join fallbacks using (minute) full join jobs using (minute)
+              full join spend using (minute) full join credits using (minute)
+         order by minute",
+    )
+    .bind(team_id)
+    .bind(since)
+    .fetch_all(db)
+    .await
+}
+
+/// The queue as PostgreSQL sees it: calls waiting and how long the oldest has waited.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueueState {
+    pub queued: i64,
+    pub running: i64,
+    pub oldest_queued_at: Option<DateTime<Utc>>,
+}
+
+/// Calls queued and running now (served by the partial indexes on unfinished calls).
+pub async fn queue_state(db: impl PgExecutor<'_>) -> sqlx::Result<QueueState> {
+    sqlx::query_as(
+        "select count(*) filter (where status = 'queued') as queued,
+                count(*) filter (where status = 'running') as running,
+                min(enqueued_at) filter (where status = 'queued') as oldest_queued_at
+         from llm_calls where finished_at is null",
+    )
+    .fetch_one(db)
+    .await
+}
+
+/// A worker process that ran calls recently.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WorkerSeen {
+    pub worker_id: String,
+    pub last_seen: DateTime<Utc>,
+    pub calls: i64,
+}
+
+/// Workers that claimed calls created since `since`, most recently seen first.
+pub async fn workers_seen(
+    db: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+) -> sqlx::Result<Vec<WorkerSeen>> {
+    sqlx::query_as(
+        "select worker_id, max(coalesce(finished_at, started_at, created_at)) as last_seen, count(*) as calls
+         from llm_calls where created_at >= $1 and worker_id is not null
+         group by worker_id order by last_seen desc limit 50",
+    )
+    .bind(since)
+    .fetch_all(db)
+    .await
+}
+
+/// The teams granted each of the given model groups: (group id, team id), by team id.
+pub async fn group_holders(
+    db: impl PgExecutor<'_>,
+    group_ids: &[Uuid],
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
+        "select model_group_id, team_id from team_model_groups where model_group_id = any($1)
+         order by team_id",
+    )
+    .bind(group_ids)
+    .fetch_all(db)
+    .await
+}
