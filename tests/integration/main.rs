@@ -8,6 +8,8 @@ mod budget_bounds;
 mod budget_property;
 mod budget_slices;
 mod calls;
+mod console;
+mod console_actions;
 mod credit_races;
 mod credits;
 mod directory_cache;

@@ -74,7 +74,20 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route(assets::STYLESHEET, get(assets::stylesheet))
         .layer(Extension(Api(api)))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(axum::middleware::from_fn(server_timing))
         .with_state(state)
+}
+
+/// Says how long the server took to make each page (`Server-Timing: app;dur=<ms>`), so a
+/// browser's developer tools and the benchmark can read the server's share of a page's time.
+async fn server_timing(request: Request, next: axum::middleware::Next) -> Response {
+    let started = std::time::Instant::now();
+    let mut response = next.run(request).await;
+    let millis = started.elapsed().as_secs_f64() * 1_000.0;
+    if let Ok(value) = HeaderValue::from_str(&format!("app;dur={millis:.2}")) {
+        response.headers_mut().insert("server-timing", value);
+    }
+    response
 }
 
 /// `GET /`: a browser goes to the console; an API client gets pointers as JSON.

@@ -147,7 +147,12 @@ impl FromRequest<AppState> for ConsoleForm {
         let axum::Form(fields) = axum::Form::<Vec<(String, String)>>::from_request(request, state)
             .await
             .map_err(|e| {
-                view::error_page(&ApiError::BadRequest(format!("Unreadable form: {e}")))
+                view::error_page(&match e.status() {
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                        ApiError::PayloadTooLarge(super::MAX_FORM_BYTES)
+                    }
+                    _ => ApiError::BadRequest(format!("Unreadable form: {e}")),
+                })
             })?;
         let presented = fields
             .iter()
@@ -233,8 +238,12 @@ fn client_address(parts: &Parts) -> String {
         .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
 }
 
-fn failures_key(address: &str) -> String {
-    format!("saasllm:console:failed-sign-ins:{address}")
+/// Counted per deployment (the Redis namespace) and client address.
+fn failures_key(state: &AppState, address: &str) -> String {
+    format!(
+        "{}:console:failed-sign-ins:{address}",
+        state.redis.namespace
+    )
 }
 
 /// `POST /console/sign-in`: checks the key, then opens a session.
@@ -252,7 +261,10 @@ pub async fn sign_in(state: AppState, request: Request) -> Response {
         Ok(redis) => redis,
         Err(error) => return view::error_page(&redis_down(error)),
     };
-    let failures: u64 = match redis.get::<_, Option<u64>>(failures_key(&address)).await {
+    let failures: u64 = match redis
+        .get::<_, Option<u64>>(failures_key(&state, &address))
+        .await
+    {
         Ok(failures) => failures.unwrap_or(0),
         Err(error) => return view::error_page(&redis_down(error)),
     };
@@ -282,8 +294,8 @@ pub async fn sign_in(state: AppState, request: Request) -> Response {
     if let Some(reason) = refused {
         let counted: redis::RedisResult<u64> = redis::pipe()
             .atomic()
-            .incr(failures_key(&address), 1)
-            .expire(failures_key(&address), FAILURE_WINDOW_SECS as i64)
+            .incr(failures_key(&state, &address), 1)
+            .expire(failures_key(&state, &address), FAILURE_WINDOW_SECS as i64)
             .ignore()
             .query_async(&mut redis)
             .await

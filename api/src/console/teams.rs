@@ -165,7 +165,7 @@ pub async fn act(
                 .filter(|g| !g.is_empty())
                 .collect();
             let path = format!("/api/teams/{team}/model-groups");
-            (Method::PUT, path, Some(json!({"model_groups": groups})))
+            (Method::PUT, path, Some(json!(groups)))
         }
         "suspend" | "resume" | "rotate-key" => {
             (Method::POST, format!("/api/teams/{team}/{action}"), None)

@@ -1,6 +1,7 @@
 //! Test harness: start the API on a free port over the test's own database and Redis namespace.
 
 pub mod app;
+pub mod browser;
 pub mod cluster;
 pub mod groups;
 pub mod peer;
