@@ -94,8 +94,9 @@ fn head(title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            // The default indicator style is an inline <style>, which the page's CSP refuses.
-            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false}"#;
+            // The default indicator style is an inline <style>, which the page's CSP refuses;
+            // and error pages (4xx) are shown like any other, as they are without JavaScript.
+            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"responseHandling":[{"code":"204","swap":false},{"code":".*","swap":true}]}"#;
             title { (title) " · SaaS LiteLLM" }
             link rel="stylesheet" href=(super::assets::STYLESHEET);
             script src=(super::assets::HTMX) defer {}
