@@ -406,3 +406,31 @@ async fn hostile_values_are_escaped_or_refused_never_a_server_error(db: PgPool) 
         &answer.body[..200.min(answer.body.len())]
     );
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn the_root_sends_a_browser_to_the_console_and_an_api_client_to_the_docs(db: PgPool) {
+    let app = spawn_app(db).await;
+    let browser = Browser::new(&app);
+
+    let page = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .get(app.url("/"))
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .expect("sent");
+    let pointer = ok_json(app.anonymous(Method::GET, "/").send().await).await;
+
+    assert_eq!(page.status(), StatusCode::SEE_OTHER);
+    assert_eq!(page.headers()["location"], "/console");
+    assert_eq!(pointer["console"], "/console");
+    assert_eq!(pointer["docs"], "/docs");
+    let sign_in = browser.get("/console/sign-in").await;
+    assert_eq!(sign_in.status, StatusCode::OK);
+    assert!(sign_in.body.contains(r#"name="key""#));
+    let htmx = browser.get("/console/assets/htmx-2.0.11.min.js").await;
+    assert_eq!(htmx.status, StatusCode::OK);
+    assert!(htmx.body.starts_with("var htmx="));
+}
