@@ -8,9 +8,9 @@ use maud::{Markup, html};
 use crate::console::view;
 
 const WIDTH: f64 = 600.0;
-const HEIGHT: f64 = 150.0;
-const TOP: f64 = 18.0;
-const BOTTOM: f64 = 20.0;
+const HEIGHT: f64 = 120.0;
+const TOP: f64 = 4.0;
+const BOTTOM: f64 = 2.0;
 
 /// One bar: its label (shown under the first and last bars and on hover) and its value.
 pub struct Bar {
@@ -49,22 +49,16 @@ pub fn bars(title: &str, points: &[Bar], format: fn(f64) -> String) -> Markup {
                 y = TOP + plot - height
             );
         }
-        let first = html! { (points[0].label) }.into_string();
-        let last = html! { (points[points.len() - 1].label) }.into_string();
-        let _ = write!(
-            svg,
-            r##"<text x="0" y="{HEIGHT}" font-size="11" fill="#555">{first}</text><text x="{WIDTH}" y="{HEIGHT}" font-size="11" fill="#555" text-anchor="end">{last}</text>"##
-        );
     }
-    let peak = html! { (format(max)) }.into_string();
-    let _ = write!(
-        svg,
-        r##"<text x="0" y="12" font-size="11" fill="#555">max {peak}</text></svg>"##
-    );
+    svg.push_str("</svg>");
+    // Text lives outside the SVG, which stretches to the figure's width and would stretch it.
     html! {
         figure.chart {
-            figcaption { (title) " " span.total { "(total " (format(total)) ")" } }
+            figcaption { (title) " " span.total { "(total " (format(total)) ", max " (format(max)) ")" } }
             (view::raw(svg))
+            @if let (Some(first), Some(last)) = (points.first(), points.last()) {
+                div.axis { span { (first.label) } span { (last.label) } }
+            }
         }
     }
 }
@@ -99,7 +93,7 @@ mod tests {
         assert!(svg.contains("&lt;b&gt;: 5"));
         assert!(svg.contains("calls &amp; &lt;more&gt;"));
         assert!(!svg.contains("<b>"));
-        assert!(svg.contains(r#"height="112.0""#), "{svg}");
-        assert!(svg.contains(r#"height="56.0""#), "{svg}");
+        assert!(svg.contains(r#"height="114.0""#), "{svg}");
+        assert!(svg.contains(r#"height="57.0""#), "{svg}");
     }
 }

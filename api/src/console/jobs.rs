@@ -236,7 +236,7 @@ async fn render(
             tbody {
                 @for call in &calls {
                     tr {
-                        td { span.mono { (call.call_id) } @if let Some(custom) = &call.custom_id { br; span.muted { (custom) } } }
+                        td { span.mono title=(call.call_id) { (call.call_id.to_string()[..8]) "…" } @if let Some(custom) = &call.custom_id { br; span.muted { (custom) } } }
                         td { (call.model_group) }
                         td { span class={ "status " (call.status.as_str()) } { (call.status.as_str()) } }
                         td.wrap {

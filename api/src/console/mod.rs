@@ -71,7 +71,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/console/usage.csv", get(usage::csv))
         .route("/console/webhooks", get(deliveries::list))
         .route(assets::HTMX, get(assets::htmx))
-        .route(assets::STYLESHEET, get(assets::stylesheet))
+        .route(&assets::STYLESHEET, get(assets::stylesheet))
         .layer(Extension(Api(api)))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(server_timing))
@@ -137,17 +137,20 @@ async fn sign_out(
     session::sign_out(state, form, &headers).await
 }
 
-/// The vendored script and the stylesheet, compiled in and cached by browsers (their paths
-/// carry a version, so a new release never meets a stale copy).
+/// The vendored script and the stylesheet, compiled in and cached by browsers (their addresses
+/// carry a version or a digest, so a new release never meets a stale copy).
 mod assets {
     use super::*;
 
     pub const HTMX: &str = "/console/assets/htmx-2.0.11.min.js";
-    pub const STYLESHEET: &str = concat!(
-        "/console/assets/console-",
-        env!("CARGO_PKG_VERSION"),
-        ".css"
-    );
+    const CSS: &str = include_str!("../../assets/console.css");
+
+    /// The stylesheet's address carries a digest of its content.
+    pub static STYLESHEET: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(CSS.as_bytes()));
+        format!("/console/assets/console-{}.css", &digest[..12])
+    });
 
     pub async fn htmx() -> Response {
         asset(
@@ -157,10 +160,7 @@ mod assets {
     }
 
     pub async fn stylesheet() -> Response {
-        asset(
-            include_str!("../../assets/console.css"),
-            "text/css; charset=utf-8",
-        )
+        asset(CSS, "text/css; charset=utf-8")
     }
 
     fn asset(body: &'static str, content_type: &'static str) -> Response {
@@ -169,7 +169,7 @@ mod assets {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
         headers.insert(
             header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=86400"),
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
         );
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,

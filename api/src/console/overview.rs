@@ -165,8 +165,8 @@ async fn team_cards(session: &Session, api: &Api, team: &str) -> Result<Markup, 
             (card("Credits available", &text(&credits["credits_available"])))
             (card("Held by open jobs", &text(&credits["credits_reserved"])))
             (card("Credits used", &text(&credits["credits_used"])))
-            (card("Budget (USD)", &text(&balance["budget_usd"])))
-            (card("Spent on /v1 (USD)", &text(&balance["spend_usd"])))
+            (card("Budget", &view::usd_of(&balance["budget_usd"])))
+            (card("Spent on /v1", &view::usd_of(&balance["spend_usd"])))
         }
         p { a href="/console/jobs" { "Your jobs" } " · " a href="/console/usage" { "usage by day" } " · " a href="/console/model-groups" { "model groups you may use" } }
     })

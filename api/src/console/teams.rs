@@ -60,9 +60,9 @@ async fn render(session: &Session, api: &Api, team_id: &str, notice: Option<Noti
             (card("Held by open jobs", &view::count(credits["credits_reserved"].as_i64().unwrap_or(0))))
             (card("Credits used", &view::count(credits["credits_used"].as_i64().unwrap_or(0))))
             (card("Credits allocated", &view::count(credits["credits_allocated"].as_i64().unwrap_or(0))))
-            (card("Budget (USD)", &text(&balance["budget_usd"])))
-            (card("Spent on /v1 (USD)", &text(&balance["spend_usd"])))
-            (card("Budget parked in slices (USD)", &text(&balance["budget_reserved_usd"])))
+            (card("Budget", &view::usd_of(&balance["budget_usd"])))
+            (card("Spent on /v1", &view::usd_of(&balance["spend_usd"])))
+            (card("Budget parked in slices", &view::usd_of(&balance["budget_reserved_usd"])))
         }
         h2 { "Model groups" }
         p { @for group in &groups { a href={ "/console/model-groups/" (segment(group)) } { (group) } " " }

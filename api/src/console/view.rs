@@ -98,7 +98,7 @@ fn head(title: &str) -> Markup {
             // and error pages (4xx) are shown like any other, as they are without JavaScript.
             meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"responseHandling":[{"code":"204","swap":false},{"code":".*","swap":true}]}"#;
             title { (title) " · SaaS LiteLLM" }
-            link rel="stylesheet" href=(super::assets::STYLESHEET);
+            link rel="stylesheet" href=(*super::assets::STYLESHEET);
             script src=(super::assets::HTMX) defer {}
         }
     }
@@ -203,6 +203,14 @@ pub fn usd(micro: i64) -> String {
     } else {
         format!("{sign}${}.{:06}", micro / 1_000_000, micro % 1_000_000)
     }
+}
+
+/// A USD amount the JSON API gave as a number of dollars.
+pub fn usd_of(value: &serde_json::Value) -> String {
+    value.as_f64().map_or_else(
+        || "–".to_owned(),
+        |usd| self::usd((usd * 1_000_000.0).round() as i64),
+    )
 }
 
 /// A count with thousands separators.
