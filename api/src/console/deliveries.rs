@@ -41,7 +41,7 @@ pub async fn list(
     State(state): State<AppState>,
     Query(query): Query<DeliveriesQuery>,
 ) -> Response {
-    if let Err(page) = admin_only(&session) {
+    if let Some(page) = admin_only(&session) {
         return page;
     }
     let team = query

@@ -112,7 +112,7 @@ pub async fn create(
     form: ConsoleForm,
 ) -> Response {
     let session = &form.session;
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let body = json!({
@@ -156,7 +156,7 @@ async fn render_group(
     group_name: &str,
     notice: Option<Notice>,
 ) -> Response {
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let group = match db::model_groups::find_by_name(&state.db, group_name).await {
@@ -208,7 +208,7 @@ pub async fn update(
     form: ConsoleForm,
 ) -> Response {
     let session = &form.session;
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let path = format!("/api/model-groups/{}/models", segment(&group_name));

@@ -23,7 +23,7 @@ pub async fn page(
     Extension(api): Extension<Api>,
     Path(team_id): Path<String>,
 ) -> Response {
-    if let Err(page) = admin_only(&session) {
+    if let Some(page) = admin_only(&session) {
         return page;
     }
     render(&session, &api, &team_id, None).await
@@ -120,7 +120,7 @@ pub async fn act(
     form: ConsoleForm,
 ) -> Response {
     let session = &form.session;
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let team = segment(&team_id);
@@ -248,7 +248,7 @@ pub async fn ledger(
     Path(team_id): Path<String>,
     Query(query): Query<LedgerQuery>,
 ) -> Response {
-    if let Err(page) = admin_only(&session) {
+    if let Some(page) = admin_only(&session) {
         return page;
     }
     let offset = query.offset.unwrap_or(0).clamp(0, 10_000_000);

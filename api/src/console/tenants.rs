@@ -23,13 +23,10 @@ pub struct After {
     organization_id: Option<String>,
 }
 
-/// Only the admin manages tenants; a team sees the same 404 as for a page that is not there.
-pub fn admin_only(session: &Session) -> Result<(), Response> {
-    if session.is_admin() {
-        Ok(())
-    } else {
-        Err(view::error_page(&ApiError::NotFound("No such page".into())))
-    }
+/// Only the admin manages tenants: for a team, the same 404 page as for a page that is not
+/// there (`Some`), for the admin nothing.
+pub fn admin_only(session: &Session) -> Option<Response> {
+    (!session.is_admin()).then(|| view::error_page(&ApiError::NotFound("No such page".into())))
 }
 
 /// `GET /console/organizations`
@@ -47,7 +44,7 @@ async fn render_organizations(
     after: Option<&str>,
     notice: Option<Notice>,
 ) -> Response {
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let rows = match listings::organizations(&state.db, after, PAGE).await {
@@ -102,7 +99,7 @@ pub async fn create_organization(
     form: ConsoleForm,
 ) -> Response {
     let session = &form.session;
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let body = json!({
@@ -144,7 +141,7 @@ pub async fn organization(
     Extension(api): Extension<Api>,
     Path(organization_id): Path<String>,
 ) -> Response {
-    if let Err(page) = admin_only(&session) {
+    if let Some(page) = admin_only(&session) {
         return page;
     }
     let path = format!("/api/organizations/{}", segment(&organization_id));
@@ -242,7 +239,7 @@ pub async fn teams(
     State(state): State<AppState>,
     Query(query): Query<After>,
 ) -> Response {
-    if let Err(page) = admin_only(&session) {
+    if let Some(page) = admin_only(&session) {
         return page;
     }
     let org = query.organization_id.as_deref().filter(|o| !o.is_empty());
@@ -272,7 +269,7 @@ pub async fn teams(
 /// `POST /console/teams`: `POST /api/teams/create`; the new key is shown on this page only.
 pub async fn create_team(Extension(api): Extension<Api>, form: ConsoleForm) -> Response {
     let session = &form.session;
-    if let Err(page) = admin_only(session) {
+    if let Some(page) = admin_only(session) {
         return page;
     }
     let groups: Vec<String> = form
