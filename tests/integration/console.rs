@@ -198,6 +198,13 @@ async fn a_team_sees_only_itself_and_none_of_the_operator_pages(db: PgPool) {
         !overview.body.contains("Calls queued"),
         "no fleet figures for a team"
     );
+    assert!(
+        overview
+            .body
+            .contains(r#"<div class="label">Credits available</div><div class="value">4</div>"#),
+        "one of 5 credits is held by the open job: {}",
+        overview.body
+    );
     let jobs = browser.get("/console/jobs?team_id=team_other").await;
     assert!(jobs.body.contains(&job_ids[0]) && jobs.body.contains("type_of_team_own"));
     assert!(!jobs.body.contains(&job_ids[1]) && !jobs.body.contains("team_other"));
@@ -331,80 +338,6 @@ async fn rotating_the_key_or_suspending_the_team_ends_its_sessions_and_sign_out_
         "the old cookie is dead"
     );
     assert_eq!(count(&db, "select count(*) from console_sessions").await, 0);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn hostile_values_are_escaped_or_refused_never_a_server_error(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    app.create_org("org_x").await;
-    ok_json(
-        app.admin(Method::POST, "/api/teams/create")
-            .json(&json!({"organization_id": "org_x", "team_id": "team_x",
-                          "team_alias": "<script>alert(1)</script>", "credits_allocated": 1}))
-            .send()
-            .await,
-    )
-    .await;
-    let browser = Browser::signed_in(&app, ADMIN_KEY).await;
-
-    let team = browser.get("/console/teams/team_x").await;
-    assert!(!team.body.contains("<script>alert"), "escaped");
-    let teams = browser.get("/console/teams").await;
-    assert!(teams.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
-    for path in [
-        "/console/jobs?status=nope",
-        "/console/jobs?before=garbage",
-        "/console/jobs?from=2026-13-45",
-        "/console/usage?from=2026-01-01&to=2020-01-01",
-        "/console/usage?from=1900-01-01&to=2026-01-01",
-        "/console/webhooks?before=x_y",
-        "/console/jobs/not-a-uuid",
-    ] {
-        let answer = browser.get(path).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::BAD_REQUEST,
-            "{path}: {}",
-            answer.body
-        );
-    }
-    let csrf = team.csrf();
-    for fields in [
-        vec![("csrf", csrf.as_str()), ("credits", "-5")],
-        vec![("csrf", csrf.as_str()), ("credits", "99999999999999999999")],
-        vec![("csrf", csrf.as_str()), ("credits", "1e9")],
-        vec![
-            ("csrf", csrf.as_str()),
-            ("credits", "5"),
-            ("reason", "nul\0byte"),
-        ],
-    ] {
-        let answer = browser
-            .post("/console/teams/team_x/add-credits", &fields)
-            .await;
-        assert_eq!(answer.status, StatusCode::OK, "the page, with the refusal");
-        assert!(answer.body.contains("notice refused"), "{}", answer.body);
-    }
-    let allocated: i64 = sqlx::query_scalar(
-        "select credits_allocated from credit_balances where team_id = 'team_x'",
-    )
-    .fetch_one(&db)
-    .await
-    .expect("balance");
-    assert_eq!(allocated, 1, "no refused form moved credits");
-    let huge = "x".repeat(100 * 1024);
-    let answer = browser
-        .post(
-            "/console/organizations",
-            &[("csrf", &csrf), ("name", &huge)],
-        )
-        .await;
-    assert_eq!(
-        answer.status,
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "{}",
-        &answer.body[..200.min(answer.body.len())]
-    );
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -159,12 +159,11 @@ async fn team_cards(session: &Session, api: &Api, team: &str) -> Result<Markup, 
         .call(session, Method::GET, &path, None, None)
         .await
         .map_err(|refusal| ApiError::BadRequest(refusal.detail))?;
-    let credits = &balance["credits"];
     Ok(html! {
         div.cards {
-            (card("Credits available", &text(&credits["credits_available"])))
-            (card("Held by open jobs", &text(&credits["credits_reserved"])))
-            (card("Credits used", &text(&credits["credits_used"])))
+            (card("Credits available", &text(&balance["credits_available"])))
+            (card("Held by open jobs", &text(&balance["credits_reserved"])))
+            (card("Credits used", &text(&balance["credits_used"])))
             (card("Budget", &view::usd_of(&balance["budget_usd"])))
             (card("Spent on /v1", &view::usd_of(&balance["spend_usd"])))
         }
