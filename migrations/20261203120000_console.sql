@@ -13,10 +13,10 @@ create table console_sessions (
 );
 create index console_sessions_expires_idx on console_sessions (expires_at);
 
--- Jobs across teams, newest first, optionally of one status: keyset pages of the jobs list.
--- `status` is already indexed (partial indexes), so this costs jobs no HOT updates.
+-- Jobs across teams, newest first: keyset pages of the jobs list (a status or type filter
+-- reads this order and skips what does not match). No index names `status`: a job's open
+-- steps (pending -> in_progress -> completing) stay heap-only updates that write no index.
 create index jobs_created_idx on jobs (created_at desc, job_id desc);
-create index jobs_status_created_idx on jobs (status, created_at desc, job_id desc);
 
 -- Time-bucketed counts over the last hour for the overview. BRIN: rows arrive in time order,
 -- and a BRIN entry costs an insert almost nothing (these tables are on the hot path).

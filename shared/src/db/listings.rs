@@ -92,8 +92,9 @@ pub struct JobListing {
     pub calls: i64,
 }
 
-/// Jobs newest first matching `filter`, `limit` of them. The order (created_at, job_id) is
-/// served by an index for every filter: by team, by status, or all.
+/// Jobs newest first matching `filter`, `limit` of them, in (created_at, job_id) order: read
+/// from the team's index with a team, else from the index of all jobs, skipping rows of
+/// another status or type (no index names `status`, so that a job's open steps stay HOT).
 pub async fn jobs(db: &PgPool, filter: &JobFilter, limit: i64) -> sqlx::Result<Vec<JobListing>> {
     let (before_at, before_id) = filter.before.unzip();
     sqlx::query_as(&format!(
