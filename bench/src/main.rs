@@ -6,6 +6,7 @@
 //! database, runs closed-loop scenarios against both, and reports added latency, throughput and
 //! memory against the targets. See docs/BENCHMARKS.md.
 
+mod console;
 mod drain;
 mod load;
 mod procs;
@@ -42,6 +43,8 @@ enum Which {
     Python,
     /// Passthrough through the LiteLLM proxy in front of the fake (not part of `all`).
     Litellm,
+    /// Console pages (server time) over 100,000 seeded jobs (2,000 with --smoke).
+    Console,
 }
 
 /// Benchmark saasllm-api against the fake upstream (expects prebuilt binaries).
@@ -741,6 +744,14 @@ async fn bench(
                 "runs": report.runs.iter().map(drain::DrainRun::to_json).collect::<Vec<_>>(),
             }),
         );
+    }
+
+    if want(Which::Console) {
+        let (jobs, requests) = if cli.smoke { (2_000, 5) } else { (100_000, 50) };
+        let database_url = format!("{}/{db}", cli.postgres_url);
+        let (report, goal) = console::run(&api_url, &database_url, jobs, requests).await?;
+        scenarios.insert("console".into(), report);
+        targets.push(goal);
     }
 
     let idle_mib = idle_kib as f64 / 1024.0;
