@@ -24,3 +24,19 @@ create index llm_calls_created_brin on llm_calls using brin (created_at);
 create index llm_call_attempts_created_brin on llm_call_attempts using brin (created_at);
 create index credit_transactions_created_brin on credit_transactions using brin (created_at);
 create index spend_records_created_brin on spend_records using brin (created_at);
+
+-- The totals of a settled job's calls, written when it settles if every call has finished by
+-- then (null otherwise, and while the job is open): usage reports read one row per job instead
+-- of summing every call of every job in the period. A call that finishes after its job settled
+-- (a running call of a cancelled or expired job) leaves them null, so such a job is summed
+-- from its calls as before, and a report is exact either way.
+alter table jobs add column calls_cost_micro_usd bigint, add column calls_tokens bigint;
+update jobs j set calls_cost_micro_usd = s.cost, calls_tokens = s.tokens
+from (select c.job_id, coalesce(sum(c.cost_micro_usd), 0)::int8 as cost,
+             coalesce(sum(c.total_tokens), 0)::int8 as tokens
+      from llm_calls c group by c.job_id
+      having count(*) filter (where c.finished_at is null) = 0) s
+where j.job_id = s.job_id and j.credit_hold <> 'held';
+update jobs j set calls_cost_micro_usd = 0, calls_tokens = 0
+where j.credit_hold <> 'held' and j.calls_cost_micro_usd is null
+  and not exists (select 1 from llm_calls c where c.job_id = j.job_id);

@@ -160,3 +160,11 @@ select d.delivery_id, a, d.created_at + (a - 1) * interval '30 seconds',
        20 + a * 7
 from seed_deliveries d cross join generate_series(1, d.attempts) as a
 order by d.created_at, a;
+
+-- What settlement keeps on a settled job's row: its calls' totals, when they had all finished.
+update jobs j set calls_cost_micro_usd = s.cost, calls_tokens = s.tokens
+from (select c.job_id, coalesce(sum(c.cost_micro_usd), 0)::int8 as cost,
+             coalesce(sum(c.total_tokens), 0)::int8 as tokens
+      from llm_calls c group by c.job_id
+      having count(*) filter (where c.finished_at is null) = 0) s
+where j.job_id = s.job_id and j.credit_hold <> 'held';

@@ -38,5 +38,6 @@ mod schema_bounds;
 mod streaming_resilience;
 mod teams;
 mod usage;
+mod usage_totals;
 mod webhook_targets;
 mod webhooks;

@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::db::job_creation::{self, JobToCreate};
-use crate::db::settlement::{self, SettleAnswer, SettleRequest};
+use crate::db::settlement::{self, SETTLED_COST, SETTLED_TOKENS, SettleAnswer, SettleRequest};
 use crate::db::{credits, webhooks};
 use crate::domain::status::JobStatus;
 
@@ -227,14 +227,15 @@ pub const JOB_SETTLED_CHANNEL: &str = "saasllm_job_settled";
 /// `job.settled` webhook events; returns how many.
 pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
-    let expired: Vec<(Uuid, String)> = sqlx::query_as(
-        "update jobs set status = 'expired', credit_hold = 'released', updated_at = now(), completed_at = now()
+    let expired: Vec<(Uuid, String)> = sqlx::query_as(&format!(
+        "update jobs j set status = 'expired', credit_hold = 'released', updated_at = now(), completed_at = now(),
+                calls_cost_micro_usd = {SETTLED_COST}, calls_tokens = {SETTLED_TOKENS}
          where job_id in (
              select job_id from jobs
              where status in ('pending', 'in_progress', 'completing') and expires_at < now() and credit_hold = 'held'
              order by expires_at limit $1 for update skip locked)
-         returning job_id, team_id",
-    )
+         returning job_id, team_id"
+    ))
     .bind(limit)
     .fetch_all(&mut *tx)
     .await?;

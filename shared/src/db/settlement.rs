@@ -222,7 +222,8 @@ async fn finished_counts(
 }
 
 /// Moves the jobs to their final status; returns those moved. Each is locked and was checked
-/// open and held, so all move; the guard makes sure a hold is settled once even if not.
+/// open and held, so all move; the guard makes sure a hold is settled once even if not. The
+/// job's call totals are kept with it when every call has finished (see `SETTLED_COST`).
 async fn move_jobs(
     conn: &mut PgConnection,
     transitions: &[Transition<'_>],
@@ -236,13 +237,14 @@ async fn move_jobs(
         .iter()
         .map(|t| if t.charge { "charged" } else { "released" })
         .collect();
-    sqlx::query_scalar(
-        "update jobs j set status = t.status, credit_hold = t.hold, completed_at = now(), updated_at = now()
+    sqlx::query_scalar(&format!(
+        "update jobs j set status = t.status, credit_hold = t.hold, completed_at = now(), updated_at = now(),
+                calls_cost_micro_usd = {SETTLED_COST}, calls_tokens = {SETTLED_TOKENS}
          from unnest($1::uuid[], $2::text[], $3::text[]) as t(job_id, status, hold)
          where j.job_id = t.job_id and j.status in ('pending', 'in_progress', 'completing')
            and j.credit_hold = 'held'
-         returning j.job_id",
-    )
+         returning j.job_id"
+    ))
     .bind(&ids)
     .bind(&statuses)
     .bind(&holds)
@@ -282,3 +284,12 @@ async fn settle_balances(
     }
     Ok(charged)
 }
+
+/// The settling job's call cost, for usage reports: summed when no call of the job is still
+/// unfinished (in the statement's snapshot, so the sum is of final figures), else null, and
+/// reports sum the calls themselves. SQL over the updated row `j`.
+pub(crate) const SETTLED_COST: &str = "(select case when count(*) filter (where c.finished_at is null) = 0
+        then coalesce(sum(c.cost_micro_usd), 0)::int8 end from llm_calls c where c.job_id = j.job_id)";
+/// The settling job's call tokens, on the same terms as `SETTLED_COST`.
+pub(crate) const SETTLED_TOKENS: &str = "(select case when count(*) filter (where c.finished_at is null) = 0
+        then coalesce(sum(c.total_tokens), 0)::int8 end from llm_calls c where c.job_id = j.job_id)";
