@@ -1,16 +1,16 @@
 //! Usage reports: jobs, tokens and LLM cost per team and job type over a period, computed from
-//! the jobs and calls themselves.
+//! the jobs and calls themselves, in one pass over the period's jobs.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 
-/// The call totals of the period's jobs that have none of their own (open jobs, and settled
-/// ones with a call that finished after them; see `jobs.calls_cost_micro_usd`): every other
-/// job is counted from its own row, not from its calls.
-const LIVE_TOTALS: &str = "call_totals as (
-             select job_id, sum(cost_micro_usd) as cost, sum(total_tokens) as tokens from llm_calls
-             where job_id in (select job_id from period_jobs where calls_cost_micro_usd is null)
-             group by job_id)";
+/// The sums over jobs `j` of their call cost and tokens: a settled job's own totals (see
+/// `jobs.calls_cost_micro_usd`), else (an open job, or a settled one with a call that finished
+/// after it) the sum of its calls. `coalesce` evaluates the subquery only for those jobs.
+const JOB_COST_AND_TOKENS: &str = "coalesce(sum(coalesce(j.calls_cost_micro_usd,
+             (select sum(c.cost_micro_usd) from llm_calls c where c.job_id = j.job_id))), 0)::int8 as cost_micro_usd,
+         coalesce(sum(coalesce(j.calls_tokens,
+             (select sum(c.total_tokens) from llm_calls c where c.job_id = j.job_id))), 0)::int8 as tokens";
 
 /// Totals of one team's jobs of one type created in the period.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -32,16 +32,11 @@ pub async fn by_team_and_type(
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<UsageRow>> {
     sqlx::query_as(&format!(
-        "with period_jobs as (
-             select job_id, team_id, job_type, status, calls_cost_micro_usd, calls_tokens from jobs
-             where team_id = any($1) and created_at >= $2 and created_at < $3),
-         {LIVE_TOTALS}
-         select j.team_id, j.job_type, count(*) as jobs,
+        "select j.team_id, j.job_type, count(*) as jobs,
                 count(*) filter (where j.status = 'completed') as completed,
                 count(*) filter (where j.status = 'failed') as failed,
-                coalesce(sum(coalesce(j.calls_cost_micro_usd, c.cost)), 0)::int8 as cost_micro_usd,
-                coalesce(sum(coalesce(j.calls_tokens, c.tokens)), 0)::int8 as tokens
-         from period_jobs j left join call_totals c using (job_id)
+                {JOB_COST_AND_TOKENS}
+         from jobs j where j.team_id = any($1) and j.created_at >= $2 and j.created_at < $3
          group by j.team_id, j.job_type order by j.team_id, j.job_type"
     ))
     .bind(team_ids)
@@ -90,18 +85,12 @@ pub async fn by_day(
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<DailyUsageRow>> {
     sqlx::query_as(&format!(
-        "with period_jobs as (
-             select job_id, status, (created_at at time zone 'UTC')::date as day,
-                    calls_cost_micro_usd, calls_tokens from jobs
-             where team_id = any($1) and created_at >= $2 and created_at < $3),
-         {LIVE_TOTALS}
-         select j.day, count(*) as jobs,
+        "select (j.created_at at time zone 'UTC')::date as day, count(*) as jobs,
                 count(*) filter (where j.status = 'completed') as completed,
                 count(*) filter (where j.status = 'failed') as failed,
-                coalesce(sum(coalesce(j.calls_cost_micro_usd, c.cost)), 0)::int8 as cost_micro_usd,
-                coalesce(sum(coalesce(j.calls_tokens, c.tokens)), 0)::int8 as tokens
-         from period_jobs j left join call_totals c using (job_id)
-         group by j.day order by j.day"
+                {JOB_COST_AND_TOKENS}
+         from jobs j where j.team_id = any($1) and j.created_at >= $2 and j.created_at < $3
+         group by 1 order by 1"
     ))
     .bind(team_ids)
     .bind(from)
