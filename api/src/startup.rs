@@ -320,6 +320,8 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         ]))
         .with_state(state.clone());
     let console = console::router(state, api.clone())
+        // A form trickled in byte by byte holds its connection no longer than an API body may.
+        .layer(RequestBodyTimeoutLayer::new(body_read_timeout))
         .layer(CatchPanicLayer::custom(|_panic| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

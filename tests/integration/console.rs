@@ -78,6 +78,63 @@ async fn failed_sign_ins_are_limited_per_address_even_for_the_right_key(db: PgPo
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_burst_of_sign_ins_checks_at_most_ten_wrong_keys_and_successes_do_not_count(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    for _ in 0..3 {
+        Browser::signed_in(&app, ADMIN_KEY).await;
+    }
+    let app = &app;
+    let mut attempts = Vec::new();
+    for i in 0..40 {
+        attempts.push(async move {
+            Browser::new(&app)
+                .sign_in(&format!("sk-burst-{i}"))
+                .await
+                .status
+        });
+    }
+    let statuses = futures::future::join_all(attempts).await;
+
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((checked, refused), (10, 30), "{statuses:?}");
+    assert_eq!(
+        Browser::new(&app).sign_in(ADMIN_KEY).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_sign_in_form_trickled_in_is_cut_off_at_the_body_deadline(db: PgPool) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (app, _) =
+        crate::helpers::app::spawn_app_configured(db, &crate::helpers::app::redis_url(), |s| {
+            s.body_read_timeout = std::time::Duration::from_secs(1);
+        })
+        .await;
+    let mut stream = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connect");
+    let head = "POST /console/sign-in HTTP/1.1\r\nHost: console\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\nkey=";
+    stream.write_all(head.as_bytes()).await.expect("write");
+
+    let mut answer = vec![0u8; 512];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut answer))
+        .await
+        .expect("the server answers or closes well before 10 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer[..read]);
+    assert!(read == 0 || answer.starts_with("HTTP/1.1 4"), "{answer}");
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn pages_without_a_session_go_to_sign_in_and_forged_cookies_do_not_work(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     let mut browser = Browser::new(&app);

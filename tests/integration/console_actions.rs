@@ -294,6 +294,8 @@ async fn hostile_values_are_escaped_or_refused_never_a_server_error(db: PgPool) 
         "/console/jobs?from=2026-13-45",
         "/console/usage?from=2026-01-01&to=2020-01-01",
         "/console/usage?from=1900-01-01&to=2026-01-01",
+        "/console/usage?to=-262143-01-01",
+        "/console/usage.csv?from=-262143-01-01&to=-262143-01-05",
         "/console/webhooks?before=x_y",
         "/console/jobs/not-a-uuid",
     ] {

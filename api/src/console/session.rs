@@ -230,12 +230,22 @@ fn time_duration(secs: i64) -> time::Duration {
     time::Duration::seconds(secs)
 }
 
-/// The client address failed sign-ins are counted under.
+/// The client address sign-ins are counted under: the IP address, or for IPv6 its /64 (one
+/// host usually holds a whole /64, and could otherwise count under many addresses).
 fn client_address(parts: &Parts) -> String {
-    parts
+    match parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "unknown".to_owned(), |c| c.0.ip().to_string())
+        .map(|c| c.0.ip())
+    {
+        Some(std::net::IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_none() => {
+            let s = ip.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Some(std::net::IpAddr::V6(ip)) => ip.to_canonical().to_string(),
+        Some(ip) => ip.to_string(),
+        None => "unknown".to_owned(),
+    }
 }
 
 /// Counted per deployment (the Redis namespace) and client address.
@@ -246,7 +256,10 @@ fn failures_key(state: &AppState, address: &str) -> String {
     )
 }
 
-/// `POST /console/sign-in`: checks the key, then opens a session.
+/// `POST /console/sign-in`: checks the key, then opens a session. Every attempt is counted
+/// before its key is looked at (one atomic increment), and a successful one is taken back off:
+/// so however many attempts arrive at once, at most `MAX_FAILED_SIGN_INS` failures per window
+/// are ever checked.
 pub async fn sign_in(state: AppState, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     if parts.method != Method::POST {
@@ -255,25 +268,6 @@ pub async fn sign_in(state: AppState, request: Request) -> Response {
     if let Err(error) = check_origin(&parts.headers) {
         return view::error_page(&error);
     }
-    let address = client_address(&parts);
-    // Without Redis the limit cannot be kept: refuse rather than allow unlimited guesses.
-    let mut redis = match state.redis.connection().await {
-        Ok(redis) => redis,
-        Err(error) => return view::error_page(&redis_down(error)),
-    };
-    let failures: u64 = match redis
-        .get::<_, Option<u64>>(failures_key(&state, &address))
-        .await
-    {
-        Ok(failures) => failures.unwrap_or(0),
-        Err(error) => return view::error_page(&redis_down(error)),
-    };
-    if failures >= MAX_FAILED_SIGN_INS {
-        let page = view::sign_in_page(Some(
-            "Too many failed sign-ins from this address: wait 15 minutes and try again",
-        ));
-        return (axum::http::StatusCode::TOO_MANY_REQUESTS, page).into_response();
-    }
     let request = Request::from_parts(parts.clone(), body);
     let key = match axum::Form::<Vec<(String, String)>>::from_request(request, &state).await {
         Ok(axum::Form(fields)) => fields
@@ -281,8 +275,33 @@ pub async fn sign_in(state: AppState, request: Request) -> Response {
             .find(|(n, _)| n == "key")
             .map(|(_, v)| v.trim().to_owned())
             .unwrap_or_default(),
-        Err(_) => String::new(),
+        Err(error) => {
+            return view::error_page(&ApiError::BadRequest(format!("Unreadable form: {error}")));
+        }
     };
+    let counter = failures_key(&state, &client_address(&parts));
+    // Without Redis the limit cannot be kept: refuse rather than allow unlimited guesses.
+    let mut redis = match state.redis.connection().await {
+        Ok(redis) => redis,
+        Err(error) => return view::error_page(&redis_down(error)),
+    };
+    let counted: redis::RedisResult<(u64,)> = redis::pipe()
+        .atomic()
+        .incr(&counter, 1)
+        .expire(&counter, FAILURE_WINDOW_SECS as i64)
+        .ignore()
+        .query_async(&mut redis)
+        .await;
+    let attempts = match counted {
+        Ok((attempts,)) => attempts,
+        Err(error) => return view::error_page(&redis_down(error)),
+    };
+    if attempts > MAX_FAILED_SIGN_INS {
+        let page = view::sign_in_page(Some(
+            "Too many failed sign-ins from this address: wait 15 minutes and try again",
+        ));
+        return (axum::http::StatusCode::TOO_MANY_REQUESTS, page).into_response();
+    }
     let key_hash = keys::hash(&key);
     let refused = match Caller::from_key_hash(&key_hash, &state).await {
         _ if key.is_empty() => Some("Enter a key"),
@@ -292,25 +311,22 @@ pub async fn sign_in(state: AppState, request: Request) -> Response {
         Err(error) => return view::error_page(&error),
     };
     if let Some(reason) = refused {
-        let counted: redis::RedisResult<u64> = redis::pipe()
-            .atomic()
-            .incr(failures_key(&state, &address), 1)
-            .expire(failures_key(&state, &address), FAILURE_WINDOW_SECS as i64)
-            .ignore()
-            .query_async(&mut redis)
-            .await
-            .map(|(count,): (u64,)| count);
-        if let Err(error) = counted {
-            tracing::warn!(%error, "cannot count a failed console sign-in");
-        }
         let page = view::sign_in_page(Some(reason));
         return (axum::http::StatusCode::UNAUTHORIZED, page).into_response();
+    }
+    if let Err(error) = redis.decr::<_, _, i64>(&counter, 1).await {
+        tracing::warn!(%error, "cannot take a successful console sign-in off the count");
     }
     match open(&state, &key_hash).await {
         Ok((token, expires_at)) => {
             let max_age = (expires_at - Utc::now()).num_seconds();
             let jar = CookieJar::new().add(session_cookie(token, &parts.headers, max_age));
-            (jar, Redirect::to("/console")).into_response()
+            let mut response = (jar, Redirect::to("/console")).into_response();
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                axum::http::HeaderValue::from_static("no-store"),
+            );
+            response
         }
         Err(error) => view::error_page(&error),
     }

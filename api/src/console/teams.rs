@@ -219,7 +219,8 @@ pub async fn key_shown_once(
     let base = format!("/console/teams/{}", segment(team_id));
     let content = html! {
         @match key {
-            Some(key) => div.secret {
+            // Never kept in the browser's history cache: shown once means once.
+            Some(key) => div.secret hx-history="false" {
                 p { "The team's key. It is shown this once: copy it now and hand it to the team." }
                 p { code #new-key { (key) } }
             },

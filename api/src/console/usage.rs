@@ -47,7 +47,12 @@ async fn scope(session: &Session, state: &AppState, query: &UsageQuery) -> Resul
             .map_err(|_| ApiError::BadRequest(format!("'{name}' must be a date YYYY-MM-DD"))),
     };
     let to = parse(given(&query.to), today, "to")?;
-    let from = parse(given(&query.from), to - Duration::days(29), "from")?;
+    let from = match given(&query.from) {
+        Some(_) => parse(given(&query.from), to, "from")?,
+        None => to
+            .checked_sub_signed(Duration::days(29))
+            .ok_or_else(|| ApiError::BadRequest("'to' is out of range".into()))?,
+    };
     if from > to || (to - from).num_days() >= MAX_DAYS {
         return Err(ApiError::BadRequest(format!(
             "'from' must be on or before 'to', at most {MAX_DAYS} days apart"
@@ -121,7 +126,10 @@ pub async fn page(
                 label: day.format("%m-%d").to_string(),
                 value: value as f64,
             });
-            day = day.succ_opt().unwrap_or(day + Duration::days(1));
+            match day.succ_opt() {
+                Some(next) => day = next,
+                None => break,
+            }
         }
         bars
     };

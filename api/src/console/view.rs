@@ -95,8 +95,10 @@ fn head(title: &str) -> Markup {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
             // The default indicator style is an inline <style>, which the page's CSP refuses;
-            // and error pages (4xx) are shown like any other, as they are without JavaScript.
-            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"responseHandling":[{"code":"204","swap":false},{"code":".*","swap":true}]}"#;
+            // error pages (4xx) are shown like any other, as they are without JavaScript; and
+            // no page is kept in the browser's session storage for the back button (a new key,
+            // or any page after sign-out, would outlive `Cache-Control: no-store` there).
+            meta name="htmx-config" content=r#"{"includeIndicatorStyles":false,"historyCacheSize":0,"refreshOnHistoryMiss":true,"responseHandling":[{"code":"204","swap":false},{"code":".*","swap":true}]}"#;
             title { (title) " · SaaS LiteLLM" }
             link rel="stylesheet" href=(*super::assets::STYLESHEET);
             script src=(super::assets::HTMX) defer {}
