@@ -87,7 +87,7 @@ async fn a_burst_of_sign_ins_checks_at_most_ten_wrong_keys_and_successes_do_not_
     let mut attempts = Vec::new();
     for i in 0..40 {
         attempts.push(async move {
-            Browser::new(&app)
+            Browser::new(app)
                 .sign_in(&format!("sk-burst-{i}"))
                 .await
                 .status
@@ -105,7 +105,7 @@ async fn a_burst_of_sign_ins_checks_at_most_ten_wrong_keys_and_successes_do_not_
         .count();
     assert_eq!((checked, refused), (10, 30), "{statuses:?}");
     assert_eq!(
-        Browser::new(&app).sign_in(ADMIN_KEY).await.status,
+        Browser::new(app).sign_in(ADMIN_KEY).await.status,
         StatusCode::TOO_MANY_REQUESTS
     );
 }
