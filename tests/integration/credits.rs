@@ -292,6 +292,16 @@ async fn check_reports_whether_enough_credits_are_available(db: PgPool) {
         detail.as_str().expect("detail").contains("only whitespace"),
         "{detail}"
     );
+    for array in ["[]", " [5]"] {
+        let refused = app
+            .admin(Method::POST, "/api/credits/teams/team_a/check")
+            .header("content-type", "application/json")
+            .body(array)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{array}");
+    }
     let empty_object = ok_json(check("team_a", Some(json!({}))).send().await).await;
     let empty_team = ok_json(check("team_empty", None).send().await).await;
     let by_team = ok_json(

@@ -235,6 +235,12 @@ async fn check(
                 .into(),
         ));
     }
+    // serde would read a struct from a JSON array too (`[]` is every field at its default).
+    if body.trim_ascii_start().first() == Some(&b'[') {
+        return Err(ApiError::BadRequest(
+            "Malformed JSON: expected a JSON object (or no body at all), not an array".into(),
+        ));
+    }
     let request = match body.is_empty() {
         true => None,
         false => parse_json::<Option<CheckCredits>>(&body)?,
