@@ -40,3 +40,14 @@ where j.job_id = s.job_id and j.credit_hold <> 'held';
 update jobs j set calls_cost_micro_usd = 0, calls_tokens = 0
 where j.credit_hold <> 'held' and j.calls_cost_micro_usd is null
   and not exists (select 1 from llm_calls c where c.job_id = j.job_id);
+
+-- How many distinct UTC days the jobs span: usage reports group by day, and without this the
+-- planner takes every job for a group of its own and sorts them all instead of hashing a few
+-- dozen groups. Expression statistics exist from PostgreSQL 14 on; older servers go without.
+do $$
+begin
+    if current_setting('server_version_num')::int >= 140000 then
+        execute 'create statistics jobs_created_day_stats on ((created_at at time zone ''UTC'')::date) from jobs';
+    end if;
+end
+$$;

@@ -6,11 +6,12 @@ use sqlx::PgExecutor;
 
 /// The sums over jobs `j` of their call cost and tokens: a settled job's own totals (see
 /// `jobs.calls_cost_micro_usd`), else (an open job, or a settled one with a call that finished
-/// after it) the sum of its calls. `coalesce` evaluates the subquery only for those jobs.
+/// after it) the sum of its calls. `coalesce` evaluates the subquery only for those jobs; the
+/// sums stay `int8`, which PostgreSQL adds far faster than `numeric`.
 const JOB_COST_AND_TOKENS: &str = "coalesce(sum(coalesce(j.calls_cost_micro_usd,
-             (select sum(c.cost_micro_usd) from llm_calls c where c.job_id = j.job_id))), 0)::int8 as cost_micro_usd,
+             (select sum(c.cost_micro_usd)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8 as cost_micro_usd,
          coalesce(sum(coalesce(j.calls_tokens,
-             (select sum(c.total_tokens) from llm_calls c where c.job_id = j.job_id))), 0)::int8 as tokens";
+             (select sum(c.total_tokens)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8 as tokens";
 
 /// Totals of one team's jobs of one type created in the period.
 #[derive(Debug, Clone, sqlx::FromRow)]
