@@ -1,8 +1,9 @@
-//! A deterministic, OpenAI-compatible chat-completions server owned by the project: integration
+//! A deterministic, OpenAI-compatible chat-completions and embeddings server owned by the project: integration
 //! tests, benchmarks and the README demo point at it instead of a real provider or LiteLLM proxy.
 //! Behaviour (failures, delays, cost header) is chosen by the model name; see [`Scenario`].
 
 mod completion;
+mod embeddings;
 mod recorder;
 mod routes;
 mod scenario;

@@ -1,5 +1,5 @@
-//! HTTP surface: OpenAI-compatible chat completions (plain and SSE), the model list and a health
-//! probe, with the behaviour of each completion chosen by its model name.
+//! HTTP surface: OpenAI-compatible chat completions (plain and SSE), embeddings, the model list
+//! and a health probe, with the behaviour of each request chosen by its model name.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/chat/completions", post(chat_completions))
+        .route("/v1/embeddings", post(crate::embeddings::embeddings))
+        .route("/embeddings", post(crate::embeddings::embeddings))
         .route("/v1/models", get(models))
         .route("/models", get(models))
         .route("/health", get(|| async { "ok" }))
@@ -181,7 +183,7 @@ fn sse(
     Sse::new(stream)
 }
 
-fn failure_response(failure: Failure, prompt_tokens: u64) -> Response {
+pub(crate) fn failure_response(failure: Failure, prompt_tokens: u64) -> Response {
     match failure {
         Failure::Internal => error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -229,12 +231,12 @@ fn failure_response(failure: Failure, prompt_tokens: u64) -> Response {
     }
 }
 
-fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
+pub(crate) fn error(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
     (status, Json(completion::error_body(message, kind, code))).into_response()
 }
 
 /// Skips the timer entirely at zero so the default configuration adds no scheduling hop.
-async fn sleep_if_any(duration: Duration) {
+pub(crate) async fn sleep_if_any(duration: Duration) {
     if !duration.is_zero() {
         tokio::time::sleep(duration).await;
     }
