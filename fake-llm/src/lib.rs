@@ -1,5 +1,6 @@
-//! A deterministic, OpenAI-compatible chat-completions and embeddings server owned by the project: integration
-//! tests, benchmarks and the README demo point at it instead of a real provider or LiteLLM proxy.
+//! A deterministic, OpenAI-compatible chat-completions and embeddings server owned by the
+//! project: integration tests, benchmarks and the README demo point at it instead of a real
+//! provider or LiteLLM proxy.
 //! Behaviour (failures, delays, cost header) is chosen by the model name; see [`Scenario`].
 
 mod completion;
