@@ -420,6 +420,15 @@ async fn the_root_sends_a_browser_to_the_console_and_an_api_client_to_the_docs(d
     let sign_in = browser.get("/console/sign-in").await;
     assert_eq!(sign_in.status, StatusCode::OK);
     assert!(sign_in.body.contains(r#"name="key""#));
+    let unknown = browser.get("/console/no-such-page").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(
+        unknown
+            .body
+            .contains("No console page at /console/no-such-page"),
+        "{}",
+        unknown.body
+    );
     let htmx = browser.get("/console/assets/htmx-2.0.11.min.js").await;
     assert_eq!(htmx.status, StatusCode::OK);
     assert!(htmx.body.starts_with("var htmx="));

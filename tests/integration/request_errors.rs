@@ -327,7 +327,6 @@ async fn an_unknown_route_is_404_json(db: PgPool) {
         (Method::POST, "/api/teams"),
         (Method::GET, "/api/teams/team_a/unknown"),
         (Method::GET, "/nope"),
-        (Method::GET, "/console/nope"),
     ] {
         let detail = error_detail(
             app.admin(method.clone(), path).send().await,

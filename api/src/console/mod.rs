@@ -70,6 +70,8 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/console/usage", get(usage::page))
         .route("/console/usage.csv", get(usage::csv))
         .route("/console/webhooks", get(deliveries::list))
+        // Any other address under /console is the console's own 404 page, not the API's JSON.
+        .route("/console/{*rest}", axum::routing::any(not_found))
         .route(assets::HTMX, get(assets::htmx))
         .route(&assets::STYLESHEET, get(assets::stylesheet))
         .layer(Extension(Api(api)))
@@ -88,6 +90,13 @@ async fn server_timing(request: Request, next: axum::middleware::Next) -> Respon
         response.headers_mut().insert("server-timing", value);
     }
     response
+}
+
+async fn not_found(request: Request) -> Response {
+    view::error_page(&crate::error::ApiError::NotFound(format!(
+        "No console page at {}",
+        request.uri().path()
+    )))
 }
 
 /// `GET /`: a browser goes to the console; an API client gets pointers as JSON.
