@@ -20,6 +20,7 @@ use crate::console::tenants::pushed;
 use crate::console::view::{self, Notice, Page};
 use crate::error::ApiError;
 use crate::routes::jobs::visible_job;
+use crate::routes::usage_period;
 use crate::state::AppState;
 
 const PAGE: i64 = 50;
@@ -44,10 +45,7 @@ fn blank_to_none(value: Option<&String>) -> Option<String> {
 
 fn day(text: Option<&String>, name: &str) -> Result<Option<NaiveDate>, ApiError> {
     blank_to_none(text)
-        .map(|t| {
-            NaiveDate::parse_from_str(&t, "%Y-%m-%d")
-                .map_err(|_| ApiError::BadRequest(format!("'{name}' must be a date YYYY-MM-DD")))
-        })
+        .map(|t| usage_period::day(name, &t))
         .transpose()
 }
 
@@ -72,7 +70,6 @@ fn filter_of(session: &Session, query: &ListQuery) -> Result<JobFilter, ApiError
             ))
         })
         .transpose()?;
-    let start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
     Ok(JobFilter {
         // A team key sees its own jobs whatever the query says.
         team_id: match session.caller.team_id() {
@@ -81,10 +78,10 @@ fn filter_of(session: &Session, query: &ListQuery) -> Result<JobFilter, ApiError
         },
         status,
         job_type: blank_to_none(query.job_type.as_ref()),
-        created_from: day(query.from.as_ref(), "from")?.and_then(start),
+        created_from: day(query.from.as_ref(), "from")?.map(usage_period::at_midnight),
         created_to: day(query.to.as_ref(), "to")?
             .and_then(|d| d.succ_opt())
-            .and_then(start),
+            .map(usage_period::at_midnight),
         before,
     })
 }

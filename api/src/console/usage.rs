@@ -14,6 +14,7 @@ use crate::console::chart::{self, Bar};
 use crate::console::session::Session;
 use crate::console::view::{self, Page};
 use crate::error::ApiError;
+use crate::routes::usage_period;
 use crate::state::AppState;
 
 /// Longest range a usage page covers.
@@ -40,15 +41,12 @@ fn given(value: &Option<String>) -> Option<&str> {
 }
 
 async fn scope(session: &Session, state: &AppState, query: &UsageQuery) -> Result<Scope, ApiError> {
-    let today = Utc::now().date_naive();
-    let parse = |value: Option<&str>, default: NaiveDate, name: &str| match value {
-        None => Ok(default),
-        Some(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
-            .map_err(|_| ApiError::BadRequest(format!("'{name}' must be a date YYYY-MM-DD"))),
+    let to = match given(&query.to) {
+        Some(text) => usage_period::day("to", text)?,
+        None => Utc::now().date_naive(),
     };
-    let to = parse(given(&query.to), today, "to")?;
     let from = match given(&query.from) {
-        Some(_) => parse(given(&query.from), to, "from")?,
+        Some(text) => usage_period::day("from", text)?,
         None => to
             .checked_sub_signed(Duration::days(29))
             .ok_or_else(|| ApiError::BadRequest("'to' is out of range".into()))?,
@@ -95,12 +93,25 @@ async fn scope(session: &Session, state: &AppState, query: &UsageQuery) -> Resul
     })
 }
 
-async fn rows(state: &AppState, scope: &Scope) -> Result<Vec<DailyUsageRow>, ApiError> {
-    let start = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc());
-    let (Some(from), Some(to)) = (start(scope.from), scope.to.succ_opt().and_then(start)) else {
-        return Err(ApiError::BadRequest("Dates out of range".into()));
-    };
-    Ok(db::usage::by_day(&state.db, &scope.team_ids, from, to).await?)
+/// The scope the query asks for and its rows, or why there are none.
+async fn report(
+    session: &Session,
+    state: &AppState,
+    query: &UsageQuery,
+) -> Result<(Scope, Vec<DailyUsageRow>), ApiError> {
+    let scope = scope(session, state, query).await?;
+    let end = scope
+        .to
+        .succ_opt()
+        .ok_or_else(|| ApiError::BadRequest("Dates out of range".into()))?;
+    let rows = db::usage::by_day(
+        &state.db,
+        &scope.team_ids,
+        usage_period::at_midnight(scope.from),
+        usage_period::at_midnight(end),
+    )
+    .await?;
+    Ok((scope, rows))
 }
 
 /// `GET /console/usage`
@@ -109,12 +120,8 @@ pub async fn page(
     State(state): State<AppState>,
     Query(query): Query<UsageQuery>,
 ) -> Response {
-    let scope = match scope(&session, &state, &query).await {
-        Ok(scope) => scope,
-        Err(error) => return view::error_page(&error),
-    };
-    let days = match rows(&state, &scope).await {
-        Ok(days) => days,
+    let (scope, days) = match report(&session, &state, &query).await {
+        Ok(report) => report,
         Err(error) => return view::error_page(&error),
     };
     let series = |f: fn(&DailyUsageRow) -> i64| -> Vec<Bar> {
@@ -187,12 +194,8 @@ pub async fn csv(
     State(state): State<AppState>,
     Query(query): Query<UsageQuery>,
 ) -> Response {
-    let scope = match scope(&session, &state, &query).await {
-        Ok(scope) => scope,
-        Err(error) => return view::error_page(&error),
-    };
-    let days = match rows(&state, &scope).await {
-        Ok(days) => days,
+    let (scope, days) = match report(&session, &state, &query).await {
+        Ok(report) => report,
         Err(error) => return view::error_page(&error),
     };
     let mut body = String::from("day,jobs,completed,failed,tokens,cost_usd\n");

@@ -12,7 +12,7 @@ pub(crate) mod openai;
 mod organizations;
 mod teams;
 mod usage;
-mod usage_period;
+pub(crate) mod usage_period;
 pub(crate) mod validate;
 mod webhooks;
 

@@ -61,7 +61,23 @@ fn digits_in_shape(text: &str, shape: &str) -> bool {
         })
 }
 
-fn at_midnight(day: NaiveDate) -> DateTime<Utc> {
+/// A day `YYYY-MM-DD` given as parameter `name`, strictly: exactly that shape (chrono alone
+/// would also take `2025-1-5` or `+2025-01-01`) and a year a report may cover.
+pub(crate) fn day(name: &str, text: &str) -> Result<NaiveDate, ApiError> {
+    let invalid = || {
+        ApiError::BadRequest(format!(
+            "Invalid {name} '{text}': expected YYYY-MM-DD, e.g. 2025-10-01"
+        ))
+    };
+    if !digits_in_shape(text, "dddd-dd-dd") {
+        return Err(invalid());
+    }
+    let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
+    within_years(name, text, day)
+}
+
+/// The instant a UTC day starts.
+pub(crate) fn at_midnight(day: NaiveDate) -> DateTime<Utc> {
     day.and_time(chrono::NaiveTime::MIN).and_utc()
 }
 
@@ -118,20 +134,7 @@ fn month(period: Option<&str>) -> Result<Range, ApiError> {
 
 /// `from`..=`to`, whole UTC days.
 fn days(from: &str, to: &str) -> Result<Range, ApiError> {
-    let parse = |name: &str, text: &str| {
-        let invalid = || {
-            ApiError::BadRequest(format!(
-                "Invalid {name} '{text}': expected YYYY-MM-DD, e.g. 2025-10-01"
-            ))
-        };
-        // chrono alone would also take `2025-1-5` or `+2025-01-01`.
-        if !digits_in_shape(text, "dddd-dd-dd") {
-            return Err(invalid());
-        }
-        let day = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| invalid())?;
-        within_years(name, text, day)
-    };
-    let (first_day, last_day) = (parse("from", from)?, parse("to", to)?);
+    let (first_day, last_day) = (day("from", from)?, day("to", to)?);
     if last_day < first_day {
         return Err(ApiError::BadRequest(format!(
             "to ({last_day}) is before from ({first_day})"
