@@ -3,18 +3,15 @@
 //! failure and delay conventions of chat chosen by the model name.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Json, Response};
 use serde_json::{Value, json};
 
 use crate::completion;
-use crate::recorder::RecordedRequest;
-use crate::routes::{AppState, error, failure_response, sleep_if_any};
+use crate::routes::{AppState, error, failure_response, record, sleep_if_any};
 use crate::scenario::Scenario;
 
 /// Dimensions of a vector when the request names none.
@@ -91,17 +88,7 @@ pub(crate) async fn embeddings(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    state.recorder.record(RecordedRequest {
-        model: model.clone(),
-        body: body.clone(),
-        authorization: headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        path: uri.path().to_owned(),
-        received_at: Instant::now(),
-        received_at_wall: SystemTime::now(),
-    });
+    record(&state, &uri, &headers, body.clone());
     let scenario = Scenario::from_model(&model);
     sleep_if_any(state.latency + scenario.delay).await;
     if model.is_empty() {

@@ -88,21 +88,7 @@ async fn chat_completions(
             .and_then(Value::as_str)
             .unwrap_or_default(),
     );
-    state.recorder.record(RecordedRequest {
-        model: body
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        body,
-        authorization: headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
-        path: uri.path().to_owned(),
-        received_at: Instant::now(),
-        received_at_wall: SystemTime::now(),
-    });
+    record(&state, &uri, &headers, body);
 
     let request = match parsed {
         Ok(request) => request,
@@ -161,6 +147,25 @@ async fn chat_completions(
         let body = completion::completion_body(&meta, &reply, usage);
         (headers, Json(body)).into_response()
     }
+}
+
+/// Keeps the request as received (path, key, body) for tests to read back.
+pub(crate) fn record(state: &AppState, uri: &Uri, headers: &HeaderMap, body: Value) {
+    state.recorder.record(RecordedRequest {
+        model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        body,
+        authorization: headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        path: uri.path().to_owned(),
+        received_at: Instant::now(),
+        received_at_wall: SystemTime::now(),
+    });
 }
 
 /// Emits one SSE event per payload. axum's `Sse` writes each event as its own body frame, so a
