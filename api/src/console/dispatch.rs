@@ -12,6 +12,7 @@ use tower::ServiceExt;
 
 use crate::auth::InProcess;
 use crate::console::session::Session;
+use crate::console::view::Notice;
 
 /// The API's router, as the console calls it.
 #[derive(Clone)]
@@ -94,5 +95,21 @@ impl Api {
             status: status.as_u16(),
             detail,
         })
+    }
+
+    /// Sends a form's request, as `call`, and says how it went: `done` words the success from
+    /// the API's answer; a refusal shows the API's own `detail`.
+    pub async fn notice(
+        &self,
+        session: &Session,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        done: impl FnOnce(&Value) -> String,
+    ) -> Notice {
+        match self.call(session, method, path, body, None).await {
+            Ok(answer) => Notice::Done(done(&answer)),
+            Err(refusal) => Notice::Refused(refusal.detail),
+        }
     }
 }

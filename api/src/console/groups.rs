@@ -119,22 +119,20 @@ pub async fn create(
         "group_name": form.text("group_name").unwrap_or_default(),
         "models": models_from(form.text("models").unwrap_or_default()),
     });
-    let notice = match api
-        .call(
+    let notice = api
+        .notice(
             session,
             Method::POST,
             "/api/model-groups/create",
             Some(body),
-            None,
+            |group| {
+                format!(
+                    "Model group '{}' created",
+                    group["group_name"].as_str().unwrap_or_default()
+                )
+            },
         )
-        .await
-    {
-        Ok(group) => Notice::Done(format!(
-            "Model group '{}' created",
-            group["group_name"].as_str().unwrap_or_default()
-        )),
-        Err(refusal) => Notice::Refused(refusal.detail),
-    };
+        .await;
     pushed(
         render_list(session, &state, Some(notice)).await,
         "/console/model-groups",
@@ -213,12 +211,10 @@ pub async fn update(
     }
     let path = format!("/api/model-groups/{}/models", segment(&group_name));
     let body = models_from(form.text("models").unwrap_or_default());
-    let notice = match api
-        .call(session, Method::PUT, &path, Some(body), None)
-        .await
-    {
-        Ok(_) => Notice::Done("Models saved".into()),
-        Err(refusal) => Notice::Refused(refusal.detail),
-    };
+    let notice = api
+        .notice(session, Method::PUT, &path, Some(body), |_| {
+            "Models saved".into()
+        })
+        .await;
     render_group(session, &state, &group_name, Some(notice)).await
 }

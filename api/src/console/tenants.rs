@@ -106,22 +106,18 @@ pub async fn create_organization(
         "organization_id": form.text("organization_id").unwrap_or_default(),
         "name": form.text("name").unwrap_or_default(),
     });
-    let notice = match api
-        .call(
+    let notice = api
+        .notice(
             session,
             Method::POST,
             "/api/organizations/create",
             Some(body),
-            None,
+            |org| {
+                let id = org["organization_id"].as_str().unwrap_or_default();
+                format!("Organization '{id}' created")
+            },
         )
-        .await
-    {
-        Ok(org) => Notice::Done(format!(
-            "Organization '{}' created",
-            org["organization_id"].as_str().unwrap_or_default()
-        )),
-        Err(refusal) => Notice::Refused(refusal.detail),
-    };
+        .await;
     let response = render_organizations(session, &state, None, Some(notice)).await;
     pushed(response, "/console/organizations")
 }
