@@ -14,8 +14,8 @@ use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use redis::AsyncCommands;
+use saasllm_shared::db::console_sessions;
 use saasllm_shared::domain::keys;
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::Caller;
@@ -85,13 +85,9 @@ impl FromRequestParts<AppState> for Session {
             return Err(NoSession::SignIn(None));
         };
         let session_hash = keys::hash(&token);
-        let row: Option<(Vec<u8>, String)> = sqlx::query_as(
-            "select key_hash, csrf_token from console_sessions where session_hash = $1 and expires_at > now()",
-        )
-        .bind(&session_hash)
-        .fetch_optional(&state.db)
-        .await
-        .map_err(|e| NoSession::Failed(e.into()))?;
+        let row = console_sessions::find(&state.db, &session_hash)
+            .await
+            .map_err(|e| NoSession::Failed(e.into()))?;
         let Some((key_hash, csrf_token)) = row else {
             return Err(NoSession::SignIn(Some("expired")));
         };
@@ -117,11 +113,7 @@ impl FromRequestParts<AppState> for Session {
 }
 
 async fn end(state: &AppState, session_hash: &[u8]) {
-    if let Err(error) = sqlx::query("delete from console_sessions where session_hash = $1")
-        .bind(session_hash)
-        .execute(&state.db)
-        .await
-    {
+    if let Err(error) = console_sessions::delete(&state.db, session_hash).await {
         tracing::warn!(%error, "cannot delete a console session");
     }
 }
@@ -339,18 +331,8 @@ async fn open(state: &AppState, key_hash: &[u8]) -> Result<(String, DateTime<Utc
     let ttl = chrono::Duration::from_std(state.settings.console_session_ttl)
         .map_err(|e| ApiError::Internal(e.into()))?;
     let expires_at = Utc::now() + ttl;
-    sqlx::query("delete from console_sessions where expires_at < now()")
-        .execute(&state.db)
-        .await?;
-    sqlx::query(
-        "insert into console_sessions (session_hash, key_hash, csrf_token, expires_at) values ($1, $2, $3, $4)",
-    )
-    .bind(Sha256::digest(token.as_bytes()).to_vec())
-    .bind(key_hash)
-    .bind(&csrf)
-    .bind(expires_at)
-    .execute(&state.db)
-    .await?;
+    console_sessions::delete_expired(&state.db).await?;
+    console_sessions::insert(&state.db, &keys::hash(&token), key_hash, &csrf, expires_at).await?;
     Ok((token, expires_at))
 }
 

@@ -79,9 +79,7 @@ async fn scope(session: &Session, state: &AppState, query: &UsageQuery) -> Resul
             )
         }
         (None, None, None) => {
-            let teams: Vec<String> = sqlx::query_scalar("select team_id from teams")
-                .fetch_all(&state.db)
-                .await?;
+            let teams = db::listings::team_ids(&state.db).await?;
             ("every team".to_owned(), teams)
         }
     };

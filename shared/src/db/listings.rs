@@ -297,3 +297,10 @@ pub async fn group_holders(
     .fetch_all(db)
     .await
 }
+
+/// Every team's id.
+pub async fn team_ids(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("select team_id from teams")
+        .fetch_all(db)
+        .await
+}

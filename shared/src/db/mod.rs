@@ -4,6 +4,7 @@
 pub mod budget_slices;
 pub mod calls;
 pub mod claims;
+pub mod console_sessions;
 pub mod credits;
 pub mod idempotency;
 pub mod job_creation;
