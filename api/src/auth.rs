@@ -1,23 +1,67 @@
-//! Who is calling: the admin (admin key) or a team (its virtual key). Extractors reject missing and
-//! unknown keys with 401 and suspended teams with 403; handlers then scope every lookup to the caller.
+//! Who is calling: an admin (the bootstrap admin key or a named admin key with a role) or a team
+//! (its virtual key). Missing, unknown and revoked keys get 401, suspended teams 403, an admin key
+//! below the route's role 403 (`roles`); handlers then scope every lookup to the caller. Admin
+//! handlers take `AdminAuth`, which also appends their changes to the audit log.
 
 use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use saasllm_shared::db;
+use saasllm_shared::db::admin_keys::AdminKeyRow;
+use saasllm_shared::domain::admin::{self, AdminRole};
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::status::TeamStatus;
+use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
+use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::roles;
 use crate::state::AppState;
+
+/// Which admin key is calling.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminIdentity {
+    /// The admin key's id; `None` for the bootstrap `ADMIN_API_KEY`.
+    pub id: Option<Uuid>,
+    pub name: String,
+    pub role: AdminRole,
+}
+
+impl AdminIdentity {
+    /// The bootstrap `ADMIN_API_KEY`: an owner named `bootstrap`.
+    pub fn bootstrap() -> Self {
+        Self {
+            id: None,
+            name: admin::BOOTSTRAP.to_owned(),
+            role: AdminRole::Owner,
+        }
+    }
+
+    /// The id the audit log and `created_by` name this key by: its id, or `bootstrap`.
+    pub fn actor_id(&self) -> String {
+        self.id
+            .map_or_else(|| admin::BOOTSTRAP.to_owned(), |id| id.to_string())
+    }
+}
+
+impl From<AdminKeyRow> for AdminIdentity {
+    fn from(row: AdminKeyRow) -> Self {
+        Self {
+            id: Some(row.admin_key_id),
+            name: row.name,
+            role: row.role,
+        }
+    }
+}
 
 /// An authenticated caller.
 #[derive(Debug, Clone)]
 pub enum Caller {
-    Admin,
+    Admin(AdminIdentity),
     Team {
         team_id: String,
         organization_id: String,
@@ -61,7 +105,7 @@ impl Caller {
     /// The caller's team, if it is a team.
     pub fn team_id(&self) -> Option<&str> {
         match self {
-            Caller::Admin => None,
+            Caller::Admin(_) => None,
             Caller::Team { team_id, .. } => Some(team_id),
         }
     }
@@ -83,13 +127,15 @@ pub fn team_not_found(team_id: &str) -> ApiError {
 }
 
 /// Authenticates every request to `/api/` and `/v1/` before anything reads its body or looks
-/// up its `Idempotency-Key`: a request with a missing, unknown or revoked key, or a suspended
-/// team's key, is answered 401/403 at once, so an unauthenticated client can neither make the
-/// server buffer a large body nor reach a stored response. The caller is put in the request's
-/// extensions for the extractors below (one key lookup per request, usually from the cache).
-/// Only the admin changes keys, teams and grants: after the admin's successful change, this
-/// process's cache is dropped before the response leaves, so the admin's next request here
-/// sees the change; other processes hear of it from PostgreSQL.
+/// up its `Idempotency-Key`: a request with a missing, unknown or revoked key, a suspended
+/// team's key, or an admin key whose role does not reach the route's (`roles::LEAST_ROLE`), is
+/// answered 401/403 at once, so an unauthenticated client can neither make the server buffer a
+/// large body nor reach a stored response. The console's requests (`InProcess`) pass the same
+/// role check. The caller is put in the request's extensions for the extractors below (one key
+/// lookup per request, usually from the cache). Only admins change keys, teams and grants:
+/// after an admin's successful change, this process's cache is dropped before the response
+/// leaves, so the admin's next request here sees the change; other processes hear of it from
+/// PostgreSQL.
 pub async fn authenticate(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     let openai = path.starts_with("/v1/");
@@ -102,10 +148,11 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     let caller = match parts.extensions.get::<InProcess>() {
         Some(in_process) => Ok(in_process.caller.clone()),
         None => Caller::authenticate(&parts, &state).await,
-    };
+    }
+    .and_then(|caller| caller.authorize(&parts));
     match caller {
         Ok(caller) => {
-            let admin_change = matches!(caller, Caller::Admin) && !parts.method.is_safe();
+            let admin_change = matches!(caller, Caller::Admin(_)) && !parts.method.is_safe();
             parts.extensions.insert(caller);
             let response = next.run(Request::from_parts(parts, body)).await;
             if admin_change && response.status().is_success() {
@@ -129,22 +176,57 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
-        Caller::authenticate(parts, state).await
+        // A route outside `authenticate`'s reach (`/metrics`): the same checks, here.
+        Caller::authenticate(parts, state).await?.authorize(parts)
     }
 }
 
+/// Which kind of key a presented key can be, from its shape alone.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `sk-admin-...`: only an admin key (team keys are `sk-<hex>`).
+    Admin,
+    /// Anything else: only a team key (or the bootstrap key, compared first).
+    Team,
+    /// Only its hash is known (a console session): either.
+    Unknown,
+}
+
 impl Caller {
-    /// Who presented the request's key: the admin, or an active team (401 for a missing,
+    /// Who presented the request's key: an admin, or an active team (401 for a missing,
     /// unknown or revoked key; 403 for a suspended team).
     async fn authenticate(parts: &Parts, state: &AppState) -> Result<Self, ApiError> {
         let presented = presented_key(parts)?;
-        Self::from_key_hash(&keys::hash(presented), state).await
+        let shape = match admin::looks_like_admin_key(presented) {
+            true => Shape::Admin,
+            false => Shape::Team,
+        };
+        Self::resolve(&keys::hash(presented), shape, state).await
     }
 
     /// The caller whose key hashes to `presented_hash` (the same answers as for a presented key).
     pub async fn from_key_hash(presented_hash: &[u8], state: &AppState) -> Result<Self, ApiError> {
+        Self::resolve(presented_hash, Shape::Unknown, state).await
+    }
+
+    /// Looks the key up where its shape says it can be: a team key costs no admin lookup and an
+    /// admin key no team lookup. Admin keys are read from the database on every request (no
+    /// cache): admin traffic is light, and a revoked key is refused by every process at once.
+    async fn resolve(
+        presented_hash: &[u8],
+        shape: Shape,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
         if bool::from(presented_hash.ct_eq(&state.settings.admin_key_hash)) {
-            return Ok(Caller::Admin);
+            return Ok(Caller::Admin(AdminIdentity::bootstrap()));
+        }
+        if shape != Shape::Team
+            && let Some(row) = db::admin_keys::find_active(&state.db, presented_hash).await?
+        {
+            return Ok(Caller::Admin(row.into()));
+        }
+        if shape == Shape::Admin {
+            return Err(ApiError::Unauthorized("Invalid API key".into()));
         }
         let owner = state
             .directory
@@ -163,11 +245,31 @@ impl Caller {
             limits: owner.limits,
         })
     }
+
+    /// Refuses an admin key whose role does not reach the matched route's (403); team keys
+    /// pass (their handlers decide).
+    fn authorize(self, parts: &Parts) -> Result<Self, ApiError> {
+        if let Caller::Admin(admin) = &self {
+            let template = parts
+                .extensions
+                .get::<MatchedPath>()
+                .map_or("", MatchedPath::as_str);
+            roles::authorize(admin.role, &parts.method, template)?;
+        }
+        Ok(self)
+    }
 }
 
-/// Extracts the admin; a valid team key gets 403.
-#[derive(Debug, Clone, Copy)]
-pub struct AdminAuth;
+/// Extracts an admin, with what the audit log needs of the request; a valid team key gets 403.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    pub admin: AdminIdentity,
+    /// The request's `X-Request-Id` (the client's, or the one the API assigned).
+    request_id: Option<String>,
+}
+
+/// Longest request id kept in the audit log (a client may send any).
+const MAX_REQUEST_ID_LEN: usize = 200;
 
 impl FromRequestParts<AppState> for AdminAuth {
     type Rejection = ApiError;
@@ -177,11 +279,54 @@ impl FromRequestParts<AppState> for AdminAuth {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         match Caller::from_request_parts(parts, state).await? {
-            Caller::Admin => Ok(AdminAuth),
+            Caller::Admin(admin) => Ok(AdminAuth {
+                admin,
+                request_id: parts
+                    .headers
+                    .get("x-request-id")
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.chars().take(MAX_REQUEST_ID_LEN).collect()),
+            }),
             Caller::Team { .. } => Err(ApiError::Forbidden(
                 "This endpoint requires the admin key".into(),
             )),
         }
+    }
+}
+
+impl AdminAuth {
+    /// Appends the audit row of a change this admin made, in the transaction `conn` is in (so
+    /// the row commits with the change, or not at all): `action` as `<object>.<verb>`, the
+    /// target as (type, id), snapshots of the relevant fields before and after (`None` where
+    /// the object did not exist; never a secret). A change that changed nothing (`before ==
+    /// after`) writes no row.
+    pub async fn record(
+        &self,
+        conn: &mut PgConnection,
+        action: &str,
+        (target_type, target_id): (&str, &str),
+        before: Option<serde_json::Value>,
+        after: Option<serde_json::Value>,
+    ) -> Result<(), ApiError> {
+        if before == after {
+            return Ok(());
+        }
+        let actor_id = self.admin.actor_id();
+        let entry = db::audit::NewEntry {
+            actor: db::audit::Actor {
+                id: &actor_id,
+                name: &self.admin.name,
+                role: self.admin.role.as_str(),
+            },
+            action,
+            target_type,
+            target_id,
+            before: before.as_ref(),
+            after: after.as_ref(),
+            request_id: self.request_id.as_deref(),
+        };
+        db::audit::insert(conn, &entry).await?;
+        Ok(())
     }
 }
 

@@ -5,8 +5,8 @@
 //! requests take part (`auth::authenticate` runs first, so a rotated key or a suspended team
 //! gets 401/403, never a replay). Answers a retry should not repeat are not stored: 5xx, 401,
 //! 403 and 429; the request can be retried. Streaming answers are not replayable and are not
-//! stored. Secrets shown once (`virtual_key`, `callback_secret`) are removed before a response
-//! is stored, so a replay never carries them.
+//! stored. Secrets shown once (`virtual_key`, `callback_secret`, `admin_key`) are removed before a
+//! response is stored, so a replay never carries them.
 
 use std::time::Duration;
 
@@ -155,7 +155,7 @@ fn worth_replaying(status: StatusCode) -> bool {
 }
 
 /// Fields whose values are shown once and never stored in plain text.
-const SECRET_FIELDS: [&str; 2] = ["virtual_key", "callback_secret"];
+const SECRET_FIELDS: [&str; 3] = ["virtual_key", "callback_secret", "admin_key"];
 
 /// Drops every secret field, at any depth, from a response about to be stored.
 fn remove_secrets(value: &mut serde_json::Value) {
@@ -203,11 +203,11 @@ mod tests {
 
     #[test]
     fn stored_responses_lose_their_secrets_at_any_depth() {
-        let mut body = json!({"team_id": "t", "virtual_key": "sk-x", "job": {"callback_secret": "whsec_y", "callback_url": "https://h"}, "list": [{"virtual_key": "sk-z"}]});
+        let mut body = json!({"team_id": "t", "virtual_key": "sk-x", "job": {"callback_secret": "whsec_y", "callback_url": "https://h"}, "list": [{"virtual_key": "sk-z"}], "key": {"admin_key": "sk-admin-w", "key_prefix": "sk-admin-w"}});
         remove_secrets(&mut body);
         assert_eq!(
             body,
-            json!({"team_id": "t", "job": {"callback_url": "https://h"}, "list": [{}]})
+            json!({"team_id": "t", "job": {"callback_url": "https://h"}, "list": [{}], "key": {"key_prefix": "sk-admin-w"}})
         );
     }
 

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod limits;
 pub mod notify;
 pub mod openapi;
+pub mod roles;
 pub mod routes;
 pub mod serve;
 pub mod sse;

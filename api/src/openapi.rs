@@ -38,6 +38,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "jobs", description = "Jobs and their LLM calls: the metered data plane"),
         (name = "usage", description = "Usage reports"),
         (name = "openai", description = "OpenAI-compatible endpoint for a team's virtual key"),
+        (name = "admin", description = "Admin keys with roles, and the audit log of admin changes"),
     )
 )]
 pub struct ApiDoc;
@@ -96,7 +97,7 @@ impl Modify for SecuritySchemes {
             ADMIN_KEY,
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
                 "X-Admin-Key",
-                "The admin key (ADMIN_API_KEY).",
+                "An admin key: ADMIN_API_KEY, or a key made with POST /api/admin-keys/create, whose role limits what it may do.",
             ))),
         );
         components.add_security_scheme(
@@ -175,7 +176,7 @@ fn add_common_errors(path: &str, operation: &mut Operation) {
         errors.push(("401", "Missing or unknown key"));
         errors.push((
             "403",
-            "The key may not do this (a team key on an admin endpoint, another team's id in the body, a suspended team)",
+            "The key may not do this (a team key on an admin endpoint, an admin key below the endpoint's role, another team's id in the body, a suspended team)",
         ));
     }
     if has_path_params {

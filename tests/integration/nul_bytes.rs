@@ -136,6 +136,19 @@ fn bodies(job_id: &str) -> Vec<(Method, &'static str, String, Value)> {
             json!({"max_concurrent_calls": 8}),
         ),
         (
+            Method::PUT,
+            "/api/teams/{team_id}/alerts",
+            "/api/teams/team_a/alerts".into(),
+            json!({"url": "https://hooks.example.com/alerts", "credits_below": 3,
+                "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}),
+        ),
+        (
+            Method::PUT,
+            "/api/teams/{team_id}/refills",
+            "/api/teams/team_a/refills".into(),
+            json!({"credit_grant": {"credits": 10, "period": "1mo"}, "budget_duration": "30d"}),
+        ),
+        (
             Method::POST,
             "/api/credits/teams/{team_id}/add",
             "/api/credits/teams/team_a/add".into(),
@@ -172,6 +185,12 @@ fn bodies(job_id: &str) -> Vec<(Method, &'static str, String, Value)> {
             "/api/jobs/{job_id}/complete",
             format!("/api/jobs/{job_id}/complete"),
             json!({"status": "completed", "metadata": {"result": "success"}, "error_message": "none"}),
+        ),
+        (
+            Method::POST,
+            "/api/admin-keys/create",
+            "/api/admin-keys/create".into(),
+            json!({"name": "ops", "role": "viewer"}),
         ),
         (
             Method::POST,

@@ -41,7 +41,7 @@ pub struct Session {
 
 impl Session {
     pub fn is_admin(&self) -> bool {
-        matches!(self.caller, Caller::Admin)
+        matches!(self.caller, Caller::Admin(_))
     }
 
     /// Idempotency keys of console actions live apart from the API's, per signed-in key.

@@ -5,7 +5,7 @@ use axum::response::Json as JsonResponse;
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::credits::{TransactionRow, TransactionType};
-use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::money::{MicroUsd, Usd};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -33,11 +33,11 @@ struct BalanceResponse {
     #[serde(flatten)]
     credits: CreditsView,
     /// USD budget of the OpenAI-compatible path: credits_allocated x USD_PER_CREDIT.
-    budget_usd: f64,
-    spend_usd: f64,
+    budget_usd: Usd,
+    spend_usd: Usd,
     /// Budget held for requests in flight and parked in API processes' budget slices (given
     /// back when idle or when another process needs it).
-    budget_reserved_usd: f64,
+    budget_reserved_usd: Usd,
 }
 
 /// Longest a balance read waits for this process's queued spend to be written.
@@ -71,9 +71,9 @@ async fn balance(
     );
     Ok(JsonResponse(BalanceResponse {
         credits: CreditsView::from(&balance),
-        budget_usd: budget.as_usd(),
-        spend_usd: MicroUsd(balance.spend_micro_usd).as_usd(),
-        budget_reserved_usd: MicroUsd(balance.budget_reserved_micro_usd).as_usd(),
+        budget_usd: budget.usd(),
+        spend_usd: MicroUsd(balance.spend_micro_usd).usd(),
+        budget_reserved_usd: MicroUsd(balance.budget_reserved_micro_usd).usd(),
         team_id,
     }))
 }
@@ -147,7 +147,7 @@ struct AddResponse {
 )]
 #[tracing::instrument(skip_all, fields(team_id = %team_id))]
 async fn add(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Path(team_id): Path<String>,
     Json(body): Json<AddCredits>,
@@ -170,6 +170,23 @@ async fn add(
     )
     .await?
     .ok_or_else(|| team_not_found(&team_id))?;
+    // The allocation added exactly `credits_amount` under the row's lock: the counters before
+    // it follow from those after it.
+    let counters = |allocated: i64, remaining: i64| serde_json::json!({"credits_allocated": allocated, "credits_remaining": remaining});
+    let mut after = counters(balance.credits_allocated, balance.remaining());
+    after["transaction_id"] = serde_json::json!(transaction.transaction_id);
+    admin
+        .record(
+            &mut tx,
+            "credits.add",
+            ("team", &team_id),
+            Some(counters(
+                balance.credits_allocated - body.credits_amount,
+                balance.remaining() - body.credits_amount,
+            )),
+            Some(after),
+        )
+        .await?;
     tx.commit().await?;
     tracing::info!(
         credits = body.credits_amount,

@@ -202,7 +202,7 @@ fn validate_models(models: Vec<ModelInput>) -> Result<Vec<NewModelEntry>, ApiErr
 )]
 #[tracing::instrument(skip_all, fields(group_name = %body.group_name))]
 async fn create(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Json(body): Json<CreateModelGroup>,
 ) -> Result<JsonResponse<ModelGroupResponse>, ApiError> {
@@ -227,8 +227,18 @@ async fn create(
         })
     })?;
     let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
+    let response = ModelGroupResponse::new(group, models);
+    admin
+        .record(
+            &mut tx,
+            "model_group.create",
+            ("model_group", &response.group_name),
+            None,
+            Some(serde_json::json!(response)),
+        )
+        .await?;
     tx.commit().await?;
-    Ok(JsonResponse(ModelGroupResponse::new(group, models)))
+    Ok(JsonResponse(response))
 }
 
 /// Every model group (admin), or the groups granted to the key's team.
@@ -341,7 +351,7 @@ async fn models(
 )]
 #[tracing::instrument(skip_all, fields(group_name = %group_name))]
 async fn replace_models(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Path(group_name): Path<String>,
     Json(body): Json<ReplaceModels>,
@@ -352,15 +362,27 @@ async fn replace_models(
         }
     };
     let mut tx = state.db.begin().await?;
-    let group = db::model_groups::find_by_name(&mut *tx, &group_name)
+    let group = db::model_groups::lock_by_name(&mut tx, &group_name)
         .await?
         .ok_or_else(|| group_not_found(&group_name))?;
+    let before = db::model_groups::models_of(&mut *tx, &[group.model_group_id]).await?;
+    let before = ModelGroupResponse::new(group.clone(), before).models;
     let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
     let group = db::model_groups::find_by_name(&mut *tx, &group_name)
         .await?
         .ok_or_else(|| group_not_found(&group_name))?;
+    let response = ModelGroupResponse::new(group, models);
+    admin
+        .record(
+            &mut tx,
+            "model_group.replace_models",
+            ("model_group", &group_name),
+            Some(serde_json::json!({"models": before})),
+            Some(serde_json::json!({"models": response.models})),
+        )
+        .await?;
     tx.commit().await?;
-    Ok(JsonResponse(ModelGroupResponse::new(group, models)))
+    Ok(JsonResponse(response))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -383,11 +405,13 @@ struct GroupDeleted {
 )]
 #[tracing::instrument(skip_all, fields(group_name = %group_name))]
 async fn delete(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Path(group_name): Path<String>,
 ) -> Result<JsonResponse<GroupDeleted>, ApiError> {
-    let group = db::model_groups::find_by_name(&state.db, &group_name)
+    let mut tx = state.db.begin().await?;
+    // Locked: a grant made now waits for this delete (and then finds no group).
+    let group = db::model_groups::lock_by_name(&mut tx, &group_name)
         .await?
         .ok_or_else(|| group_not_found(&group_name))?;
     let in_use = |teams: Vec<String>| {
@@ -396,23 +420,37 @@ async fn delete(
             teams.join(", ")
         ))
     };
-    let teams = db::model_groups::teams_using(&state.db, group.model_group_id).await?;
+    let teams = db::model_groups::teams_using(&mut *tx, group.model_group_id).await?;
     if !teams.is_empty() {
         return Err(in_use(teams));
     }
-    match db::model_groups::delete(&state.db, group.model_group_id).await {
-        Ok(true) => Ok(JsonResponse(GroupDeleted {
-            message: format!("Model group '{group_name}' deleted successfully"),
-            group_name,
-        })),
-        Ok(false) => Err(group_not_found(&group_name)),
-        // A grant made between the check and the delete.
+    let models = db::model_groups::models_of(&mut *tx, &[group.model_group_id]).await?;
+    let snapshot = serde_json::json!(ModelGroupResponse::new(group.clone(), models));
+    match db::model_groups::delete(&mut *tx, group.model_group_id).await {
+        Ok(true) => {}
+        Ok(false) => return Err(group_not_found(&group_name)),
+        // A grant committed between the check and the delete (the transaction is now aborted).
         Err(e) if db::is_constraint_violation(&e, "team_model_groups_group_fkey") => {
+            drop(tx);
             let teams = db::model_groups::teams_using(&state.db, group.model_group_id).await?;
-            Err(in_use(teams))
+            return Err(in_use(teams));
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    admin
+        .record(
+            &mut tx,
+            "model_group.delete",
+            ("model_group", &group_name),
+            Some(snapshot),
+            None,
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(JsonResponse(GroupDeleted {
+        message: format!("Model group '{group_name}' deleted successfully"),
+        group_name,
+    }))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -459,7 +497,7 @@ async fn resolve(
         }
     };
     caller.ensure_acts_for_team(&team_id)?;
-    if matches!(caller, Caller::Admin) && db::teams::find(&state.db, &team_id).await?.is_none() {
+    if matches!(caller, Caller::Admin(_)) && db::teams::find(&state.db, &team_id).await?.is_none() {
         return Err(team_not_found(&team_id));
     }
     let group = db::model_groups::find_by_name(&state.db, &group_name)

@@ -131,7 +131,7 @@ fn team_of(caller: Result<Caller, ApiError>) -> Result<(String, TeamLimits), Ope
         Caller::Team {
             team_id, limits, ..
         } => Ok((team_id, limits)),
-        Caller::Admin => Err(OpenAiError::new(
+        Caller::Admin(_) => Err(OpenAiError::new(
             StatusCode::FORBIDDEN,
             "permission_denied",
             None,

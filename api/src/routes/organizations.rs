@@ -72,31 +72,39 @@ impl From<OrganizationRow> for OrganizationResponse {
 )]
 #[tracing::instrument(skip_all, fields(organization_id = %body.organization_id))]
 async fn create(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Json(body): Json<CreateOrganization>,
 ) -> Result<JsonResponse<OrganizationResponse>, ApiError> {
     validate::identifier("organization_id", &body.organization_id)?;
     validate::non_blank("name", &body.name)?;
     let metadata = validate::metadata(body.metadata)?;
-    let row = db::organizations::insert(
-        &state.db,
-        &body.organization_id,
-        body.name.trim(),
-        &metadata,
-    )
-    .await
-    .map_err(|e| {
-        ApiError::from_db(e, |constraint| {
-            (constraint == "organizations_pkey").then(|| {
-                ApiError::Conflict(format!(
-                    "Organization '{}' already exists",
-                    body.organization_id
-                ))
-            })
-        })
-    })?;
-    Ok(JsonResponse(row.into()))
+    let mut tx = state.db.begin().await?;
+    let row =
+        db::organizations::insert(&mut *tx, &body.organization_id, body.name.trim(), &metadata)
+            .await
+            .map_err(|e| {
+                ApiError::from_db(e, |constraint| {
+                    (constraint == "organizations_pkey").then(|| {
+                        ApiError::Conflict(format!(
+                            "Organization '{}' already exists",
+                            body.organization_id
+                        ))
+                    })
+                })
+            })?;
+    let response = OrganizationResponse::from(row);
+    admin
+        .record(
+            &mut tx,
+            "organization.create",
+            ("organization", &response.organization_id),
+            None,
+            Some(serde_json::json!(response)),
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(JsonResponse(response))
 }
 
 /// An organization (admin).

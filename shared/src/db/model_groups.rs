@@ -129,6 +129,20 @@ pub async fn find_by_name(
     .await
 }
 
+/// One group by its name, locked for the rest of the transaction (so that what an admin change
+/// reads before changing it is what it changes).
+pub async fn lock_by_name(
+    conn: &mut PgConnection,
+    group_name: &str,
+) -> sqlx::Result<Option<ModelGroupRow>> {
+    sqlx::query_as(&format!(
+        "select {GROUP_COLUMNS} from model_groups where group_name = $1 for update"
+    ))
+    .bind(group_name)
+    .fetch_optional(conn)
+    .await
+}
+
 /// A group by name with whether `team_id` is granted it, in one round trip (the call path).
 pub async fn find_with_access(
     db: impl PgExecutor<'_>,
