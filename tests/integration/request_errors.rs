@@ -324,7 +324,7 @@ async fn an_unknown_route_is_404_json(db: PgPool) {
 
     for (method, path) in [
         (Method::GET, "/api/nope"),
-        (Method::POST, "/api/teams"),
+        (Method::POST, "/api/team"),
         (Method::GET, "/api/teams/team_a/unknown"),
         (Method::GET, "/nope"),
     ] {

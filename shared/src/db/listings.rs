@@ -1,12 +1,30 @@
-//! Lists across tenants and the fleet's recent activity, for the web console: keyset pages
-//! (newest first; no `offset`, so page 1,000 costs what page 1 does) and per-minute counts.
+//! Lists across tenants and the fleet's recent activity, for the web console and the admin
+//! lists of the API: keyset pages (no `offset`, so page 1,000 costs what page 1 does) and
+//! per-minute counts.
 
-use chrono::{DateTime, Utc};
-use sqlx::{PgExecutor, PgPool};
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::db::credits::BalanceRow;
 use crate::db::jobs::{JOB_COLUMNS, JobRow};
-use crate::domain::status::JobStatus;
+use crate::domain::status::{JobStatus, TeamStatus};
+
+/// A row's place in a newest-first list, `<created_at RFC 3339>_<id>`: the console's `before`
+/// parameter, and what the API's job cursors carry.
+pub fn position_text(created_at: DateTime<Utc>, id: Uuid) -> String {
+    format!(
+        "{}_{id}",
+        created_at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    )
+}
+
+/// Reads a position written by [`position_text`].
+pub fn parse_position(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
+    let (at, id) = text.split_once('_')?;
+    let at = DateTime::parse_from_rfc3339(at).ok()?.with_timezone(&Utc);
+    Some((at, id.parse().ok()?))
+}
 
 /// An organization with how many teams it has.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -18,19 +36,45 @@ pub struct OrganizationSummary {
     pub teams: i64,
 }
 
+/// What an organizations list is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct OrganizationFilter {
+    /// Text the id or the name starts with, taken literally (`%` and `_` are no wildcards).
+    pub name_prefix: Option<String>,
+    /// The id of the last organization of the previous page.
+    pub after: Option<String>,
+}
+
 /// Organizations in id order, after `after`.
 pub async fn organizations(
     db: impl PgExecutor<'_>,
     after: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<OrganizationSummary>> {
+    let filter = OrganizationFilter {
+        name_prefix: None,
+        after: after.map(str::to_owned),
+    };
+    organizations_matching(db, &filter, limit).await
+}
+
+/// Organizations matching `filter` in id order, `limit` of them. `starts_with`, not `like`: the
+/// prefix is plain text, with no pattern characters to escape.
+pub async fn organizations_matching(
+    db: impl PgExecutor<'_>,
+    filter: &OrganizationFilter,
+    limit: i64,
+) -> sqlx::Result<Vec<OrganizationSummary>> {
     sqlx::query_as(
         "select o.organization_id, o.name, o.status, o.created_at,
                 (select count(*) from teams t where t.organization_id = o.organization_id) as teams
-         from organizations o where ($1::text is null or o.organization_id > $1)
-         order by o.organization_id limit $2",
+         from organizations o
+         where ($1::text is null or o.organization_id > $1)
+           and ($2::text is null or starts_with(o.organization_id, $2) or starts_with(o.name, $2))
+         order by o.organization_id limit $3",
     )
-    .bind(after)
+    .bind(filter.after.as_deref())
+    .bind(filter.name_prefix.as_deref())
     .bind(limit)
     .fetch_all(db)
     .await
@@ -43,10 +87,25 @@ pub struct TeamSummary {
     pub organization_id: String,
     pub team_alias: Option<String>,
     pub status: String,
+    pub created_at: DateTime<Utc>,
     pub credits_available: i64,
     pub credits_used: i64,
     pub spend_micro_usd: i64,
     pub key_prefix: Option<String>,
+    /// All the team's counters, as `credits::find_balance` reads them (zero without a row).
+    #[sqlx(flatten)]
+    pub balance: BalanceRow,
+}
+
+/// What a teams list is narrowed to.
+#[derive(Debug, Clone, Default)]
+pub struct TeamFilter {
+    pub organization_id: Option<String>,
+    pub status: Option<TeamStatus>,
+    /// Text the id or the alias starts with, taken literally (`%` and `_` are no wildcards).
+    pub name_prefix: Option<String>,
+    /// The id of the last team of the previous page.
+    pub after: Option<String>,
 }
 
 /// Teams in id order after `after`, optionally of one organization.
@@ -56,17 +115,41 @@ pub async fn teams(
     after: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<TeamSummary>> {
+    let filter = TeamFilter {
+        organization_id: organization_id.map(str::to_owned),
+        after: after.map(str::to_owned),
+        ..TeamFilter::default()
+    };
+    teams_matching(db, &filter, limit).await
+}
+
+/// Teams matching `filter` in id order, `limit` of them, each with its balance and active key
+/// prefix in the same statement.
+pub async fn teams_matching(
+    db: impl PgExecutor<'_>,
+    filter: &TeamFilter,
+    limit: i64,
+) -> sqlx::Result<Vec<TeamSummary>> {
     sqlx::query_as(
-        "select t.team_id, t.organization_id, t.team_alias, t.status,
+        "select t.team_id, t.organization_id, t.team_alias, t.status, t.created_at,
                 coalesce(b.credits_allocated - b.credits_used - b.credits_reserved, 0) as credits_available,
-                coalesce(b.credits_used, 0) as credits_used, coalesce(b.spend_micro_usd, 0) as spend_micro_usd,
+                coalesce(b.credits_allocated, 0) as credits_allocated,
+                coalesce(b.credits_used, 0) as credits_used,
+                coalesce(b.credits_reserved, 0) as credits_reserved,
+                b.credit_limit, coalesce(b.auto_refill, false) as auto_refill,
+                coalesce(b.spend_micro_usd, 0) as spend_micro_usd,
+                coalesce(b.budget_reserved_micro_usd, 0) as budget_reserved_micro_usd,
                 (select k.key_prefix from virtual_keys k where k.team_id = t.team_id and k.revoked_at is null) as key_prefix
          from teams t left join credit_balances b using (team_id)
          where ($1::text is null or t.organization_id = $1) and ($2::text is null or t.team_id > $2)
-         order by t.team_id limit $3",
+           and ($3::text is null or t.status = $3)
+           and ($4::text is null or starts_with(t.team_id, $4) or starts_with(t.team_alias, $4))
+         order by t.team_id limit $5",
     )
-    .bind(organization_id)
-    .bind(after)
+    .bind(filter.organization_id.as_deref())
+    .bind(filter.after.as_deref())
+    .bind(filter.status)
+    .bind(filter.name_prefix.as_deref())
     .bind(limit)
     .fetch_all(db)
     .await
@@ -92,30 +175,78 @@ pub struct JobListing {
     pub calls: i64,
 }
 
-/// Jobs newest first matching `filter`, `limit` of them, in (created_at, job_id) order: read
-/// from the team's index with a team, else from the index of all jobs, skipping rows of
-/// another status or type (no index names `status`, so that a job's open steps stay HOT).
+/// Jobs newest first matching `filter`, `limit` of them, in (created_at, job_id) order.
 pub async fn jobs(db: &PgPool, filter: &JobFilter, limit: i64) -> sqlx::Result<Vec<JobListing>> {
-    let (before_at, before_id) = filter.before.unzip();
-    sqlx::query_as(&format!(
-        "select {JOB_COLUMNS}, (select count(*) from llm_calls c where c.job_id = j.job_id) as calls
-         from jobs j
-         where ($1::text is null or team_id = $1) and ($2::text is null or status = $2)
-           and ($3::text is null or job_type = $3)
-           and ($4::timestamptz is null or created_at >= $4) and ($5::timestamptz is null or created_at < $5)
-           and ($6::timestamptz is null or (created_at, job_id) < ($6, $7))
-         order by created_at desc, job_id desc limit $8"
-    ))
-    .bind(filter.team_id.as_deref())
-    .bind(filter.status)
-    .bind(filter.job_type.as_deref())
-    .bind(filter.created_from)
-    .bind(filter.created_to)
-    .bind(before_at)
-    .bind(before_id)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    jobs_in(db, filter, None, limit).await
+}
+
+/// Jobs newest first matching `filter` and, if given, of one organization's teams. Read from
+/// the team's index with a team, else from the index of all jobs, skipping rows of another
+/// status or type (no index names `status`, so that a job's open steps stay HOT). An
+/// organization's jobs are each of its teams' newest merged: filtering the all-jobs order by
+/// organization would read every newer job of the other tenants to find a small tenant's page.
+pub async fn jobs_in(
+    db: &PgPool,
+    filter: &JobFilter,
+    organization_id: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<JobListing>> {
+    let mut sql = QueryBuilder::new(
+        "select j.*, (select count(*) from llm_calls c where c.job_id = j.job_id) as calls from (",
+    );
+    match organization_id {
+        Some(organization_id) => {
+            sql.push("select j.* from teams t cross join lateral (");
+            push_jobs_page(&mut sql, filter, true, limit);
+            sql.push(") j where t.organization_id = ")
+                .push_bind(organization_id.to_owned())
+                .push(" order by j.created_at desc, j.job_id desc limit ")
+                .push_bind(limit);
+        }
+        None => push_jobs_page(&mut sql, filter, false, limit),
+    }
+    sql.push(") j order by j.created_at desc, j.job_id desc");
+    sql.build_query_as().fetch_all(db).await
+}
+
+/// `select ... from jobs where <filter> order by ... limit`, only the filters given written
+/// out (each combination is planned for what it has); `per_team` ties it to the row `t`.
+fn push_jobs_page(
+    sql: &mut QueryBuilder<'_, Postgres>,
+    filter: &JobFilter,
+    per_team: bool,
+    limit: i64,
+) {
+    sql.push("select ")
+        .push(JOB_COLUMNS)
+        .push(" from jobs where true");
+    if per_team {
+        sql.push(" and team_id = t.team_id");
+    }
+    if let Some(team_id) = &filter.team_id {
+        sql.push(" and team_id = ").push_bind(team_id.clone());
+    }
+    if let Some(status) = filter.status {
+        sql.push(" and status = ").push_bind(status);
+    }
+    if let Some(job_type) = &filter.job_type {
+        sql.push(" and job_type = ").push_bind(job_type.clone());
+    }
+    if let Some(from) = filter.created_from {
+        sql.push(" and created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.created_to {
+        sql.push(" and created_at < ").push_bind(to);
+    }
+    if let Some((at, id)) = filter.before {
+        sql.push(" and (created_at, job_id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    sql.push(" order by created_at desc, job_id desc limit ")
+        .push_bind(limit);
 }
 
 /// One attempt of a call at one model.
@@ -145,7 +276,8 @@ pub async fn attempts(db: impl PgExecutor<'_>, call_ids: &[Uuid]) -> sqlx::Resul
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryListing {
     pub delivery_id: Uuid,
-    pub job_id: Uuid,
+    /// `None` for a team event (`team.*`).
+    pub job_id: Option<Uuid>,
     pub team_id: String,
     pub event_type: String,
     pub url: String,
