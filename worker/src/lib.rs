@@ -11,8 +11,10 @@ mod fallback;
 mod fault;
 mod leases;
 mod reconciler;
+mod refills;
 mod resilience;
 mod results;
+mod team_alerts;
 mod upstream;
 mod webhook_client;
 mod webhooks;
@@ -39,9 +41,11 @@ pub use engine::{AttemptRecord, ChainOutcome, Engine, Served, StreamStart, recor
 pub use executor::{keep_lease, record_result};
 pub use reconciler::{
     ReconcilerSettings, Turn as ReconcilerTurn, pass as reconcile_pass,
-    pass_unless_done as reconcile_unless_done,
+    pass_at as reconcile_pass_at, pass_unless_done as reconcile_unless_done,
 };
+pub use refills::apply_due as apply_due_refills;
 pub use resilience::{Cooldowns, RetryPolicy};
+pub use team_alerts::evaluate as evaluate_team_alerts;
 pub use upstream::{OpenedStream, Upstream, UpstreamError, reported_cost};
 
 use backend::{CallBackend, Claimed, FetchSettings};

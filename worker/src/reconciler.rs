@@ -1,15 +1,18 @@
 //! Finds work that Redis lost or a dead worker left behind, and reaps expired jobs. PostgreSQL
-//! is the truth; this loop makes Redis agree with it.
+//! is the truth; this loop makes Redis agree with it. It also runs the periodic work of teams:
+//! scheduled credit grants, budget resets and alerts.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::queue::CallQueue;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use crate::{refills, team_alerts};
 
 /// Most rows handled per step of a pass.
 const BATCH: i64 = 1_000;
@@ -80,13 +83,25 @@ pub async fn pass_unless_done(
 
 /// One pass: expired leases back to the queue, lost queued calls re-pushed, overdue jobs
 /// expired, abandoned budget reservations released, lapsed budget slices returned, stored idempotent responses purged,
-/// completing jobs whose calls are done settled. Each step runs whatever happened to the others:
+/// completing jobs whose calls are done settled, scheduled credit grants and budget resets
+/// applied, team alerts evaluated. Each step runs whatever happened to the others:
 /// a Redis outage stops only the steps that need Redis. Fails if any step failed (each failure
 /// is logged with its step).
 pub async fn pass(
     db: &PgPool,
     queue: &CallQueue,
     settings: ReconcilerSettings,
+) -> anyhow::Result<()> {
+    pass_at(db, queue, settings, Utc::now()).await
+}
+
+/// `pass` with the clock given: `now` decides which scheduled grants and budget resets are due
+/// and stamps alert events (tests move it across period boundaries instead of waiting).
+pub async fn pass_at(
+    db: &PgPool,
+    queue: &CallQueue,
+    settings: ReconcilerSettings,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<()> {
     let steps = [
         ("re-queue", requeue(db, queue, settings).await),
@@ -95,6 +110,9 @@ pub async fn pass(
         ("budget slice return", return_lapsed_slices(db).await),
         ("idempotency purge", purge_idempotency(db).await),
         ("completing jobs", settle_completing(db).await),
+        // Before the alerts, so a grant or a reset re-arms them in the same pass.
+        ("scheduled refills", refills::apply_due(db, now).await),
+        ("team alerts", team_alerts::evaluate(db, now).await),
     ];
     let failed: Vec<&str> = steps
         .iter()

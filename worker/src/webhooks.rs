@@ -168,14 +168,16 @@ impl Sender {
             .as_deref()
             .and_then(|secret| webhook::parse_secret(secret).ok())
         else {
+            // No later attempt could sign it either (the job's or the team's secret is gone or
+            // unreadable): the delivery fails now rather than at the end of the retry window.
             return AttemptResult {
                 http_status: None,
-                error: Some("the job has no usable callback secret; nothing was sent".into()),
+                error: Some("no usable signing secret; nothing was sent".into()),
                 latency: Duration::ZERO,
-                is_final: false,
+                is_final: true,
             };
         };
-        // The job's URL was checked at creation, but under the policy of that time, and the
+        // The URL was checked when it was set, but under the policy of that time, and the
         // client resolves only host names: an address literal is checked here.
         let permitted = reqwest::Url::parse(&claim.url)
             .is_ok_and(|url| self.settings.targets.check_url(&url).is_ok());

@@ -1,4 +1,5 @@
-//! Webhook deliveries (admin): each `job.settled` event, where it went, and every attempt.
+//! Webhook deliveries (admin): each event (a job's `job.settled`, a team's alerts), where it
+//! went, and every attempt.
 
 use axum::extract::{Query, State};
 use axum::response::Response;
@@ -87,7 +88,9 @@ pub async fn list(
                     tr {
                         td { (view::time(d.created_at)) }
                         td { a href={ "/console/teams/" (segment(&d.team_id)) } { (d.team_id) } }
-                        td { a.mono href={ "/console/jobs/" (d.job_id) } { (d.job_id) } }
+                        td { @if let Some(job_id) = d.job_id {
+                                 a.mono href={ "/console/jobs/" (job_id) } { (job_id) }
+                             } @else { span.muted { "team event" } } }
                         td { (d.event_type) }
                         td.wrap { (d.url) }
                         td { span class={ "status " (d.status) } { (d.status) } br;

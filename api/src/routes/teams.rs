@@ -1,4 +1,5 @@
-//! Teams: create (with a virtual key shown once), get, grant model groups, suspend, resume, rotate key.
+//! Teams: create (with a virtual key shown once), get, grant model groups, set limits. Suspend,
+//! resume and key rotation are in `team_lifecycle`.
 
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::routes::team_settings::{self, AlertsView, RefillsView};
 use crate::routes::validate;
 use crate::state::AppState;
 
@@ -30,9 +32,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create))
         .routes(routes!(show))
         .routes(routes!(assign_model_groups))
-        .routes(routes!(suspend))
-        .routes(routes!(resume))
-        .routes(routes!(rotate_key))
         .routes(routes!(set_limits))
 }
 
@@ -138,7 +137,7 @@ async fn resolve_group_names(
 )]
 #[tracing::instrument(skip_all, fields(team_id = %body.team_id))]
 async fn create(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Json(body): Json<CreateTeam>,
 ) -> Result<JsonResponse<CreatedTeam>, ApiError> {
@@ -201,6 +200,25 @@ async fn create(
     let key = keys::generate();
     db::keys::insert(&mut tx, &team.team_id, &key).await?;
     let allowed_models = db::teams::allowed_models(&mut *tx, &team.team_id).await?;
+    let snapshot = json!({
+        "team_id": team.team_id,
+        "organization_id": team.organization_id,
+        "team_alias": team.team_alias,
+        "status": team.status,
+        "model_groups": group_names,
+        "credits_allocated": body.credits_allocated,
+        "key_prefix": key.display_prefix,
+        "metadata": team.metadata,
+    });
+    admin
+        .record(
+            &mut tx,
+            "team.create",
+            ("team", &team.team_id),
+            None,
+            Some(snapshot),
+        )
+        .await?;
     tx.commit().await?;
     tracing::info!(key_prefix = %key.display_prefix, "team created");
     Ok(JsonResponse(CreatedTeam {
@@ -216,7 +234,7 @@ async fn create(
         key_prefix: key.display_prefix,
         metadata: team.metadata,
         created_at: team.created_at,
-        message: "Team created successfully with LiteLLM integration",
+        message: "Team created with a virtual key; the key is shown only in this response",
     }))
 }
 
@@ -235,6 +253,10 @@ struct TeamResponse {
     updated_at: DateTime<Utc>,
     /// Per-team limits (null: unlimited); set with `PUT /api/teams/{team_id}/limits`.
     limits: TeamLimits,
+    /// Alert thresholds and their state; set with `PUT /api/teams/{team_id}/alerts`.
+    alerts: AlertsView,
+    /// Scheduled credit grant and budget period; set with `PUT /api/teams/{team_id}/refills`.
+    refills: RefillsView,
 }
 
 /// A team with its credits, model groups and allowed models.
@@ -267,6 +289,9 @@ async fn show(
         db::teams::allowed_models(&state.db, &team_id),
         db::keys::active_prefix(&state.db, &team_id),
     )?;
+    // A team key sees the alert URL's origin only: its path or query may hold a token.
+    let (alerts, refills) =
+        team_settings::views(&state.db, &team_id, caller.team_id().is_some()).await?;
     Ok(JsonResponse(TeamResponse {
         team_id: team.team_id,
         organization_id: team.organization_id,
@@ -280,6 +305,8 @@ async fn show(
         created_at: team.created_at,
         updated_at: team.updated_at,
         limits: team.limits,
+        alerts,
+        refills,
     }))
 }
 
@@ -298,7 +325,7 @@ async fn show(
 )]
 #[tracing::instrument(skip_all, fields(team_id = %team_id))]
 async fn set_limits(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Path(team_id): Path<String>,
     Json(body): Json<LimitsBody>,
@@ -317,9 +344,26 @@ async fn set_limits(
         requests_per_minute: check("requests_per_minute", body.requests_per_minute)?,
         tokens_per_minute: check("tokens_per_minute", body.tokens_per_minute)?,
     };
-    let limits = db::teams::set_limits(&state.db, &team_id, &limits)
+    let mut tx = state.db.begin().await?;
+    if !db::teams::lock(&mut tx, &team_id).await? {
+        return Err(team_not_found(&team_id));
+    }
+    let before = db::teams::limits(&mut *tx, &team_id)
         .await?
         .ok_or_else(|| team_not_found(&team_id))?;
+    let limits = db::teams::set_limits(&mut *tx, &team_id, &limits)
+        .await?
+        .ok_or_else(|| team_not_found(&team_id))?;
+    admin
+        .record(
+            &mut tx,
+            "team.set_limits",
+            ("team", &team_id),
+            Some(json!(before)),
+            Some(json!(limits)),
+        )
+        .await?;
+    tx.commit().await?;
     // The dispatcher reads limits from Redis; the reconciler copies them there too, so a Redis
     // error here only delays the change by one reconciler interval.
     if let Err(e) = state.queue.set_limits(&[(team_id.clone(), limits)]).await {
@@ -356,112 +400,33 @@ struct LimitsBody {
 )]
 #[tracing::instrument(skip_all, fields(team_id = %team_id))]
 async fn assign_model_groups(
-    _admin: AdminAuth,
+    admin: AdminAuth,
     State(state): State<AppState>,
     Path(team_id): Path<String>,
     Json(names): Json<Vec<String>>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     let mut tx = state.db.begin().await?;
-    if db::teams::find(&mut *tx, &team_id).await?.is_none() {
+    if !db::teams::lock(&mut tx, &team_id).await? {
         return Err(team_not_found(&team_id));
     }
+    let before = db::teams::model_group_names(&mut *tx, &team_id).await?;
     let (group_names, group_ids) = resolve_group_names(&mut tx, names).await?;
     db::teams::replace_model_groups(&mut tx, &team_id, &group_ids).await?;
     let allowed_models = db::teams::allowed_models(&mut *tx, &team_id).await?;
+    admin
+        .record(
+            &mut tx,
+            "team.set_model_groups",
+            ("team", &team_id),
+            Some(json!({"model_groups": before})),
+            Some(json!({"model_groups": group_names})),
+        )
+        .await?;
     tx.commit().await?;
     Ok(JsonResponse(json!({
         "team_id": team_id,
         "model_groups": group_names,
         "allowed_models": allowed_models,
         "message": "Model groups assigned successfully",
-    })))
-}
-
-async fn set_status(
-    state: &AppState,
-    team_id: &str,
-    status: TeamStatus,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
-    let team = db::teams::set_status(&state.db, team_id, status)
-        .await?
-        .ok_or_else(|| team_not_found(team_id))?;
-    tracing::info!(team_id, ?status, "team status changed");
-    let verb = match status {
-        TeamStatus::Active => "resumed",
-        TeamStatus::Suspended => "suspended",
-    };
-    Ok(JsonResponse(json!({
-        "team_id": team.team_id,
-        "status": team.status,
-        "message": format!("Team '{}' {verb}", team.team_id),
-    })))
-}
-
-/// Suspends the team: its key is refused until resumed (admin).
-#[utoipa::path(
-    post,
-    path = "/api/teams/{team_id}/suspend",
-    tag = "teams",
-    params(("team_id" = String, Path)),
-    responses((status = 200, description = "Suspended", body = serde_json::Value,
-        example = json!({"team_id": "team_engineering", "status": "suspended", "message": "Team 'team_engineering' suspended"}))),
-    security(("admin_key" = []), ("bearer" = []))
-)]
-async fn suspend(
-    _admin: AdminAuth,
-    State(state): State<AppState>,
-    Path(team_id): Path<String>,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
-    set_status(&state, &team_id, TeamStatus::Suspended).await
-}
-
-/// Resumes a suspended team (admin).
-#[utoipa::path(
-    post,
-    path = "/api/teams/{team_id}/resume",
-    tag = "teams",
-    params(("team_id" = String, Path)),
-    responses((status = 200, description = "Active again", body = serde_json::Value,
-        example = json!({"team_id": "team_engineering", "status": "active", "message": "Team 'team_engineering' resumed"}))),
-    security(("admin_key" = []), ("bearer" = []))
-)]
-async fn resume(
-    _admin: AdminAuth,
-    State(state): State<AppState>,
-    Path(team_id): Path<String>,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
-    set_status(&state, &team_id, TeamStatus::Active).await
-}
-
-/// Issues a new virtual key; the previous one stops working at once (admin).
-#[utoipa::path(
-    post,
-    path = "/api/teams/{team_id}/rotate-key",
-    tag = "teams",
-    params(("team_id" = String, Path)),
-    responses((status = 200, description = "The new key, shown only this once", body = serde_json::Value,
-        example = json!({"team_id": "team_engineering", "virtual_key": "sk-...", "key_prefix": "sk-1a2b3c4", "message": "Virtual key rotated; the previous key no longer works"}))),
-    security(("admin_key" = []), ("bearer" = []))
-)]
-#[tracing::instrument(skip_all, fields(team_id = %team_id))]
-async fn rotate_key(
-    _admin: AdminAuth,
-    State(state): State<AppState>,
-    Path(team_id): Path<String>,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
-    let mut tx = state.db.begin().await?;
-    if !db::teams::lock(&mut tx, &team_id).await? {
-        return Err(team_not_found(&team_id));
-    }
-    db::keys::revoke_active(&mut tx, &team_id).await?;
-    let key = keys::generate();
-    db::keys::insert(&mut tx, &team_id, &key).await?;
-    tx.commit().await?;
-    tracing::info!(key_prefix = %key.display_prefix, "virtual key rotated");
-    Ok(JsonResponse(json!({
-        "team_id": team_id,
-        "virtual_key": key.plain,
-        "key_prefix": key.display_prefix,
-        "message": "Virtual key rotated; the previous key no longer works",
     })))
 }

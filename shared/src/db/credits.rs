@@ -39,6 +39,8 @@ pub enum TransactionType {
     Addition,
     Deduction,
     Refund,
+    /// A scheduled credit grant (`team_refills`).
+    Refill,
 }
 
 /// One ledger row.

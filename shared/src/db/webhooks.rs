@@ -78,7 +78,7 @@ pub async fn enqueue_job_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx:
                 "cancelled": job.calls_cancelled,
                 "running": job.calls_running,
             },
-            "total_cost_usd": MicroUsd(job.cost_micro_usd).as_usd(),
+            "total_cost_usd": MicroUsd(job.cost_micro_usd).usd(),
             "total_tokens": job.total_tokens,
             "created_at": job.created_at,
             "completed_at": job.completed_at,
@@ -111,7 +111,7 @@ pub struct ClaimedDelivery {
     pub attempts: i32,
     /// End of this claim's lease; with `attempts`, the fence of the attempt's result.
     pub claimed_until: DateTime<Utc>,
-    /// The job's signing secret (`whsec_...`).
+    /// The signing secret (`whsec_...`): the job's, or for a team event the team's alert secret.
     pub secret: Option<String>,
 }
 
@@ -131,10 +131,12 @@ pub async fn claim_due(
              limit $1
              for update skip locked)
          update webhook_deliveries d set next_attempt_at = now() + make_interval(secs => $2)
-         from due, jobs j
-         where d.delivery_id = due.delivery_id and j.job_id = d.job_id
+         from due
+         where d.delivery_id = due.delivery_id
          returning d.delivery_id, d.url, d.payload, d.attempts, d.next_attempt_at as claimed_until,
-                   j.callback_secret as secret",
+                   case when d.job_id is null
+                        then (select a.secret from team_alerts a where a.team_id = d.team_id)
+                        else (select j.callback_secret from jobs j where j.job_id = d.job_id) end as secret",
     )
     .bind(limit)
     .bind(lease.as_secs_f64())
@@ -247,7 +249,8 @@ pub async fn record_attempt(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryRow {
     pub delivery_id: Uuid,
-    pub job_id: Uuid,
+    /// `None` for a team event (`team.*`).
+    pub job_id: Option<Uuid>,
     pub team_id: String,
     pub event_type: String,
     pub payload: serde_json::Value,

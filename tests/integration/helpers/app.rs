@@ -233,7 +233,7 @@ pub async fn assert_ledger_consistent(db: &PgPool, team_id: &str) {
     let (mut added, mut deducted) = (0, 0);
     for (kind, amount, balance_after) in &rows {
         match kind.as_str() {
-            "allocation" | "addition" => {
+            "allocation" | "addition" | "refill" => {
                 added += amount;
                 remaining += amount;
             }

@@ -1,0 +1,295 @@
+//! Team alerts (see the migration that creates `team_alerts`): settings, and the reconciler's
+//! evaluation. A threshold fires once per crossing: its armed -> fired update is guarded and
+//! commits with the webhook delivery it queues, rows locked by another evaluation are skipped
+//! (never waited for), and it is armed again once the value is back on the safe side.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{PgConnection, PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::domain::money::MicroUsd;
+
+/// Sent when a team's available credits go below its `credits_below`.
+pub const TEAM_CREDITS_LOW: &str = "team.credits_low";
+/// Sent when a team's /v1 spend reaches its `budget_spend_pct` of the budget.
+pub const TEAM_BUDGET_THRESHOLD: &str = "team.budget_threshold";
+
+/// A team's alert settings and state (never the secret).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AlertRow {
+    pub team_id: String,
+    pub url: Option<String>,
+    pub credits_below: Option<i64>,
+    pub budget_spend_pct: Option<i16>,
+    pub usd_per_credit_micro: i64,
+    /// When the credits threshold fired; `None` while it is armed.
+    pub credits_fired_at: Option<DateTime<Utc>>,
+    /// When the budget threshold fired; `None` while it is armed.
+    pub budget_fired_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl AlertRow {
+    /// Whether any threshold is set.
+    pub fn enabled(&self) -> bool {
+        self.credits_below.is_some() || self.budget_spend_pct.is_some()
+    }
+}
+
+const ALERT_COLUMNS: &str = "team_id, url, credits_below, budget_spend_pct, usd_per_credit_micro, \
+     credits_fired_at, budget_fired_at, updated_at";
+
+/// The team's alerts, if they were ever set.
+pub async fn find(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<AlertRow>> {
+    sqlx::query_as(&format!(
+        "select {ALERT_COLUMNS} from team_alerts where team_id = $1"
+    ))
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// As `find`, locking the row until the end of the transaction (a change reads what it replaces).
+pub async fn find_for_update(
+    conn: &mut PgConnection,
+    team_id: &str,
+) -> sqlx::Result<Option<AlertRow>> {
+    sqlx::query_as(&format!(
+        "select {ALERT_COLUMNS} from team_alerts where team_id = $1 for update"
+    ))
+    .bind(team_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// New alert settings. Both thresholds `None` turns alerts off (the URL must then be `None`).
+#[derive(Debug, Clone, Copy)]
+pub struct AlertSettings<'a> {
+    pub url: Option<&'a str>,
+    pub credits_below: Option<i64>,
+    pub budget_spend_pct: Option<i16>,
+    pub usd_per_credit_micro: i64,
+}
+
+/// Writes the team's settings. `secret` replaces the signing secret; `None` keeps the stored one
+/// (a team without a row must be given one). A threshold whose value changes is armed again;
+/// one left as it was keeps its state, so resending the same settings sends nothing twice.
+/// Violates `team_alerts_team_fkey` for an unknown team.
+pub async fn upsert(
+    conn: &mut PgConnection,
+    team_id: &str,
+    settings: &AlertSettings<'_>,
+    secret: Option<&str>,
+) -> sqlx::Result<AlertRow> {
+    sqlx::query_as(&format!(
+        "insert into team_alerts (team_id, url, secret, credits_below, budget_spend_pct, usd_per_credit_micro)
+         values ($1, $2, coalesce($3, (select secret from team_alerts where team_id = $1)), $4, $5, $6)
+         on conflict (team_id) do update set
+             url = excluded.url,
+             secret = coalesce($3, team_alerts.secret),
+             credits_below = excluded.credits_below,
+             budget_spend_pct = excluded.budget_spend_pct,
+             usd_per_credit_micro = excluded.usd_per_credit_micro,
+             credits_fired_at = case when team_alerts.credits_below is not distinct from excluded.credits_below
+                                     then team_alerts.credits_fired_at end,
+             budget_fired_at = case when team_alerts.budget_spend_pct is not distinct from excluded.budget_spend_pct
+                                    then team_alerts.budget_fired_at end,
+             updated_at = now()
+         returning {ALERT_COLUMNS}"
+    ))
+    .bind(team_id)
+    .bind(settings.url)
+    .bind(secret)
+    .bind(settings.credits_below)
+    .bind(settings.budget_spend_pct)
+    .bind(settings.usd_per_credit_micro)
+    .fetch_one(conn)
+    .await
+}
+
+/// A threshold that fired, with the delivery queued for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FiredAlert {
+    pub team_id: String,
+    pub event_type: &'static str,
+    pub delivery_id: Uuid,
+}
+
+#[derive(sqlx::FromRow)]
+struct CreditsCrossing {
+    team_id: String,
+    organization_id: String,
+    url: String,
+    credits_below: i64,
+    available: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct BudgetCrossing {
+    team_id: String,
+    organization_id: String,
+    url: String,
+    budget_spend_pct: i16,
+    spend_micro_usd: i64,
+    budget_micro_usd: i64,
+}
+
+/// The team's USD budget in SQL: credits x the rate, capped to bigint.
+const BUDGET_SQL: &str =
+    "least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)";
+
+/// Fires every armed threshold whose value has crossed it (at most `limit` of each kind) and
+/// queues its event, in one transaction: the guarded armed -> fired updates and the deliveries
+/// commit together. Rows another evaluation holds are skipped; it is firing or re-arming them.
+pub async fn fire_crossed(
+    db: &PgPool,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<FiredAlert>> {
+    let mut tx = db.begin().await?;
+    let credits: Vec<CreditsCrossing> = sqlx::query_as(
+        "with crossed as (
+             select a.team_id from team_alerts a join credit_balances b using (team_id)
+             where a.credits_below is not null and a.credits_fired_at is null
+               and b.credits_allocated - b.credits_used - b.credits_reserved < a.credits_below
+             order by a.team_id limit $2
+             for update of a skip locked)
+         update team_alerts a set credits_fired_at = $1
+         from crossed, credit_balances b, teams t
+         where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
+           and a.credits_fired_at is null
+         returning a.team_id, t.organization_id, a.url, a.credits_below,
+                   b.credits_allocated - b.credits_used - b.credits_reserved as available",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+    // A team without a budget (no credits, or a deployment rate of 0) has nothing to spend a
+    // percentage of.
+    let budget: Vec<BudgetCrossing> = sqlx::query_as(&format!(
+        "with crossed as (
+             select a.team_id from team_alerts a join credit_balances b using (team_id)
+             where a.budget_spend_pct is not null and a.budget_fired_at is null and {BUDGET_SQL} > 0
+               and b.spend_micro_usd::numeric * 100 >= a.budget_spend_pct * {BUDGET_SQL}
+             order by a.team_id limit $2
+             for update of a skip locked)
+         update team_alerts a set budget_fired_at = $1
+         from crossed, credit_balances b, teams t
+         where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
+           and a.budget_fired_at is null
+         returning a.team_id, t.organization_id, a.url, a.budget_spend_pct, b.spend_micro_usd,
+                   {BUDGET_SQL}::int8 as budget_micro_usd"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *tx)
+    .await?;
+
+    let mut fired = Vec::with_capacity(credits.len() + budget.len());
+    let mut rows: Vec<(Uuid, String, &'static str, serde_json::Value, String)> = Vec::new();
+    for c in credits {
+        let payload = json!({
+            "type": TEAM_CREDITS_LOW,
+            "timestamp": now,
+            "data": {
+                "team_id": c.team_id,
+                "organization_id": c.organization_id,
+                "metric": "credits_available",
+                "threshold": c.credits_below,
+                "value": c.available,
+            },
+        });
+        rows.push((Uuid::now_v7(), c.team_id, TEAM_CREDITS_LOW, payload, c.url));
+    }
+    for b in budget {
+        // Basis points, so the percentage is exact to two decimals without a float in the maths.
+        let basis_points =
+            i128::from(b.spend_micro_usd) * 10_000 / i128::from(b.budget_micro_usd.max(1));
+        let payload = json!({
+            "type": TEAM_BUDGET_THRESHOLD,
+            "timestamp": now,
+            "data": {
+                "team_id": b.team_id,
+                "organization_id": b.organization_id,
+                "metric": "budget_spent_pct",
+                "threshold": b.budget_spend_pct,
+                "value": basis_points as f64 / 100.0,
+                "spend_usd": MicroUsd(b.spend_micro_usd).usd(),
+                "budget_usd": MicroUsd(b.budget_micro_usd).usd(),
+            },
+        });
+        rows.push((
+            Uuid::now_v7(),
+            b.team_id,
+            TEAM_BUDGET_THRESHOLD,
+            payload,
+            b.url,
+        ));
+    }
+    if !rows.is_empty() {
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
+        let teams: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        let events: Vec<&str> = rows.iter().map(|r| r.2).collect();
+        let payloads: Vec<serde_json::Value> = rows.iter().map(|r| r.3.clone()).collect();
+        let urls: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
+        sqlx::query(
+            "insert into webhook_deliveries (delivery_id, job_id, team_id, event_type, payload, url)
+             select d.id, null, d.team_id, d.event_type, d.payload, d.url
+             from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
+                 as d(id, team_id, event_type, payload, url)",
+        )
+        .bind(&ids)
+        .bind(&teams)
+        .bind(&events)
+        .bind(&payloads)
+        .bind(&urls)
+        .execute(&mut *tx)
+        .await?;
+        for (delivery_id, team_id, event_type, _, _) in rows {
+            fired.push(FiredAlert {
+                team_id,
+                event_type,
+                delivery_id,
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(fired)
+}
+
+/// Arms again every fired threshold whose value is back on the safe side: credits available at
+/// or above `credits_below` (credits were added, holds released), spend below the percentage
+/// (a budget reset, a larger budget). Returns how many thresholds were re-armed.
+pub async fn rearm(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
+    let credits = sqlx::query(
+        "with back as (
+             select a.team_id from team_alerts a join credit_balances b using (team_id)
+             where a.credits_fired_at is not null
+               and b.credits_allocated - b.credits_used - b.credits_reserved >= a.credits_below
+             order by a.team_id limit $1
+             for update of a skip locked)
+         update team_alerts a set credits_fired_at = null
+         from back where a.team_id = back.team_id",
+    )
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected();
+    let budget = sqlx::query(&format!(
+        "with back as (
+             select a.team_id from team_alerts a join credit_balances b using (team_id)
+             where a.budget_fired_at is not null and {BUDGET_SQL} > 0
+               and b.spend_micro_usd::numeric * 100 < a.budget_spend_pct * {BUDGET_SQL}
+             order by a.team_id limit $1
+             for update of a skip locked)
+         update team_alerts a set budget_fired_at = null
+         from back where a.team_id = back.team_id"
+    ))
+    .bind(limit)
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(credits + budget)
+}
