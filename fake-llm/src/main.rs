@@ -34,7 +34,10 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(saasllm_shared::telemetry::colour_logs())
+        .init();
 
     let llm = FakeLlm::try_start_with(FakeLlmConfig {
         latency_ms: cli.latency_ms,

@@ -9,15 +9,22 @@ use crate::config::{LogFormat, TelemetryConfig};
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(config: &TelemetryConfig) {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colour codes only for a person at a terminal, never in a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(colour_logs())
         .with_target(true);
     let _already_set = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+}
+
+/// Whether log lines may carry ANSI colour codes: only for a person at a terminal (never in a
+/// file, a pipe or a log collector), and never when `NO_COLOR` is set to anything non-empty
+/// (<https://no-color.org>). Logs go to stdout, so that is the stream checked.
+pub fn colour_logs() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::IsTerminal::is_terminal(&std::io::stdout())
 }
 
 /// Latency buckets in seconds, from sub-millisecond (the API layer) to minutes (LLM calls).

@@ -2,6 +2,9 @@
 
 mod helpers;
 
+mod admin_listings;
+mod admin_roles;
+mod audit_log;
 mod auth;
 mod batch;
 mod budget_bounds;
@@ -32,12 +35,15 @@ mod organizations;
 mod queue;
 mod reconciler_turns;
 mod redis_cluster;
+mod refills;
 mod request_errors;
 mod resilience;
 mod schema_bounds;
 mod streaming_resilience;
+mod team_alerts;
 mod teams;
 mod usage;
 mod usage_totals;
+mod usd_format;
 mod webhook_targets;
 mod webhooks;

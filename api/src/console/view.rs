@@ -51,9 +51,9 @@ impl Page<'_> {
         } else {
             &TEAM_SECTIONS
         };
-        let who = match self.session.caller.team_id() {
-            Some(team) => format!("team {team}"),
-            None => "admin".to_owned(),
+        let who = match &self.session.caller {
+            crate::auth::Caller::Team { team_id, .. } => format!("team {team_id}"),
+            crate::auth::Caller::Admin(admin) => format!("admin {} ({})", admin.name, admin.role),
         };
         let markup = html! {
             (DOCTYPE)
@@ -152,6 +152,12 @@ pub fn sign_in_page(message: Option<&str>) -> Response {
                         button type="submit" { "Sign in" }
                     }
                     p.hint { "The admin key manages every tenant; a team's virtual key shows that team only." }
+                    // The landing page of a browser opening `/`: where the rest of the service is.
+                    nav.hint aria-label="Service" {
+                        a href="/docs" { "API reference" } " · "
+                        a href="/openapi.json" { "OpenAPI document" } " · "
+                        a href="/health" { "Health" }
+                    }
                 }
             }
         }

@@ -312,7 +312,7 @@ fn listed_call(row: &CallRow) -> Value {
             "completion_tokens": row.completion_tokens,
             "total_tokens": row.total_tokens,
         })),
-        "cost_usd": row.cost_micro_usd.map(|c| MicroUsd(c).as_usd()),
+        "cost_usd": row.cost_micro_usd.map(|c| MicroUsd(c).usd()),
         "latency_ms": row.latency_ms,
         "error": row.error,
         "created_at": row.created_at,

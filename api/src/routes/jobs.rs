@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::CallRow;
 use saasllm_shared::db::jobs::{Cancellation, JobRow, NewJob, Settlement};
-use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::money::{MicroUsd, Usd};
 use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::domain::status::{CallStatus, JobStatus};
 use saasllm_shared::domain::webhook;
@@ -216,7 +216,7 @@ struct Costs {
     successful_calls: usize,
     failed_calls: usize,
     total_tokens: i64,
-    total_cost_usd: f64,
+    total_cost_usd: Usd,
     avg_latency_ms: i64,
     credit_applied: bool,
     credits_remaining: i64,
@@ -233,7 +233,7 @@ async fn costs(state: &AppState, job: &JobRow) -> Result<Costs, ApiError> {
         successful_calls: totals.succeeded as usize,
         failed_calls: totals.failed as usize,
         total_tokens: totals.tokens,
-        total_cost_usd: MicroUsd(totals.cost_micro_usd).as_usd(),
+        total_cost_usd: MicroUsd(totals.cost_micro_usd).usd(),
         avg_latency_ms: totals.avg_latency_ms,
         credit_applied: job.credit_applied(),
         credits_remaining: balance.remaining(),

@@ -1,15 +1,20 @@
 //! The HTTP routes, one module per resource; this file only merges them.
 
+mod admin_keys;
+mod audit;
 pub(crate) mod batch;
 mod call_stream;
 mod calls;
 mod credits;
 mod health;
 pub(crate) mod jobs;
+mod listings;
 pub mod metrics;
 mod model_groups;
 pub(crate) mod openai;
 mod organizations;
+mod team_lifecycle;
+mod team_settings;
 mod teams;
 mod usage;
 pub(crate) mod usage_period;
@@ -30,6 +35,8 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(organizations::router())
         .merge(model_groups::router())
         .merge(teams::router())
+        .merge(team_lifecycle::router())
+        .merge(team_settings::router())
         .merge(credits::router())
         .merge(jobs::router())
         .merge(calls::router())
@@ -38,6 +45,9 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(openai::router())
         .merge(usage::router())
         .merge(metrics::router())
+        .merge(listings::router())
+        .merge(admin_keys::router())
+        .merge(audit::router())
         .split_for_parts();
     (router, openapi::finish(document))
 }

@@ -9,7 +9,7 @@ use axum::response::Json as JsonResponse;
 use chrono::NaiveDate;
 use saasllm_shared::db;
 use saasllm_shared::db::usage::{DailyUsageRow, UsageRow};
-use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::money::{MicroUsd, Usd};
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,9 +33,10 @@ struct Summary {
     total_jobs: i64,
     successful_jobs: i64,
     failed_jobs: i64,
-    total_cost_usd: f64,
+    total_cost_usd: Usd,
     total_tokens: i64,
-    avg_cost_per_job: f64,
+    /// `total_cost_usd / total_jobs`, rounded to the micro-dollar.
+    avg_cost_per_job: Usd,
     /// Credits deducted in the period.
     credits_used: i64,
 }
@@ -44,7 +45,7 @@ struct Summary {
 #[derive(Serialize, ToSchema)]
 struct JobTypeUsage {
     count: i64,
-    cost_usd: f64,
+    cost_usd: Usd,
 }
 
 /// One UTC day's figures, for charts (days without jobs are left out).
@@ -54,7 +55,7 @@ struct DailyUsage {
     total_jobs: i64,
     successful_jobs: i64,
     failed_jobs: i64,
-    total_cost_usd: f64,
+    total_cost_usd: Usd,
     total_tokens: i64,
 }
 
@@ -65,7 +66,7 @@ impl From<&DailyUsageRow> for DailyUsage {
             total_jobs: row.jobs,
             successful_jobs: row.completed,
             failed_jobs: row.failed,
-            total_cost_usd: MicroUsd(row.cost_micro_usd).as_usd(),
+            total_cost_usd: MicroUsd(row.cost_micro_usd).usd(),
             total_tokens: row.tokens,
         }
     }
@@ -118,7 +119,7 @@ fn report(rows: &[&UsageRow], credits_used: i64) -> (Summary, BTreeMap<String, J
             name.to_owned(),
             JobTypeUsage {
                 count,
-                cost_usd: MicroUsd(cost).as_usd(),
+                cost_usd: MicroUsd(cost).usd(),
             },
         );
     }
@@ -126,13 +127,9 @@ fn report(rows: &[&UsageRow], credits_used: i64) -> (Summary, BTreeMap<String, J
         total_jobs: jobs,
         successful_jobs: rows.iter().map(|r| r.completed).sum(),
         failed_jobs: rows.iter().map(|r| r.failed).sum(),
-        total_cost_usd: MicroUsd(cost).as_usd(),
+        total_cost_usd: MicroUsd(cost).usd(),
         total_tokens: rows.iter().map(|r| r.tokens).sum(),
-        avg_cost_per_job: if jobs == 0 {
-            0.0
-        } else {
-            MicroUsd(cost).as_usd() / jobs as f64
-        },
+        avg_cost_per_job: MicroUsd(cost).mean(jobs).usd(),
         credits_used,
     };
     (summary, job_types)

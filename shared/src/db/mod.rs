@@ -1,6 +1,8 @@
 //! Every SQL statement of the service. Functions take an executor or a connection so that the
 //! caller owns the transaction; row structs stay here and are mapped to wire types by the API.
 
+pub mod admin_keys;
+pub mod audit;
 pub mod budget_slices;
 pub mod calls;
 pub mod claims;
@@ -13,8 +15,10 @@ pub mod keys;
 pub mod listings;
 pub mod model_groups;
 pub mod organizations;
+pub mod refills;
 pub mod settlement;
 pub mod spend;
+pub mod team_alerts;
 pub mod teams;
 pub mod usage;
 pub mod webhooks;
@@ -67,8 +71,42 @@ pub async fn connect_and_migrate(config: &DatabaseConfig) -> anyhow::Result<PgPo
         .connect_with(options)
         .await
         .map_err(describe_connect_error)?;
-    MIGRATOR.run(&pool).await?;
+    migrate(&pool).await?;
     Ok(pool)
+}
+
+/// Applies pending migrations on a connection that does not pass PostgreSQL's notices on (the
+/// migrator's `create table if not exists` would log "relation already exists, skipping" at INFO
+/// on every start); says so only when migrations were applied.
+async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    let options = pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .options([("client_min_messages", "warning")]);
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .map_err(describe_connect_error)?;
+    let before = applied_migrations(&mut conn).await?;
+    MIGRATOR.run(&mut conn).await?;
+    let applied = applied_migrations(&mut conn).await? - before;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    let _closed = conn.close().await;
+    Ok(())
+}
+
+async fn applied_migrations(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {
+    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(&mut *conn)
+        .await?;
+    if !exists {
+        return Ok(0);
+    }
+    sqlx::query_scalar("select count(*) from _sqlx_migrations")
+        .fetch_one(conn)
+        .await
 }
 
 /// Pool settings shared by the binaries and the tests.

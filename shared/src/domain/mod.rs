@@ -1,10 +1,12 @@
 //! Domain types and pure rules: keys, money, states, webhook signatures and targets.
 
+pub mod admin;
 pub mod estimate;
 pub mod keys;
 pub mod limits;
 pub mod money;
 pub mod net_policy;
+pub mod periods;
 pub mod pricing;
 pub mod status;
 pub mod webhook;
