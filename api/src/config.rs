@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 
 use saasllm_shared::config::{
-    BillingConfig, DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig, parse_secret,
+    BillingConfig, DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig,
 };
 use saasllm_worker::WorkerOptions;
 use secrecy::SecretString;
@@ -21,7 +21,7 @@ pub struct ApiConfig {
     pub bind_addr: SocketAddr,
     /// Admin key (`X-Admin-Key` or `Authorization: Bearer`). When unset, one is generated at start
     /// and printed once to standard error.
-    #[arg(long = "admin-api-key", env = "ADMIN_API_KEY", value_parser = parse_secret)]
+    #[arg(long = "admin-api-key", env = "ADMIN_API_KEY", value_parser = parse_admin_key)]
     pub admin_api_key: Option<SecretString>,
     /// Largest accepted request body, in bytes.
     #[arg(long = "max-body-bytes", env = "MAX_BODY_BYTES", default_value_t = 2 * 1024 * 1024)]
@@ -43,6 +43,10 @@ pub struct ApiConfig {
         default_value_t = 30
     )]
     pub complete_wait_secs: u64,
+    /// Apply the database migrations, then exit (a deployment's migration step, e.g. a Kubernetes
+    /// Job run before new API and worker versions roll out).
+    #[arg(long = "migrate-only", env = "MIGRATE_ONLY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub migrate_only: bool,
     /// Run queue workers inside the API process (the all-in-one mode). Set to false when running
     /// `saasllm-worker` processes separately.
     #[arg(long = "embedded-worker", env = "EMBEDDED_WORKER", default_value_t = true, action = clap::ArgAction::Set)]
@@ -119,6 +123,33 @@ fn parse_slice_usd(value: &str) -> Result<f64, String> {
     Ok(usd)
 }
 
+/// The admin key, refused when it is empty or one of the placeholders that example files and
+/// tutorials ship with: a deployment started from an unedited `.env` must not run with a key the
+/// whole internet knows.
+fn parse_admin_key(value: &str) -> Result<SecretString, String> {
+    const PLACEHOLDERS: [&str; 8] = [
+        "change-me",
+        "changeme",
+        "change_me",
+        "replace-me",
+        "your-admin-key",
+        "admin",
+        "password",
+        "secret",
+    ];
+    let trimmed = value.trim();
+    let lowered = trimmed.to_ascii_lowercase();
+    if trimmed.is_empty() {
+        return Err("is empty: set a long random value (e.g. `openssl rand -hex 32`)".into());
+    }
+    if PLACEHOLDERS.contains(&lowered.as_str()) || lowered.starts_with("replace") {
+        return Err(format!(
+            "is the placeholder `{trimmed}`: set a long random value (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(SecretString::from(value.to_owned()))
+}
+
 impl ApiConfig {
     /// The budget slice settings these options describe.
     pub fn budget_slices(&self) -> crate::budget::SliceSettings {
@@ -139,5 +170,19 @@ mod tests {
     #[test]
     fn command_line_definition_is_consistent() {
         ApiConfig::command().debug_assert();
+    }
+
+    #[test]
+    fn placeholder_admin_keys_are_refused() {
+        for placeholder in [
+            "change-me",
+            "CHANGE-ME",
+            " changeme ",
+            "REPLACE-with-a-key",
+            "",
+        ] {
+            assert!(parse_admin_key(placeholder).is_err(), "{placeholder:?}");
+        }
+        assert!(parse_admin_key("3f9c0e4b7a1d").is_ok());
     }
 }

@@ -7,6 +7,11 @@ use saasllm_api::{ApiConfig, Application};
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
     saasllm_shared::telemetry::init(&config.telemetry);
+    if config.migrate_only {
+        // The database layer logs how many migrations it applied, if any.
+        saasllm_shared::db::connect_and_migrate(&config.database).await?;
+        return Ok(());
+    }
     let app = Application::build(&config).await?;
     app.run_until(saasllm_shared::shutdown::signal()).await?;
     Ok(())
