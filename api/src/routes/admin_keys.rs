@@ -91,6 +91,7 @@ struct CreatedAdminKey {
     responses(
         (status = 201, description = "Created; `admin_key` is shown only this once", body = CreatedAdminKey),
         (status = 409, description = "A key in force has this name", body = crate::openapi::ErrorBody),
+        (status = 422, description = "Idempotency-Key reused with a different body", body = crate::openapi::ErrorBody),
     ),
     security(("admin_key" = []), ("bearer" = []))
 )]
