@@ -152,7 +152,12 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
     .and_then(|caller| caller.authorize(&parts));
     match caller {
         Ok(caller) => {
-            let admin_change = matches!(caller, Caller::Admin(_)) && !parts.method.is_safe();
+            // A read-only POST (the credits check) by a viewer must not flush the caches.
+            let admin_change = matches!(caller, Caller::Admin(_))
+                && parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .is_some_and(|template| roles::changes_state(&parts.method, template.as_str()));
             parts.extensions.insert(caller);
             let response = next.run(Request::from_parts(parts, body)).await;
             if admin_change && response.status().is_success() {

@@ -283,6 +283,24 @@ impl Application {
     }
 }
 
+/// Keeps a client's `X-Request-Id` only when it is one header of 1 to 128 visible ASCII
+/// characters; any other is dropped so that one is generated. The id then reads the same in the
+/// response, the logs (a non-ASCII header value logged as empty) and the audit log.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    let mut ids = request.headers().get_all(&REQUEST_ID).iter();
+    let usable = match (ids.next(), ids.next()) {
+        (Some(id), None) => {
+            let id = id.as_bytes();
+            (1..=128).contains(&id.len()) && id.iter().all(u8::is_ascii_graphic)
+        }
+        _ => false,
+    };
+    if !usable {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
 /// The full router with its layers.
 pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duration) -> Router {
     let (api, document) = routes::router();
@@ -314,6 +332,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_unusable_request_id))
         .layer(SetSensitiveRequestHeadersLayer::new([
             axum::http::header::AUTHORIZATION,
             HeaderName::from_static("x-admin-key"),

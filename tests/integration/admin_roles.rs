@@ -471,3 +471,5 @@ async fn the_console_applies_the_roles_and_ends_a_revoked_keys_session(db: PgPoo
     // The bootstrap key still signs in.
     Browser::signed_in(&app, ADMIN_KEY).await;
 }
+
+mod edges;

@@ -74,6 +74,7 @@ pub fn router(state: AppState, api: Router) -> Router {
         .route("/console/{*rest}", axum::routing::any(not_found))
         .route(assets::HTMX, get(assets::htmx))
         .route(&assets::STYLESHEET, get(assets::stylesheet))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(Api(api)))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .layer(axum::middleware::from_fn(server_timing))
@@ -90,6 +91,20 @@ async fn server_timing(request: Request, next: axum::middleware::Next) -> Respon
         response.headers_mut().insert("server-timing", value);
     }
     response
+}
+
+/// A method a console address does not take: the console's own 405 page (`/` answers JSON, as
+/// it does an API client).
+async fn method_not_allowed(request: Request) -> Response {
+    let error = crate::error::ApiError::MethodNotAllowed(format!(
+        "Method {} is not allowed on {}",
+        request.method(),
+        request.uri().path()
+    ));
+    match request.uri().path() {
+        "/" => error.into_response(),
+        _ => view::error_page(&error),
+    }
 }
 
 async fn not_found(request: Request) -> Response {
