@@ -41,6 +41,10 @@ pub enum Refusal {
     Credentials,
     #[error("must have a host")]
     NoHost,
+    #[error("must have a host name of at most 253 characters in labels of 1 to 63")]
+    Name,
+    #[error("must not use port 0")]
+    Port,
     #[error("must not point at a loopback, private, link-local or otherwise non-public address")]
     Address,
     #[error(
@@ -71,8 +75,14 @@ impl TargetPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(Refusal::Credentials);
         }
+        // No connection can reach port 0: a target there is a mistake caught now, not after a
+        // day of retries.
+        if url.port() == Some(0) {
+            return Err(Refusal::Port);
+        }
         match url.host() {
             None => Err(Refusal::NoHost),
+            Some(Host::Domain(name)) if !is_valid_dns_name(name) => Err(Refusal::Name),
             Some(Host::Domain("")) => Err(Refusal::NoHost),
             Some(Host::Ipv4(ip)) => self.check_ip(IpAddr::V4(ip)),
             Some(Host::Ipv6(ip)) => self.check_ip(IpAddr::V6(ip)),
@@ -93,6 +103,12 @@ impl TargetPolicy {
             Err(Refusal::Address)
         }
     }
+}
+
+/// A name DNS can hold: at most 253 characters (without a trailing dot), labels of 1 to 63.
+fn is_valid_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.len() <= 253 && name.split('.').all(|label| (1..=63).contains(&label.len()))
 }
 
 /// Names that resolve to this host or to the local network: `localhost` and its subdomains
@@ -327,6 +343,20 @@ mod tests {
             let ip: IpAddr = raw.parse().expect("address");
             assert!(STRICT.permits(ip), "{raw}");
         }
+    }
+
+    #[test]
+    fn port_zero_and_names_dns_cannot_hold_are_refused() {
+        let long_label = format!("https://{}.com/hook", "a".repeat(64));
+        let long_name = format!("https://{}com/hook", "abcdefghi.".repeat(26));
+        assert_eq!(STRICT.check_url(&url(&long_label)), Err(Refusal::Name));
+        assert_eq!(STRICT.check_url(&url(&long_name)), Err(Refusal::Name));
+        assert_eq!(
+            STRICT.check_url(&url("https://hooks.example.com:0/hook")),
+            Err(Refusal::Port)
+        );
+        let longest_label = format!("https://{}.com/hook", "a".repeat(63));
+        assert_eq!(STRICT.check_url(&url(&longest_label)), Ok(()));
     }
 
     #[test]
