@@ -179,7 +179,7 @@ def main() -> None:
         shot(page, "sign-in")
         sign_in(page, ADMIN_KEY)
         expect(page.locator("main h1")).to_have_text("Overview")
-        expect(page.locator(".signout .who")).to_have_text("admin")
+        expect(page.locator(".signout .who")).to_have_text("admin bootstrap (owner)")
         expect(card(page, "Workers seen (5 min)")).to_be_visible()
         shot(page, "overview")
 
