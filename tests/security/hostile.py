@@ -77,6 +77,8 @@ def setup():
     job = ok(call("POST", "/api/jobs/create", victim, {
         "team_id": ids["team"], "job_type": CANARY, "metadata": {"note": CANARY}}), "job")
     ids["job"] = job["job_id"]
+    ids["admin_key"] = ok(call("POST", "/api/admin-keys/create", ADMIN,
+                               {"name": f"fuzz_{suffix}", "role": "viewer"}), "admin key")["admin_key_id"]
     result = ok(call("POST", f"/api/jobs/{ids['job']}/llm-call", victim, {
         "model_group": ids["group"], "purpose": CANARY,
         "messages": [{"role": "user", "content": CANARY}]}), "llm-call")
@@ -93,7 +95,8 @@ def balance_and_ledger(ids):
 # --- Operations of the document, with their path parameters filled with the victim's objects.
 def operations(document, ids):
     values = {"team_id": ids["team"], "job_id": ids["job"], "call_id": ids["call"],
-              "organization_id": ids["org"], "group_name": ids["group"]}
+              "organization_id": ids["org"], "group_name": ids["group"],
+              "admin_key_id": ids["admin_key"]}
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method not in ("get", "post", "put", "delete", "patch"):
@@ -123,6 +126,11 @@ def base_bodies(ids):
         ("PUT", "/api/model-groups/{group_name}/models"): {"models": [{"model_name": "gpt-4o-mini", "priority": 0}]},
         ("POST", "/api/teams/create"): {"organization_id": ids["org_b"], "team_id": f"t_{fresh}", "credits_allocated": 1},
         ("PUT", "/api/teams/{team_id}/limits"): {"max_concurrent_calls": 10},
+        ("PUT", "/api/teams/{team_id}/alerts"): {"url": "https://hooks.example.com/alerts", "credits_below": 5,
+                                                 "budget_spend_pct": 80},
+        ("PUT", "/api/teams/{team_id}/refills"): {"credit_grant": {"credits": 10, "period": "1mo"},
+                                                  "budget_duration": "30d"},
+        ("POST", "/api/admin-keys/create"): {"name": f"k_{fresh}", "role": "viewer"},
         ("PUT", "/api/teams/{team_id}/model-groups"): [ids["group"]],
         ("POST", "/api/credits/teams/{team_id}/add"): {"credits_amount": 1, "reason": "fuzz"},
         ("POST", "/api/credits/teams/{team_id}/check"): {"credits_required": 1},
