@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::app::{TestApp, count, error_detail, ok_json, redis_url};
+use crate::helpers::app::{
+    TestApp, assert_ledger_consistent, count, error_detail, ok_json, redis_url,
+};
 use crate::helpers::spawn_app;
 
 fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
@@ -89,43 +91,6 @@ async fn refills_granted(db: &PgPool, team_id: &str) -> Vec<(i64, String)> {
     .expect("ledger")
 }
 
-/// The ledger accounts for the balance: each row's `balance_after` follows from the previous,
-/// allocated = allocations + additions + refills, used = deductions.
-async fn assert_ledger_matches_balance(db: &PgPool, team_id: &str) {
-    let (allocated, used): (i64, i64) = sqlx::query_as(
-        "select credits_allocated, credits_used from credit_balances where team_id = $1",
-    )
-    .bind(team_id)
-    .fetch_one(db)
-    .await
-    .expect("balance");
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "select transaction_type, credits_amount, balance_after from credit_transactions
-         where team_id = $1 order by seq",
-    )
-    .bind(team_id)
-    .fetch_all(db)
-    .await
-    .expect("ledger");
-    let (mut remaining, mut added, mut deducted) = (0, 0, 0);
-    for (kind, amount, balance_after) in &rows {
-        match kind.as_str() {
-            "allocation" | "addition" | "refill" => {
-                added += amount;
-                remaining += amount;
-            }
-            "deduction" => {
-                deducted += amount;
-                remaining -= amount;
-            }
-            other => panic!("unexpected ledger row kind {other}"),
-        }
-        assert_eq!(*balance_after, remaining, "balance_after chain in {rows:?}");
-    }
-    assert_eq!(allocated, added, "allocated != ledger additions");
-    assert_eq!(used, deducted, "used != ledger deductions");
-}
-
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn each_period_is_granted_exactly_once_with_two_reconcilers_racing(db: PgPool) {
     let app = spawn_app(db.clone()).await;
@@ -192,7 +157,7 @@ async fn each_period_is_granted_exactly_once_with_two_reconcilers_racing(db: PgP
         assert_eq!(next, due + TimeDelta::days(1));
         due = next;
     }
-    assert_ledger_matches_balance(&db, "team_refill").await;
+    assert_ledger_consistent(&db, "team_refill").await;
     let shown = ok_json(
         app.admin(Method::GET, "/api/credits/teams/team_refill/transactions")
             .send()
@@ -280,8 +245,8 @@ async fn calendar_months_fall_on_the_anchor_day_or_the_last_day_of_shorter_month
         refills_granted(&db, "team_leap").await,
         [(10, "2028-02-29T09:00:00Z".to_owned())]
     );
-    assert_ledger_matches_balance(&db, "team_month").await;
-    assert_ledger_matches_balance(&db, "team_leap").await;
+    assert_ledger_consistent(&db, "team_month").await;
+    assert_ledger_consistent(&db, "team_leap").await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -336,7 +301,7 @@ async fn after_downtime_one_grant_is_applied_and_the_schedule_moves_to_the_next_
         .await,
         26
     );
-    assert_ledger_matches_balance(&db, "team_down").await;
+    assert_ledger_consistent(&db, "team_down").await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -423,7 +388,7 @@ async fn a_budget_reset_clears_the_spend_once_and_leaves_reservations_and_slices
         due = next;
     }
     // Credits were never touched by the resets.
-    assert_ledger_matches_balance(&db, "team_period").await;
+    assert_ledger_consistent(&db, "team_period").await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -20,9 +20,6 @@ use crate::extract::Query;
 use crate::routes::validate::{self, CursorScope};
 use crate::state::AppState;
 
-/// Rows per page unless `limit` says otherwise, and at most.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 500;
 /// Longest `action` or `target_type` filter (the values written are far shorter).
 const MAX_NAME_LEN: usize = 64;
 
@@ -117,12 +114,7 @@ async fn audit_log(
     State(state): State<AppState>,
     Query(query): Query<AuditQuery>,
 ) -> Result<JsonResponse<AuditPage>, ApiError> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::BadRequest(format!(
-            "limit must be between 1 and {MAX_LIMIT}"
-        )));
-    }
+    let limit = validate::page_limit(query.limit)?;
     // A cursor is sealed to these filters, as the other admin lists' are: one made up, edited
     // or taken from another filter is a 400, not a page of something else.
     let sent = [

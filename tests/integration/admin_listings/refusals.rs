@@ -3,12 +3,11 @@
 //! `{"detail"}` that leaves the database as it was; and how the OpenAPI document describes them.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{list, seed, snapshot};
-use crate::helpers::app::error_detail;
+use crate::helpers::app::{error_detail, ok_json};
 use crate::helpers::spawn_app;
 
 /// A path, its query parameters, and a part of the expected detail.
@@ -180,14 +179,7 @@ async fn bad_input_is_a_400_that_changes_nothing(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn the_document_describes_the_lists_and_their_filters(db: PgPool) {
     let app = spawn_app(db).await;
-    let document: Value = app
-        .anonymous(Method::GET, "/openapi.json")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let document = ok_json(app.anonymous(Method::GET, "/openapi.json").send().await).await;
 
     for (path, id, page, filters) in [
         (

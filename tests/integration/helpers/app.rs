@@ -212,8 +212,8 @@ pub async fn error_detail(response: reqwest::Result<Response>, expected: StatusC
 }
 
 /// Asserts the ledger invariants of one team: `credits_used` equals the sum of deductions,
-/// `credits_allocated` the sum of allocations and additions, `credits_reserved` the open holds, and
-/// `balance_after` follows from row to row.
+/// `credits_allocated` the sum of allocations, additions and refills, `credits_reserved` the open
+/// holds, and `balance_after` follows from row to row.
 pub async fn assert_ledger_consistent(db: &PgPool, team_id: &str) {
     let (allocated, used, reserved): (i64, i64, i64) = sqlx::query_as(
         "select credits_allocated, credits_used, credits_reserved from credit_balances where team_id = $1",
