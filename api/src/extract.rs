@@ -54,6 +54,17 @@ where
     }
 }
 
+/// Parses a body that must be a JSON object into `T`: serde reads a struct from a JSON array
+/// too (`[]` is every field at its default), so an array is refused first.
+pub fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.trim_ascii_start().first() == Some(&b'[') {
+        return Err(ApiError::BadRequest(
+            "Malformed JSON: expected a JSON object, not an array".into(),
+        ));
+    }
+    parse_json(bytes)
+}
+
 /// Parses a JSON document into `T`, describing what is wrong in a 400.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
-use crate::extract::{Path, RawBody, parse_json};
+use crate::extract::{Path, RawBody, parse_json_object};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -101,13 +101,7 @@ async fn create(
     State(state): State<AppState>,
     RawBody(body): RawBody,
 ) -> Result<(StatusCode, JsonResponse<CreatedAdminKey>), ApiError> {
-    // serde would read the struct from a JSON array too.
-    if body.trim_ascii_start().first() == Some(&b'[') {
-        return Err(ApiError::BadRequest(
-            "Malformed JSON: expected a JSON object, not an array".into(),
-        ));
-    }
-    let body: CreateAdminKey = parse_json(&body)?;
+    let body: CreateAdminKey = parse_json_object(&body)?;
     admin::check_name(&body.name).map_err(ApiError::BadRequest)?;
     let key = admin::generate();
     let mut tx = state.db.begin().await?;

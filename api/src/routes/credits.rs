@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
-use crate::extract::{Json, Path, Query, RawBody, parse_json};
+use crate::extract::{Json, Path, Query, RawBody, parse_json_object};
 use crate::routes::teams::{CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::routes::validate;
 use crate::state::AppState;
@@ -252,15 +252,9 @@ async fn check(
                 .into(),
         ));
     }
-    // serde would read a struct from a JSON array too (`[]` is every field at its default).
-    if body.trim_ascii_start().first() == Some(&b'[') {
-        return Err(ApiError::BadRequest(
-            "Malformed JSON: expected a JSON object (or no body at all), not an array".into(),
-        ));
-    }
     let request = match body.is_empty() {
         true => None,
-        false => parse_json::<Option<CheckCredits>>(&body)?,
+        false => parse_json_object::<Option<CheckCredits>>(&body)?,
     }
     .unwrap_or(CheckCredits {
         credits_required: 1,

@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 
 use crate::auth::{AdminAuth, team_not_found};
 use crate::error::ApiError;
-use crate::extract::{Path, RawBody, parse_json};
+use crate::extract::{Path, RawBody, parse_json_object};
 use crate::routes::validate::MAX_CALLBACK_URL_LEN;
 use crate::state::AppState;
 
@@ -143,7 +143,7 @@ async fn set_alerts(
     Path(team_id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<JsonResponse<TeamSettingsResponse>, ApiError> {
-    let body: AlertsBody = object_body("The body", parse_json(&body)?)?;
+    let body: AlertsBody = parse_json_object(&body)?;
     let credits_below = body
         .credits_below
         .map(|n| match (1..=MAX_CREDITS_BELOW).contains(&n) {
@@ -319,7 +319,7 @@ async fn set_refills(
     Path(team_id): Path<String>,
     RawBody(body): RawBody,
 ) -> Result<JsonResponse<TeamSettingsResponse>, ApiError> {
-    let body: RefillsBody = object_body("The body", parse_json(&body)?)?;
+    let body: RefillsBody = parse_json_object(&body)?;
     let grant = match body.credit_grant {
         None | Some(Value::Null) => None,
         Some(value) => {
