@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use crate::domain::status::CallStatus;
+use crate::domain::status::{CallEndpoint, CallStatus};
 
 /// PostgreSQL notification channel carrying the id of each finished call.
 pub const CALL_FINISHED_CHANNEL: &str = "saasllm_call_finished";
@@ -304,8 +304,11 @@ pub struct ClaimedCall {
     pub request: serde_json::Value,
     pub lease_token: i64,
     pub request_id: Option<String>,
-    /// The group's models in priority order with their config, read with the claim.
+    /// The group's models in priority order with their config, read with the claim (or the
+    /// one model a batch line names directly).
     pub models: sqlx::types::Json<Vec<(String, serde_json::Value)>>,
+    /// Where the request is sent.
+    pub endpoint: CallEndpoint,
     /// A request waits for the result: `finish` notifies it.
     pub notify_on_finish: bool,
 }
@@ -322,9 +325,10 @@ pub async fn claim(
         "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
              lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
          where call_id = $1 and status = 'queued'
-         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish,
-             (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
-              from model_group_models m where m.model_group_id = llm_calls.model_group_id) as models",
+         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish, endpoint,
+             coalesce(llm_calls.model_chain,
+                 (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
+                  from model_group_models m where m.model_group_id = llm_calls.model_group_id)) as models",
     )
     .bind(call_id)
     .bind(worker_id)

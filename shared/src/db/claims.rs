@@ -43,9 +43,10 @@ pub async fn claim_many(
              select call_id from llm_calls where call_id = any($1) and status = 'queued'
              order by call_id for update)
            and status = 'queued'
-         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish,
-             (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
-              from model_group_models m where m.model_group_id = llm_calls.model_group_id) as models",
+         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish, endpoint,
+             coalesce(llm_calls.model_chain,
+                 (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
+                  from model_group_models m where m.model_group_id = llm_calls.model_group_id)) as models",
     )
     .bind(call_ids)
     .bind(worker_id)

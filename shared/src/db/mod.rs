@@ -8,6 +8,7 @@ pub mod calls;
 pub mod claims;
 pub mod console_sessions;
 pub mod credits;
+pub mod files;
 pub mod idempotency;
 pub mod job_creation;
 pub mod jobs;

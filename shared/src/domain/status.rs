@@ -109,6 +109,44 @@ impl CallStatus {
     }
 }
 
+/// The upstream endpoint a call is sent to: chat completions (every call of the job API) or
+/// embeddings (a line of an embeddings batch).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, sqlx::Type, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum CallEndpoint {
+    #[default]
+    Chat,
+    Embeddings,
+}
+
+impl CallEndpoint {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallEndpoint::Chat => "chat",
+            CallEndpoint::Embeddings => "embeddings",
+        }
+    }
+
+    /// The OpenAI path of the endpoint, as batch files and batches name it.
+    pub fn path(self) -> &'static str {
+        match self {
+            CallEndpoint::Chat => "/v1/chat/completions",
+            CallEndpoint::Embeddings => "/v1/embeddings",
+        }
+    }
+
+    /// The endpoint of an OpenAI path, if it is one a call can use.
+    pub fn from_path(path: &str) -> Option<Self> {
+        [CallEndpoint::Chat, CallEndpoint::Embeddings]
+            .into_iter()
+            .find(|e| e.path() == path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
