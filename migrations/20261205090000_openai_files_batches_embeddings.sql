@@ -66,6 +66,12 @@ create table batches (
     failed_lines      integer     not null default 0,
     -- The budget slice holding the lines' estimates until the batch ends.
     budget_slice_id   uuid,
+    -- USD per credit of the deployment when the batch was created (the budget is credits x
+    -- this); the worker that validates batches does not carry the API's billing settings.
+    usd_per_credit_micro bigint   not null,
+    -- When a worker last took the batch for validation; another takes it over if that worker
+    -- has not finished within a while (it died).
+    validation_taken_at timestamptz,
     created_at        timestamptz not null default now(),
     in_progress_at    timestamptz,
     expires_at        timestamptz not null,

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use saasllm_shared::db::budget_slices::{self, SliceChange, SpendEntry, Taken};
+use saasllm_shared::domain::status::CallEndpoint;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
@@ -133,17 +134,28 @@ impl Budgets {
         budgets
     }
 
-    /// Admits a request costing at most `estimate` micro-dollars, or refuses it when the
-    /// team's budget cannot cover it.
+    /// Admits a request to `endpoint` costing at most `estimate` micro-dollars, or refuses it
+    /// when the team's budget cannot cover it.
     pub async fn admit(
         self: &Arc<Self>,
         team_id: &str,
         estimate: i64,
         model: String,
         stream: bool,
+        endpoint: CallEndpoint,
     ) -> Result<Ticket, Refusal> {
         let slot = self.slot(team_id);
-        let ticket = |slice_id| Ticket::new(self, &slot, slice_id, estimate, model.clone(), stream);
+        let ticket = |slice_id| {
+            Ticket::new(
+                self,
+                &slot,
+                slice_id,
+                estimate,
+                model.clone(),
+                stream,
+                endpoint,
+            )
+        };
         if let Some(slice_id) = slot.try_admit(estimate) {
             return Ok(ticket(slice_id));
         }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use saasllm_shared::db::budget_slices::{SliceChange, SpendEntry};
 use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::status::CallEndpoint;
 use uuid::Uuid;
 
 use super::{Budgets, TeamSlot};
@@ -20,6 +21,7 @@ pub struct Ticket {
     request_id: Uuid,
     model: String,
     stream: bool,
+    endpoint: CallEndpoint,
     settled: bool,
 }
 
@@ -31,6 +33,7 @@ impl Ticket {
         estimate: i64,
         model: String,
         stream: bool,
+        endpoint: CallEndpoint,
     ) -> Self {
         Self {
             budgets: Arc::clone(budgets),
@@ -40,6 +43,7 @@ impl Ticket {
             request_id: Uuid::now_v7(),
             model,
             stream,
+            endpoint,
             settled: false,
         }
     }
@@ -88,6 +92,7 @@ impl Ticket {
             team_id: self.slot.team_id.clone(),
             model: std::mem::take(&mut self.model),
             stream: self.stream,
+            endpoint: self.endpoint,
             reserved_micro_usd: self.estimate,
             usage,
         };

@@ -65,6 +65,16 @@ pub const LEAST_ROLE: &[(&str, &str, AdminRole)] = &[
     // with what to send instead, which says more than a role refusal would.
     ("GET", "/v1/models", Viewer),
     ("POST", "/v1/chat/completions", Viewer),
+    ("POST", "/v1/embeddings", Viewer),
+    ("GET", "/v1/files", Viewer),
+    ("POST", "/v1/files", Viewer),
+    ("GET", "/v1/files/{file_id}", Viewer),
+    ("DELETE", "/v1/files/{file_id}", Viewer),
+    ("GET", "/v1/files/{file_id}/content", Viewer),
+    ("GET", "/v1/batches", Viewer),
+    ("POST", "/v1/batches", Viewer),
+    ("GET", "/v1/batches/{batch_id}", Viewer),
+    ("POST", "/v1/batches/{batch_id}/cancel", Viewer),
 ];
 
 /// The least role that may call `method template`: `owner` for a route not in the table; none

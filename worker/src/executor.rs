@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{Attempt, CallResult, ClaimedCall};
 use saasllm_shared::db::jobs::Settlement;
-use saasllm_shared::domain::status::JobStatus;
+use saasllm_shared::domain::status::{CallEndpoint, JobStatus};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use saasllm_shared::queue::{CallQueue, Dispatched};
 
 use crate::backend::Claimed;
-use crate::engine::{Engine, OwnedResult, WholeCompletion};
+use crate::engine::{Engine, OwnedResult, WholeCompletion, WholeEmbedding};
 use crate::leases::InFlight;
 use crate::results::ResultWriter;
 // The chain's attempt records and metrics live with the chain; callers still find them here.
@@ -125,13 +125,22 @@ impl Executor {
         call: &ClaimedCall,
     ) -> anyhow::Result<(Vec<AttemptRecord>, OwnedResult)> {
         let started = Instant::now();
-        let attempt = WholeCompletion {
-            call_id: call.call_id,
+        let (group, models, request) = (&call.model_group, &call.models.0, &call.request);
+        // Both attempts hand back a `Completion`, so the result is priced and stored alike.
+        let chain = match call.endpoint {
+            CallEndpoint::Chat => {
+                let attempt = WholeCompletion {
+                    call_id: call.call_id,
+                };
+                self.engine.run(group, models, request, &attempt).await
+            }
+            CallEndpoint::Embeddings => {
+                let attempt = WholeEmbedding {
+                    call_id: call.call_id,
+                };
+                self.engine.run(group, models, request, &attempt).await
+            }
         };
-        let chain = self
-            .engine
-            .run(&call.model_group, &call.models.0, &call.request, &attempt)
-            .await;
         Ok((
             chain.attempts,
             OwnedResult::from_chain(chain.result, started.elapsed()),

@@ -4,6 +4,7 @@
 //! PostgreSQL.
 
 mod backend;
+mod batches;
 mod config;
 mod engine;
 mod executor;
@@ -36,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 // The crate's public surface: starting workers, the model chain (which the API's streaming job
 // path runs too, claiming and recording its call like a worker), and the upstream client.
+pub use batches::pass_at as batch_pass_at;
 pub use config::{WorkerConfig, WorkerOptions};
 pub use engine::{AttemptRecord, ChainOutcome, Engine, Served, StreamStart, record_metrics};
 pub use executor::{keep_lease, record_result};
@@ -121,6 +123,7 @@ pub async fn run(
             })
     };
 
+    let batch_steps = tokio::spawn(batches::run(db.clone(), queue.clone(), cancel.clone()));
     let reconciler = tokio::spawn(reconciler::run(
         db.clone(),
         queue,
@@ -164,6 +167,7 @@ pub async fn run(
     // Bounded: after a shutdown timeout a call may still hold a connection.
     let _ = tokio::time::timeout(Duration::from_secs(5), batch_db.close()).await;
     let _ = reconciler.await;
+    let _ = batch_steps.await;
     // Deliveries in flight end within their request timeout; one cut short is sent again when
     // its claim expires.
     let _ = webhooks.await;

@@ -1,5 +1,5 @@
-//! The OpenAI-compatible upstream (LiteLLM proxy): one chat-completions request, its usage and
-//! cost, or an error that keeps the status and the start of the body.
+//! The OpenAI-compatible upstream (LiteLLM proxy): one chat-completions (or embeddings) request,
+//! its usage and cost, or an error that keeps the status and the start of the body.
 
 use std::time::Duration;
 
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use saasllm_shared::config::LlmConfig;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing;
+use saasllm_shared::domain::status::CallEndpoint;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 use uuid::Uuid;
@@ -21,11 +22,12 @@ pub const CALL_ID_HEADER: &str = "x-saasllm-call-id";
 /// How much of an error body is kept.
 const ERROR_BODY_LIMIT: usize = 2_048;
 
-/// A client for `{LLM_BASE_URL}/v1/chat/completions`.
+/// A client for `{LLM_BASE_URL}/v1/chat/completions` and `{LLM_BASE_URL}/v1/embeddings`.
 #[derive(Clone)]
 pub struct Upstream {
     client: reqwest::Client,
-    url: String,
+    chat_url: String,
+    embeddings_url: String,
     api_key: Option<SecretString>,
 }
 
@@ -57,13 +59,17 @@ pub enum UpstreamError {
     },
     #[error("upstream answered something that is not a chat completion: {0}")]
     InvalidResponse(String),
+    #[error("upstream answered something that is not an embeddings response: {0}")]
+    InvalidEmbeddings(String),
 }
 
 impl UpstreamError {
     /// Whether the next model of the group should be tried.
     pub fn next(&self) -> Next {
         match self {
-            UpstreamError::Transport { .. } | UpstreamError::InvalidResponse(_) => Next::Fallback,
+            UpstreamError::Transport { .. }
+            | UpstreamError::InvalidResponse(_)
+            | UpstreamError::InvalidEmbeddings(_) => Next::Fallback,
             UpstreamError::Status { status, body, .. } => fallback::classify_status(*status, body),
         }
     }
@@ -76,7 +82,7 @@ impl UpstreamError {
         match self {
             UpstreamError::Transport { timed_out, .. } => !timed_out,
             UpstreamError::Status { status, .. } => matches!(status, 429 | 500 | 502 | 503 | 504),
-            UpstreamError::InvalidResponse(_) => false,
+            UpstreamError::InvalidResponse(_) | UpstreamError::InvalidEmbeddings(_) => false,
         }
     }
 
@@ -115,23 +121,31 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(5))
             .pool_max_idle_per_host(256)
             .build()?;
+        let base = config.base_url.trim_end_matches('/');
         Ok(Self {
             client,
-            url: format!(
-                "{}/v1/chat/completions",
-                config.base_url.trim_end_matches('/')
-            ),
+            chat_url: format!("{base}{}", CallEndpoint::Chat.path()),
+            embeddings_url: format!("{base}{}", CallEndpoint::Embeddings.path()),
             api_key: config.api_key.clone(),
         })
     }
 
     /// Sends a chat-completions body as it is and returns the raw response (for passthrough).
     pub async fn post(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
-        self.request(body).send().await
+        self.request(CallEndpoint::Chat, body).send().await
     }
 
-    fn request(&self, body: &Value) -> reqwest::RequestBuilder {
-        let mut request = self.client.post(&self.url).json(body);
+    /// Sends an embeddings body as it is and returns the raw response (for passthrough).
+    pub async fn post_embeddings(&self, body: &Value) -> reqwest::Result<reqwest::Response> {
+        self.request(CallEndpoint::Embeddings, body).send().await
+    }
+
+    fn request(&self, endpoint: CallEndpoint, body: &Value) -> reqwest::RequestBuilder {
+        let url = match endpoint {
+            CallEndpoint::Chat => &self.chat_url,
+            CallEndpoint::Embeddings => &self.embeddings_url,
+        };
+        let mut request = self.client.post(url).json(body);
         if let Some(key) = &self.api_key {
             request = request.bearer_auth(key.expose_secret());
         }
@@ -140,7 +154,9 @@ impl Upstream {
 
     /// Sends one chat-completions request of a call.
     pub async fn chat(&self, body: &Value, call_id: Uuid) -> Result<Completion, UpstreamError> {
-        let response = self.send_for_call(body, call_id).await?;
+        let response = self
+            .send_for_call(CallEndpoint::Chat, body, call_id)
+            .await?;
         let status = response.status();
         let reported_cost = reported_cost(&response);
         let retry_after = retry_after(response.headers());
@@ -180,7 +196,9 @@ impl Upstream {
         body: &Value,
         call_id: Uuid,
     ) -> Result<OpenedStream, UpstreamError> {
-        let mut response = self.send_for_call(body, call_id).await?;
+        let mut response = self
+            .send_for_call(CallEndpoint::Chat, body, call_id)
+            .await?;
         let status = response.status();
         if !status.is_success() {
             let retry_after = retry_after(response.headers());
@@ -198,12 +216,14 @@ impl Upstream {
         })
     }
 
-    async fn send_for_call(
+    /// Sends one request of a call to `endpoint`, tagged with the call's id.
+    pub(crate) async fn send_for_call(
         &self,
+        endpoint: CallEndpoint,
         body: &Value,
         call_id: Uuid,
     ) -> Result<reqwest::Response, UpstreamError> {
-        self.request(body)
+        self.request(endpoint, body)
             .header(CALL_ID_HEADER, call_id.to_string())
             .send()
             .await
@@ -245,7 +265,7 @@ impl OpenedStream {
 }
 
 /// A body that could not be read to its end.
-fn cut_off(e: reqwest::Error) -> UpstreamError {
+pub(crate) fn cut_off(e: reqwest::Error) -> UpstreamError {
     UpstreamError::Transport {
         timed_out: e.is_timeout(),
         message: format!("upstream response was cut off: {}", root_cause(&e)),
@@ -253,7 +273,11 @@ fn cut_off(e: reqwest::Error) -> UpstreamError {
 }
 
 /// An error answer, keeping the start of its body for classification.
-fn status_error(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> UpstreamError {
+pub(crate) fn status_error(
+    status: u16,
+    bytes: &[u8],
+    retry_after: Option<Duration>,
+) -> UpstreamError {
     let body = String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).into_owned();
     UpstreamError::Status {
         status,

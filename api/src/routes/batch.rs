@@ -25,7 +25,7 @@ use crate::extract::{BodyLimit, Path, Query, parse_json};
 use crate::routes::calls::{
     LlmCallRequest, custom_id_taken, streaming, upstream_body, validate_request,
 };
-use crate::routes::jobs::{parse_id, visible_job};
+use crate::routes::jobs::{changeable_job, parse_id, visible_job};
 use crate::state::AppState;
 
 /// Most calls accepted in one request.
@@ -129,7 +129,7 @@ async fn submit_calls(
         }
     }
 
-    let job = visible_job(&state, &caller, &job_id).await?;
+    let job = changeable_job(&state, &caller, &job_id).await?;
     ensure_open(&job)?;
     let mut groups: HashMap<&str, Uuid> = HashMap::new();
     for call in &calls {

@@ -19,7 +19,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::call_stream;
-use crate::routes::jobs::{parse_id, visible_job};
+use crate::routes::jobs::{changeable_job, parse_id, visible_job};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -167,7 +167,7 @@ async fn llm_call(
                     .any(|p| p.trim().eq_ignore_ascii_case("respond-async"))
             });
     let stream = streaming(&request);
-    let job = visible_job(&state, &caller, &job_id).await?;
+    let job = changeable_job(&state, &caller, &job_id).await?;
     if job.status.is_finished() {
         return Err(ApiError::Conflict(format!(
             "Job '{}' is {}; no more calls can be made in it",

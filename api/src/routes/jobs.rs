@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Json as JsonResponse, Response};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::calls::CallRow;
+use saasllm_shared::db::batch_runs::BATCH_JOB_TYPE;
 use saasllm_shared::db::jobs::{Cancellation, JobRow, NewJob, Settlement};
 use saasllm_shared::domain::money::{MicroUsd, Usd};
 use saasllm_shared::domain::net_policy::TargetPolicy;
@@ -54,6 +55,24 @@ pub async fn visible_job(
     db::jobs::find(&state.db, id, caller.team_id())
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))
+}
+
+/// The job, if the caller may see it and change it through the job API: a batch's job is
+/// changed only through `/v1/batches` (409 here), which keeps the batch and its job in step.
+pub async fn changeable_job(
+    state: &AppState,
+    caller: &Caller,
+    job_id: &str,
+) -> Result<JobRow, ApiError> {
+    let job = visible_job(state, caller, job_id).await?;
+    if job.job_type == BATCH_JOB_TYPE {
+        let batch = job.metadata.get("batch_id").and_then(|b| b.as_str()).unwrap_or("?");
+        return Err(ApiError::Conflict(format!(
+            "Job '{}' runs batch '{batch}'; it changes only through /v1/batches (cancel it with POST /v1/batches/{batch}/cancel)",
+            job.job_id
+        )));
+    }
+    Ok(job)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -131,6 +150,11 @@ async fn create(
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     caller.ensure_acts_for_team(&body.team_id)?;
     validate::non_blank("job_type", &body.job_type)?;
+    if body.job_type.trim() == BATCH_JOB_TYPE {
+        return Err(ApiError::BadRequest(format!(
+            "job_type '{BATCH_JOB_TYPE}' is reserved for the jobs of /v1/batches"
+        )));
+    }
     if body.job_type.chars().count() > 200 {
         return Err(ApiError::BadRequest(
             "job_type must be at most 200 characters".into(),
@@ -373,7 +397,7 @@ async fn complete(
         }
     };
     let metadata = validate::metadata(body.metadata)?;
-    let job = visible_job(&state, &caller, &job_id).await?;
+    let job = changeable_job(&state, &caller, &job_id).await?;
     let job_id = job.job_id;
     let mut current = job;
     // At most two rounds: a concurrent complete may move the job between our read and our write.
@@ -509,7 +533,7 @@ async fn cancel(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
-    let job = visible_job(&state, &caller, &job_id).await?;
+    let job = changeable_job(&state, &caller, &job_id).await?;
     match state.job_credits.cancel(&job.team_id, job.job_id).await? {
         Cancellation::Cancelled { .. } | Cancellation::AlreadyCancelled => {}
         Cancellation::Settled(status) => {

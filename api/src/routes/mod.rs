@@ -12,6 +12,9 @@ mod listings;
 pub mod metrics;
 mod model_groups;
 pub(crate) mod openai;
+mod openai_batches;
+mod openai_embeddings;
+pub(crate) mod openai_files;
 mod organizations;
 mod team_lifecycle;
 mod team_settings;
@@ -43,6 +46,9 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(batch::router())
         .merge(webhooks::router())
         .merge(openai::router())
+        .merge(openai_embeddings::router())
+        .merge(openai_files::router())
+        .merge(openai_batches::router())
         .merge(usage::router())
         .merge(metrics::router())
         .merge(listings::router())

@@ -17,6 +17,7 @@ use saasllm_shared::domain::estimate::{self, OutputLimit};
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing;
+use saasllm_shared::domain::status::CallEndpoint;
 use serde_json::{Map, Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -31,13 +32,13 @@ use crate::limits;
 use crate::state::AppState;
 
 #[path = "openai_usage.rs"]
-mod usage;
+pub(crate) mod usage;
 
 use usage::{Pricing, StreamRecorder, UNKNOWN_MODEL_PRICE, usage_of};
 
 /// Bodies above this size are tokenized on a blocking thread, off the async workers (a 4 KB
 /// prompt takes a few hundred microseconds; 2 MB, about a second).
-const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
+pub(crate) const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -57,7 +58,7 @@ pub struct OpenAiError {
 }
 
 impl OpenAiError {
-    fn new(
+    pub(crate) fn new(
         status: StatusCode,
         kind: &'static str,
         code: Option<&'static str>,
@@ -74,7 +75,7 @@ impl OpenAiError {
     }
 
     /// A 400 about one field of the request.
-    fn invalid_field(field: &'static str, message: String) -> Self {
+    pub(crate) fn invalid_field(field: &'static str, message: String) -> Self {
         let mut error = Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
@@ -126,7 +127,9 @@ impl IntoResponse for OpenAiError {
 }
 
 /// The team behind a virtual key; the admin key has no budget and is refused here.
-fn team_of(caller: Result<Caller, ApiError>) -> Result<(String, TeamLimits), OpenAiError> {
+pub(crate) fn team_of(
+    caller: Result<Caller, ApiError>,
+) -> Result<(String, TeamLimits), OpenAiError> {
     match caller? {
         Caller::Team {
             team_id, limits, ..
@@ -278,7 +281,13 @@ async fn chat_completions(
 
     let ticket = match state
         .budgets
-        .admit(&team_id, estimate.0, model.clone(), stream)
+        .admit(
+            &team_id,
+            estimate.0,
+            model.clone(),
+            stream,
+            CallEndpoint::Chat,
+        )
         .await
     {
         Ok(ticket) => ticket,

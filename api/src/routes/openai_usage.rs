@@ -19,15 +19,15 @@ pub(super) const UNKNOWN_MODEL_PRICE: Price = Price {
 };
 
 /// How to price a request's usage.
-pub(super) struct Pricing {
-    pub(super) model: String,
-    pub(super) config: Value,
-    pub(super) price: Option<Price>,
+pub(crate) struct Pricing {
+    pub(crate) model: String,
+    pub(crate) config: Value,
+    pub(crate) price: Option<Price>,
 }
 
 /// Usage and cost of a completed request: the upstream's cost header first, then the price
 /// table, then the conservative default (recorded as such).
-pub(super) fn usage_of(
+pub(crate) fn usage_of(
     body: Option<&Value>,
     pricing: &Pricing,
     reported_cost: Option<MicroUsd>,

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::domain::status::CallEndpoint;
+
 /// `i64::MAX`: a budget above it counts as it, so a reservation always fits the column.
-const MAX_MICRO_USD: &str = "9223372036854775807";
+pub(crate) const MAX_MICRO_USD: &str = "9223372036854775807";
 
 /// What a request for budget got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +139,8 @@ pub struct SpendEntry {
     pub team_id: String,
     pub model: String,
     pub stream: bool,
+    /// The upstream endpoint the request went to.
+    pub endpoint: CallEndpoint,
     /// The estimate it was admitted with.
     pub reserved_micro_usd: i64,
     pub usage: crate::db::spend::Usage,
@@ -246,6 +250,7 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
     let (mut teams, mut models, mut streams, mut reserved) = (vec![], vec![], vec![], vec![]);
     let (mut statuses, mut prompt, mut completion, mut total) = (vec![], vec![], vec![], vec![]);
     let (mut costs, mut sources, mut http, mut errors) = (vec![], vec![], vec![], vec![]);
+    let mut endpoints = Vec::with_capacity(entries.len());
     for e in entries {
         ids.push(e.request_id);
         teams.push(e.team_id.as_str());
@@ -260,14 +265,15 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
         sources.push(e.usage.cost_source);
         http.push(e.usage.http_status);
         errors.push(e.usage.error.as_deref());
+        endpoints.push(e.endpoint.as_str());
     }
     sqlx::query(
         "insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd, status,
              prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, cost_source, http_status,
-             error, finished_at)
+             error, endpoint, finished_at)
          select r.*, now() from unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::int8[],
              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::int4[],
-             $13::text[]) as r
+             $13::text[], $14::text[]) as r
          on conflict (request_id) do nothing",
     )
     .bind(&ids)
@@ -283,6 +289,7 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
     .bind(&sources)
     .bind(&http)
     .bind(&errors)
+    .bind(&endpoints)
     .execute(conn)
     .await?;
     Ok(())

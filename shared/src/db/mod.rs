@@ -3,6 +3,8 @@
 
 pub mod admin_keys;
 pub mod audit;
+pub mod batch_runs;
+pub mod batches;
 pub mod budget_slices;
 pub mod calls;
 pub mod claims;

@@ -23,6 +23,9 @@ use std::sync::OnceLock;
 use serde_json::{Map, Value};
 use tiktoken_rs::CoreBPE;
 
+// Embeddings requests are bounded by their input alone; their rules live beside this module.
+pub use super::estimate_embeddings::{MAX_EMBEDDING_INPUTS, embedding_input_bound};
+
 /// Output tokens a request may ask for when its model group sets no `max_output_tokens` for the
 /// model: 131,072 (128k), at or above the output limit of today's models. A group raises or
 /// lowers it per model with `config.max_output_tokens`.

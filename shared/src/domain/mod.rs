@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod estimate;
+pub mod estimate_embeddings;
 pub mod keys;
 pub mod limits;
 pub mod money;

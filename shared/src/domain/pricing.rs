@@ -31,7 +31,17 @@ const DEFAULT_PRICES: &[(&str, i64, i64)] = &[
     ("claude-3-5-haiku", 80, 400),
     ("claude-3-haiku", 25, 125),
     ("claude-3-opus", 1_500, 7_500),
+    ("text-embedding-3-small", 2, 0),
+    ("text-embedding-3-large", 13, 0),
+    ("text-embedding-ada-002", 10, 0),
 ];
+
+/// What a budget estimate assumes of a model with no known price: dearer than any listed, so
+/// an unpriced model cannot spend past the budget by being estimated cheap.
+pub const UNKNOWN_MODEL_PRICE: Price = Price {
+    input_per_million: 10_000_000,
+    output_per_million: 30_000_000,
+};
 
 /// The price of `model`: the group config's override first, then the shipped table (matching a
 /// provider-prefixed name such as `openai/gpt-4o` too).

@@ -1,9 +1,10 @@
 //! The model chain: the one driver that runs a call against its group's models, used by the
-//! worker (an attempt is a whole chat completion) and by the API's streaming job path (an attempt
-//! is a stream opened up to its first byte). Models are tried in priority order; a model cooling
-//! down is skipped unless all are; a transient failure is retried on the same model with backoff
-//! honouring `Retry-After`; transient failures and timeouts count towards the model's cooldown;
-//! every attempt is recorded; the failure's class decides between the next model and the end.
+//! worker (an attempt is a whole chat completion, or a call's embeddings) and by the API's
+//! streaming job path (an attempt is a stream opened up to its first byte). Models are tried in
+//! priority order; a model cooling down is skipped unless all are; a transient failure is retried
+//! on the same model with backoff honouring `Retry-After`; transient failures and timeouts count
+//! towards the model's cooldown; every attempt is recorded; the failure's class decides between
+//! the next model and the end.
 
 mod attempts;
 mod completion;
@@ -19,7 +20,7 @@ use crate::fallback::Next;
 use crate::resilience::{Cooldowns, RetryPolicy};
 use crate::upstream::{Upstream, UpstreamError};
 
-pub use attempts::{StreamStart, WholeCompletion};
+pub use attempts::{StreamStart, WholeCompletion, WholeEmbedding};
 pub(crate) use completion::OwnedResult;
 pub use record::{AttemptRecord, record_metrics};
 

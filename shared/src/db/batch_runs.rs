@@ -1,0 +1,442 @@
+//! The worker's side of a batch: turning a validated file into the job and calls that run it,
+//! reserving the lines' estimates against the team's USD budget, and ending the batch (its
+//! output and error files written and its spend settled) once every line has finished. Each
+//! step is a guarded update on the batch row, so any number of workers may run them.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use super::batches::{BATCH_COLUMNS, BatchRow};
+use super::budget_slices::MAX_MICRO_USD;
+use crate::domain::status::{BatchStatus, CallEndpoint};
+
+/// Takes the oldest batch waiting for validation that no live worker is validating: it is
+/// stamped as taken (and committed at once), and validated without holding its row, so a
+/// cancel request never waits behind a long validation. A worker that dies while validating
+/// leaves the stamp, and another takes the batch over after `takeover_secs`.
+pub async fn take_validating(
+    db: impl PgExecutor<'_>,
+    takeover_secs: f64,
+) -> sqlx::Result<Option<BatchRow>> {
+    sqlx::query_as(&format!(
+        "update batches set validation_taken_at = now()
+         where batch_id = (
+             select batch_id from batches
+             where status = 'validating'
+               and (validation_taken_at is null
+                    or validation_taken_at < now() - make_interval(secs => $1))
+             order by created_at limit 1 for update skip locked)
+         returning {BATCH_COLUMNS}"
+    ))
+    .bind(takeover_secs)
+    .fetch_optional(db)
+    .await
+}
+
+/// validating -> failed, with OpenAI's `errors.data` items.
+pub async fn fail(
+    conn: &mut PgConnection,
+    batch_id: &str,
+    errors: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update batches set status = 'failed', errors = $2, failed_at = now(), updated_at = now()
+         where batch_id = $1 and status = 'validating'",
+    )
+    .bind(batch_id)
+    .bind(errors)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Inserts the job a batch runs as. It holds no credit: a batch is paid by its lines' USD
+/// cost, like every request of the OpenAI-compatible path. Its expiry is after the batch's,
+/// which the batch's own steps enforce.
+pub async fn insert_job(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    batch: &BatchRow,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "insert into jobs (job_id, team_id, job_type, status, credit_hold, metadata, expires_at)
+         values ($1, $2, $3, 'in_progress', 'released',
+                 jsonb_build_object('batch_id', $4::text, 'input_file_id', $5::text),
+                 $6 + interval '1 day')",
+    )
+    .bind(job_id)
+    .bind(&batch.team_id)
+    .bind(BATCH_JOB_TYPE)
+    .bind(&batch.batch_id)
+    .bind(&batch.input_file_id)
+    .bind(batch.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The job type of every batch's job; the job API refuses to create jobs of it and to change
+/// such jobs (a batch is cancelled through `/v1/batches`).
+pub const BATCH_JOB_TYPE: &str = "openai_batch";
+
+/// A line of a batch, stored as a call of its job.
+pub struct Line<'a> {
+    pub custom_id: &'a str,
+    /// The model or model group the line names (empty when it names none).
+    pub model_group: &'a str,
+    pub model_group_id: Option<Uuid>,
+    /// `[[model, config]]` when the line names a model directly.
+    pub model_chain: Option<serde_json::Value>,
+    pub request: serde_json::Value,
+    /// The estimate reserved for it; `None` for a line refused before it ran.
+    pub budget_micro_usd: Option<i64>,
+    /// Why it was refused (OpenAI's code and message), or `None` for a line to run.
+    pub refused: Option<(&'a str, String)>,
+}
+
+/// Inserts the lines in one statement, in order, with time-ordered ids: lines to run are
+/// `queued`, refused ones `failed` with their code. Returns the ids of the lines to run.
+pub async fn insert_lines(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    team_id: &str,
+    endpoint: CallEndpoint,
+    lines: &[Line<'_>],
+) -> sqlx::Result<Vec<Uuid>> {
+    let ids: Vec<Uuid> = lines.iter().map(|_| Uuid::now_v7()).collect();
+    sqlx::query(
+        "insert into llm_calls (call_id, job_id, team_id, endpoint, custom_id, model_group, model_group_id,
+             model_chain, request, budget_micro_usd, status, error_code, error, finished_at)
+         select id, $2, $3, $4, c, g, gid, chain, r, budget,
+                case when code is null then 'queued' else 'failed' end, code, message,
+                case when code is null then null else now() end
+         from unnest($1::uuid[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[], $9::jsonb[],
+                     $10::int8[], $11::text[], $12::text[])
+              as t(id, c, g, gid, chain, r, budget, code, message)",
+    )
+    .bind(&ids)
+    .bind(job_id)
+    .bind(team_id)
+    .bind(endpoint)
+    .bind(lines.iter().map(|l| l.custom_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.model_group).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.model_group_id).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.model_chain.as_ref()).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| &l.request).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.budget_micro_usd).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.refused.as_ref().map(|(code, _)| *code)).collect::<Vec<_>>())
+    .bind(lines.iter().map(|l| l.refused.as_ref().map(|(_, message)| message.as_str())).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(ids
+        .into_iter()
+        .zip(lines)
+        .filter(|(_, line)| line.refused.is_none())
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// What is free of the team's USD budget, with its balance row locked until commit (`None`
+/// when the team has no balance row).
+pub async fn lock_free_budget(
+    conn: &mut PgConnection,
+    team_id: &str,
+    usd_per_credit_micro: i64,
+) -> sqlx::Result<Option<i64>> {
+    // The same arithmetic as the budget slices of the API (`budget_slices::take`).
+    sqlx::query_scalar(&format!(
+        "select greatest(least(least(credits_allocated::numeric * $2, {MAX_MICRO_USD})
+                                 - spend_micro_usd - budget_reserved_micro_usd, {MAX_MICRO_USD}), 0)::int8
+         from credit_balances where team_id = $1 for no key update"
+    ))
+    .bind(team_id)
+    .bind(usd_per_credit_micro)
+    .fetch_optional(conn)
+    .await
+}
+
+/// Reserves `amount` of the team's budget in a slice held by the batch until it ends (the
+/// slice outlives the batch's window by a day: if no worker ever ends the batch, the reconciler
+/// returns it). The caller holds the balance row (`lock_free_budget`).
+pub async fn reserve(
+    conn: &mut PgConnection,
+    batch: &BatchRow,
+    slice_id: Uuid,
+    amount: i64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
+         where team_id = $1",
+    )
+    .bind(&batch.team_id)
+    .bind(amount)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "insert into budget_slices (slice_id, team_id, holder, reserved_micro_usd, expires_at)
+         values ($1, $2, $3, $4, $5 + interval '1 day')",
+    )
+    .bind(slice_id)
+    .bind(&batch.team_id)
+    .bind(format!("batch {}", batch.batch_id))
+    .bind(amount)
+    .bind(batch.expires_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Lines the budget could not cover: queued -> failed with `insufficient_quota`.
+pub async fn refuse_for_budget(conn: &mut PgConnection, call_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "update llm_calls set status = 'failed', error_code = 'insufficient_quota', budget_micro_usd = null,
+             error = 'the team''s budget could not cover this line''s estimated cost', finished_at = now()
+         where call_id = any($1) and status = 'queued'",
+    )
+    .bind(call_ids)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// validating -> in_progress with its job and slice; straight to finalizing when no line is
+/// left to run. False when the batch is no longer validating (cancelled meanwhile): the caller
+/// rolls back what it inserted.
+pub async fn start(
+    conn: &mut PgConnection,
+    batch_id: &str,
+    job_id: Uuid,
+    total_lines: i32,
+    slice_id: Option<Uuid>,
+    runnable: bool,
+) -> sqlx::Result<bool> {
+    sqlx::query(
+        "update batches set job_id = $2, total_lines = $3, budget_slice_id = $4, in_progress_at = clock_timestamp(),
+             status = case when $5 then 'in_progress' else 'finalizing' end,
+             ending = case when $5 then ending else 'completed' end,
+             finalizing_at = case when $5 then null else clock_timestamp() end, updated_at = now()
+         where batch_id = $1 and status = 'validating'",
+    )
+    .bind(batch_id)
+    .bind(job_id)
+    .bind(total_lines)
+    .bind(slice_id)
+    .bind(runnable)
+    .execute(conn)
+    .await
+    .map(|done| done.rows_affected() == 1)
+}
+
+/// A batch a worker step may move: running, cancelling or finalizing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActiveBatch {
+    pub batch_id: String,
+    pub job_id: Option<Uuid>,
+    pub status: BatchStatus,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Batches past validation that have not ended, oldest first.
+pub async fn active(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<ActiveBatch>> {
+    sqlx::query_as(
+        "select batch_id, job_id, status, expires_at from batches
+         where status in ('in_progress', 'cancelling', 'finalizing')
+         order by created_at limit $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// An in_progress batch past its window: its queued lines are withdrawn (`batch_expired`) and
+/// it will end `expired` once its running lines finish.
+pub async fn expire(conn: &mut PgConnection, batch: &ActiveBatch) -> sqlx::Result<()> {
+    let marked = sqlx::query(
+        "update batches set ending = 'expired', updated_at = now()
+         where batch_id = $1 and status = 'in_progress' and ending is null",
+    )
+    .bind(&batch.batch_id)
+    .execute(&mut *conn)
+    .await?;
+    if marked.rows_affected() == 1
+        && let Some(job_id) = batch.job_id
+    {
+        super::batches::withdraw_queued_lines(
+            conn,
+            job_id,
+            "batch_expired",
+            "the batch's completion window ended before this line ran",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// in_progress or cancelling -> finalizing, when no line of its job is queued or running.
+pub async fn begin_finalizing(db: impl PgExecutor<'_>, batch_id: &str) -> sqlx::Result<bool> {
+    let moved = sqlx::query(
+        "update batches b set status = 'finalizing', finalizing_at = now(),
+             ending = coalesce(ending, 'completed'), updated_at = now()
+         where batch_id = $1 and status in ('in_progress', 'cancelling')
+           and not exists (select 1 from llm_calls c
+                           where c.job_id = b.job_id and c.status in ('queued', 'running'))",
+    )
+    .bind(batch_id)
+    .execute(db)
+    .await?;
+    Ok(moved.rows_affected() == 1)
+}
+
+/// Takes a finalizing batch for this transaction (another worker finalizing it is skipped).
+pub async fn take_finalizing(
+    conn: &mut PgConnection,
+    batch_id: &str,
+) -> sqlx::Result<Option<BatchRow>> {
+    sqlx::query_as(&format!(
+        "select {BATCH_COLUMNS} from batches where batch_id = $1 and status = 'finalizing'
+         for update skip locked"
+    ))
+    .bind(batch_id)
+    .fetch_optional(conn)
+    .await
+}
+
+/// One finished line, as its output or error line needs it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct FinishedLine {
+    pub call_id: Uuid,
+    pub custom_id: Option<String>,
+    pub status: crate::domain::status::CallStatus,
+    pub response: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub error_code: Option<String>,
+    /// The HTTP status of the last upstream attempt, when one was answered.
+    pub http_status: Option<i32>,
+}
+
+/// A page of a job's lines in id order, after `after` (the nil id for the first page: a plain
+/// range keeps the scan on the `(job_id, call_id)` index, where an `is null or` would sort the
+/// whole job for every page).
+pub async fn finished_lines(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    after: Uuid,
+    limit: i64,
+) -> sqlx::Result<Vec<FinishedLine>> {
+    sqlx::query_as(
+        "select c.call_id, c.custom_id, c.status, c.response, c.error, c.error_code,
+                case when c.status = 'failed' then
+                    (select a.http_status from llm_call_attempts a where a.call_id = c.call_id
+                     order by a.attempt_id desc limit 1) end as http_status
+         from llm_calls c
+         where c.job_id = $1 and c.call_id > $2
+         order by c.call_id limit $3",
+    )
+    .bind(job_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(conn)
+    .await
+}
+
+/// How a batch ended.
+pub struct Ending<'a> {
+    pub status: BatchStatus,
+    pub output_file_id: Option<&'a str>,
+    pub error_file_id: Option<&'a str>,
+    pub completed_lines: i32,
+    pub failed_lines: i32,
+}
+
+/// Settles the batch's spend and ends it, in the caller's transaction: its lines' costs become
+/// spend records and the team's spend, what its slice still holds goes back to the team, its job
+/// ends with the batch, and the batch takes its terminal status. The balance row is locked last,
+/// after the batch and job rows, like every settlement.
+pub async fn end(
+    conn: &mut PgConnection,
+    batch: &BatchRow,
+    ending: &Ending<'_>,
+) -> sqlx::Result<()> {
+    if let Some(job_id) = batch.job_id {
+        let job_status = match ending.status {
+            BatchStatus::Completed => "completed",
+            BatchStatus::Expired => "expired",
+            _ => "cancelled",
+        };
+        sqlx::query(&format!(
+            "update jobs j set status = $2, updated_at = now(), completed_at = now(),
+                 calls_cost_micro_usd = {cost}, calls_tokens = {tokens}
+             where job_id = $1",
+            cost = super::settlement::SETTLED_COST,
+            tokens = super::settlement::SETTLED_TOKENS,
+        ))
+        .bind(job_id)
+        .bind(job_status)
+        .execute(&mut *conn)
+        .await?;
+        settle_spend(conn, batch, job_id).await?;
+    }
+    let at_column = match ending.status {
+        BatchStatus::Completed => "completed_at",
+        BatchStatus::Expired => "expired_at",
+        _ => "cancelled_at",
+    };
+    sqlx::query(&format!(
+        "update batches set status = $2, {at_column} = clock_timestamp(), output_file_id = $3, error_file_id = $4,
+             completed_lines = $5, failed_lines = $6, updated_at = now()
+         where batch_id = $1 and status = 'finalizing'"
+    ))
+    .bind(&batch.batch_id)
+    .bind(ending.status)
+    .bind(ending.output_file_id)
+    .bind(ending.error_file_id)
+    .bind(ending.completed_lines)
+    .bind(ending.failed_lines)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The lines' costs to spend records and the team's spend; the slice's reservation back.
+async fn settle_spend(conn: &mut PgConnection, batch: &BatchRow, job_id: Uuid) -> sqlx::Result<()> {
+    let spent: i64 = sqlx::query_scalar(
+        "with recorded as (
+             insert into spend_records (request_id, team_id, model, stream, endpoint, status, reserved_micro_usd,
+                 prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, cost_source, error, created_at, finished_at)
+             select c.call_id, c.team_id, coalesce(c.model_used, c.model_group), false, c.endpoint,
+                    case when coalesce(c.cost_micro_usd, 0) > 0 then 'recorded' else 'released' end,
+                    coalesce(c.budget_micro_usd, 0), c.prompt_tokens, c.completion_tokens, c.total_tokens,
+                    coalesce(c.cost_micro_usd, 0), 'price_table', c.error, c.created_at, c.finished_at
+             from llm_calls c
+             where c.job_id = $1 and c.budget_micro_usd is not null
+             on conflict (request_id) do nothing
+             returning cost_micro_usd)
+         select coalesce(sum(cost_micro_usd), 0)::int8 from recorded",
+    )
+    .bind(job_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let returned: i64 = match batch.budget_slice_id {
+        Some(slice_id) => sqlx::query_scalar(
+            "with gone as (delete from budget_slices where slice_id = $1 returning reserved_micro_usd)
+             select coalesce(sum(reserved_micro_usd), 0)::int8 from gone",
+        )
+        .bind(slice_id)
+        .fetch_one(&mut *conn)
+        .await?,
+        None => 0,
+    };
+    sqlx::query(&format!(
+        "update credit_balances
+         set spend_micro_usd = least(spend_micro_usd::numeric + $2, {MAX_MICRO_USD})::int8,
+             budget_reserved_micro_usd = budget_reserved_micro_usd - $3, updated_at = now()
+         where team_id = $1"
+    ))
+    .bind(&batch.team_id)
+    .bind(spent)
+    .bind(returned)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

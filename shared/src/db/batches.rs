@@ -1,0 +1,212 @@
+//! Batches of the OpenAI-compatible Batch API: the rows the API creates, reads and cancels.
+//! The worker's steps (validation, finalization) are in `batch_runs`. Every lookup is by team,
+//! so another team's batch is simply not found.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgExecutor};
+use uuid::Uuid;
+
+use crate::domain::status::BatchStatus;
+
+/// A stored batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BatchRow {
+    pub batch_id: String,
+    pub team_id: String,
+    pub job_id: Option<Uuid>,
+    pub endpoint: String,
+    pub input_file_id: String,
+    pub completion_window: String,
+    pub status: BatchStatus,
+    pub ending: Option<BatchStatus>,
+    /// OpenAI's `errors.data` items, when validation failed.
+    pub errors: Option<serde_json::Value>,
+    pub output_file_id: Option<String>,
+    pub error_file_id: Option<String>,
+    pub metadata: Option<serde_json::Value>,
+    pub total_lines: i32,
+    pub completed_lines: i32,
+    pub failed_lines: i32,
+    pub budget_slice_id: Option<Uuid>,
+    pub usd_per_credit_micro: i64,
+    pub created_at: DateTime<Utc>,
+    pub in_progress_at: Option<DateTime<Utc>>,
+    pub expires_at: DateTime<Utc>,
+    pub finalizing_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub failed_at: Option<DateTime<Utc>>,
+    pub expired_at: Option<DateTime<Utc>>,
+    pub cancelling_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) const BATCH_COLUMNS: &str = "batch_id, team_id, job_id, endpoint, input_file_id, completion_window, status,
+    ending, errors, output_file_id, error_file_id, metadata, total_lines, completed_lines, failed_lines,
+    budget_slice_id, usd_per_credit_micro, created_at, in_progress_at, expires_at, finalizing_at, completed_at,
+    failed_at, expired_at, cancelling_at, cancelled_at";
+
+/// A new batch id: `batch_` and a time-ordered UUID, so ids sort by creation.
+pub fn new_batch_id() -> String {
+    format!("batch_{}", Uuid::now_v7().simple())
+}
+
+/// A batch to create, `validating` until a worker has read its file.
+pub struct NewBatch<'a> {
+    pub batch_id: &'a str,
+    pub team_id: &'a str,
+    pub endpoint: &'a str,
+    pub input_file_id: &'a str,
+    pub completion_window: &'a str,
+    pub window_secs: f64,
+    pub metadata: Option<&'a serde_json::Value>,
+    pub usd_per_credit_micro: i64,
+}
+
+/// Inserts a batch and announces it to the workers (they also look every second).
+pub async fn insert(conn: &mut PgConnection, batch: &NewBatch<'_>) -> sqlx::Result<BatchRow> {
+    let row = sqlx::query_as(&format!(
+        "insert into batches (batch_id, team_id, endpoint, input_file_id, completion_window, metadata,
+             usd_per_credit_micro, expires_at)
+         values ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
+         returning {BATCH_COLUMNS}"
+    ))
+    .bind(batch.batch_id)
+    .bind(batch.team_id)
+    .bind(batch.endpoint)
+    .bind(batch.input_file_id)
+    .bind(batch.completion_window)
+    .bind(batch.metadata)
+    .bind(batch.usd_per_credit_micro)
+    .bind(batch.window_secs)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query("select pg_notify($1, '')")
+        .bind(BATCH_WORK_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(row)
+}
+
+/// PostgreSQL notification channel waking the workers' batch loop (a batch was created or
+/// cancelled).
+pub const BATCH_WORK_CHANNEL: &str = "saasllm_batch_work";
+
+/// The team's batch, if it exists.
+pub async fn find(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    batch_id: &str,
+) -> sqlx::Result<Option<BatchRow>> {
+    sqlx::query_as(&format!(
+        "select {BATCH_COLUMNS} from batches where batch_id = $1 and team_id = $2"
+    ))
+    .bind(batch_id)
+    .bind(team_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// A page of the team's batches, newest first, after the batch `after`.
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    team_id: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<BatchRow>> {
+    sqlx::query_as(&format!(
+        "select {BATCH_COLUMNS} from batches
+         where team_id = $1 and ($2::text is null or batch_id < $2)
+         order by batch_id desc limit $3"
+    ))
+    .bind(team_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Progress of a running batch from its job's calls: lines that succeeded, and lines that
+/// failed or were withdrawn.
+pub async fn live_counts(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<(i64, i64)> {
+    sqlx::query_as(
+        "select count(*) filter (where status = 'succeeded'),
+                count(*) filter (where status in ('failed', 'cancelled'))
+         from llm_calls where job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+}
+
+/// What a cancel request found.
+pub enum Cancel {
+    /// The batch is now cancelling (or already was); its queued lines were withdrawn.
+    Cancelling(BatchRow),
+    /// The batch has ended; nothing changed.
+    Ended(BatchRow),
+    NotFound,
+}
+
+/// Starts cancelling the team's batch: validating or in_progress -> cancelling, and its queued
+/// lines withdrawn in the same transaction (they never run and cost nothing). Lines running
+/// finish; a worker then writes the files and ends the batch `cancelled`. Repeating it changes
+/// nothing.
+pub async fn cancel(
+    conn: &mut PgConnection,
+    team_id: &str,
+    batch_id: &str,
+) -> sqlx::Result<Cancel> {
+    let cancelling: Option<BatchRow> = sqlx::query_as(&format!(
+        "update batches set status = 'cancelling', ending = 'cancelled', cancelling_at = now(), updated_at = now()
+         where batch_id = $1 and team_id = $2 and status in ('validating', 'in_progress')
+         returning {BATCH_COLUMNS}"
+    ))
+    .bind(batch_id)
+    .bind(team_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(batch) = cancelling else {
+        return Ok(match find(&mut *conn, team_id, batch_id).await? {
+            None => Cancel::NotFound,
+            Some(batch) if batch.status.is_ended() => Cancel::Ended(batch),
+            Some(batch) => Cancel::Cancelling(batch),
+        });
+    };
+    if let Some(job_id) = batch.job_id {
+        withdraw_queued_lines(
+            &mut *conn,
+            job_id,
+            "batch_cancelled",
+            "the batch was cancelled before this line ran",
+        )
+        .await?;
+    }
+    sqlx::query("select pg_notify($1, '')")
+        .bind(BATCH_WORK_CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(Cancel::Cancelling(batch))
+}
+
+/// Withdraws a batch job's queued lines (they never run; their queue entries are dropped by the
+/// claim), locked in `call_id` order as a worker's batch claim locks them. Returns how many.
+pub async fn withdraw_queued_lines(
+    conn: &mut PgConnection,
+    job_id: Uuid,
+    code: &str,
+    message: &str,
+) -> sqlx::Result<u64> {
+    let withdrawn = sqlx::query(
+        "update llm_calls set status = 'cancelled', error = $3, error_code = $2, finished_at = now()
+         where call_id in (
+             select call_id from llm_calls where job_id = $1 and status = 'queued'
+             order by call_id for update)
+           and status = 'queued'",
+    )
+    .bind(job_id)
+    .bind(code)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(withdrawn.rows_affected())
+}

@@ -1,0 +1,78 @@
+//! OpenAI Batch API batches, moved along by every worker process: validating batches are
+//! checked and their lines queued as calls of a job (`validate`); a batch past its window has
+//! its queued lines withdrawn; a batch whose lines have all finished is finalized: its output
+//! and error files written and its spend settled (`finalize`). Each step is a guarded update,
+//! so any number of workers run this loop together; a worker looks every second and when the
+//! API announces a new or cancelled batch.
+
+mod finalize;
+mod lines;
+mod validate;
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use saasllm_shared::db::batch_runs;
+use saasllm_shared::db::batches::BATCH_WORK_CHANNEL;
+use saasllm_shared::domain::status::BatchStatus;
+use saasllm_shared::queue::CallQueue;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+/// How often a worker looks for batch work without being told.
+const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// Batches moved per pass at most (the oldest first).
+const ACTIVE_PER_PASS: i64 = 100;
+
+/// Runs passes until cancelled.
+pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
+    let mut listener = match PgListener::connect_with(&db).await {
+        Ok(mut listener) => match listener.listen(BATCH_WORK_CHANNEL).await {
+            Ok(()) => Some(listener),
+            Err(_) => None,
+        },
+        Err(_) => None,
+    };
+    loop {
+        if let Err(e) = pass_at(&db, &queue, Utc::now()).await {
+            tracing::warn!(error = %e, "batch pass failed; retrying");
+        }
+        let woken = async {
+            match listener.as_mut() {
+                Some(listener) => {
+                    if listener.recv().await.is_err() {
+                        tokio::time::sleep(LOOK_EVERY).await;
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = woken => {}
+            () = tokio::time::sleep(LOOK_EVERY) => {}
+        }
+    }
+}
+
+/// One pass with the clock given (`now` decides which batches are past their window; tests
+/// move it instead of waiting a day): validate what waits, expire what is overdue, finalize
+/// what has finished.
+pub async fn pass_at(db: &PgPool, queue: &CallQueue, now: DateTime<Utc>) -> anyhow::Result<()> {
+    while validate::next(db, queue).await? {}
+    for batch in batch_runs::active(db, ACTIVE_PER_PASS).await? {
+        if batch.status == BatchStatus::InProgress && batch.expires_at <= now {
+            let mut tx = db.begin().await?;
+            batch_runs::expire(&mut tx, &batch).await?;
+            tx.commit().await?;
+        }
+        if batch.status != BatchStatus::Finalizing
+            && !batch_runs::begin_finalizing(db, &batch.batch_id).await?
+        {
+            continue;
+        }
+        finalize::finalize(db, &batch.batch_id).await?;
+    }
+    Ok(())
+}

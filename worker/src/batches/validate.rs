@@ -1,0 +1,294 @@
+//! Validation: a batch's input file read chunk by chunk and checked line by line (on a blocking
+//! thread: estimating a large prompt takes milliseconds), its lines inserted as calls of a new
+//! job a chunk's lines at a time, their estimates reserved against the team's budget (lines it cannot cover fail
+//! with `insufficient_quota`), and the batch moved to `in_progress`, all in one transaction.
+//! The lines to run are queued after it commits. A malformed file fails the batch instead.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use saasllm_shared::db;
+use saasllm_shared::db::batch_runs::{self, Line};
+use saasllm_shared::db::batches::BatchRow;
+use saasllm_shared::domain::status::CallEndpoint;
+use saasllm_shared::queue::CallQueue;
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::lines::{self, CheckedLine, FileError, Grants, MAX_LINES, MAX_REPORTED_ERRORS};
+
+/// A worker that has not finished validating after this long is taken for dead.
+pub const TAKEOVER_SECS: f64 = 600.0;
+
+/// Validates the next batch waiting for it, if any; returns whether there was one.
+pub async fn next(db: &PgPool, queue: &CallQueue) -> anyhow::Result<bool> {
+    let Some(batch) = batch_runs::take_validating(db, TAKEOVER_SECS).await? else {
+        return Ok(false);
+    };
+    let mut tx = db.begin().await?;
+    match load(&mut tx, &batch).await? {
+        Loaded::Failed(errors) => {
+            drop(tx);
+            let errors: Vec<Value> = errors.iter().map(FileError::to_json).collect();
+            let mut conn = db.acquire().await?;
+            batch_runs::fail(&mut conn, &batch.batch_id, &Value::Array(errors)).await?;
+            metrics::counter!("batches_failed_validation_total").increment(1);
+        }
+        Loaded::Ready(ready) => {
+            let to_queue = reserve_and_start(&mut tx, &batch, ready).await?;
+            let Some(to_queue) = to_queue else {
+                // Cancelled while being validated: nothing it inserted is kept.
+                return Ok(true);
+            };
+            tx.commit().await?;
+            if !to_queue.is_empty() {
+                let limits = db::teams::limits(db, &batch.team_id)
+                    .await?
+                    .unwrap_or_default();
+                if let Err(e) = queue.push(&batch.team_id, &limits, &to_queue).await {
+                    // The lines stay queued in PostgreSQL; the reconciler pushes them again.
+                    tracing::warn!(error = %e, batch_id = %batch.batch_id, "could not queue a batch's lines");
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// A file read to its end.
+enum Loaded {
+    Failed(Vec<FileError>),
+    Ready(Ready),
+}
+
+/// The inserted job and the lines to run, with their estimates, in file order.
+struct Ready {
+    job_id: Uuid,
+    total_lines: i32,
+    runnable: Vec<(Uuid, i64)>,
+}
+
+/// Reads and checks the file, inserting its lines as the job's calls page by page.
+async fn load(conn: &mut PgConnection, batch: &BatchRow) -> anyhow::Result<Loaded> {
+    let endpoint = CallEndpoint::from_path(&batch.endpoint).ok_or_else(|| {
+        anyhow::anyhow!("batch {} has endpoint {}", batch.batch_id, batch.endpoint)
+    })?;
+    if db::files::find(&mut *conn, &batch.team_id, &batch.input_file_id)
+        .await?
+        .is_none()
+    {
+        return Ok(Loaded::Failed(vec![FileError {
+            code: "invalid_file",
+            message: format!("input file '{}' no longer exists", batch.input_file_id),
+            line: 0,
+        }]));
+    }
+    let grants = Arc::new(Grants {
+        groups: db::model_groups::granted_to(&mut *conn, &batch.team_id).await?,
+    });
+    let job_id = Uuid::now_v7();
+    batch_runs::insert_job(&mut *conn, job_id, batch).await?;
+
+    let mut reader = LineReader::default();
+    let mut seen = HashSet::new();
+    let mut errors = Vec::new();
+    let mut runnable = Vec::new();
+    let mut total = 0usize;
+    let mut seq = 0;
+    loop {
+        let chunk = db::files::chunk(&mut *conn, &batch.input_file_id, seq).await?;
+        let last = chunk.is_none();
+        seq += 1;
+        let page = match &chunk {
+            Some(bytes) => reader.push(bytes),
+            None => reader.finish(),
+        };
+        if !page.is_empty() {
+            let first = total + 1;
+            total += page.len();
+            if total > MAX_LINES {
+                errors.push(FileError {
+                    code: "too_many_lines",
+                    message: format!("a batch file holds at most {MAX_LINES} requests"),
+                    line: MAX_LINES + 1,
+                });
+                break;
+            }
+            let (checked, seen_after, page_errors) =
+                check_page(page, first, endpoint, Arc::clone(&grants), seen).await?;
+            seen = seen_after;
+            errors.extend(page_errors);
+            if errors.len() >= MAX_REPORTED_ERRORS {
+                break;
+            }
+            if errors.is_empty() {
+                runnable.extend(insert_page(conn, batch, job_id, endpoint, &checked).await?);
+            }
+        }
+        if last {
+            break;
+        }
+    }
+    if errors.is_empty() && total == 0 {
+        errors.push(FileError {
+            code: "empty_file",
+            message: "the input file holds no requests".into(),
+            line: 0,
+        });
+    }
+    if !errors.is_empty() {
+        errors.truncate(MAX_REPORTED_ERRORS);
+        return Ok(Loaded::Failed(errors));
+    }
+    Ok(Loaded::Ready(Ready {
+        job_id,
+        total_lines: total as i32,
+        runnable,
+    }))
+}
+
+/// Checks a page of raw lines on a blocking thread.
+async fn check_page(
+    page: Vec<Vec<u8>>,
+    first: usize,
+    endpoint: CallEndpoint,
+    grants: Arc<Grants>,
+    mut seen: HashSet<String>,
+) -> anyhow::Result<(Vec<CheckedLine>, HashSet<String>, Vec<FileError>)> {
+    tokio::task::spawn_blocking(move || {
+        let mut checked = Vec::with_capacity(page.len());
+        let mut errors = Vec::new();
+        for (offset, raw) in page.iter().enumerate() {
+            match lines::check_line(raw, first + offset, endpoint, &grants, &mut seen) {
+                Ok(line) => checked.push(line),
+                Err(e) => errors.push(e),
+            }
+        }
+        (checked, seen, errors)
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("checking a batch's lines failed: {e}"))
+}
+
+/// Inserts a page of checked lines; returns the ids and estimates of those to run.
+async fn insert_page(
+    conn: &mut PgConnection,
+    batch: &BatchRow,
+    job_id: Uuid,
+    endpoint: CallEndpoint,
+    checked: &[CheckedLine],
+) -> anyhow::Result<Vec<(Uuid, i64)>> {
+    let rows: Vec<Line<'_>> = checked
+        .iter()
+        .map(|line| match &line.outcome {
+            Ok(planned) => Line {
+                custom_id: &line.custom_id,
+                model_group: &line.model,
+                model_group_id: planned.target.model_group_id,
+                model_chain: planned
+                    .target
+                    .model_group_id
+                    .is_none()
+                    .then(|| json!(planned.target.chain)),
+                request: planned.request.clone(),
+                budget_micro_usd: Some(planned.estimate),
+                refused: None,
+            },
+            Err((code, message)) => Line {
+                custom_id: &line.custom_id,
+                model_group: &line.model,
+                model_group_id: None,
+                model_chain: None,
+                request: json!({}),
+                budget_micro_usd: None,
+                refused: Some((code, message.clone())),
+            },
+        })
+        .collect();
+    let ids = batch_runs::insert_lines(conn, job_id, &batch.team_id, endpoint, &rows).await?;
+    let estimates = checked
+        .iter()
+        .filter_map(|line| line.outcome.as_ref().ok().map(|p| p.estimate));
+    Ok(ids.into_iter().zip(estimates).collect())
+}
+
+/// Reserves the estimates of the lines the budget covers, in file order (a line that does not
+/// fit fails with `insufficient_quota`, and later, cheaper lines may still fit), and starts the
+/// batch. The team's balance row is locked only for this last step. `None` when the batch was
+/// cancelled meanwhile (the caller drops the transaction).
+async fn reserve_and_start(
+    conn: &mut PgConnection,
+    batch: &BatchRow,
+    ready: Ready,
+) -> anyhow::Result<Option<Vec<Uuid>>> {
+    let free = batch_runs::lock_free_budget(conn, &batch.team_id, batch.usd_per_credit_micro)
+        .await?
+        .unwrap_or(0);
+    let mut reserved = 0i64;
+    let (mut accepted, mut refused) = (Vec::new(), Vec::new());
+    for (id, estimate) in ready.runnable {
+        if reserved.saturating_add(estimate) <= free {
+            reserved += estimate;
+            accepted.push(id);
+        } else {
+            refused.push(id);
+        }
+    }
+    if !refused.is_empty() {
+        batch_runs::refuse_for_budget(conn, &refused).await?;
+    }
+    let slice_id = (reserved > 0).then(Uuid::now_v7);
+    if let Some(slice_id) = slice_id {
+        batch_runs::reserve(conn, batch, slice_id, reserved).await?;
+    }
+    let started = batch_runs::start(
+        conn,
+        &batch.batch_id,
+        ready.job_id,
+        ready.total_lines,
+        slice_id,
+        !accepted.is_empty(),
+    )
+    .await?;
+    Ok(started.then_some(accepted))
+}
+
+/// Splits content arriving in chunks into lines (without their `\n` or `\r\n`), skipping
+/// blank lines.
+#[derive(Default)]
+pub struct LineReader {
+    partial: Vec<u8>,
+}
+
+impl LineReader {
+    /// The lines completed by `bytes`.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            self.partial.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            let line = std::mem::take(&mut self.partial);
+            Self::keep(&mut lines, line);
+        }
+        self.partial.extend_from_slice(rest);
+        lines
+    }
+
+    /// The last line, if the content did not end with a newline.
+    pub fn finish(&mut self) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        Self::keep(&mut lines, std::mem::take(&mut self.partial));
+        lines
+    }
+
+    fn keep(lines: &mut Vec<Vec<u8>>, mut line: Vec<u8>) {
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            lines.push(line);
+        }
+    }
+}
