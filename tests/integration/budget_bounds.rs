@@ -238,7 +238,7 @@ async fn the_group_config_sets_the_output_limit_and_n_multiplies_the_reservation
     assert_eq!(unset.status(), StatusCode::OK);
     stack.app.spend_written().await;
     let reserved: Vec<i64> = sqlx::query_scalar(
-        "select reserved_micro_usd from spend_records where team_id = 'team_lim' order by created_at",
+        "select reserved_micro_usd from spend_records where team_id = 'team_lim' order by request_id",
     )
     .fetch_all(&db)
     .await
@@ -285,7 +285,7 @@ async fn a_request_without_an_output_limit_is_held_to_the_default_it_was_reserve
     );
     stack.app.spend_written().await;
     let reserved: Vec<i64> = sqlx::query_scalar(
-        "select reserved_micro_usd from spend_records where team_id = 'team_unset' order by created_at",
+        "select reserved_micro_usd from spend_records where team_id = 'team_unset' order by request_id",
     )
     .fetch_all(&db)
     .await

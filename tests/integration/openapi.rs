@@ -56,6 +56,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/jobs"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("POST", "/v1/embeddings"),
+    ("GET", "/v1/files"),
+    ("POST", "/v1/files"),
+    ("GET", "/v1/files/{file_id}"),
+    ("DELETE", "/v1/files/{file_id}"),
+    ("GET", "/v1/files/{file_id}/content"),
+    ("GET", "/v1/batches"),
+    ("POST", "/v1/batches"),
+    ("GET", "/v1/batches/{batch_id}"),
+    ("POST", "/v1/batches/{batch_id}/cancel"),
 ];
 
 fn documented_operations(document: &Value) -> Vec<(String, String)> {

@@ -280,3 +280,79 @@ async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) 
         assert!(!detail.is_empty(), "{bad}");
     }
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn the_openai_block_sums_v1_spend_by_endpoint(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team(
+            "team_uo",
+            100,
+            &[("Mixed", &["gpt-3.5-turbo", "text-embedding-3-small"])],
+        )
+        .await;
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-3.5-turbo", "messages": [{"role": "user", "content": "again"}]}),
+        ),
+        (
+            "/v1/embeddings",
+            json!({"model": "text-embedding-3-small", "input": ["one", "two"]}),
+        ),
+    ] {
+        ok_json(
+            stack
+                .app
+                .with_key(&key, Method::POST, path)
+                .json(&body)
+                .send()
+                .await,
+        )
+        .await;
+    }
+    stack.app.spend_written().await;
+    let period = Utc::now().format("%Y-%m").to_string();
+    let report = ok_json(
+        stack
+            .app
+            .with_key(
+                &key,
+                Method::GET,
+                &format!("/api/teams/team_uo/usage?period={period}"),
+            )
+            .send()
+            .await,
+    )
+    .await;
+    let openai = &report["openai"];
+    assert_eq!(openai["requests"], 3, "{report}");
+    assert_eq!(openai["endpoints"]["chat"]["requests"], 2);
+    assert_eq!(openai["endpoints"]["embeddings"]["requests"], 1);
+    let (cost, tokens): (i64, i64) = sqlx::query_as(
+        "select sum(cost_micro_usd)::int8, sum(total_tokens)::int8 from spend_records where team_id = 'team_uo'",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("records");
+    assert!(cost > 0);
+    assert_eq!(openai["cost_usd"].as_f64(), Some(cost as f64 / 1e6));
+    assert_eq!(openai["total_tokens"], tokens);
+    let organization = ok_json(
+        stack
+            .app
+            .admin(
+                Method::GET,
+                &format!("/api/organizations/org_team_uo/usage?period={period}"),
+            )
+            .send()
+            .await,
+    )
+    .await;
+    assert_eq!(organization["openai"], report["openai"]);
+    assert_eq!(organization["teams"]["team_uo"]["openai"], report["openai"]);
+}

@@ -7,8 +7,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json as JsonResponse, Response};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
-use saasllm_shared::db::calls::CallRow;
 use saasllm_shared::db::batch_runs::BATCH_JOB_TYPE;
+use saasllm_shared::db::calls::CallRow;
 use saasllm_shared::db::jobs::{Cancellation, JobRow, NewJob, Settlement};
 use saasllm_shared::domain::money::{MicroUsd, Usd};
 use saasllm_shared::domain::net_policy::TargetPolicy;
@@ -66,7 +66,11 @@ pub async fn changeable_job(
 ) -> Result<JobRow, ApiError> {
     let job = visible_job(state, caller, job_id).await?;
     if job.job_type == BATCH_JOB_TYPE {
-        let batch = job.metadata.get("batch_id").and_then(|b| b.as_str()).unwrap_or("?");
+        let batch = job
+            .metadata
+            .get("batch_id")
+            .and_then(|b| b.as_str())
+            .unwrap_or("?");
         return Err(ApiError::Conflict(format!(
             "Job '{}' runs batch '{batch}'; it changes only through /v1/batches (cancel it with POST /v1/batches/{batch}/cancel)",
             job.job_id

@@ -11,12 +11,8 @@ use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing::{self, Price};
 use serde_json::{Value, json};
 
-/// Price used for models the price table does not know: deliberately high, so an unknown
-/// model cannot slip past the budget; the record says the default was used.
-pub(super) const UNKNOWN_MODEL_PRICE: Price = Price {
-    input_per_million: 10_000_000,
-    output_per_million: 30_000_000,
-};
+/// Price used for models the price table does not know (the record says the default was used).
+pub(super) use saasllm_shared::domain::pricing::UNKNOWN_MODEL_PRICE;
 
 /// How to price a request's usage.
 pub(crate) struct Pricing {

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::response::Json as JsonResponse;
 use chrono::NaiveDate;
 use saasllm_shared::db;
-use saasllm_shared::db::usage::{DailyUsageRow, UsageRow};
+use saasllm_shared::db::usage::{DailyUsageRow, OpenAiUsageRow, UsageRow};
 use saasllm_shared::domain::money::{MicroUsd, Usd};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -48,6 +48,52 @@ struct JobTypeUsage {
     cost_usd: Usd,
 }
 
+/// Spend of the OpenAI-compatible path in the period (`/v1` requests and the lines of batches,
+/// which also count as jobs of type `openai_batch` above), by endpoint.
+#[derive(Serialize, ToSchema, Default)]
+struct OpenAiUsage {
+    requests: i64,
+    cost_usd: Usd,
+    total_tokens: i64,
+    /// `chat` and `embeddings`, each with its `requests`, `cost_usd` and `total_tokens`.
+    #[schema(value_type = Object)]
+    endpoints: BTreeMap<String, OpenAiEndpointUsage>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct OpenAiEndpointUsage {
+    requests: i64,
+    cost_usd: Usd,
+    total_tokens: i64,
+}
+
+fn openai_report<'a>(rows: impl Iterator<Item = &'a OpenAiUsageRow>) -> OpenAiUsage {
+    let mut endpoints: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
+    for row in rows {
+        let entry = endpoints.entry(row.endpoint.clone()).or_default();
+        entry.0 += row.requests;
+        entry.1 += row.cost_micro_usd;
+        entry.2 += row.tokens;
+    }
+    let total = |pick: fn(&(i64, i64, i64)) -> i64| endpoints.values().map(pick).sum::<i64>();
+    OpenAiUsage {
+        requests: total(|e| e.0),
+        cost_usd: MicroUsd(total(|e| e.1)).usd(),
+        total_tokens: total(|e| e.2),
+        endpoints: endpoints
+            .iter()
+            .map(|(name, &(requests, cost, tokens))| {
+                let usage = OpenAiEndpointUsage {
+                    requests,
+                    cost_usd: MicroUsd(cost).usd(),
+                    total_tokens: tokens,
+                };
+                (name.clone(), usage)
+            })
+            .collect(),
+    }
+}
+
 /// One UTC day's figures, for charts (days without jobs are left out).
 #[derive(Serialize, ToSchema)]
 struct DailyUsage {
@@ -81,6 +127,7 @@ struct TeamUsageReport {
     to: NaiveDate,
     summary: Summary,
     job_types: BTreeMap<String, JobTypeUsage>,
+    openai: OpenAiUsage,
     daily: Vec<DailyUsage>,
 }
 
@@ -89,6 +136,7 @@ struct TeamUsageReport {
 struct TeamUsageBlock {
     summary: Summary,
     job_types: BTreeMap<String, JobTypeUsage>,
+    openai: OpenAiUsage,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -99,6 +147,7 @@ struct OrganizationUsageReport {
     to: NaiveDate,
     summary: Summary,
     job_types: BTreeMap<String, JobTypeUsage>,
+    openai: OpenAiUsage,
     daily: Vec<DailyUsage>,
     teams: BTreeMap<String, TeamUsageBlock>,
 }
@@ -157,10 +206,11 @@ async fn team_usage(
         return Err(team_not_found(&team_id));
     }
     let teams = [team_id.clone()];
-    let (rows, credits, daily) = tokio::try_join!(
+    let (rows, credits, daily, openai) = tokio::try_join!(
         db::usage::by_team_and_type(&state.db, &teams, range.start, range.end),
         db::usage::credits_used(&state.db, &teams, range.start, range.end),
         db::usage::by_day(&state.db, &teams, range.start, range.end),
+        db::usage::openai_by_endpoint(&state.db, &teams, range.start, range.end),
     )?;
     let credits: i64 = credits.iter().map(|(_, n)| n).sum();
     let (summary, job_types) = report(&rows.iter().collect::<Vec<_>>(), credits);
@@ -171,6 +221,7 @@ async fn team_usage(
         to: range.last_day,
         summary,
         job_types,
+        openai: openai_report(openai.iter()),
         daily: daily.iter().map(DailyUsage::from).collect(),
     }))
 }
@@ -204,10 +255,11 @@ async fn organization_usage(
         .into_iter()
         .map(|t| t.team_id)
         .collect();
-    let (rows, credits, daily) = tokio::try_join!(
+    let (rows, credits, daily, openai) = tokio::try_join!(
         db::usage::by_team_and_type(&state.db, &team_ids, range.start, range.end),
         db::usage::credits_used(&state.db, &team_ids, range.start, range.end),
         db::usage::by_day(&state.db, &team_ids, range.start, range.end),
+        db::usage::openai_by_endpoint(&state.db, &team_ids, range.start, range.end),
     )?;
     let credits_of = |team: &str| {
         credits
@@ -225,7 +277,13 @@ async fn organization_usage(
         .map(|team| {
             let own: Vec<&UsageRow> = rows.iter().filter(|r| &r.team_id == team).collect();
             let (summary, job_types) = report(&own, credits_of(team));
-            (team.clone(), TeamUsageBlock { summary, job_types })
+            let openai = openai_report(openai.iter().filter(|r| &r.team_id == team));
+            let block = TeamUsageBlock {
+                summary,
+                job_types,
+                openai,
+            };
+            (team.clone(), block)
         })
         .collect();
     Ok(JsonResponse(OrganizationUsageReport {
@@ -235,6 +293,7 @@ async fn organization_usage(
         to: range.last_day,
         summary,
         job_types,
+        openai: openai_report(openai.iter()),
         daily: daily.iter().map(DailyUsage::from).collect(),
         teams,
     }))

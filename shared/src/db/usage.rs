@@ -99,3 +99,35 @@ pub async fn by_day(
     .fetch_all(db)
     .await
 }
+
+/// Spend of the OpenAI-compatible path (requests and batch lines) of one team and endpoint.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenAiUsageRow {
+    pub team_id: String,
+    pub endpoint: String,
+    pub requests: i64,
+    pub cost_micro_usd: i64,
+    pub tokens: i64,
+}
+
+/// The given teams' `/v1` spend records made in `[from, to)`, by team and endpoint.
+pub async fn openai_by_endpoint(
+    db: impl PgExecutor<'_>,
+    team_ids: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<OpenAiUsageRow>> {
+    sqlx::query_as(
+        "select team_id, endpoint, count(*) as requests,
+                coalesce(sum(cost_micro_usd), 0)::int8 as cost_micro_usd,
+                coalesce(sum(total_tokens), 0)::int8 as tokens
+         from spend_records
+         where team_id = any($1) and created_at >= $2 and created_at < $3
+         group by team_id, endpoint order by team_id, endpoint",
+    )
+    .bind(team_ids)
+    .bind(from)
+    .bind(to)
+    .fetch_all(db)
+    .await
+}
