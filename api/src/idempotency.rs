@@ -7,6 +7,10 @@
 //! 403 and 429; the request can be retried. Streaming answers are not replayable and are not
 //! stored. Secrets shown once (`virtual_key`, `callback_secret`, `admin_key`) are removed before a
 //! response is stored, so a replay never carries them.
+//!
+//! Multipart uploads (`POST /v1/files`, up to 200 MiB) are not covered: the body would have to
+//! be held whole in memory to be hashed, and the upload streams to storage instead. A retried
+//! upload stores a second file, which costs nothing and can be deleted.
 
 use std::time::Duration;
 
@@ -35,6 +39,9 @@ pub async fn layer(State(state): State<AppState>, request: Request, next: Next) 
     let Some(key) = request.headers().get(HEADER).cloned() else {
         return next.run(request).await;
     };
+    if is_multipart(&request) {
+        return next.run(request).await;
+    }
     if request.extensions().get::<Caller>().is_none() {
         // Not an authenticated route (authentication answered already where one is needed).
         return next.run(request).await;
@@ -143,6 +150,19 @@ async fn run(
         let _ = idempotency::abandon(&state.db, &scope, &key).await;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// A `multipart/*` body: streamed by its handler, never buffered here.
+fn is_multipart(request: &Request) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .get(..10)
+                .is_some_and(|kind| kind.eq_ignore_ascii_case("multipart/"))
+        })
 }
 
 /// Whether a retry should get this answer again rather than run anew: not for server errors,

@@ -1,0 +1,625 @@
+//! OpenAI's Files API on a team's virtual key: `POST /v1/files` (multipart upload, purpose
+//! `batch`), `GET /v1/files`, `GET` and `DELETE /v1/files/{file_id}` and
+//! `GET /v1/files/{file_id}/content`. Files hold the input of the Batch API and, with purpose
+//! `batch_output`, the results the service writes; both are read and deleted the same way.
+//!
+//! Content is streamed both ways one piece at a time (stored in 1 MiB chunks, see
+//! `saasllm_shared::db::files`), so a 200 MB file never sits whole in memory. An upload is
+//! written in one transaction: the file is whole or absent. Only the size is checked at upload
+//! (and that the content is not empty): lines are validated when a batch reads the file, so a
+//! malformed file can be uploaded and its batch fails at validation, as with OpenAI.
+
+use axum::body::{Body, Bytes};
+use axum::extract::multipart::{Field, MultipartError, MultipartRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+use saasllm_shared::db::files::{self, ChunkWriter, FileRow};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, Postgres, Transaction};
+use tower::{Layer, ServiceExt};
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::BodyLimit;
+use crate::routes::openai::{OpenAiError, team_of};
+use crate::state::AppState;
+
+/// Largest file accepted (OpenAI's limit for a batch input file).
+pub const MAX_FILE_BYTES: i64 = 200 * 1024 * 1024;
+/// Body limit of an upload: the file plus room for the multipart framing and `purpose`.
+pub const UPLOAD_BODY_LIMIT: usize = MAX_FILE_BYTES as usize + 1024 * 1024;
+const MAX_FILENAME_CHARS: usize = 512;
+/// Longest `purpose` value read; anything longer is not a purpose.
+const MAX_PURPOSE_BYTES: usize = 64;
+/// Longest `purpose` or `after` of a list query (a file id has 37 characters).
+const MAX_QUERY_TEXT_CHARS: usize = 64;
+/// OpenAI's default and largest page of `GET /v1/files`.
+const MAX_LIST_LIMIT: i64 = 10_000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_file, list_files))
+        .routes(routes!(get_file, delete_file))
+        .routes(routes!(file_content))
+}
+
+/// Raises the body limit for `POST /v1/files` only, both the `BodyLimit` the other layers read
+/// and the limit the multipart extractor applies while the upload streams in. Runs before the
+/// `Idempotency-Key` layer, like `routes::batch::raise_body_limit` (that layer lets multipart
+/// bodies through unread).
+pub async fn raise_body_limit(mut request: Request, next: Next) -> Response {
+    if request.method() != Method::POST || request.uri().path() != "/v1/files" {
+        return next.run(request).await;
+    }
+    request
+        .extensions_mut()
+        .insert(BodyLimit(UPLOAD_BODY_LIMIT));
+    match DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)
+        .layer(next)
+        .oneshot(request)
+        .await
+    {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// `object` of a file and of a deleted file.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum FileKind {
+    File,
+}
+
+/// `object` of a list.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ListKind {
+    List,
+}
+
+/// A file's `status`: stored files are always ready.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum FileStatus {
+    Processed,
+}
+
+/// What a file is for: `batch` (uploaded input) or `batch_output` (written by the service).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum FilePurpose {
+    Batch,
+    BatchOutput,
+}
+
+/// OpenAI's file object.
+#[derive(Serialize, ToSchema)]
+struct FileObject {
+    #[schema(example = "file-0193f2a4c1d27b5e8f3a9c0d1e2f3a4b")]
+    id: String,
+    object: FileKind,
+    /// Size of the content in bytes.
+    bytes: i64,
+    /// Unix seconds.
+    created_at: i64,
+    filename: String,
+    purpose: FilePurpose,
+    status: FileStatus,
+    /// Always null (kept for OpenAI's shape).
+    #[schema(value_type = Option<String>, required = true)]
+    status_details: Option<()>,
+    /// Always null: files are kept until deleted.
+    #[schema(value_type = Option<i64>, required = true)]
+    expires_at: Option<()>,
+}
+
+impl From<FileRow> for FileObject {
+    fn from(row: FileRow) -> Self {
+        Self {
+            purpose: if row.purpose == "batch_output" {
+                FilePurpose::BatchOutput
+            } else {
+                FilePurpose::Batch
+            },
+            id: row.file_id,
+            object: FileKind::File,
+            bytes: row.bytes,
+            created_at: row.created_at.timestamp(),
+            filename: row.filename,
+            status: FileStatus::Processed,
+            status_details: None,
+            expires_at: None,
+        }
+    }
+}
+
+/// A page of files in OpenAI's list shape.
+#[derive(Serialize, ToSchema)]
+struct FileList {
+    object: ListKind,
+    data: Vec<FileObject>,
+    /// Null on an empty page.
+    #[schema(required = true)]
+    first_id: Option<String>,
+    #[schema(required = true)]
+    last_id: Option<String>,
+    has_more: bool,
+}
+
+/// The answer to a deletion.
+#[derive(Serialize, ToSchema)]
+struct DeletedFile {
+    id: String,
+    object: FileKind,
+    deleted: bool,
+}
+
+/// The multipart body of `POST /v1/files`, as the OpenAI SDKs send it: `file` and `purpose`.
+/// Other fields are ignored if their names are plain ASCII (`[A-Za-z0-9_.\[\]-]+`, as in the
+/// SDKs' `expires_after[anchor]`); any other name is refused.
+struct FileUpload;
+
+impl utoipa::PartialSchema for FileUpload {
+    fn schema() -> RefOr<Schema> {
+        let file = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .min_length(Some(1))
+            .description(Some(
+                "The content (at most 200 MiB, not empty), sent with a filename of 1 to 512 \
+                 characters and no control characters. Lines are checked when a batch reads it.",
+            ));
+        let purpose = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["batch"]))
+            .description(Some(
+                "Only `batch` (`batch_output` files are written by the service).",
+            ));
+        let field_name = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[A-Za-z0-9_.\[\]-]+$"));
+        ObjectBuilder::new()
+            .property("file", file)
+            .required("file")
+            .property("purpose", purpose)
+            .required("purpose")
+            .property_names(Some(field_name))
+            .into()
+    }
+}
+
+impl ToSchema for FileUpload {}
+
+/// The file's content, byte for byte.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // only its schema is used; the content is streamed
+struct FileContent(Vec<u8>);
+
+/// Uploads a file of JSONL requests for the Batch API (`purpose=batch`), streamed to storage.
+#[utoipa::path(
+    post,
+    path = "/v1/files",
+    tag = "openai",
+    request_body(content = FileUpload, content_type = "multipart/form-data"),
+    responses(
+        (status = 200, description = "The stored file", body = FileObject),
+        (status = 400, description = "Not a multipart body, `file` or `purpose` missing, a purpose other than `batch`, an empty file or a bad filename (OpenAI error shape)", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        (status = 413, description = "The file is larger than 200 MiB; nothing was stored (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+#[tracing::instrument(skip_all, fields(team_id, file_id))]
+async fn create_file(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Result<Response, OpenAiError> {
+    let (team_id, _) = team_of(caller)?;
+    let mut multipart = multipart.map_err(|e| {
+        invalid(
+            "file",
+            format!("Expected a multipart/form-data body: {}", e.body_text()),
+        )
+    })?;
+    let file_id = files::new_file_id();
+    let span = tracing::Span::current();
+    span.record("team_id", team_id.as_str());
+    span.record("file_id", file_id.as_str());
+
+    // The transaction starts with the file's content, so a body that is refused before it
+    // holds no connection.
+    let mut tx: Option<Transaction<'static, Postgres>> = None;
+    let mut writer: Option<ChunkWriter> = None;
+    let mut purpose_seen = false;
+    while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        match field.name() {
+            Some("purpose") if purpose_seen => {
+                return Err(invalid("purpose", "`purpose` was sent twice"));
+            }
+            Some("purpose") => {
+                // Checked as soon as it is read: sent after the file, a wrong purpose drops the
+                // transaction and with it everything written.
+                check_purpose(&read_short_text(&mut field).await?)?;
+                purpose_seen = true;
+            }
+            Some("file") if writer.is_some() => {
+                return Err(invalid("file", "`file` was sent twice"));
+            }
+            Some("file") => {
+                let filename = checked_filename(field.file_name())?;
+                let conn = match &mut tx {
+                    Some(tx) => tx,
+                    None => tx.insert(state.db.begin().await.map_err(ApiError::from)?),
+                };
+                let started =
+                    ChunkWriter::start(conn, &file_id, &team_id, "batch", &filename).await;
+                let mut file = started.map_err(ApiError::from)?;
+                store_content(&mut field, conn, &mut file).await?;
+                writer = Some(file);
+            }
+            // Other fields are ignored, as OpenAI does (their data is skipped unread), if their
+            // names are the plain ASCII that the document allows.
+            name if name.is_some_and(plain_field_name) => {}
+            _ => {
+                return Err(OpenAiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    None,
+                    "Every multipart field needs a name of ASCII letters, digits and `_.[]-`",
+                ));
+            }
+        }
+    }
+    let (Some(mut tx), Some(file)) = (tx, writer) else {
+        return Err(invalid("file", "`file` is required"));
+    };
+    if !purpose_seen {
+        return Err(invalid("purpose", "`purpose` is required"));
+    }
+    if file.bytes() == 0 {
+        return Err(invalid("file", "The file is empty"));
+    }
+    let row = file.finish(&mut tx).await.map_err(ApiError::from)?;
+    tx.commit().await.map_err(ApiError::from)?;
+    Ok(Json(FileObject::from(row)).into_response())
+}
+
+/// Names of the extra fields accepted (and ignored), as `FileUpload` documents them.
+fn plain_field_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.[]-".contains(&b))
+}
+
+/// Streams the `file` field into `writer`, refusing it as soon as it passes the size limit.
+async fn store_content(
+    field: &mut Field<'_>,
+    conn: &mut PgConnection,
+    writer: &mut ChunkWriter,
+) -> Result<(), OpenAiError> {
+    while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
+        if writer.bytes() + piece.len() as i64 > MAX_FILE_BYTES {
+            return Err(too_large());
+        }
+        writer.write(conn, &piece).await.map_err(ApiError::from)?;
+    }
+    Ok(())
+}
+
+/// A short text field, read with at most `MAX_PURPOSE_BYTES` in memory.
+async fn read_short_text(field: &mut Field<'_>) -> Result<String, OpenAiError> {
+    let mut value = Vec::new();
+    while let Some(piece) = field.chunk().await.map_err(multipart_error)? {
+        if value.len() + piece.len() > MAX_PURPOSE_BYTES {
+            return Err(invalid("purpose", "`purpose` must be `batch`"));
+        }
+        value.extend_from_slice(&piece);
+    }
+    String::from_utf8(value).map_err(|_| invalid("purpose", "`purpose` must be `batch`"))
+}
+
+fn check_purpose(purpose: &str) -> Result<(), OpenAiError> {
+    match purpose {
+        "batch" => Ok(()),
+        "batch_output" => Err(invalid(
+            "purpose",
+            "`batch_output` files are written by the service; upload with purpose `batch`",
+        )),
+        _ => Err(invalid(
+            "purpose",
+            "Only purpose `batch` is accepted for upload",
+        )),
+    }
+}
+
+/// The filename as given (directories included), if it has 1 to 512 characters and no control
+/// character (NUL included, which PostgreSQL text cannot hold).
+fn checked_filename(filename: Option<&str>) -> Result<String, OpenAiError> {
+    let Some(filename) = filename.filter(|name| !name.is_empty()) else {
+        return Err(invalid("file", "`file` must be sent with a filename"));
+    };
+    if filename.chars().count() > MAX_FILENAME_CHARS {
+        return Err(invalid(
+            "file",
+            format!("The filename must have at most {MAX_FILENAME_CHARS} characters"),
+        ));
+    }
+    if filename.chars().any(char::is_control) {
+        return Err(invalid(
+            "file",
+            "The filename must not contain control characters",
+        ));
+    }
+    Ok(filename.to_owned())
+}
+
+fn invalid(param: &'static str, message: impl Into<String>) -> OpenAiError {
+    OpenAiError::invalid_field(param, message.into())
+}
+
+fn too_large() -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        Some("file_too_large"),
+        format!("The file is larger than {MAX_FILE_BYTES} bytes (200 MiB)"),
+    )
+}
+
+/// A body that breaks off or is not well-formed multipart is the client's fault, whatever the
+/// parser calls it; only passing the body limit is a 413.
+fn multipart_error(error: MultipartError) -> OpenAiError {
+    if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return too_large();
+    }
+    OpenAiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        None,
+        format!("Could not read the multipart body: {}", error.body_text()),
+    )
+}
+
+/// Which end of the list comes first.
+#[derive(Deserialize, ToSchema, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ListQuery {
+    /// Only files of this purpose (`batch` or `batch_output`; any other matches none).
+    #[param(max_length = 64)]
+    purpose: Option<String>,
+    /// Files per page, 1..=10000, default 10000.
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<i64>,
+    /// A file id: the page starts after it, in the order asked.
+    #[param(max_length = 64)]
+    after: Option<String>,
+    /// By creation: `desc` (newest first, the default) or `asc`.
+    #[param(inline)]
+    order: Option<Order>,
+}
+
+/// The team's files, newest first by default, in OpenAI's list shape.
+#[utoipa::path(
+    get,
+    path = "/v1/files",
+    tag = "openai",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of the team's files", body = FileList),
+        (status = 400, description = "A malformed query (OpenAI error shape)", body = serde_json::Value),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_files(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Response, OpenAiError> {
+    let (team_id, _) = team_of(caller)?;
+    let Query(query) = query.map_err(|e| {
+        OpenAiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            None,
+            e.body_text(),
+        )
+    })?;
+    let limit = query.limit.unwrap_or(MAX_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(invalid(
+            "limit",
+            format!("limit must be between 1 and {MAX_LIST_LIMIT}"),
+        ));
+    }
+    // PostgreSQL text cannot hold NUL, and no purpose or file id contains one.
+    for (param, value) in [("purpose", &query.purpose), ("after", &query.after)] {
+        if value
+            .as_deref()
+            .is_some_and(|v| v.chars().count() > MAX_QUERY_TEXT_CHARS || v.contains('\0'))
+        {
+            return Err(invalid(
+                param,
+                format!("{param} must have at most {MAX_QUERY_TEXT_CHARS} characters and no NUL"),
+            ));
+        }
+    }
+    let ascending = query.order.unwrap_or_default() == Order::Asc;
+    let mut rows = files::list(
+        &state.db,
+        &team_id,
+        query.purpose.as_deref(),
+        query.after.as_deref(),
+        ascending,
+        limit + 1,
+    )
+    .await
+    .map_err(ApiError::from)?;
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let data: Vec<FileObject> = rows.into_iter().map(FileObject::from).collect();
+    Ok(Json(FileList {
+        object: ListKind::List,
+        first_id: data.first().map(|file| file.id.clone()),
+        last_id: data.last().map(|file| file.id.clone()),
+        data,
+        has_more,
+    })
+    .into_response())
+}
+
+/// The team's file named in the path; another team's file, or an id that cannot be one, is the
+/// same 404 as a missing file.
+async fn owned_file(
+    state: &AppState,
+    caller: Result<Caller, ApiError>,
+    file_id: Result<Path<String>, PathRejection>,
+) -> Result<FileRow, OpenAiError> {
+    let (team_id, _) = team_of(caller)?;
+    let file_id = file_id.map(|Path(id)| id).unwrap_or_default();
+    let well_formed = file_id.len() <= 64
+        && file_id.starts_with("file-")
+        && file_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    let found = if well_formed {
+        files::find(&state.db, &team_id, &file_id)
+            .await
+            .map_err(ApiError::from)?
+    } else {
+        None
+    };
+    found.ok_or_else(|| not_found(&file_id))
+}
+
+fn not_found(file_id: &str) -> OpenAiError {
+    OpenAiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        None,
+        format!("No such File object: {file_id}"),
+    )
+}
+
+/// One of the team's files.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{file_id}",
+    tag = "openai",
+    params(("file_id" = String, Path, description = "A file id (`file-...`)")),
+    responses(
+        (status = 200, description = "The file", body = FileObject),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        (status = 404, description = "No such file of the team (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_file(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    file_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, OpenAiError> {
+    let row = owned_file(&state, caller, file_id).await?;
+    Ok(Json(FileObject::from(row)).into_response())
+}
+
+/// Deletes one of the team's files and its content.
+#[utoipa::path(
+    delete,
+    path = "/v1/files/{file_id}",
+    tag = "openai",
+    params(("file_id" = String, Path, description = "A file id (`file-...`)")),
+    responses(
+        (status = 200, description = "The file is deleted", body = DeletedFile),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        (status = 404, description = "No such file of the team (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+async fn delete_file(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    file_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, OpenAiError> {
+    let row = owned_file(&state, caller, file_id).await?;
+    // A concurrent deletion may win between the lookup and here: then it is already gone.
+    if !files::delete(&state.db, &row.team_id, &row.file_id)
+        .await
+        .map_err(ApiError::from)?
+    {
+        return Err(not_found(&row.file_id));
+    }
+    Ok(Json(DeletedFile {
+        id: row.file_id,
+        object: FileKind::File,
+        deleted: true,
+    })
+    .into_response())
+}
+
+/// The content of one of the team's files, byte for byte, streamed one stored chunk at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/files/{file_id}/content",
+    tag = "openai",
+    params(("file_id" = String, Path, description = "A file id (`file-...`)")),
+    responses(
+        (status = 200, description = "The content", content_type = "application/octet-stream", body = FileContent),
+        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
+        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        (status = 404, description = "No such file of the team (OpenAI error shape)", body = serde_json::Value),
+    ),
+    security(("bearer" = []))
+)]
+async fn file_content(
+    State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
+    file_id: Result<Path<String>, PathRejection>,
+) -> Result<Response, OpenAiError> {
+    let row = owned_file(&state, caller, file_id).await?;
+    let db = state.db.clone();
+    let file_id = row.file_id;
+    // Each chunk is read when the client is ready for it. A file deleted meanwhile ends the
+    // stream short of the Content-Length, so the client sees a broken transfer, never a file
+    // that looks complete.
+    let chunks = futures::stream::try_unfold(0_i32, move |seq| {
+        let db = db.clone();
+        let file_id = file_id.clone();
+        async move {
+            let data = files::chunk(&db, &file_id, seq).await?;
+            Ok::<_, sqlx::Error>(data.map(|data| (Bytes::from(data), seq + 1)))
+        }
+    });
+    let mut response = Body::from_stream(chunks).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(row.bytes));
+    Ok(response)
+}

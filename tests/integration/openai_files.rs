@@ -1,0 +1,537 @@
+//! OpenAI's Files API on a team key: multipart uploads streamed into 1 MiB chunks (whole or
+//! absent), byte-exact content, OpenAI's list paging, deletion of the rows, and files that only
+//! their team can see.
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Method, Response, StatusCode};
+use saasllm_shared::db::files::{self, ChunkWriter};
+use serde_json::Value;
+use sqlx::PgPool;
+
+use crate::helpers::app::ok_json;
+use crate::helpers::{ADMIN_KEY, TestApp, spawn_app};
+
+const MIB: usize = 1024 * 1024;
+const SMALL_BATCH: &[u8] = b"{\"custom_id\": \"a\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": {}}\n";
+
+fn file_part(filename: &str, content: Vec<u8>) -> Part {
+    Part::bytes(content).file_name(filename.to_owned())
+}
+
+/// An upload with `purpose` sent first, as the OpenAI SDKs do.
+async fn upload(app: &TestApp, key: &str, filename: &str, content: Vec<u8>) -> Response {
+    let form = Form::new()
+        .text("purpose", "batch")
+        .part("file", file_part(filename, content));
+    send_form(app, key, form).await
+}
+
+async fn send_form(app: &TestApp, key: &str, form: Form) -> Response {
+    app.with_key(key, Method::POST, "/v1/files")
+        .multipart(form)
+        .send()
+        .await
+        .expect("upload sent")
+}
+
+/// A multipart body written by hand, for what a client library would not send.
+async fn send_raw(app: &TestApp, key: &str, content_type: &str, body: &'static [u8]) -> Response {
+    app.with_key(key, Method::POST, "/v1/files")
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("upload sent")
+}
+
+async fn openai_error(response: Response, expected: StatusCode) -> Value {
+    let status = response.status();
+    let body: Value = response.json().await.expect("JSON error");
+    assert_eq!(status, expected, "{body}");
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert!(body["error"]["type"].is_string(), "{body}");
+    body["error"].clone()
+}
+
+async fn get(app: &TestApp, key: &str, path: &str) -> Response {
+    app.with_key(key, Method::GET, path)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+async fn stored(db: &PgPool) -> (i64, i64) {
+    sqlx::query_as("select (select count(*) from files), (select count(*) from file_chunks)")
+        .fetch_one(db)
+        .await
+        .expect("counts")
+}
+
+async fn chunk_sizes(db: &PgPool, file_id: &str) -> Vec<i32> {
+    sqlx::query_scalar("select length(data) from file_chunks where file_id = $1 order by seq")
+        .bind(file_id)
+        .fetch_all(db)
+        .await
+        .expect("chunks")
+}
+
+fn id_of(file: &Value) -> String {
+    file["id"].as_str().expect("file id").to_owned()
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn uploads_are_stored_in_chunks_and_read_back_byte_for_byte(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_f", 10).await;
+    // A few MiB spanning four chunks, without a trailing newline, sent with the file before
+    // `purpose` and with an Idempotency-Key (neither changes anything for an upload).
+    let large: Vec<u8> = (0..3 * MIB + MIB / 2)
+        .map(|i| {
+            if i % 100 == 99 {
+                b'\n'
+            } else {
+                b'a' + (i % 26) as u8
+            }
+        })
+        .chain(*b"last line")
+        .collect();
+    let form = Form::new()
+        .part("file", file_part("dir/large.jsonl", large.clone()))
+        .text("purpose", "batch")
+        .text("ignored_extra", "anything");
+    let large_file = ok_json(Ok(app
+        .with_key(&key, Method::POST, "/v1/files")
+        .header("Idempotency-Key", "upload-1")
+        .multipart(form)
+        .send()
+        .await
+        .expect("sent")))
+    .await;
+    let small_file = ok_json(Ok(
+        upload(&app, &key, "small.jsonl", SMALL_BATCH.to_vec()).await
+    ))
+    .await;
+
+    assert_eq!(large_file["object"], "file");
+    assert_eq!(large_file["bytes"], large.len());
+    assert_eq!(large_file["filename"], "dir/large.jsonl");
+    assert_eq!(large_file["purpose"], "batch");
+    assert_eq!(large_file["status"], "processed");
+    assert!(large_file["status_details"].is_null() && large_file["expires_at"].is_null());
+    assert!(large_file["created_at"].as_i64().expect("created_at") > 1_600_000_000);
+    assert!(id_of(&large_file).starts_with("file-"));
+    let retrieved = ok_json(Ok(get(
+        &app,
+        &key,
+        &format!("/v1/files/{}", id_of(&large_file)),
+    )
+    .await))
+    .await;
+    assert_eq!(retrieved, large_file);
+
+    for (file, content) in [(&large_file, &large[..]), (&small_file, SMALL_BATCH)] {
+        let response = get(&app, &key, &format!("/v1/files/{}/content", id_of(file))).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/octet-stream"
+        );
+        assert_eq!(response.content_length(), Some(content.len() as u64));
+        let body = response.bytes().await.expect("content");
+        assert!(
+            body == content,
+            "content differs ({} bytes read)",
+            body.len()
+        );
+    }
+    let whole = MIB as i32;
+    assert_eq!(
+        chunk_sizes(&db, &id_of(&large_file)).await,
+        [whole, whole, whole, whole / 2 + 9]
+    );
+    assert_eq!(
+        chunk_sizes(&db, &id_of(&small_file)).await,
+        [SMALL_BATCH.len() as i32]
+    );
+    let lines: Vec<(i64, i64)> = sqlx::query_as(
+        "select bytes, line_count from files where team_id = 'team_f' order by file_id",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("files");
+    let newlines = large.iter().filter(|&&b| b == b'\n').count() as i64;
+    assert_eq!(
+        lines,
+        [
+            (large.len() as i64, newlines + 1),
+            (SMALL_BATCH.len() as i64, 1)
+        ]
+    );
+}
+
+/// An upload streams to storage and is never held whole to be hashed, so an Idempotency-Key does
+/// not make it replayable: the same upload twice is two files.
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn an_idempotency_key_does_not_replay_an_upload(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_i", 10).await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let form = Form::new()
+            .text("purpose", "batch")
+            .part("file", file_part("same.jsonl", SMALL_BATCH.to_vec()));
+        let response = app
+            .with_key(&key, Method::POST, "/v1/files")
+            .header("Idempotency-Key", "same-upload")
+            .multipart(form)
+            .send()
+            .await
+            .expect("sent");
+        assert!(response.headers().get("idempotent-replayed").is_none());
+        ids.push(id_of(&ok_json(Ok(response)).await));
+    }
+
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(stored(&db).await, (2, 2));
+    let keys: i64 = sqlx::query_scalar("select count(*) from idempotency_records")
+        .fetch_one(&db)
+        .await
+        .expect("idempotency keys");
+    assert_eq!(keys, 0);
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn lists_page_by_after_limit_and_order_and_filter_by_purpose(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_l", 10).await;
+    let mut uploaded = Vec::new();
+    for name in ["one.jsonl", "two.jsonl", "three.jsonl"] {
+        uploaded.push(id_of(
+            &ok_json(Ok(upload(&app, &key, name, SMALL_BATCH.to_vec()).await)).await,
+        ));
+    }
+    // A batch's results, as the service writes them.
+    let output_id = files::new_file_id();
+    let mut tx = db.begin().await.expect("tx");
+    let mut writer = ChunkWriter::start(
+        &mut tx,
+        &output_id,
+        "team_l",
+        "batch_output",
+        "batch_out.jsonl",
+    )
+    .await
+    .expect("start");
+    writer
+        .write(&mut tx, b"{\"id\": \"r1\"}\n")
+        .await
+        .expect("write");
+    writer.finish(&mut tx).await.expect("finish");
+    tx.commit().await.expect("commit");
+
+    let page = |query: &'static str| {
+        let app = &app;
+        let key = &key;
+        async move { ok_json(Ok(get(app, key, &format!("/v1/files{query}")).await)).await }
+    };
+    let ids = |list: &Value| -> Vec<String> {
+        list["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(id_of)
+            .collect()
+    };
+    let newest_first = page("").await;
+    let first_two = page("?limit=2").await;
+    let oldest_first = page("?order=asc&limit=10000").await;
+    let batch_only = page("?purpose=batch&order=asc").await;
+    let outputs = page("?purpose=batch_output").await;
+    let unknown_purpose = page("?purpose=fine-tune").await;
+    let rest = ok_json(Ok(get(
+        &app,
+        &key,
+        &format!("/v1/files?limit=2&after={}", uploaded[1]),
+    )
+    .await))
+    .await;
+
+    let mut all = uploaded.clone();
+    all.push(output_id.clone());
+    let mut all_desc = all.clone();
+    all_desc.reverse();
+    assert_eq!(newest_first["object"], "list");
+    assert_eq!(ids(&newest_first), all_desc);
+    assert_eq!(newest_first["has_more"], false);
+    assert_eq!(newest_first["first_id"], all_desc[0].as_str());
+    assert_eq!(newest_first["last_id"], all[0].as_str());
+    assert_eq!(ids(&first_two), all_desc[..2]);
+    assert_eq!(first_two["has_more"], true);
+    assert_eq!(first_two["last_id"], all_desc[1].as_str());
+    assert_eq!(
+        ids(&rest),
+        [uploaded[0].clone()],
+        "after in newest-first order"
+    );
+    assert_eq!(rest["has_more"], false);
+    assert_eq!(ids(&oldest_first), all);
+    assert_eq!(ids(&batch_only), uploaded);
+    assert_eq!(ids(&outputs), std::slice::from_ref(&output_id));
+    assert_eq!(outputs["data"][0]["purpose"], "batch_output");
+    assert_eq!(ids(&unknown_purpose), Vec::<String>::new());
+    assert!(unknown_purpose["first_id"].is_null() && unknown_purpose["last_id"].is_null());
+    for bad in ["?limit=0", "?limit=10001", "?limit=many", "?order=sideways"] {
+        openai_error(
+            get(&app, &key, &format!("/v1/files{bad}")).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+
+    // The service's output file is read and deleted like an upload.
+    let content = get(&app, &key, &format!("/v1/files/{output_id}/content")).await;
+    assert_eq!(
+        content.bytes().await.expect("content"),
+        &b"{\"id\": \"r1\"}\n"[..]
+    );
+    let deleted = app
+        .with_key(&key, Method::DELETE, &format!("/v1/files/{output_id}"))
+        .send()
+        .await;
+    assert_eq!(ok_json(Ok(deleted.expect("sent"))).await["deleted"], true);
+    assert_eq!(stored(&db).await, (3, 3));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn deleting_a_file_removes_its_row_and_chunks(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_d", 10).await;
+    let kept = id_of(
+        &ok_json(Ok(
+            upload(&app, &key, "kept.jsonl", SMALL_BATCH.to_vec()).await
+        ))
+        .await,
+    );
+    let gone = id_of(
+        &ok_json(Ok(upload(
+            &app,
+            &key,
+            "gone.jsonl",
+            vec![b'x'; 2 * MIB + 1],
+        )
+        .await))
+        .await,
+    );
+    assert_eq!(stored(&db).await, (2, 4));
+
+    let delete = || {
+        app.with_key(&key, Method::DELETE, &format!("/v1/files/{gone}"))
+            .send()
+    };
+    let deleted = ok_json(Ok(delete().await.expect("sent"))).await;
+    let again = delete().await.expect("sent");
+
+    assert_eq!(
+        deleted,
+        serde_json::json!({"id": gone, "object": "file", "deleted": true})
+    );
+    openai_error(again, StatusCode::NOT_FOUND).await;
+    openai_error(
+        get(&app, &key, &format!("/v1/files/{gone}")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    openai_error(
+        get(&app, &key, &format!("/v1/files/{gone}/content")).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(stored(&db).await, (1, 1));
+    assert_eq!(chunk_sizes(&db, &kept).await, [SMALL_BATCH.len() as i32]);
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn another_teams_files_are_not_found_and_not_listed(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let owner = app.team_with_key("team_a", 10).await;
+    let other = app.team_with_key("team_b", 10).await;
+    let file_id = id_of(
+        &ok_json(Ok(
+            upload(&app, &owner, "mine.jsonl", SMALL_BATCH.to_vec()).await
+        ))
+        .await,
+    );
+
+    let foreign_get = get(&app, &other, &format!("/v1/files/{file_id}")).await;
+    let foreign_content = get(&app, &other, &format!("/v1/files/{file_id}/content")).await;
+    let foreign_delete = app
+        .with_key(&other, Method::DELETE, &format!("/v1/files/{file_id}"))
+        .send()
+        .await
+        .expect("sent");
+    let foreign_list = ok_json(Ok(get(&app, &other, "/v1/files").await)).await;
+
+    for response in [foreign_get, foreign_content, foreign_delete] {
+        let error = openai_error(response, StatusCode::NOT_FOUND).await;
+        assert_eq!(error["type"], "invalid_request_error");
+    }
+    assert_eq!(foreign_list["data"], serde_json::json!([]));
+    for malformed in ["nope", "file-%00", "file-..%2Fx", "f".repeat(300).as_str()] {
+        openai_error(
+            get(&app, &owner, &format!("/v1/files/{malformed}")).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+    let still_there = ok_json(Ok(get(&app, &owner, &format!("/v1/files/{file_id}")).await)).await;
+    assert_eq!(still_there["id"], file_id.as_str());
+    assert_eq!(stored(&db).await, (1, 1));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn the_admin_key_is_403_and_a_rotated_key_401(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let old_key = app.team_with_key("team_r", 10).await;
+    let file_id = id_of(
+        &ok_json(Ok(
+            upload(&app, &old_key, "a.jsonl", SMALL_BATCH.to_vec()).await
+        ))
+        .await,
+    );
+    ok_json(
+        app.admin(Method::POST, "/api/teams/team_r/rotate-key")
+            .send()
+            .await,
+    )
+    .await;
+
+    let admin_upload = upload(&app, ADMIN_KEY, "admin.jsonl", SMALL_BATCH.to_vec()).await;
+    let admin_list = get(&app, ADMIN_KEY, "/v1/files").await;
+    let admin_get = get(&app, ADMIN_KEY, &format!("/v1/files/{file_id}")).await;
+    let rotated_upload = upload(&app, &old_key, "late.jsonl", SMALL_BATCH.to_vec()).await;
+    let rotated_content = get(&app, &old_key, &format!("/v1/files/{file_id}/content")).await;
+    let rotated_delete = app
+        .with_key(&old_key, Method::DELETE, &format!("/v1/files/{file_id}"))
+        .send()
+        .await
+        .expect("sent");
+
+    for response in [admin_upload, admin_list, admin_get] {
+        openai_error(response, StatusCode::FORBIDDEN).await;
+    }
+    for response in [rotated_upload, rotated_content, rotated_delete] {
+        let error = openai_error(response, StatusCode::UNAUTHORIZED).await;
+        assert_eq!(error["code"], "invalid_api_key");
+    }
+    assert_eq!(stored(&db).await, (1, 1));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn uploads_with_bad_fields_are_400_and_store_nothing(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_v", 10).await;
+    let with_purpose = |purpose: &str| {
+        Form::new()
+            .text("purpose", purpose.to_owned())
+            .part("file", file_part("in.jsonl", SMALL_BATCH.to_vec()))
+    };
+    let cases = [
+        ("purpose", with_purpose("fine-tune")),
+        ("purpose", with_purpose("batch_output")),
+        ("purpose", with_purpose(&"batch".repeat(20))),
+        // The file streams in first; the wrong purpose after it rolls it back.
+        (
+            "purpose",
+            Form::new()
+                .part("file", file_part("in.jsonl", vec![b'x'; MIB + 5]))
+                .text("purpose", "assistants"),
+        ),
+        (
+            "purpose",
+            Form::new().part("file", file_part("in.jsonl", SMALL_BATCH.to_vec())),
+        ),
+        ("file", Form::new().text("purpose", "batch")),
+        (
+            "file",
+            Form::new()
+                .text("purpose", "batch")
+                .text("file", "not a file"),
+        ),
+        (
+            "file",
+            Form::new()
+                .text("purpose", "batch")
+                .part("file", file_part("empty.jsonl", Vec::new())),
+        ),
+        (
+            "file",
+            Form::new()
+                .text("purpose", "batch")
+                .part("file", file_part(&"n".repeat(513), SMALL_BATCH.to_vec())),
+        ),
+        (
+            "file",
+            with_purpose("batch").part("file", file_part("twice.jsonl", SMALL_BATCH.to_vec())),
+        ),
+    ];
+    for (param, form) in cases {
+        let error = openai_error(send_form(&app, &key, form).await, StatusCode::BAD_REQUEST).await;
+        assert_eq!(error["param"], param, "{error}");
+    }
+
+    let multipart = "multipart/form-data; boundary=XyZ";
+    let raw_cases: [(&str, &'static [u8]); 6] = [
+        (multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tab\there.jsonl\"\r\n\r\n{}\n\r\n--XyZ--\r\n"),
+        // An extra field is ignored only with a plain name; this one has none, after the file.
+        (multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"\"\r\n\r\nx\r\n--XyZ--\r\n"),
+        // Cut off before the closing boundary: the file written so far is rolled back.
+        (multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.jsonl\"\r\n\r\n{}\n"),
+        (multipart, b"this is not multipart at all"),
+        ("multipart/form-data", b"--XyZ--\r\n"),
+        ("application/json", b"{\"purpose\": \"batch\", \"file\": \"{}\"}"),
+    ];
+    for (content_type, body) in raw_cases {
+        openai_error(
+            send_raw(&app, &key, content_type, body).await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    assert_eq!(stored(&db).await, (0, 0));
+
+    // The same body as the first raw case, with an ordinary filename, is stored.
+    let fine = send_raw(&app, &key, multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fine.jsonl\"\r\nContent-Type: application/octet-stream\r\n\r\n{}\n\r\n--XyZ--\r\n").await;
+    let file = ok_json(Ok(fine)).await;
+    assert_eq!(
+        (file["filename"].as_str(), file["bytes"].as_i64()),
+        (Some("fine.jsonl"), Some(3))
+    );
+    assert_eq!(stored(&db).await, (1, 1));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_file_over_200_mib_is_refused_while_streaming_and_leaves_nothing(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_big", 10).await;
+    // 200 MiB and one byte, generated piece by piece rather than held whole.
+    let pieces = (0..=200).map(|i| {
+        Ok::<_, std::io::Error>(if i < 200 {
+            vec![b'x'; MIB]
+        } else {
+            b"y".to_vec()
+        })
+    });
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
+    let form = Form::new()
+        .text("purpose", "batch")
+        .part("file", Part::stream(body).file_name("big.jsonl"));
+
+    let error = openai_error(
+        send_form(&app, &key, form).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    )
+    .await;
+
+    assert_eq!(error["code"], "file_too_large");
+    assert_eq!(stored(&db).await, (0, 0));
+}
