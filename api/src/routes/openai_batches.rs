@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{Path, Query, RawBody};
+use crate::extract::{Path, Query, RawBody, parse_json};
 use crate::routes::openai::{OpenAiError, team_of};
 use crate::state::AppState;
 
@@ -84,8 +84,8 @@ async fn create_batch(
 ) -> Result<Response, OpenAiError> {
     let (team_id, _) = team_of(caller)?;
     let RawBody(bytes) = body?;
-    let request: Map<String, Value> = serde_json::from_slice(&bytes)
-        .map_err(|e| invalid("body", format!("The body must be a JSON object: {e}")))?;
+    // Refuses a NUL anywhere, naming the field (PostgreSQL cannot store it).
+    let request: Map<String, Value> = parse_json(&bytes)?;
     let text = |field: &'static str| match request.get(field) {
         Some(Value::String(text)) if !text.contains('\0') => Ok(text.as_str()),
         _ => Err(invalid(field, format!("`{field}` must be a string"))),
@@ -348,10 +348,11 @@ const PROGRESS_REUSE: Duration = Duration::from_secs(1);
 /// Entries kept before expired ones are dropped.
 const PROGRESS_ENTRIES: usize = 10_000;
 
-/// Progress counted lately, by the batch's job.
-fn recent_progress() -> MutexGuard<'static, HashMap<Uuid, (Instant, (i64, i64))>> {
-    static RECENT: LazyLock<Mutex<HashMap<Uuid, (Instant, (i64, i64))>>> =
-        LazyLock::new(Mutex::default);
+/// Progress counted lately: when, and (succeeded, failed), by the batch's job.
+type RecentProgress = HashMap<Uuid, (Instant, (i64, i64))>;
+
+fn recent_progress() -> MutexGuard<'static, RecentProgress> {
+    static RECENT: LazyLock<Mutex<RecentProgress>> = LazyLock::new(Mutex::default);
     RECENT.lock().unwrap_or_else(|p| p.into_inner())
 }
 

@@ -240,7 +240,7 @@ fn model_of(request: &Map<String, Value>) -> Result<String, OpenAiError> {
     match request.get("model") {
         Some(Value::String(model)) if model.contains('\0') => Err(OpenAiError::invalid_field(
             "model",
-            "`model` must not contain NUL characters".to_owned(),
+            "model must not contain NUL characters".to_owned(),
         )),
         Some(Value::String(model)) if !model.is_empty() => Ok(model.clone()),
         _ => Err(OpenAiError::invalid_field(
