@@ -86,59 +86,183 @@ pub struct DrainReport {
     pub runs: Vec<DrainRun>,
 }
 
-/// Submits `setup.calls` calls and drains them, once for each entry of `worker_counts`.
-pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Result<DrainReport> {
-    let port = free_port()?;
-    let api_url = format!("http://127.0.0.1:{port}");
-    let db_url = format!("{}/{}", setup.postgres_url, setup.db);
-    let mut api = Proc::spawn(
-        "saasllm-api-drain",
-        &setup.bin_dir.join("saasllm-api"),
-        &[],
-        &[
-            ("DATABASE_URL", db_url.clone()),
-            ("QUEUE_NAME", setup.db.to_owned()),
-            ("BIND_ADDR", format!("127.0.0.1:{port}")),
-            ("ADMIN_API_KEY", ADMIN_KEY.into()),
-            ("LLM_BASE_URL", setup.fake_url.to_owned()),
-            ("EMBEDDED_WORKER", "false".into()),
-            ("RUST_LOG", "warn".into()),
-        ],
-        setup.log_dir,
-    )?;
-    api.wait_healthy(
-        setup.client,
-        &format!("{api_url}/health"),
-        Duration::from_secs(60),
-    )
-    .await?;
-    let key = crate::teams::Teams::create(setup.client, &api_url, 1)
-        .await?
-        .get(0)
-        .key
-        .clone();
-    let mut db = PgConnection::connect(&db_url)
-        .await
-        .context("cannot connect to the drain database")?;
+/// An API process without embedded workers (`EMBEDDED_WORKER=false`) on a database and queue
+/// of its own, with the benchmark's team: what it accepts waits until worker processes started
+/// beside it take it. The drain and the batch scenario run on one each.
+pub struct Stage<'a> {
+    setup: &'a DrainSetup<'a>,
+    api: Proc,
+    pub url: String,
+    pub key: String,
+    pub db_url: String,
+}
 
-    let worker_env = [
-        ("DATABASE_URL", db_url.clone()),
-        ("QUEUE_NAME", setup.db.to_owned()),
-        ("LLM_BASE_URL", setup.fake_url.to_owned()),
-        ("RUST_LOG", "warn".into()),
-    ];
-    let spawn_worker = |name: &'static str| {
+impl<'a> Stage<'a> {
+    /// Starts the API process `name` on `setup.db` and creates the team.
+    pub async fn start(setup: &'a DrainSetup<'a>, name: &'static str) -> anyhow::Result<Self> {
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let db_url = format!("{}/{}", setup.postgres_url, setup.db);
+        let mut api = Proc::spawn(
+            name,
+            &setup.bin_dir.join("saasllm-api"),
+            &[],
+            &[
+                ("DATABASE_URL", db_url.clone()),
+                ("QUEUE_NAME", setup.db.to_owned()),
+                ("BIND_ADDR", format!("127.0.0.1:{port}")),
+                ("ADMIN_API_KEY", ADMIN_KEY.into()),
+                ("LLM_BASE_URL", setup.fake_url.to_owned()),
+                ("EMBEDDED_WORKER", "false".into()),
+                ("RUST_LOG", "warn".into()),
+            ],
+            setup.log_dir,
+        )?;
+        api.wait_healthy(
+            setup.client,
+            &format!("{url}/health"),
+            Duration::from_secs(60),
+        )
+        .await?;
+        let key = crate::teams::Teams::create(setup.client, &url, 1)
+            .await?
+            .get(0)
+            .key
+            .clone();
+        Ok(Self {
+            setup,
+            api,
+            url,
+            key,
+            db_url,
+        })
+    }
+
+    pub fn api_pid(&self) -> anyhow::Result<u32> {
+        self.api.pid()
+    }
+
+    /// A connection to the stage's database.
+    pub async fn connect(&self) -> anyhow::Result<PgConnection> {
+        PgConnection::connect(&self.db_url)
+            .await
+            .with_context(|| format!("cannot connect to {}", self.setup.db))
+    }
+
+    /// A `saasllm-worker` process (default settings) on the stage's database and queue.
+    pub fn spawn_worker(&self, name: &'static str) -> anyhow::Result<Proc> {
         Proc::spawn(
             name,
-            &setup.bin_dir.join("saasllm-worker"),
+            &self.setup.bin_dir.join("saasllm-worker"),
             &[],
-            &worker_env,
-            setup.log_dir,
+            &[
+                ("DATABASE_URL", self.db_url.clone()),
+                ("QUEUE_NAME", self.setup.db.to_owned()),
+                ("LLM_BASE_URL", self.setup.fake_url.to_owned()),
+                ("RUST_LOG", "warn".into()),
+            ],
+            self.setup.log_dir,
         )
-    };
+    }
+
+    /// Starts `count` worker processes, named from `WORKER_NAMES` in order.
+    pub fn start_workers(&self, count: usize) -> anyhow::Result<Workers> {
+        let Some(names) = WORKER_NAMES.get(..count) else {
+            bail!("at most {} worker processes", WORKER_NAMES.len());
+        };
+        let procs = names
+            .iter()
+            .map(|name| self.spawn_worker(name))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let pids = procs
+            .iter()
+            .map(Proc::pid)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let samplers = pids.iter().map(|&pid| RssSampler::start(pid)).collect();
+        Ok(Workers {
+            procs,
+            pids,
+            samplers,
+            fake_pid: self.setup.fake_pid,
+        })
+    }
+
+    pub async fn stop(self) {
+        self.api.stop().await;
+    }
+}
+
+/// Worker processes at work, their memory sampled.
+pub struct Workers {
+    procs: Vec<Proc>,
+    pids: Vec<u32>,
+    samplers: Vec<RssSampler>,
+    fake_pid: u32,
+}
+
+impl Workers {
+    /// Measures the CPU of the workers, the fake upstream and `others` from now on.
+    pub fn meter(&self, others: &[(&'static str, u32)]) -> CpuMeter {
+        let mut probes: Vec<(&'static str, u32)> = self
+            .procs
+            .iter()
+            .map(|p| p.name)
+            .zip(self.pids.iter().copied())
+            .collect();
+        probes.extend_from_slice(others);
+        probes.push(("fake", self.fake_pid));
+        CpuMeter::start(&probes)
+    }
+
+    /// Fails if a worker has exited (it would never finish its share).
+    pub fn check_running(&mut self) -> anyhow::Result<()> {
+        for p in &mut self.procs {
+            if let Some(status) = p.child.try_wait()? {
+                bail!("{} exited with {status}; see {}", p.name, p.log.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops them; returns the highest RSS any of them reached, in MiB.
+    pub async fn stop(self) -> f64 {
+        let peak_kib = self
+            .samplers
+            .iter()
+            .zip(&self.pids)
+            .map(|(s, &pid)| s.take_peak().max(rss_kib(pid).unwrap_or(0)))
+            .max()
+            .unwrap_or(0);
+        drop(self.samplers);
+        for p in self.procs {
+            p.stop().await;
+        }
+        peak_kib as f64 / 1024.0
+    }
+}
+
+/// Empties the calls table, so that a run does not go over an earlier run's rows and their dead
+/// row versions (measured: the second of two drains ran 25-30 % slower than the same drain run
+/// first, whichever came first).
+pub async fn empty_calls(db: &mut PgConnection) -> anyhow::Result<()> {
+    sqlx::query("truncate llm_calls cascade")
+        .execute(&mut *db)
+        .await
+        .context("cannot empty the calls of the previous run")?;
+    sqlx::query("vacuum analyze")
+        .execute(&mut *db)
+        .await
+        .context("cannot vacuum the database")?;
+    Ok(())
+}
+
+/// Submits `setup.calls` calls and drains them, once for each entry of `worker_counts`.
+pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Result<DrainReport> {
+    let stage = Stage::start(setup, "saasllm-api-drain").await?;
+    let mut db = stage.connect().await?;
 
     // Idle: a worker that has started and found nothing to do.
-    let idle = spawn_worker("saasllm-worker-idle")?;
+    let idle = stage.spawn_worker("saasllm-worker-idle")?;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let worker_rss_idle_mib =
         rss_kib(idle.pid()?).context("cannot read the worker's RSS")? as f64 / 1024.0;
@@ -146,41 +270,13 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
 
     let mut runs = Vec::new();
     for &workers in worker_counts {
-        if workers > WORKER_NAMES.len() {
-            bail!("at most {} worker processes", WORKER_NAMES.len());
-        }
-        // Each drain starts from an empty calls table, so that a later drain does not run over
-        // the earlier one's rows and its dead row versions (measured: the second of two
-        // drains ran 25-30 % slower than the same drain run first, whichever came first).
-        sqlx::query("truncate llm_calls cascade")
-            .execute(&mut db)
-            .await
-            .context("cannot empty the calls of the previous drain")?;
-        sqlx::query("vacuum analyze")
-            .execute(&mut db)
-            .await
-            .context("cannot vacuum the drain database")?;
+        empty_calls(&mut db).await?;
         let submitted = Instant::now();
-        let jobs = submit(setup, &api_url, &key).await?;
+        let jobs = submit(setup, &stage.url, &stage.key).await?;
         let submit_secs = submitted.elapsed().as_secs_f64();
 
-        let mut procs = Vec::new();
-        for name in &WORKER_NAMES[..workers] {
-            procs.push(spawn_worker(name)?);
-        }
-        let pids = procs
-            .iter()
-            .map(Proc::pid)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let samplers: Vec<RssSampler> = pids.iter().map(|&pid| RssSampler::start(pid)).collect();
-        let mut probes: Vec<(&'static str, u32)> = WORKER_NAMES[..workers]
-            .iter()
-            .copied()
-            .zip(pids.iter().copied())
-            .collect();
-        probes.push(("fake", setup.fake_pid));
-        let meter = CpuMeter::start(&probes);
-
+        let mut fleet = stage.start_workers(workers)?;
+        let meter = fleet.meter(&[]);
         let until = Instant::now() + DRAIN_TIMEOUT;
         loop {
             let (left,): (i64,) = sqlx::query_as(
@@ -191,27 +287,14 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
             if left == 0 {
                 break;
             }
-            for p in &mut procs {
-                if let Some(status) = p.child.try_wait()? {
-                    bail!("{} exited with {status}; see {}", p.name, p.log.display());
-                }
-            }
+            fleet.check_running()?;
             if Instant::now() > until {
                 bail!("{left} calls still unfinished after {DRAIN_TIMEOUT:?}");
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let cpu = meter.cores();
-        let worker_rss_peak_kib = samplers
-            .iter()
-            .zip(&pids)
-            .map(|(s, &pid)| s.take_peak().max(rss_kib(pid).unwrap_or(0)))
-            .max()
-            .unwrap_or(0);
-        drop(samplers);
-        for p in procs {
-            p.stop().await;
-        }
+        let worker_rss_peak_mib = fleet.stop().await;
 
         // A statement's `now()` is its transaction's start: the calls of one claim share their
         // `started_at`, the results of one commit their `finished_at`.
@@ -236,14 +319,14 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
             calls: u64::try_from(total).unwrap_or(0),
             submit_secs,
             drain_secs: drain_secs.context("no call has start and finish times")?,
-            worker_rss_peak_mib: worker_rss_peak_kib as f64 / 1024.0,
+            worker_rss_peak_mib,
             cpu,
             claim_batch_mean: total as f64 / claims.max(1) as f64,
             result_group_mean: total as f64 / commits.max(1) as f64,
         });
     }
     db.close().await?;
-    api.stop().await;
+    stage.stop().await;
     Ok(DrainReport {
         worker_rss_idle_mib,
         runs,

@@ -6,6 +6,7 @@
 //! database, runs closed-loop scenarios against both, and reports added latency, throughput and
 //! memory against the targets. See docs/BENCHMARKS.md.
 
+mod batch_api;
 mod console;
 mod drain;
 mod load;
@@ -45,6 +46,8 @@ enum Which {
     Litellm,
     /// Console pages (server time) over 100,000 seeded jobs (2,000 with --smoke).
     Console,
+    /// OpenAI Batch API: a 50,000-line batch (500 with --smoke) run by worker processes.
+    BatchApi,
 }
 
 /// Benchmark saasllm-api against the fake upstream (expects prebuilt binaries).
@@ -73,8 +76,7 @@ struct Cli {
     /// Calls submitted before each drain (default 100,000, or 2,000 with --smoke).
     #[arg(long)]
     drain_calls: Option<usize>,
-    /// Worker processes of each drain, in order (default 1,2). The drains share a database, so
-    /// a later one runs over the earlier ones' rows: `2,1` shows what that order costs.
+    /// Worker processes of each drain and of each batch of `batch-api`, in order (default 1,2).
     #[arg(long, value_delimiter = ',')]
     drain_workers: Option<Vec<usize>>,
     /// PostgreSQL server (without database) where the throwaway database is created.
@@ -144,8 +146,9 @@ async fn main() -> anyhow::Result<()> {
 
     let db = format!("saasllm_bench_{}", std::process::id());
     // A leftover from a crashed run with the same pid would otherwise be reused.
-    drop_database(&cli.postgres_url, &db).await?;
-    drop_database(&cli.postgres_url, &drain_db(&db)).await?;
+    for name in databases(&db) {
+        drop_database(&cli.postgres_url, &name).await?;
+    }
 
     let mut fake: Option<Proc> = None;
     let mut api: Option<Proc> = None;
@@ -153,10 +156,10 @@ async fn main() -> anyhow::Result<()> {
     for p in [api, fake].into_iter().flatten() {
         p.stop().await;
     }
-    let dropped = match drop_database(&cli.postgres_url, &db).await {
-        Ok(()) => drop_database(&cli.postgres_url, &drain_db(&db)).await,
-        failed => failed,
-    };
+    let mut dropped = Ok(());
+    for name in databases(&db) {
+        dropped = dropped.and(drop_database(&cli.postgres_url, &name).await);
+    }
 
     let report = result.inspect_err(|_| {
         eprintln!(
@@ -173,9 +176,10 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Database and queue name of the drain scenario, which runs its own API process.
-fn drain_db(db: &str) -> String {
-    format!("{db}_drain")
+/// The run's databases: its own, then the drain's and the batch scenario's (each of those runs
+/// an API process of its own, on a database and queue of the same name).
+fn databases(db: &str) -> [String; 3] {
+    [db.to_owned(), format!("{db}_drain"), format!("{db}_batch")]
 }
 
 fn chat_body() -> Value {
@@ -667,25 +671,23 @@ async fn bench(
     }
 
     let mut worker_rss: Option<(f64, f64)> = None;
+    let [_, drain_db, batch_db] = databases(db);
+    let drain_setup = drain::DrainSetup {
+        client: &client,
+        bin_dir,
+        log_dir,
+        postgres_url: &cli.postgres_url,
+        db: &drain_db,
+        fake_url: &fake_url,
+        fake_pid,
+        calls: plan.drain_calls,
+    };
     if want(Which::Drain) {
         println!(
             "\n{:<34} {:>8} {:>9} {:>10} {:>9} {:>10}  cpu cores",
             "drain", "calls", "submit s", "drain s", "calls/s", "per worker"
         );
-        let report = drain::run(
-            &drain::DrainSetup {
-                client: &client,
-                bin_dir,
-                log_dir,
-                postgres_url: &cli.postgres_url,
-                db: &drain_db(db),
-                fake_url: &fake_url,
-                fake_pid,
-                calls: plan.drain_calls,
-            },
-            &plan.drain_workers,
-        )
-        .await?;
+        let report = drain::run(&drain_setup, &plan.drain_workers).await?;
         let one_worker = report
             .runs
             .iter()
@@ -744,6 +746,13 @@ async fn bench(
                 "runs": report.runs.iter().map(drain::DrainRun::to_json).collect::<Vec<_>>(),
             }),
         );
+    }
+
+    if want(Which::BatchApi) {
+        let drain = scenarios.get("async_drain");
+        let workers = &plan.drain_workers;
+        let report = batch_api::run(&drain_setup, &batch_db, cli.smoke, workers, drain).await?;
+        scenarios.insert("batch_api".into(), report);
     }
 
     if want(Which::Console) {

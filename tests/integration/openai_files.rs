@@ -2,6 +2,8 @@
 //! absent), byte-exact content, OpenAI's list paging, deletion of the rows, and files that only
 //! their team can see.
 
+mod slow_uploads;
+
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
 use saasllm_shared::db::files::{self, ChunkWriter};
@@ -19,7 +21,7 @@ fn file_part(filename: &str, content: Vec<u8>) -> Part {
 }
 
 /// An upload with `purpose` sent first, as the OpenAI SDKs do.
-async fn upload(app: &TestApp, key: &str, filename: &str, content: Vec<u8>) -> Response {
+pub(super) async fn upload(app: &TestApp, key: &str, filename: &str, content: Vec<u8>) -> Response {
     let form = Form::new()
         .text("purpose", "batch")
         .part("file", file_part(filename, content));
