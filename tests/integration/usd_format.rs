@@ -96,11 +96,12 @@ async fn usage_reports_round_usd_to_the_micro_dollar(db: PgPool) {
     ))
     .await;
 
-    // Summary (total, average), one job type, one day; the organization adds the team's block.
+    // Summary (total, average), one job type, the /v1 total (no endpoint used), one day; the
+    // organization adds the team's block (summary, job type, /v1 total).
     let team_fields = usd_numbers(&team);
     let org_fields = usd_numbers(&org);
-    assert_eq!(team_fields.len(), 4, "{team}");
-    assert_eq!(org_fields.len(), 7, "{org}");
+    assert_eq!(team_fields.len(), 5, "{team}");
+    assert_eq!(org_fields.len(), 9, "{org}");
     for (key, number) in team_fields.iter().chain(&org_fields) {
         assert!(
             decimals(number) <= 6,
