@@ -6,6 +6,8 @@ data (canary strings planted in its objects). Then every field of every JSON bod
 bytes, huge strings, overflowing and negative numbers and wrong types: a value the document
 forbids must be refused with a 4xx carrying {"detail"}, and nothing may answer 5xx. Webhook URLs
 to internal addresses are refused, and the victim's balance and ledger are unchanged at the end.
+The OpenAI Files and Batch routes get the victim's file and batch ids (another team must get 404),
+and `POST /v1/files` its own multipart section (framing, field names, filenames, duplicates).
 """
 
 import json
@@ -83,7 +85,43 @@ def setup():
         "model_group": ids["group"], "purpose": CANARY,
         "messages": [{"role": "user", "content": CANARY}]}), "llm-call")
     ids["call"] = result["call_id"]
+    upload = call_multipart(victim, [("purpose", None, b"batch"),
+                                     ("file", f"{CANARY}.jsonl", batch_file(ids["group"]).encode())])
+    ids["file"] = ok(upload, "file upload")["id"]
+    ids["batch"] = ok(call("POST", "/v1/batches", victim, batch_body(ids["file"])), "batch")["id"]
+    # The batch ends (and pays its line) before the victim's balance is first read.
+    import time
+    deadline = time.time() + 120
+    while ok(call("GET", f"/v1/batches/{ids['batch']}", victim), "batch")["status"] not in ("completed", "failed"):
+        if time.time() > deadline:
+            sys.exit("setup step failed: the victim's batch did not end within 120 s")
+        time.sleep(0.5)
     return ids
+
+
+def batch_file(model, lines=1):
+    """A valid batch input file of `lines` cheap chat requests, holding the canary."""
+    return "\n".join(json.dumps({"custom_id": f"{CANARY}-{i}", "method": "POST", "url": "/v1/chat/completions",
+                                 "body": {"model": model, "max_tokens": 1,
+                                          "messages": [{"role": "user", "content": CANARY}]}})
+                     for i in range(lines)) + "\n"
+
+
+def batch_body(file_id):
+    return {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h",
+            "metadata": {"note": CANARY}}
+
+
+def call_multipart(headers, fields, content_type=None, raw=None):
+    """POST /v1/files with `fields` as (name, filename or None, bytes), or a `raw` body."""
+    global CHECKED
+    CHECKED += 1
+    headers = dict(headers)
+    if raw is not None:
+        headers["Content-Type"] = content_type or "multipart/form-data; boundary=X"
+        return requests.post(BASE + "/v1/files", headers=headers, data=raw, timeout=60)
+    files = [(name, (filename, data) if filename is not None else (None, data)) for name, filename, data in fields]
+    return requests.post(BASE + "/v1/files", headers=headers, files=files, timeout=60)
 
 
 def balance_and_ledger(ids):
@@ -96,7 +134,7 @@ def balance_and_ledger(ids):
 def operations(document, ids):
     values = {"team_id": ids["team"], "job_id": ids["job"], "call_id": ids["call"],
               "organization_id": ids["org"], "group_name": ids["group"],
-              "admin_key_id": ids["admin_key"]}
+              "admin_key_id": ids["admin_key"], "file_id": ids["file"], "batch_id": ids["batch"]}
     for path, item in document["paths"].items():
         for method, operation in item.items():
             if method not in ("get", "post", "put", "delete", "patch"):
@@ -139,6 +177,8 @@ def base_bodies(ids):
         ("POST", "/api/jobs/{job_id}/llm-calls"): {"calls": [{"model_group": ids["group"], "messages": message}]},
         ("POST", "/api/jobs/{job_id}/complete"): {"status": "completed"},
         ("POST", "/v1/chat/completions"): {"model": "gpt-4o-mini", "messages": message, "max_tokens": 5},
+        ("POST", "/v1/embeddings"): {"model": "gpt-4o-mini", "input": ["hello", "world"]},
+        ("POST", "/v1/batches"): batch_body(ids["file"]),
     }
 
 
@@ -151,7 +191,7 @@ def admin_only(operation):
     return "admin_key" in security[0]
 
 
-VICTIM_PARAMETERS = ("{team_id}", "{job_id}", "{call_id}", "{organization_id}")
+VICTIM_PARAMETERS = ("{team_id}", "{job_id}", "{call_id}", "{organization_id}", "{file_id}", "{batch_id}")
 
 
 def check_credentials(document, ids):
@@ -173,6 +213,12 @@ def check_credentials(document, ids):
         cases = dict(wrong)
         if admin_only(operation):
             cases["the team's own key"] = (bearer(ids["key"]), (403,))
+        if (method, template) == ("POST", "/v1/batches"):
+            # The body names the victim's file: to another team it does not exist.
+            cases["other team"] = (bearer(ids["key_b"]), (404,))
+        elif template.startswith("/v1/") and any(p in template for p in VICTIM_PARAMETERS):
+            # Another team's file or batch is a 404, exactly like one that does not exist.
+            cases["other team"] = (bearer(ids["key_b"]), (404,))
         elif not any(p in template for p in VICTIM_PARAMETERS):
             # Names no victim object: the other team acts for itself; only leaks count.
             cases["other team"] = (bearer(ids["key_b"]), refused + (200, 201, 202))
@@ -231,13 +277,27 @@ def fresh_job(ids):
     return job["job_id"]
 
 
+# The rules of the OpenAI bodies that their document states in words (these bodies pass other
+# parameters through to the upstream, so only the fields the service reads are listed).
+OPENAI_FIELDS = {
+    "/v1/chat/completions": {
+        "model": {"type": "string", "minLength": 1}, "max_tokens": {"type": "integer", "minimum": 1},
+        "n": {"type": "integer", "minimum": 1}, "messages": {"type": "array", "minItems": 1}},
+    "/v1/embeddings": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"anyOf": [{"type": "string", "minLength": 1}, {"type": "array", "minItems": 1}]},
+        "dimensions": {"type": ["integer", "null"], "minimum": 1},
+        "encoding_format": {"type": ["string", "null"]}},
+}
+
+
 def check_hostile_fields(document, ids):
     """One field at a time made hostile, with the key that may call the operation."""
     for method, template, path, operation in operations(document, ids):
         content = operation.get("requestBody", {}).get("content", {}).get("application/json")
         openai = template.startswith("/v1/")
-        if content is None and not (openai and method == "POST"):
-            continue
+        if content is None and template != "/v1/chat/completions":
+            continue  # no JSON body (POST /v1/files is multipart: check_multipart_upload)
         base = base_bodies(ids).get((method, template))
         if base is None:
             fail(f"{method} {template}: no base body in the suite; add one")
@@ -246,9 +306,7 @@ def check_hostile_fields(document, ids):
         schema = resolve(document, content["schema"]) if content else {}
         schema = next((resolve(document, s) for s in schema.get("oneOf", []) if s.get("type") != "null"), schema)
         fields = schema.get("properties", {}) if isinstance(base, dict) else {}
-        if openai:
-            fields = {"model": {"type": "string", "minLength": 1}, "max_tokens": {"type": "integer", "minimum": 1},
-                      "n": {"type": "integer", "minimum": 1}, "messages": {"type": "array", "minItems": 1}}
+        fields = OPENAI_FIELDS.get(template, fields)
         for field, field_schema in fields.items():
             for label, value in HOSTILE:
                 if "{job_id}" in template:
@@ -290,6 +348,27 @@ def check_hostile_queries(document, ids):
         response = call("GET", template, ADMIN)
         if response.status_code >= 500 or response.ok:
             fail(f"GET {template[:40]}: {response.status_code}")
+    # The OpenAI lists and objects with the team's key: hostile cursors, limits and ids.
+    victim = bearer(ids["key"])
+    for query in ["limit=0", "limit=-1", "limit=1000000000", "limit=1e9", "after=%00", "after=" + "a" * 5000,
+                  f"after={ids['file']}&limit=abc", "order=sideways", "purpose=%00", "after=%27%20or%201%3D1--"]:
+        for template in ["/v1/files", "/v1/batches"]:
+            response = call("GET", f"{template}?{query}", victim)
+            if response.status_code >= 500:
+                fail(f"GET {template}?{query[:30]}: {response.status_code} {response.text[:120]}")
+    attacker = bearer(ids["key_b"])
+    for template in ["/v1/files", "/v1/batches"]:
+        victim_id = ids["file"] if template == "/v1/files" else ids["batch"]
+        response = call("GET", f"{template}?after={victim_id}", attacker)
+        if response.status_code >= 500 or leaks(response):
+            fail(f"GET {template}?after=<victim's id> with another team's key: {response.status_code} {response.text[:120]}")
+    for path in ["/v1/files/..%2F..%2Fetc%2Fpasswd", "/v1/files/%00", "/v1/files/%27%20or%201%3D1--",
+                 "/v1/batches/%00", "/v1/batches/%27or%271%27%3D%271", "/v1/files/" + "f" * 5000,
+                 "/v1/batches/" + "b" * 5000 + "/cancel", "/v1/files/%2e%2e/content"]:
+        for method in ["GET", "POST", "DELETE"]:
+            response = call(method, path, victim)
+            if response.status_code >= 500 or response.ok:
+                fail(f"{method} {path[:40]}: {response.status_code} {response.text[:120]}")
 
 
 SSRF_URLS = [
@@ -306,6 +385,92 @@ def check_ssrf(ids):
                         {"team_id": ids["team"], "job_type": "ssrf", "callback_url": url})
         if response.status_code != 400:
             fail(f"callback_url {url}: {response.status_code} (expected 400) {response.text[:160]}")
+
+
+def multipart(*parts, end=True):
+    """A multipart body (boundary X) of (headers line, content) parts."""
+    body = b"".join(b"--X\r\nContent-Disposition: form-data; " + head + b"\r\n\r\n" + data + b"\r\n"
+                    for head, data in parts)
+    return body + (b"--X--\r\n" if end else b"")
+
+
+def check_multipart_upload(ids):
+    """POST /v1/files with broken framing, hostile field names and filenames, repeated fields and
+    a Content-Length that lies: each is a 4xx in OpenAI's error shape and stores nothing."""
+    victim = bearer(ids["key"])
+    purpose = (b'name="purpose"', b"batch")
+    content = batch_file(ids["group"]).encode()
+    file_part = (b'name="file"; filename="in.jsonl"', content)
+    refused = {
+        "JSON instead of multipart": (json.dumps({"file": "x", "purpose": "batch"}).encode(), "application/json"),
+        "no boundary": (multipart(purpose, file_part), "multipart/form-data"),
+        "wrong boundary": (multipart(purpose, file_part), "multipart/form-data; boundary=Y"),
+        "no file": (multipart(purpose), None),
+        "no purpose": (multipart(file_part), None),
+        "file without filename": (multipart(purpose, (b'name="file"', content)), None),
+        "empty filename": (multipart(purpose, (b'name="file"; filename=""', content)), None),
+        "filename with control characters": (multipart(purpose, (b'name="file"; filename="a\x01\x1b.jsonl"', content)), None),
+        "filename of 600 characters": (multipart(purpose, (b'name="file"; filename="' + b"a" * 600 + b'"', content)), None),
+        "filename with NUL": (multipart(purpose, (b'name="file"; filename="a\x00b"', content)), None),
+        "purpose twice": (multipart(purpose, purpose, file_part), None),
+        "file twice": (multipart(purpose, file_part, file_part), None),
+        "purpose batch_output": (multipart((b'name="purpose"', b"batch_output"), file_part), None),
+        "purpose of 1 MiB": (multipart((b'name="purpose"', b"b" * 1024 * 1024), file_part), None),
+        "purpose with NUL": (multipart((b'name="purpose"', b"batch\x00"), file_part), None),
+        "purpose invalid UTF-8": (multipart((b'name="purpose"', b"\xff\xfe"), file_part), None),
+        "empty file": (multipart(purpose, (b'name="file"; filename="in.jsonl"', b"")), None),
+        "field name of 1 MiB": (multipart(purpose, (b'name="' + b"a" * 1024 * 1024 + b'"', b"v")), None),
+        "field name not ASCII": (multipart(purpose, (b'name="\xc3\xa9t\xc3\xa9"', b"v"), file_part), None),
+        "field name with quote and path": (multipart(purpose, (b'name="../\\"', b"v"), file_part), None),
+        "unterminated body": (multipart(purpose, file_part, end=False)[:-2], None),
+        "garbage": (b"\x00" * 4096, None),
+    }
+    before = len(ok(call("GET", "/v1/files?purpose=batch&limit=10000", victim), "files")["data"])
+    for name, (raw, content_type) in refused.items():
+        response = call_multipart(victim, None, content_type, raw)
+        if response.status_code >= 500 or response.ok or "error" not in response.text:
+            fail(f"POST /v1/files, {name}: {response.status_code} {response.text[:160]}")
+    # Thousands of ignored fields and a filename with directories are still a plain upload.
+    accepted = {
+        "10,000 extra fields": multipart(*[(b'name="f%d"' % i, b"v") for i in range(10_000)], purpose, file_part),
+        "filename with ../": multipart(purpose, (b'name="file"; filename="../../etc/passwd"', content)),
+    }
+    for name, raw in accepted.items():
+        response = call_multipart(victim, None, None, raw)
+        if response.status_code != 200:
+            fail(f"POST /v1/files, {name}: {response.status_code} {response.text[:160]}")
+        elif "/" in name and response.json()["filename"] != "../../etc/passwd":
+            fail(f"POST /v1/files, {name}: filename changed to {response.json()['filename']!r}")
+    after = len(ok(call("GET", "/v1/files?purpose=batch&limit=10000", victim), "files")["data"])
+    if after != before + len(accepted):
+        fail(f"refused uploads left files behind: {before} + {len(accepted)} accepted -> {after}")
+    check_content_length_lies(ids)
+
+
+def check_content_length_lies(ids):
+    """A Content-Length above the upload limit (with a small, complete body) and one shorter than
+    the body (which cuts the multipart framing: a 400): the API reads no more than was sent,
+    answers, and stays up."""
+    import socket
+
+    host, port = BASE.split("//", 1)[1].split(":")
+    body = multipart((b'name="purpose"', b"batch"), (b'name="file"; filename="a.jsonl"', b"{}"))
+    for label, length, expected in [("above the limit", 300 * 1024 * 1024, (200, 413)), ("short", len(body) - 20, (400,))]:
+        global CHECKED
+        CHECKED += 1
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(b"POST /v1/files HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + ids["key"].encode()
+                               + b"\r\nContent-Type: multipart/form-data; boundary=X\r\nConnection: close"
+                               + b"\r\nContent-Length: %d\r\n\r\n" % length + body[:length])
+            answer = b""
+            try:
+                while chunk := connection.recv(65536):
+                    answer += chunk
+            except OSError:
+                pass
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.1 ") else None
+        if status not in expected:
+            fail(f"POST /v1/files with a Content-Length {label}: {status} (expected {expected}) {answer[:160]!r}")
 
 
 def rss_mib(pid):
@@ -377,6 +542,7 @@ def main():
     check_ssrf(ids)
     check_hostile_fields(document, ids)
     check_hostile_queries(document, ids)
+    check_multipart_upload(ids)
     check_greedy_clients()
     print(f"hostile suite: {CHECKED} requests, {len(FAILURES)} failures")
     print(f"{CHECKED - len(FAILURES)} passed, {len(FAILURES)} failed")
