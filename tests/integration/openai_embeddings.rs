@@ -1,23 +1,25 @@
 //! OpenAI embeddings: `POST /v1/embeddings` passes through to the upstream for the team's allowed
 //! models within its USD budget, recording `embeddings` spend; bad input is an OpenAI-shaped 400;
-//! and the worker runs a call whose endpoint is embeddings, storing the whole answer.
+//! and the worker runs a call whose endpoint is embeddings, storing the whole answer. This file
+//! holds the shared helpers, the pass-through and the upstream's failures; `refusals` what is
+//! refused before the upstream (403, 402, 400); `worker` the worker's embeddings calls.
 
-use std::time::Duration;
+mod refusals;
+mod worker;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, ok_json};
-use crate::helpers::stack::{Stack, StackOptions, eventually, spawn_stack, spawn_stack_with};
-
+use crate::helpers::stack::{Stack, spawn_stack};
 /// The embeddings model of the tests.
-const MODEL: &str = "text-embedding-3-small";
+pub(super) const MODEL: &str = "text-embedding-3-small";
 /// USD per 1M input tokens of the priced test model: one micro-dollar per token is $1 per 1M.
-const MICRO_USD_PER_TOKEN: i64 = 1_000;
+pub(super) const MICRO_USD_PER_TOKEN: i64 = 1_000;
 
 /// A team with `credits` and one group `group` of these (model, config) pairs; its key.
-async fn team_with_models(
+pub(super) async fn team_with_models(
     stack: &Stack,
     team_id: &str,
     credits: i64,
@@ -51,11 +53,11 @@ async fn team_with_models(
 }
 
 /// The config pricing a model's input at [`MICRO_USD_PER_TOKEN`].
-fn priced() -> Value {
+pub(super) fn priced() -> Value {
     json!({"input_cost_per_million": MICRO_USD_PER_TOKEN, "output_cost_per_million": 0})
 }
 
-async fn embed(stack: &Stack, key: &str, body: &str) -> reqwest::Response {
+pub(super) async fn embed(stack: &Stack, key: &str, body: &str) -> reqwest::Response {
     stack
         .app
         .with_key(key, Method::POST, "/v1/embeddings")
@@ -67,7 +69,7 @@ async fn embed(stack: &Stack, key: &str, body: &str) -> reqwest::Response {
 }
 
 /// Asserts an OpenAI-shaped error with this status; returns its `error` object.
-async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Value {
+pub(super) async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Value {
     let status = response.status();
     let body: Value = response.json().await.expect("json");
     assert_eq!(status, expected, "{body}");
@@ -80,7 +82,7 @@ async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Valu
 
 /// A spend record of the team, as written.
 #[derive(Debug, sqlx::FromRow)]
-struct SpendRow {
+pub(super) struct SpendRow {
     endpoint: String,
     model: String,
     stream: bool,
@@ -94,7 +96,7 @@ struct SpendRow {
     reserved_micro_usd: i64,
 }
 
-async fn spend_records(stack: &Stack, team_id: &str) -> Vec<SpendRow> {
+pub(super) async fn spend_records(stack: &Stack, team_id: &str) -> Vec<SpendRow> {
     stack.app.spend_written().await;
     sqlx::query_as(
         "select endpoint, model, stream, status, prompt_tokens, completion_tokens, total_tokens,
@@ -108,7 +110,7 @@ async fn spend_records(stack: &Stack, team_id: &str) -> Vec<SpendRow> {
 }
 
 /// (spend, reserved beyond the API's budget slices) of a team once the queued spend is written.
-async fn spend_and_open_reservations(stack: &Stack, team_id: &str) -> (i64, i64) {
+pub(super) async fn spend_and_open_reservations(stack: &Stack, team_id: &str) -> (i64, i64) {
     stack.app.spend_written().await;
     sqlx::query_as(
         "select spend_micro_usd, budget_reserved_micro_usd
@@ -216,177 +218,6 @@ async fn passes_embeddings_through_and_records_their_spend(db: PgPool) {
     );
     assert_ledger_consistent(&db, "team_e").await;
 }
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn refuses_models_outside_the_teams_groups_and_the_admin_key(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_m",
-        10,
-        "Embedder",
-        &[("text-embedding-3-small", priced())],
-    )
-    .await;
-    let body = r#"{"model": "text-embedding-3-large", "input": "hello"}"#;
-
-    let refused = openai_error(embed(&stack, &key, body).await, StatusCode::FORBIDDEN).await;
-    let admin = stack
-        .app
-        .admin(Method::POST, "/v1/embeddings")
-        .header("content-type", "application/json")
-        .body(r#"{"model": "text-embedding-3-small", "input": "hello"}"#)
-        .send()
-        .await
-        .expect("sent");
-    let admin = openai_error(admin, StatusCode::FORBIDDEN).await;
-
-    assert_eq!(refused["type"], "permission_denied");
-    assert_eq!(refused["code"], "model_not_allowed");
-    let message = refused["message"].as_str().expect("message");
-    assert!(
-        message.contains("not allowed") && message.contains("text-embedding-3-small"),
-        "{message}"
-    );
-    assert_eq!(admin["type"], "permission_denied");
-    assert_eq!(stack.llm.total_requests(), 0);
-    assert!(spend_records(&stack, "team_m").await.is_empty());
-    assert_eq!(spend_and_open_reservations(&stack, "team_m").await, (0, 0));
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn refuses_a_request_that_could_cost_more_than_the_budget(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    // 1 credit x $0.10 = $0.10, and every input token is priced at $0.10: a two-token input
-    // could cost $0.20.
-    let key = team_with_models(
-        &stack,
-        "team_poor",
-        1,
-        "Dear",
-        &[(
-            "text-embedding-3-small",
-            json!({"input_cost_per_million": 100_000, "output_cost_per_million": 0}),
-        )],
-    )
-    .await;
-
-    let refused = openai_error(
-        embed(
-            &stack,
-            &key,
-            r#"{"model": "text-embedding-3-small", "input": "hello there, world"}"#,
-        )
-        .await,
-        StatusCode::PAYMENT_REQUIRED,
-    )
-    .await;
-
-    assert_eq!(refused["type"], "insufficient_quota");
-    assert_eq!(refused["code"], "budget_exceeded");
-    assert!(
-        refused["message"]
-            .as_str()
-            .expect("message")
-            .contains("Budget exceeded for team 'team_poor'"),
-        "{refused}"
-    );
-    assert_eq!(stack.llm.total_requests(), 0);
-    assert!(spend_records(&stack, "team_poor").await.is_empty());
-    assert_eq!(
-        spend_and_open_reservations(&stack, "team_poor").await,
-        (0, 0)
-    );
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn invalid_bodies_get_openai_shaped_400s(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_bad",
-        10,
-        "Embedder",
-        &[("text-embedding-3-small", priced())],
-    )
-    .await;
-    let bad_inputs = [
-        r#"null"#,
-        r#"[]"#,
-        r#""""#,
-        r#"42"#,
-        r#"[[1, "2"]]"#,
-        r#"[["a"]]"#,
-        r#"["a", 1]"#,
-        r#"[{"text": "a"}]"#,
-        r#"[-1, 2]"#,
-        r#"[1.5]"#,
-        r#"[[]]"#,
-    ];
-    // (body, the field at fault if one is named)
-    let mut cases: Vec<(String, Option<&str>)> = bad_inputs
-        .iter()
-        .map(|input| {
-            (
-                format!(r#"{{"model": "{MODEL}", "input": {input}}}"#),
-                Some("input"),
-            )
-        })
-        .collect();
-    cases.extend([
-        (format!(r#"{{"model": "{MODEL}"}}"#), Some("input")),
-        (r#"{"input": "hello"}"#.to_owned(), Some("model")),
-        (
-            r#"{"model": 42, "input": "hello"}"#.to_owned(),
-            Some("model"),
-        ),
-        (
-            format!(r#"{{"model": "{MODEL}\u0000", "input": "hello"}}"#),
-            Some("model"),
-        ),
-        (r#""just a string""#.to_owned(), None),
-        (
-            format!(r#"[{{"model": "{MODEL}", "input": "hello"}}]"#),
-            None,
-        ),
-        (format!(r#"{{"model": "{MODEL}", "input": "#), None),
-        (String::new(), None),
-    ]);
-    let too_many = json!({"model": MODEL, "input": vec!["a"; 2_049]});
-
-    let mut answers = Vec::new();
-    for (body, _) in &cases {
-        answers.push(embed(&stack, &key, body).await);
-    }
-    let too_many = embed(&stack, &key, &too_many.to_string()).await;
-
-    for (response, (body, field)) in answers.into_iter().zip(&cases) {
-        let error = openai_error(response, StatusCode::BAD_REQUEST).await;
-        assert_eq!(error["type"], "invalid_request_error", "{body}: {error}");
-        if let Some(field) = field {
-            assert_eq!(error["param"], *field, "{body}: {error}");
-        }
-    }
-    let too_many = openai_error(too_many, StatusCode::BAD_REQUEST).await;
-    assert!(
-        too_many["message"]
-            .as_str()
-            .expect("message")
-            .contains("2048"),
-        "{too_many}"
-    );
-    assert_eq!(
-        stack.llm.total_requests(),
-        0,
-        "nothing reached the upstream"
-    );
-    assert!(spend_records(&stack, "team_bad").await.is_empty());
-    assert_eq!(
-        spend_and_open_reservations(&stack, "team_bad").await,
-        (0, 0)
-    );
-}
-
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn upstream_failures_pass_through_and_release_the_budget(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
@@ -473,141 +304,4 @@ async fn an_unreachable_upstream_is_a_502_that_costs_nothing(db: PgPool) {
     .await
     .expect("balance");
     assert_eq!(spend, 0);
-}
-
-/// Inserts a queued embeddings call of `group` in a new job of the team and pushes it to the
-/// queue, as a batch of embeddings lines would; returns its id.
-async fn queue_embeddings_call(stack: &Stack, key: &str, team_id: &str, group: &str) -> uuid::Uuid {
-    let job_id = stack.create_job(key, team_id).await;
-    let request = json!({"input": ["first text", "second text", "third"], "dimensions": 6});
-    let call_id: uuid::Uuid = sqlx::query_scalar(
-        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, request, endpoint)
-         select gen_random_uuid(), j.job_id, j.team_id, g.model_group_id, g.group_name, $3, 'embeddings'
-         from jobs j, model_groups g
-         where j.job_id = $1::uuid and g.group_name = $2
-         returning call_id",
-    )
-    .bind(&job_id)
-    .bind(group)
-    .bind(&request)
-    .fetch_one(&stack.app.db)
-    .await
-    .expect("insert call");
-    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
-        .push(team_id, &Default::default(), &[call_id])
-        .await
-        .expect("push");
-    call_id
-}
-
-/// A finished call, as stored.
-#[derive(Debug, sqlx::FromRow)]
-struct CallRow {
-    status: String,
-    model_used: Option<String>,
-    response_content: Option<String>,
-    finish_reason: Option<String>,
-    response: Option<Value>,
-    prompt_tokens: Option<i64>,
-    completion_tokens: Option<i64>,
-    total_tokens: Option<i64>,
-    cost_micro_usd: Option<i64>,
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn the_worker_runs_an_embeddings_call_with_fallback_and_stores_the_whole_answer(db: PgPool) {
-    let mut stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
-    // The first model fails: the chain falls back to the next as it does for chat.
-    let key = team_with_models(
-        &stack,
-        "team_w",
-        10,
-        "Embedder",
-        &[
-            ("fail-503-embed", priced()),
-            ("text-embedding-3-small", priced()),
-        ],
-    )
-    .await;
-    let call_id = queue_embeddings_call(&stack, &key, "team_w", "Embedder").await;
-
-    stack.start_worker();
-    let finished = eventually(Duration::from_secs(30), || async {
-        let status: String = sqlx::query_scalar("select status from llm_calls where call_id = $1")
-            .bind(call_id)
-            .fetch_one(&db)
-            .await
-            .expect("status");
-        !matches!(status.as_str(), "queued" | "running")
-    })
-    .await;
-
-    assert!(finished, "the call never finished");
-    let call: CallRow = sqlx::query_as(
-        "select status, model_used, response_content, finish_reason, response, prompt_tokens,
-                completion_tokens, total_tokens, cost_micro_usd
-         from llm_calls where call_id = $1",
-    )
-    .bind(call_id)
-    .fetch_one(&db)
-    .await
-    .expect("call");
-    assert_eq!(call.status, "succeeded", "{call:?}");
-    assert_eq!(call.model_used.as_deref(), Some("text-embedding-3-small"));
-    assert_eq!((call.response_content, call.finish_reason), (None, None));
-    let response = call.response.expect("the whole answer is stored");
-    let data = response["data"].as_array().expect("data");
-    assert_eq!(data.len(), 3);
-    assert_eq!(data[2]["embedding"].as_array().expect("vector").len(), 6);
-    let tokens = response["usage"]["prompt_tokens"].as_i64().expect("usage");
-    assert_eq!(
-        (
-            call.prompt_tokens,
-            call.completion_tokens,
-            call.total_tokens
-        ),
-        (Some(tokens), Some(0), Some(tokens))
-    );
-    assert_eq!(call.cost_micro_usd, Some(tokens * MICRO_USD_PER_TOKEN));
-    let attempts: Vec<(String, String, Option<i32>)> = sqlx::query_as(
-        "select model_name, outcome, http_status from llm_call_attempts where call_id = $1 order by attempt_id",
-    )
-    .bind(call_id)
-    .fetch_all(&db)
-    .await
-    .expect("attempts");
-    assert_eq!(
-        attempts,
-        [
-            (
-                "fail-503-embed".to_owned(),
-                "fallback".to_owned(),
-                Some(503)
-            ),
-            (
-                "text-embedding-3-small".to_owned(),
-                "succeeded".to_owned(),
-                Some(200)
-            ),
-        ]
-    );
-    let sent = stack.llm.requests();
-    assert!(
-        sent.iter().all(|r| r.path == "/v1/embeddings"),
-        "{:?}",
-        sent.iter().map(|r| &r.path).collect::<Vec<_>>()
-    );
-    assert_eq!(sent.len(), 2);
-    assert_eq!(
-        sent[1].body["input"],
-        json!(["first text", "second text", "third"])
-    );
-    stack.stop_workers().await;
 }

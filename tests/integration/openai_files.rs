@@ -1,7 +1,10 @@
 //! OpenAI's Files API on a team key: multipart uploads streamed into 1 MiB chunks (whole or
 //! absent), byte-exact content, OpenAI's list paging, deletion of the rows, and files that only
-//! their team can see.
+//! their team can see. This file holds the shared helpers and what succeeds; `refusals` the
+//! admin key, a rotated key, bad fields and a file over the size limit; `slow_uploads` how many
+//! uploads a team may stream at once.
 
+mod refusals;
 mod slow_uploads;
 
 use reqwest::multipart::{Form, Part};
@@ -11,12 +14,12 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 use crate::helpers::app::ok_json;
-use crate::helpers::{ADMIN_KEY, TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app};
 
-const MIB: usize = 1024 * 1024;
-const SMALL_BATCH: &[u8] = b"{\"custom_id\": \"a\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": {}}\n";
+pub(super) const MIB: usize = 1024 * 1024;
+pub(super) const SMALL_BATCH: &[u8] = b"{\"custom_id\": \"a\", \"method\": \"POST\", \"url\": \"/v1/chat/completions\", \"body\": {}}\n";
 
-fn file_part(filename: &str, content: Vec<u8>) -> Part {
+pub(super) fn file_part(filename: &str, content: Vec<u8>) -> Part {
     Part::bytes(content).file_name(filename.to_owned())
 }
 
@@ -28,7 +31,7 @@ pub(super) async fn upload(app: &TestApp, key: &str, filename: &str, content: Ve
     send_form(app, key, form).await
 }
 
-async fn send_form(app: &TestApp, key: &str, form: Form) -> Response {
+pub(super) async fn send_form(app: &TestApp, key: &str, form: Form) -> Response {
     app.with_key(key, Method::POST, "/v1/files")
         .multipart(form)
         .send()
@@ -36,17 +39,7 @@ async fn send_form(app: &TestApp, key: &str, form: Form) -> Response {
         .expect("upload sent")
 }
 
-/// A multipart body written by hand, for what a client library would not send.
-async fn send_raw(app: &TestApp, key: &str, content_type: &str, body: &'static [u8]) -> Response {
-    app.with_key(key, Method::POST, "/v1/files")
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("upload sent")
-}
-
-async fn openai_error(response: Response, expected: StatusCode) -> Value {
+pub(super) async fn openai_error(response: Response, expected: StatusCode) -> Value {
     let status = response.status();
     let body: Value = response.json().await.expect("JSON error");
     assert_eq!(status, expected, "{body}");
@@ -55,14 +48,14 @@ async fn openai_error(response: Response, expected: StatusCode) -> Value {
     body["error"].clone()
 }
 
-async fn get(app: &TestApp, key: &str, path: &str) -> Response {
+pub(super) async fn get(app: &TestApp, key: &str, path: &str) -> Response {
     app.with_key(key, Method::GET, path)
         .send()
         .await
         .expect("request sent")
 }
 
-async fn stored(db: &PgPool) -> (i64, i64) {
+pub(super) async fn stored(db: &PgPool) -> (i64, i64) {
     sqlx::query_as("select (select count(*) from files), (select count(*) from file_chunks)")
         .fetch_one(db)
         .await
@@ -77,7 +70,7 @@ async fn chunk_sizes(db: &PgPool, file_id: &str) -> Vec<i32> {
         .expect("chunks")
 }
 
-fn id_of(file: &Value) -> String {
+pub(super) fn id_of(file: &Value) -> String {
     file["id"].as_str().expect("file id").to_owned()
 }
 
@@ -388,152 +381,4 @@ async fn another_teams_files_are_not_found_and_not_listed(db: PgPool) {
     let still_there = ok_json(Ok(get(&app, &owner, &format!("/v1/files/{file_id}")).await)).await;
     assert_eq!(still_there["id"], file_id.as_str());
     assert_eq!(stored(&db).await, (1, 1));
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn the_admin_key_is_403_and_a_rotated_key_401(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let old_key = app.team_with_key("team_r", 10).await;
-    let file_id = id_of(
-        &ok_json(Ok(
-            upload(&app, &old_key, "a.jsonl", SMALL_BATCH.to_vec()).await
-        ))
-        .await,
-    );
-    ok_json(
-        app.admin(Method::POST, "/api/teams/team_r/rotate-key")
-            .send()
-            .await,
-    )
-    .await;
-
-    let admin_upload = upload(&app, ADMIN_KEY, "admin.jsonl", SMALL_BATCH.to_vec()).await;
-    let admin_list = get(&app, ADMIN_KEY, "/v1/files").await;
-    let admin_get = get(&app, ADMIN_KEY, &format!("/v1/files/{file_id}")).await;
-    let rotated_upload = upload(&app, &old_key, "late.jsonl", SMALL_BATCH.to_vec()).await;
-    let rotated_content = get(&app, &old_key, &format!("/v1/files/{file_id}/content")).await;
-    let rotated_delete = app
-        .with_key(&old_key, Method::DELETE, &format!("/v1/files/{file_id}"))
-        .send()
-        .await
-        .expect("sent");
-
-    for response in [admin_upload, admin_list, admin_get] {
-        openai_error(response, StatusCode::FORBIDDEN).await;
-    }
-    for response in [rotated_upload, rotated_content, rotated_delete] {
-        let error = openai_error(response, StatusCode::UNAUTHORIZED).await;
-        assert_eq!(error["code"], "invalid_api_key");
-    }
-    assert_eq!(stored(&db).await, (1, 1));
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn uploads_with_bad_fields_are_400_and_store_nothing(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_v", 10).await;
-    let with_purpose = |purpose: &str| {
-        Form::new()
-            .text("purpose", purpose.to_owned())
-            .part("file", file_part("in.jsonl", SMALL_BATCH.to_vec()))
-    };
-    let cases = [
-        ("purpose", with_purpose("fine-tune")),
-        ("purpose", with_purpose("batch_output")),
-        ("purpose", with_purpose(&"batch".repeat(20))),
-        // The file streams in first; the wrong purpose after it rolls it back.
-        (
-            "purpose",
-            Form::new()
-                .part("file", file_part("in.jsonl", vec![b'x'; MIB + 5]))
-                .text("purpose", "assistants"),
-        ),
-        (
-            "purpose",
-            Form::new().part("file", file_part("in.jsonl", SMALL_BATCH.to_vec())),
-        ),
-        ("file", Form::new().text("purpose", "batch")),
-        (
-            "file",
-            Form::new()
-                .text("purpose", "batch")
-                .text("file", "not a file"),
-        ),
-        (
-            "file",
-            Form::new()
-                .text("purpose", "batch")
-                .part("file", file_part("empty.jsonl", Vec::new())),
-        ),
-        (
-            "file",
-            Form::new()
-                .text("purpose", "batch")
-                .part("file", file_part(&"n".repeat(513), SMALL_BATCH.to_vec())),
-        ),
-        (
-            "file",
-            with_purpose("batch").part("file", file_part("twice.jsonl", SMALL_BATCH.to_vec())),
-        ),
-    ];
-    for (param, form) in cases {
-        let error = openai_error(send_form(&app, &key, form).await, StatusCode::BAD_REQUEST).await;
-        assert_eq!(error["param"], param, "{error}");
-    }
-
-    let multipart = "multipart/form-data; boundary=XyZ";
-    let raw_cases: [(&str, &'static [u8]); 6] = [
-        (multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"tab\there.jsonl\"\r\n\r\n{}\n\r\n--XyZ--\r\n"),
-        // An extra field is ignored only with a plain name; this one has none, after the file.
-        (multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\n\r\n{}\n\r\n--XyZ\r\nContent-Disposition: form-data; name=\"\"\r\n\r\nx\r\n--XyZ--\r\n"),
-        // Cut off before the closing boundary: the file written so far is rolled back.
-        (multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"cut.jsonl\"\r\n\r\n{}\n"),
-        (multipart, b"this is not multipart at all"),
-        ("multipart/form-data", b"--XyZ--\r\n"),
-        ("application/json", b"{\"purpose\": \"batch\", \"file\": \"{}\"}"),
-    ];
-    for (content_type, body) in raw_cases {
-        openai_error(
-            send_raw(&app, &key, content_type, body).await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-    }
-    assert_eq!(stored(&db).await, (0, 0));
-
-    // The same body as the first raw case, with an ordinary filename, is stored.
-    let fine = send_raw(&app, &key, multipart, b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"fine.jsonl\"\r\nContent-Type: application/octet-stream\r\n\r\n{}\n\r\n--XyZ--\r\n").await;
-    let file = ok_json(Ok(fine)).await;
-    assert_eq!(
-        (file["filename"].as_str(), file["bytes"].as_i64()),
-        (Some("fine.jsonl"), Some(3))
-    );
-    assert_eq!(stored(&db).await, (1, 1));
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_file_over_200_mib_is_refused_while_streaming_and_leaves_nothing(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_big", 10).await;
-    // 200 MiB and one byte, generated piece by piece rather than held whole.
-    let pieces = (0..=200).map(|i| {
-        Ok::<_, std::io::Error>(if i < 200 {
-            vec![b'x'; MIB]
-        } else {
-            b"y".to_vec()
-        })
-    });
-    let body = reqwest::Body::wrap_stream(futures::stream::iter(pieces));
-    let form = Form::new()
-        .text("purpose", "batch")
-        .part("file", Part::stream(body).file_name("big.jsonl"));
-
-    let error = openai_error(
-        send_form(&app, &key, form).await,
-        StatusCode::PAYLOAD_TOO_LARGE,
-    )
-    .await;
-
-    assert_eq!(error["code"], "file_too_large");
-    assert_eq!(stored(&db).await, (0, 0));
 }

@@ -11,12 +11,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::estimate;
-use saasllm_shared::domain::estimate_embeddings::embedding_input_bound;
+use saasllm_shared::domain::estimate_embeddings::{MAX_EMBEDDING_INPUTS, embedding_input_bound};
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing::{self, UNKNOWN_MODEL_PRICE};
 use saasllm_shared::domain::status::CallEndpoint;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -41,15 +43,58 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[allow(dead_code)] // only its schema is used; the handler reads the body as JSON
 pub struct EmbeddingsRequest {
     /// A model of one of the team's model groups.
+    #[schema(min_length = 1)]
     model: String,
-    /// A string, an array of strings, an array of token ids, or an array of arrays of token
-    /// ids; at most 2048 items, none empty.
-    #[schema(value_type = Object)]
+    #[schema(schema_with = input_schema)]
     input: serde_json::Value,
-    /// `float` or `base64`, passed through.
+    /// Passed through to the upstream unchanged (OpenAI accepts `float` or `base64`).
     encoding_format: Option<String>,
-    /// Dimensions of the vectors, for models that can shorten them; passed through.
+    /// Dimensions of the vectors, for models that can shorten them; passed through to the
+    /// upstream unchanged.
     dimensions: Option<i64>,
+    /// An id of the end user, passed through to the upstream unchanged.
+    user: Option<String>,
+}
+
+/// The `input` forms `embedding_input_bound` accepts. An array's items are all of one kind, so
+/// each kind is its own array schema rather than one array of mixed items.
+fn input_schema() -> Schema {
+    let text = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+    };
+    let token_id = || {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0u64))
+            // Larger integers are not token ids: JSON numbers are read as 64-bit at most.
+            .maximum(Some(u64::MAX))
+    };
+    let inputs = |item: RefOr<Schema>, description: &str| {
+        ArrayBuilder::new()
+            .items(item)
+            .min_items(Some(1))
+            .max_items(Some(MAX_EMBEDDING_INPUTS))
+            .description(Some(description))
+    };
+    let token_list = ArrayBuilder::new().items(token_id()).min_items(Some(1));
+    OneOfBuilder::new()
+        .item(text().description(Some("One text.")))
+        .item(inputs(text().into(), "Texts, one vector each."))
+        .item(inputs(
+            token_id().into(),
+            "Token ids (non-negative integers): one pre-tokenized text.",
+        ))
+        .item(inputs(
+            token_list.into(),
+            "Pre-tokenized texts, each a non-empty array of token ids, one vector each.",
+        ))
+        .description(Some(format!(
+            "A non-empty string, or an array of 1 to {MAX_EMBEDDING_INPUTS} items all of one \
+             kind: non-empty strings, token ids, or non-empty arrays of token ids."
+        )))
+        .into()
 }
 
 /// OpenAI embeddings with the team's virtual key, passed through to the upstream. Only the

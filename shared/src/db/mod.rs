@@ -3,6 +3,7 @@
 
 pub mod admin_keys;
 pub mod audit;
+pub mod batch_endings;
 pub mod batch_runs;
 pub mod batches;
 pub mod budget_slices;

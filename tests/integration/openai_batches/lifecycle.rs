@@ -256,10 +256,12 @@ async fn a_malformed_file_fails_the_batch_at_validation_with_line_numbers(db: Pg
     .expect("rows");
     assert_eq!(left, 0, "a failed validation left rows behind");
 
-    // Blank lines only, and one line too many: both fail too.
+    // Blank lines only, one line too many, and one line too long: all fail too.
+    let long_line = format!("{good}\n{}\n", "x".repeat(10 * 1024 * 1024 + 1));
     for (content, code) in [
         ("\n \n\r\n".to_owned(), "empty_file"),
         ("{}\n".repeat(50_001), "too_many_lines"),
+        (long_line, "line_too_long"),
     ] {
         let file_id = upload(&stack, &key, &content).await;
         let batch = create(&stack, &key, &file_id, "/v1/chat/completions").await;

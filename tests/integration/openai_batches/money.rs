@@ -113,3 +113,89 @@ async fn a_team_without_budget_gets_every_line_in_the_error_file(db: PgPool) {
     let (spent, reserved, _) = spend(&db, "team_broke").await;
     assert_eq!((spent, reserved), (100_000, 0));
 }
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn lines_costing_more_than_estimated_stop_the_batch_before_it_spends_far_past_the_budget(
+    db: PgPool,
+) {
+    let stack = spawn_stack(db.clone()).await;
+    // Estimated at a few hundred micro-dollars each, but the upstream reports $0.05 a line: the
+    // $0.10 budget covers two of them.
+    let key = stack
+        .team(
+            "team_overrun",
+            1,
+            &[("Pricey", &["slow-300-cost-50000-gpt"])],
+        )
+        .await;
+    crate::helpers::app::ok_json(
+        stack
+            .app
+            .admin(Method::PUT, "/api/teams/team_overrun/limits")
+            .json(&json!({"max_concurrent_calls": 1}))
+            .send()
+            .await,
+    )
+    .await;
+    let lines: Vec<Value> = (0..20)
+        .map(|i| costly_line(&format!("l-{i}"), "Pricey", 1))
+        .collect();
+    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
+    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let ended = wait_for(&stack, &key, &batch_id, &["completed"]).await;
+    let errors = file_lines(&stack, &key, &ended["error_file_id"]).await;
+    assert!(
+        errors.len() >= 10,
+        "only {} lines withdrawn: {ended}",
+        errors.len()
+    );
+    assert!(
+        errors
+            .values()
+            .all(|l| l["error"]["code"] == "insufficient_quota")
+    );
+    let ran = ended["request_counts"]["completed"]
+        .as_i64()
+        .expect("completed");
+    let (spent, reserved, recorded) = spend(&db, "team_overrun").await;
+    assert_eq!((spent, reserved), (recorded, 0));
+    assert_eq!(
+        spent,
+        ran * 50_000,
+        "the lines that ran are spent as reported"
+    );
+    assert!(ran <= 6, "{ran} lines ran on a budget that covers two");
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_line_with_no_known_price_is_billed_at_its_estimate(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_unpriced", 10, &[("Plain", &["plain-model"])])
+        .await;
+    let lines: Vec<Value> = (0..2)
+        .map(|i| costly_line(&format!("p-{i}"), "Plain", 5))
+        .collect();
+    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
+    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    wait_for(&stack, &key, &batch_id, &["completed"]).await;
+    let (records, costs, estimates): (i64, i64, i64) = sqlx::query_as(
+        "select count(*), sum(s.cost_micro_usd)::int8, sum(c.budget_micro_usd)::int8
+         from spend_records s join llm_calls c on c.call_id = s.request_id
+         where s.team_id = 'team_unpriced' and s.cost_source = 'default_price' and c.cost_micro_usd is null",
+    )
+    .fetch_one(&db)
+    .await
+    .expect("records");
+    assert_eq!(records, 2);
+    assert!(costs > 0);
+    assert_eq!(costs, estimates);
+    let (spent, reserved, recorded) = spend(&db, "team_unpriced").await;
+    assert_eq!((spent, reserved, recorded), (costs, 0, costs));
+}

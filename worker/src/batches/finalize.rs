@@ -3,7 +3,8 @@
 //! output line format, its lines' costs are settled against the team's budget, and it takes its
 //! terminal status, all in one transaction taken by one worker.
 
-use saasllm_shared::db::batch_runs::{self, Ending, FinishedLine};
+use saasllm_shared::db::batch_endings::{self, Ending, FinishedLine};
+use saasllm_shared::db::batch_runs;
 use saasllm_shared::db::files::{self, ChunkWriter};
 use saasllm_shared::domain::status::{BatchStatus, CallStatus};
 use serde_json::{Value, json};
@@ -22,7 +23,7 @@ pub async fn finalize(db: &PgPool, batch_id: &str) -> anyhow::Result<bool> {
     if let Some(job_id) = batch.job_id {
         let mut after = uuid::Uuid::nil();
         loop {
-            let page = batch_runs::finished_lines(&mut tx, job_id, after, PAGE).await?;
+            let page = batch_endings::finished_lines(&mut tx, job_id, after, PAGE).await?;
             let Some(last) = page.last() else { break };
             after = last.call_id;
             for line in &page {
@@ -33,7 +34,7 @@ pub async fn finalize(db: &PgPool, batch_id: &str) -> anyhow::Result<bool> {
     let (completed, failed) = (output.completed, output.failed);
     let (output_file_id, error_file_id) = output.finish(&mut tx).await?;
     let status = batch.ending.unwrap_or(BatchStatus::Completed);
-    batch_runs::end(
+    batch_endings::end(
         &mut tx,
         &batch,
         &Ending {

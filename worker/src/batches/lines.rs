@@ -19,6 +19,9 @@ use uuid::Uuid;
 
 /// Most lines in a batch file, as OpenAI allows.
 pub const MAX_LINES: usize = 50_000;
+/// Longest line (one request) read: estimating a line takes time in proportion to its size, and
+/// a line is held whole in memory while it is checked.
+pub const MAX_LINE_BYTES: usize = 10 * 1024 * 1024;
 /// Longest `custom_id` accepted.
 pub const MAX_CUSTOM_ID_CHARS: usize = 512;
 /// File problems reported at most; the batch fails with the first ones.

@@ -149,10 +149,12 @@ fn file_problems_fail_the_batch_with_their_line() {
 #[test]
 fn lines_are_split_across_chunks_without_blank_ones() {
     let mut reader = LineReader::default();
-    let mut lines = reader.push(b"{\"a\"");
+    let push =
+        |reader: &mut LineReader, bytes: &[u8]| reader.push(bytes).ok().expect("short lines");
+    let mut lines = push(&mut reader, b"{\"a\"");
     assert!(lines.is_empty());
-    lines.extend(reader.push(b": 1}\r\n\n  \n{\"b\": 2}\n{\"c\""));
-    lines.extend(reader.push(b": 3}"));
+    lines.extend(push(&mut reader, b": 1}\r\n\n  \n{\"b\": 2}\n{\"c\""));
+    lines.extend(push(&mut reader, b": 3}"));
     lines.extend(reader.finish());
     assert_eq!(
         lines,
@@ -162,4 +164,17 @@ fn lines_are_split_across_chunks_without_blank_ones() {
             b"{\"c\": 3}".to_vec()
         ]
     );
+}
+
+#[test]
+fn a_line_past_the_limit_is_reported_by_its_number_without_being_kept() {
+    let mut reader = LineReader::default();
+    let first = reader.push(b"{}\n\n").ok().expect("short lines");
+    assert_eq!(first.len(), 1);
+    let piece = vec![b'a'; super::MAX_LINE_BYTES / 2 + 1];
+    assert!(reader.push(&piece).is_ok());
+    let Err(super::super::validate::LineTooLong(line)) = reader.push(&piece) else {
+        panic!("a line over the limit was accepted");
+    };
+    assert_eq!(line, 3);
 }

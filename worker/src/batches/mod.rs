@@ -12,8 +12,8 @@ mod validate;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use saasllm_shared::db::batch_runs;
 use saasllm_shared::db::batches::BATCH_WORK_CHANNEL;
+use saasllm_shared::db::{batch_endings, batch_runs};
 use saasllm_shared::domain::status::BatchStatus;
 use saasllm_shared::queue::CallQueue;
 use sqlx::PgPool;
@@ -25,8 +25,36 @@ const LOOK_EVERY: Duration = Duration::from_secs(1);
 /// Batches moved per pass at most (the oldest first).
 const ACTIVE_PER_PASS: i64 = 100;
 
-/// Runs passes until cancelled.
+/// Runs the batch steps until cancelled, in two loops so that a long validation (a large file)
+/// never holds up the batches waiting to be expired or finalized.
 pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
+    let validating = {
+        let (db, queue) = (db.clone(), queue.clone());
+        run_loop(db.clone(), cancel.clone(), move || {
+            let (db, queue) = (db.clone(), queue.clone());
+            async move {
+                while validate::next(&db, &queue).await? {}
+                Ok(())
+            }
+        })
+    };
+    let advancing = {
+        let db = db.clone();
+        run_loop(db.clone(), cancel, move || {
+            let db = db.clone();
+            async move { advance(&db, Utc::now()).await }
+        })
+    };
+    tokio::join!(validating, advancing);
+}
+
+/// Runs `step` at start, every `LOOK_EVERY` and whenever the API announces batch work, until
+/// cancelled.
+async fn run_loop<F, Fut>(db: PgPool, cancel: CancellationToken, step: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let mut listener = match PgListener::connect_with(&db).await {
         Ok(mut listener) => match listener.listen(BATCH_WORK_CHANNEL).await {
             Ok(()) => Some(listener),
@@ -35,8 +63,8 @@ pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
         Err(_) => None,
     };
     loop {
-        if let Err(e) = pass_at(&db, &queue, Utc::now()).await {
-            tracing::warn!(error = %e, "batch pass failed; retrying");
+        if let Err(e) = step().await {
+            tracing::warn!(error = %e, "batch step failed; retrying");
         }
         let woken = async {
             match listener.as_mut() {
@@ -61,11 +89,23 @@ pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
 /// what has finished.
 pub async fn pass_at(db: &PgPool, queue: &CallQueue, now: DateTime<Utc>) -> anyhow::Result<()> {
     while validate::next(db, queue).await? {}
+    advance(db, now).await
+}
+
+/// Expires what is past its window, withdraws what a batch's spend can no longer cover, and
+/// finalizes what has finished.
+async fn advance(db: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
     for batch in batch_runs::active(db, ACTIVE_PER_PASS).await? {
         if batch.status == BatchStatus::InProgress && batch.expires_at <= now {
             let mut tx = db.begin().await?;
             batch_runs::expire(&mut tx, &batch).await?;
             tx.commit().await?;
+        } else if batch.status == BatchStatus::InProgress {
+            let mut conn = db.acquire().await?;
+            let withdrawn = batch_endings::withdraw_overrun(&mut conn, &batch.batch_id).await?;
+            if withdrawn > 0 {
+                tracing::warn!(batch_id = %batch.batch_id, withdrawn, "a batch's lines cost more than estimated; withdrew lines its budget cannot cover");
+            }
         }
         if batch.status != BatchStatus::Finalizing
             && !batch_runs::begin_finalizing(db, &batch.batch_id).await?

@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::lines::{self, CheckedLine, FileError, Grants, MAX_LINES, MAX_REPORTED_ERRORS};
+use super::lines::{
+    self, CheckedLine, FileError, Grants, MAX_LINE_BYTES, MAX_LINES, MAX_REPORTED_ERRORS,
+};
 
 /// A worker that has not finished validating after this long is taken for dead.
 pub const TAKEOVER_SECS: f64 = 600.0;
@@ -101,7 +103,19 @@ async fn load(conn: &mut PgConnection, batch: &BatchRow) -> anyhow::Result<Loade
         let last = chunk.is_none();
         seq += 1;
         let page = match &chunk {
-            Some(bytes) => reader.push(bytes),
+            Some(bytes) => match reader.push(bytes) {
+                Ok(page) => page,
+                Err(LineTooLong(line)) => {
+                    errors.push(FileError {
+                        code: "line_too_long",
+                        message: format!(
+                            "line {line} is longer than {MAX_LINE_BYTES} bytes, the most one request may take"
+                        ),
+                        line,
+                    });
+                    break;
+                }
+            },
             None => reader.finish(),
         };
         if !page.is_empty() {
@@ -255,25 +269,39 @@ async fn reserve_and_start(
 }
 
 /// Splits content arriving in chunks into lines (without their `\n` or `\r\n`), skipping
-/// blank lines.
+/// blank lines. A line longer than `MAX_LINE_BYTES` is not kept in memory: `push` reports it.
 #[derive(Default)]
 pub struct LineReader {
     partial: Vec<u8>,
+    /// Lines completed so far, blank ones included (for the number of a line too long).
+    seen: usize,
 }
+
+/// A line longer than `MAX_LINE_BYTES`, by its 1-based number among all lines.
+pub struct LineTooLong(pub usize);
 
 impl LineReader {
     /// The lines completed by `bytes`.
-    pub fn push(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, LineTooLong> {
         let mut lines = Vec::new();
         let mut rest = bytes;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            self.partial.extend_from_slice(&rest[..end]);
+            self.extend(&rest[..end])?;
             rest = &rest[end + 1..];
             let line = std::mem::take(&mut self.partial);
+            self.seen += 1;
             Self::keep(&mut lines, line);
         }
-        self.partial.extend_from_slice(rest);
-        lines
+        self.extend(rest)?;
+        Ok(lines)
+    }
+
+    fn extend(&mut self, piece: &[u8]) -> Result<(), LineTooLong> {
+        if self.partial.len() + piece.len() > MAX_LINE_BYTES {
+            return Err(LineTooLong(self.seen + 1));
+        }
+        self.partial.extend_from_slice(piece);
+        Ok(())
     }
 
     /// The last line, if the content did not end with a newline.

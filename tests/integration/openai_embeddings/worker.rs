@@ -1,0 +1,148 @@
+//! The worker runs a queued call whose endpoint is embeddings, as a batch's embeddings lines
+//! are: it falls back along the model group as chat does and stores the whole answer with its
+//! usage and cost.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+
+use super::{MICRO_USD_PER_TOKEN, priced, team_with_models};
+use crate::helpers::stack::{Stack, StackOptions, eventually, spawn_stack_with};
+
+/// Inserts a queued embeddings call of `group` in a new job of the team and pushes it to the
+/// queue, as a batch of embeddings lines would; returns its id.
+async fn queue_embeddings_call(stack: &Stack, key: &str, team_id: &str, group: &str) -> uuid::Uuid {
+    let job_id = stack.create_job(key, team_id).await;
+    let request = json!({"input": ["first text", "second text", "third"], "dimensions": 6});
+    let call_id: uuid::Uuid = sqlx::query_scalar(
+        "insert into llm_calls (call_id, job_id, team_id, model_group_id, model_group, request, endpoint)
+         select gen_random_uuid(), j.job_id, j.team_id, g.model_group_id, g.group_name, $3, 'embeddings'
+         from jobs j, model_groups g
+         where j.job_id = $1::uuid and g.group_name = $2
+         returning call_id",
+    )
+    .bind(&job_id)
+    .bind(group)
+    .bind(&request)
+    .fetch_one(&stack.app.db)
+    .await
+    .expect("insert call");
+    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
+        .push(team_id, &Default::default(), &[call_id])
+        .await
+        .expect("push");
+    call_id
+}
+
+/// A finished call, as stored.
+#[derive(Debug, sqlx::FromRow)]
+struct CallRow {
+    status: String,
+    model_used: Option<String>,
+    response_content: Option<String>,
+    finish_reason: Option<String>,
+    response: Option<Value>,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    total_tokens: Option<i64>,
+    cost_micro_usd: Option<i64>,
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn the_worker_runs_an_embeddings_call_with_fallback_and_stores_the_whole_answer(db: PgPool) {
+    let mut stack = spawn_stack_with(
+        db.clone(),
+        StackOptions {
+            workers: 0,
+            ..StackOptions::default()
+        },
+    )
+    .await;
+    // The first model fails: the chain falls back to the next as it does for chat.
+    let key = team_with_models(
+        &stack,
+        "team_w",
+        10,
+        "Embedder",
+        &[
+            ("fail-503-embed", priced()),
+            ("text-embedding-3-small", priced()),
+        ],
+    )
+    .await;
+    let call_id = queue_embeddings_call(&stack, &key, "team_w", "Embedder").await;
+
+    stack.start_worker();
+    let finished = eventually(Duration::from_secs(30), || async {
+        let status: String = sqlx::query_scalar("select status from llm_calls where call_id = $1")
+            .bind(call_id)
+            .fetch_one(&db)
+            .await
+            .expect("status");
+        !matches!(status.as_str(), "queued" | "running")
+    })
+    .await;
+
+    assert!(finished, "the call never finished");
+    let call: CallRow = sqlx::query_as(
+        "select status, model_used, response_content, finish_reason, response, prompt_tokens,
+                completion_tokens, total_tokens, cost_micro_usd
+         from llm_calls where call_id = $1",
+    )
+    .bind(call_id)
+    .fetch_one(&db)
+    .await
+    .expect("call");
+    assert_eq!(call.status, "succeeded", "{call:?}");
+    assert_eq!(call.model_used.as_deref(), Some("text-embedding-3-small"));
+    assert_eq!((call.response_content, call.finish_reason), (None, None));
+    let response = call.response.expect("the whole answer is stored");
+    let data = response["data"].as_array().expect("data");
+    assert_eq!(data.len(), 3);
+    assert_eq!(data[2]["embedding"].as_array().expect("vector").len(), 6);
+    let tokens = response["usage"]["prompt_tokens"].as_i64().expect("usage");
+    assert_eq!(
+        (
+            call.prompt_tokens,
+            call.completion_tokens,
+            call.total_tokens
+        ),
+        (Some(tokens), Some(0), Some(tokens))
+    );
+    assert_eq!(call.cost_micro_usd, Some(tokens * MICRO_USD_PER_TOKEN));
+    let attempts: Vec<(String, String, Option<i32>)> = sqlx::query_as(
+        "select model_name, outcome, http_status from llm_call_attempts where call_id = $1 order by attempt_id",
+    )
+    .bind(call_id)
+    .fetch_all(&db)
+    .await
+    .expect("attempts");
+    assert_eq!(
+        attempts,
+        [
+            (
+                "fail-503-embed".to_owned(),
+                "fallback".to_owned(),
+                Some(503)
+            ),
+            (
+                "text-embedding-3-small".to_owned(),
+                "succeeded".to_owned(),
+                Some(200)
+            ),
+        ]
+    );
+    let sent = stack.llm.requests();
+    assert!(
+        sent.iter().all(|r| r.path == "/v1/embeddings"),
+        "{:?}",
+        sent.iter().map(|r| &r.path).collect::<Vec<_>>()
+    );
+    assert_eq!(sent.len(), 2);
+    assert_eq!(
+        sent[1].body["input"],
+        json!(["first text", "second text", "third"])
+    );
+    stack.stop_workers().await;
+}
