@@ -57,7 +57,7 @@ struct CreateBatch {
     #[schema(pattern = "^24h$")]
     completion_window: String,
     /// Up to 16 string pairs (keys up to 64 characters, values up to 512).
-    #[schema(value_type = Option<HashMap<String, String>>, max_properties = 16)]
+    #[schema(value_type = Option<HashMap<String, String>>)]
     metadata: Option<Value>,
 }
 
