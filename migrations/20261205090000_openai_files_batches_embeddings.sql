@@ -72,6 +72,9 @@ create table batches (
     -- When a worker last took the batch for validation; another takes it over if that worker
     -- has not finished within a while (it died).
     validation_taken_at timestamptz,
+    -- When a worker last checked the running batch's spend against its reservation (one worker
+    -- checks every few seconds, not every worker every second).
+    spend_checked_at  timestamptz,
     created_at        timestamptz not null default now(),
     in_progress_at    timestamptz,
     expires_at        timestamptz not null,

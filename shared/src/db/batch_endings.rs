@@ -14,26 +14,53 @@ use crate::domain::status::BatchStatus;
 /// above a line's estimate; when the excess passes the slice, the newest queued lines are
 /// withdrawn (`insufficient_quota`) until their estimates cover it, so a batch cannot run on
 /// budget it never reserved. Returns how many lines were withdrawn.
-pub async fn withdraw_overrun(conn: &mut PgConnection, batch_id: &str) -> sqlx::Result<u64> {
-    let lines: Vec<Uuid> = sqlx::query_scalar(&format!(
-        "with batch as (
-             select b.job_id, s.reserved_micro_usd as reserved
-             from batches b join budget_slices s on s.slice_id = b.budget_slice_id
-             where b.batch_id = $1 and b.status = 'in_progress'),
-         committed as (
-             select coalesce(sum({LINE_SPEND}), 0)::int8 as amount
-             from llm_calls c, batch where c.job_id = batch.job_id and c.budget_micro_usd is not null),
-         excess as (
-             select committed.amount - batch.reserved as amount from committed, batch
-             where committed.amount > batch.reserved),
-         newest as (
-             select c.call_id, sum(c.budget_micro_usd) over (order by c.call_id desc) - c.budget_micro_usd as before
-             from llm_calls c, batch where c.job_id = batch.job_id and c.status = 'queued')
-         select newest.call_id from newest, excess where newest.before < excess.amount"
-    ))
+pub async fn withdraw_overrun(
+    conn: &mut PgConnection,
+    batch_id: &str,
+    every_secs: f64,
+) -> sqlx::Result<u64> {
+    // One worker checks a batch every `every_secs`: the sum reads every line of the job.
+    let due: Option<(Uuid, i64)> = sqlx::query_as(
+        "update batches b set spend_checked_at = now()
+         from budget_slices s
+         where b.batch_id = $1 and b.status = 'in_progress' and s.slice_id = b.budget_slice_id
+           and (b.spend_checked_at is null or b.spend_checked_at < now() - make_interval(secs => $2))
+         returning b.job_id, s.reserved_micro_usd",
+    )
     .bind(batch_id)
+    .bind(every_secs)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((job_id, reserved)) = due else {
+        return Ok(0);
+    };
+    let committed: i64 = sqlx::query_scalar(&format!(
+        "select coalesce(sum({LINE_SPEND}), 0)::int8 from llm_calls c
+         where c.job_id = $1 and c.budget_micro_usd is not null"
+    ))
+    .bind(job_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut excess = committed.saturating_sub(reserved);
+    if excess <= 0 {
+        return Ok(0);
+    }
+    let queued: Vec<(Uuid, i64)> = sqlx::query_as(
+        "select call_id, budget_micro_usd from llm_calls
+         where job_id = $1 and status = 'queued' and budget_micro_usd is not null
+         order by call_id desc",
+    )
+    .bind(job_id)
     .fetch_all(&mut *conn)
     .await?;
+    let mut lines = Vec::new();
+    for (call_id, estimate) in queued {
+        if excess <= 0 {
+            break;
+        }
+        excess -= estimate;
+        lines.push(call_id);
+    }
     if lines.is_empty() {
         return Ok(0);
     }

@@ -125,7 +125,7 @@ async fn lines_costing_more_than_estimated_stop_the_batch_before_it_spends_far_p
         .team(
             "team_overrun",
             1,
-            &[("Pricey", &["slow-300-cost-50000-gpt"])],
+            &[("Pricey", &["slow-1000-cost-50000-gpt"])],
         )
         .await;
     crate::helpers::app::ok_json(

@@ -22,6 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How often a worker looks for batch work without being told.
 const LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How often one worker checks a running batch's spend against its reservation (it reads every
+/// line of the batch).
+const SPEND_CHECK_SECS: f64 = 3.0;
 /// Batches moved per pass at most (the oldest first).
 const ACTIVE_PER_PASS: i64 = 100;
 
@@ -102,7 +105,9 @@ async fn advance(db: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
             tx.commit().await?;
         } else if batch.status == BatchStatus::InProgress {
             let mut conn = db.acquire().await?;
-            let withdrawn = batch_endings::withdraw_overrun(&mut conn, &batch.batch_id).await?;
+            let withdrawn =
+                batch_endings::withdraw_overrun(&mut conn, &batch.batch_id, SPEND_CHECK_SECS)
+                    .await?;
             if withdrawn > 0 {
                 tracing::warn!(batch_id = %batch.batch_id, withdrawn, "a batch's lines cost more than estimated; withdrew lines its budget cannot cover");
             }
