@@ -32,7 +32,7 @@ const HEADER: &str = "batch api                       lines upload s  validate  
 const POLL_EVERY: Duration = Duration::from_millis(100);
 /// A batch that has not completed after this long is reported as a failure.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(900);
-/// How long workers may take to start listening for batch work.
+/// How long workers may take to start looking for batch work.
 const WORKERS_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// One batch, driven by `workers` processes. Times in seconds.
@@ -266,9 +266,9 @@ async fn upload(
         .context("no id in the upload answer")
 }
 
-/// Waits until `count` workers listen on the channel that announces new batches
-/// (`saasllm_shared::db::batches::BATCH_WORK_CHANNEL`), so that their start-up is not counted
-/// as validation (a worker that does not listen yet looks for work only once a second).
+/// Waits until the workers' batch loops have started (at least `count` connections have run
+/// the step that takes batches to validate; each worker runs it every second), so that their
+/// start-up is not counted as validation.
 async fn wait_listening(
     db: &mut PgConnection,
     fleet: &mut Workers,
@@ -278,7 +278,8 @@ async fn wait_listening(
     loop {
         let (listening,): (i64,) = sqlx::query_as(
             "select count(*) from pg_stat_activity \
-             where datname = current_database() and query = 'LISTEN \"saasllm_batch_work\"'",
+             where datname = current_database() and query like '%validation_taken_at = now()%' \
+               and pid <> pg_backend_pid()",
         )
         .fetch_one(&mut *db)
         .await?;
@@ -288,7 +289,7 @@ async fn wait_listening(
         fleet.check_running()?;
         ensure!(
             Instant::now() < until,
-            "{listening} of {count} workers listen for batch work after {WORKERS_READY_TIMEOUT:?}"
+            "{listening} of {count} workers look for batch work after {WORKERS_READY_TIMEOUT:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -62,9 +62,9 @@ pub struct NewBatch<'a> {
     pub usd_per_credit_micro: i64,
 }
 
-/// Inserts a batch and announces it to the workers (they also look every second).
+/// Inserts a batch; a worker takes it within a second.
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch<'_>) -> sqlx::Result<BatchRow> {
-    let row = sqlx::query_as(&format!(
+    sqlx::query_as(&format!(
         "insert into batches (batch_id, team_id, endpoint, input_file_id, completion_window, metadata,
              usd_per_credit_micro, expires_at)
          values ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
@@ -78,18 +78,9 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch<'_>) -> sqlx::Resu
     .bind(batch.metadata)
     .bind(batch.usd_per_credit_micro)
     .bind(batch.window_secs)
-    .fetch_one(&mut *conn)
-    .await?;
-    sqlx::query("select pg_notify($1, '')")
-        .bind(BATCH_WORK_CHANNEL)
-        .execute(conn)
-        .await?;
-    Ok(row)
+    .fetch_one(conn)
+    .await
 }
-
-/// PostgreSQL notification channel waking the workers' batch loop (a batch was created or
-/// cancelled).
-pub const BATCH_WORK_CHANNEL: &str = "saasllm_batch_work";
 
 /// The team's batch, if it exists.
 pub async fn find(
@@ -181,10 +172,6 @@ pub async fn cancel(
         )
         .await?;
     }
-    sqlx::query("select pg_notify($1, '')")
-        .bind(BATCH_WORK_CHANNEL)
-        .execute(conn)
-        .await?;
     Ok(Cancel::Cancelling(batch))
 }
 

@@ -2,8 +2,7 @@
 //! checked and their lines queued as calls of a job (`validate`); a batch past its window has
 //! its queued lines withdrawn; a batch whose lines have all finished is finalized: its output
 //! and error files written and its spend settled (`finalize`). Each step is a guarded update,
-//! so any number of workers run this loop together; a worker looks every second and when the
-//! API announces a new or cancelled batch.
+//! so any number of workers run this loop together; a worker looks every second.
 
 mod finalize;
 mod lines;
@@ -12,12 +11,10 @@ mod validate;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use saasllm_shared::db::batches::BATCH_WORK_CHANNEL;
 use saasllm_shared::db::{batch_endings, batch_runs};
 use saasllm_shared::domain::status::BatchStatus;
 use saasllm_shared::queue::CallQueue;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 /// How often a worker looks for batch work without being told.
@@ -33,7 +30,7 @@ const ACTIVE_PER_PASS: i64 = 100;
 pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
     let validating = {
         let (db, queue) = (db.clone(), queue.clone());
-        run_loop(db.clone(), cancel.clone(), move || {
+        run_loop(cancel.clone(), move || {
             let (db, queue) = (db.clone(), queue.clone());
             async move {
                 while validate::next(&db, &queue).await? {}
@@ -43,7 +40,7 @@ pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
     };
     let advancing = {
         let db = db.clone();
-        run_loop(db.clone(), cancel, move || {
+        run_loop(cancel, move || {
             let db = db.clone();
             async move { advance(&db, Utc::now()).await }
         })
@@ -51,37 +48,19 @@ pub async fn run(db: PgPool, queue: CallQueue, cancel: CancellationToken) {
     tokio::join!(validating, advancing);
 }
 
-/// Runs `step` at start, every `LOOK_EVERY` and whenever the API announces batch work, until
-/// cancelled.
-async fn run_loop<F, Fut>(db: PgPool, cancel: CancellationToken, step: F)
+/// Runs `step` at start and every `LOOK_EVERY` until cancelled. (Polling rather than a
+/// PostgreSQL listener: a listener holds a pool connection for good, two per worker here.)
+async fn run_loop<F, Fut>(cancel: CancellationToken, step: F)
 where
     F: Fn() -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    let mut listener = match PgListener::connect_with(&db).await {
-        Ok(mut listener) => match listener.listen(BATCH_WORK_CHANNEL).await {
-            Ok(()) => Some(listener),
-            Err(_) => None,
-        },
-        Err(_) => None,
-    };
     loop {
         if let Err(e) = step().await {
             tracing::warn!(error = %e, "batch step failed; retrying");
         }
-        let woken = async {
-            match listener.as_mut() {
-                Some(listener) => {
-                    if listener.recv().await.is_err() {
-                        tokio::time::sleep(LOOK_EVERY).await;
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = woken => {}
             () = tokio::time::sleep(LOOK_EVERY) => {}
         }
     }
