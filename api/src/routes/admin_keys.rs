@@ -75,7 +75,9 @@ impl AdminKeyView {
 struct CreatedAdminKey {
     #[serde(flatten)]
     key: AdminKeyView,
-    /// The key, shown only this once: send it as `X-Admin-Key` or a bearer token.
+    /// The key, shown only this once: send it as `X-Admin-Key` or a bearer token. Absent from
+    /// an `Idempotency-Key` replay of the request, which never carries the key.
+    #[schema(required = false)]
     admin_key: String,
     message: &'static str,
 }
