@@ -39,6 +39,25 @@ impl JobRow {
     }
 }
 
+/// `sqlx::query_as!` into [`JobRow`], with the job's column list between `$head` and `$tail`.
+/// sqlx's macros take only string literals, so the list cannot be a constant; this keeps it in
+/// one place: `query_job!("select ", " from jobs where job_id = $1", job_id)`.
+macro_rules! query_job {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::db::jobs::JobRow,
+            $head
+                + r#"job_id, team_id, user_id, job_type, status as "status: JobStatus",
+                     requested_status as "requested_status: JobStatus", credit_hold, metadata,
+                     completion_metadata, error_message, created_at, updated_at, completed_at,
+                     expires_at, callback_url"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_job;
+
 pub(crate) const JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, credit_hold, metadata, \
      completion_metadata, error_message, created_at, updated_at, completed_at, expires_at, callback_url";
 
@@ -68,10 +87,12 @@ pub async fn insert_holding_credit(
 
 /// A job's status alone (the worker's check after writing a call's result).
 pub async fn status(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<JobStatus>> {
-    sqlx::query_scalar("select status from jobs where job_id = $1")
-        .bind(job_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select status as "status: JobStatus" from jobs where job_id = $1"#,
+        job_id
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// A job, if it exists and (when `team_id` is given) belongs to that team.
@@ -80,31 +101,36 @@ pub async fn find(
     job_id: Uuid,
     team_id: Option<&str>,
 ) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs where job_id = $1 and ($2::text is null or team_id = $2)"
-    ))
-    .bind(job_id)
-    .bind(team_id)
+    query_job!(
+        "select ",
+        " from jobs where job_id = $1 and ($2::text is null or team_id = $2)",
+        job_id,
+        team_id
+    )
     .fetch_optional(db)
     .await
 }
 
 /// Locks the job row for the rest of the transaction.
 pub async fn lock(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs where job_id = $1 for no key update"
-    ))
-    .bind(job_id)
+    query_job!(
+        "select ",
+        " from jobs where job_id = $1 for no key update",
+        job_id
+    )
     .fetch_optional(conn)
     .await
 }
 
 /// pending -> in_progress when the first call is accepted.
 pub async fn mark_in_progress(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("update jobs set status = 'in_progress', updated_at = now() where job_id = $1 and status = 'pending'")
-        .bind(job_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update jobs set status = 'in_progress', updated_at = now()
+         where job_id = $1 and status = 'pending'",
+        job_id
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -117,16 +143,17 @@ pub async fn mark_completing(
     metadata: &serde_json::Value,
     error_message: Option<&str>,
 ) -> sqlx::Result<Option<JobRow>> {
-    sqlx::query_as(&format!(
+    query_job!(
         "update jobs set status = 'completing', requested_status = $2, completion_metadata = $3,
              error_message = $4, updated_at = now()
          where job_id = $1 and status in ('pending', 'in_progress')
-         returning {JOB_COLUMNS}"
-    ))
-    .bind(job_id)
-    .bind(requested)
-    .bind(metadata)
-    .bind(error_message)
+         returning ",
+        "",
+        job_id,
+        requested as JobStatus,
+        metadata,
+        error_message
+    )
     .fetch_optional(db)
     .await
 }
@@ -149,15 +176,16 @@ impl CallCounts {
 
 /// How many of the job's calls are in each state.
 pub async fn call_counts(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<CallCounts> {
-    sqlx::query_as(
-        "select count(*) filter (where status = 'queued') as queued,
-                count(*) filter (where status = 'running') as running,
-                count(*) filter (where status = 'succeeded') as succeeded,
-                count(*) filter (where status = 'failed') as failed,
-                count(*) filter (where status = 'cancelled') as cancelled
-         from llm_calls where job_id = $1",
+    sqlx::query_as!(
+        CallCounts,
+        r#"select count(*) filter (where status = 'queued') as "queued!",
+                count(*) filter (where status = 'running') as "running!",
+                count(*) filter (where status = 'succeeded') as "succeeded!",
+                count(*) filter (where status = 'failed') as "failed!",
+                count(*) filter (where status = 'cancelled') as "cancelled!"
+         from llm_calls where job_id = $1"#,
+        job_id
     )
-    .bind(job_id)
     .fetch_one(db)
     .await
 }
@@ -259,21 +287,21 @@ pub async fn list_for_team(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<(Vec<JobRow>, i64)> {
-    let sql = format!(
-        "select {JOB_COLUMNS} from jobs where team_id = $1 and ($2::text is null or status = $2)
-         order by created_at desc, job_id desc limit $3 offset $4"
-    );
-    let rows = sqlx::query_as(&sql)
-        .bind(team_id)
-        .bind(status)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(db);
-    let total = sqlx::query_scalar(
-        "select count(*) from jobs where team_id = $1 and ($2::text is null or status = $2)",
+    let rows = query_job!(
+        "select ",
+        " from jobs where team_id = $1 and ($2::text is null or status = $2)
+         order by created_at desc, job_id desc limit $3 offset $4",
+        team_id,
+        status as Option<JobStatus>,
+        limit,
+        offset
     )
-    .bind(team_id)
-    .bind(status)
+    .fetch_all(db);
+    let total = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from jobs where team_id = $1 and ($2::text is null or status = $2)"#,
+        team_id,
+        status as Option<JobStatus>
+    )
     .fetch_one(db);
     tokio::try_join!(rows, total)
 }
@@ -281,12 +309,12 @@ pub async fn list_for_team(
 /// `completing` jobs with no unfinished call: normally settled by whoever finished the last
 /// call, listed here for the reconciler in case that process died in between.
 pub async fn completing_ready(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select j.job_id from jobs j where j.status = 'completing'
            and not exists (select 1 from llm_calls c where c.job_id = j.job_id and c.status in ('queued', 'running'))
          limit $1",
+        limit
     )
-    .bind(limit)
     .fetch_all(db)
     .await
 }
