@@ -245,7 +245,7 @@ async fn fetch(
         // Their ratio is the mean batch claimed: how well claims are shared.
         metrics::counter!("worker_claim_statements_total").increment(1);
         metrics::counter!("worker_claimed_calls_total").increment(claimed.len() as u64);
-        // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
+        // Test-only crash point: nothing unless built with `crash-points` (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_CLAIM);
         for next in dispatched {
             let Some(at) = claimed.iter().position(|c| c.call_id == next.call_id) else {

@@ -44,7 +44,7 @@ pub async fn record_result(
     let mut conn = db.acquire().await?;
     let written = db::calls::finish(&mut *conn, call, &rows, result).await?;
     if written {
-        // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
+        // Test-only crash point: nothing unless built with `crash-points` (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_COMMIT);
         let status = db::jobs::status(&mut *conn, call.job_id).await?;
         drop(conn);
@@ -77,7 +77,7 @@ impl Executor {
         in_flight.increment(1.0);
         let outcome = self.run_chain(&call).await;
         in_flight.decrement(1.0);
-        // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
+        // Test-only crash point: nothing unless built with `crash-points` (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_UPSTREAM);
         let tokens = match &outcome {
             Ok((attempts, result)) => {

@@ -1,12 +1,15 @@
-//! Crash points for the fault-tolerance suite (`scripts/faults`). Inert unless the
+//! Crash points for the fault-tolerance suite (`scripts/faults`). Compiled in only with the
+//! `crash-points` cargo feature (which the suite's build enables), and even then inert unless the
 //! `SAASLLM_FAULT_CRASH` environment variable is set, e.g. `after_upstream:0.2` or
 //! `after_upstream:0.1,after_commit:0.1` (a point without `:p` always fires). Each time a listed
 //! point is reached the process aborts with that probability: no unwinding and no cleanup, like a
 //! `kill -9` at exactly that step.
 
+#[cfg(feature = "crash-points")]
 use std::sync::OnceLock;
 
 /// The variable that turns crash points on.
+#[cfg(feature = "crash-points")]
 pub const ENV: &str = "SAASLLM_FAULT_CRASH";
 /// Right after a batch of calls was claimed, before any of them starts.
 pub const AFTER_CLAIM: &str = "after_claim";
@@ -16,6 +19,7 @@ pub const AFTER_UPSTREAM: &str = "after_upstream";
 pub const AFTER_COMMIT: &str = "after_commit";
 
 /// Aborts the process with the configured probability if `point` is listed in the variable.
+#[cfg(feature = "crash-points")]
 pub fn crash_point(point: &str) {
     static POINTS: OnceLock<Vec<(String, f64)>> = OnceLock::new();
     let points = POINTS.get_or_init(|| {
@@ -31,7 +35,13 @@ pub fn crash_point(point: &str) {
     }
 }
 
+/// Without the `crash-points` feature a crash point is nothing at all.
+#[cfg(not(feature = "crash-points"))]
+#[inline(always)]
+pub fn crash_point(_point: &str) {}
+
 /// `name[:probability]` items, comma-separated; malformed probabilities disable the item.
+#[cfg_attr(not(feature = "crash-points"), allow(dead_code))] // unit-tested either way
 fn parse(spec: &str) -> Vec<(String, f64)> {
     spec.split(',')
         .map(str::trim)

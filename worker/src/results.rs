@@ -193,7 +193,7 @@ async fn write_group(
     // Their ratio is the mean group committed: how well commits are shared.
     metrics::counter!("worker_result_commits_total").increment(1);
     metrics::counter!("worker_results_written_total").increment(written.len() as u64);
-    // Test-only crash point, inert unless SAASLLM_FAULT_CRASH lists it (see `fault`).
+    // Test-only crash point: nothing unless built with `crash-points` (see `fault`).
     crate::fault::crash_point(crate::fault::AFTER_COMMIT);
     let mut jobs: Vec<Uuid> = written.iter().map(|w| w.job_id).collect();
     jobs.sort_unstable();
