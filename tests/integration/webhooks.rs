@@ -131,9 +131,10 @@ async fn closed_port_url() -> String {
     format!("http://{addr}/hook")
 }
 
-/// Whether the request carries a valid signature for `secret`, checked the way the README tells
-/// receivers to: HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}" with the base64-decoded
-/// part of the secret after `whsec_`, compared with each `v1,` signature of the header.
+/// Whether the request carries a valid signature for `secret`, checked the way docs/WEBHOOKS.md
+/// tells receivers to: HMAC-SHA256 over "{webhook-id}.{webhook-timestamp}.{body}" with the
+/// base64-decoded part of the secret after `whsec_`, compared with each `v1,` signature of the
+/// header.
 fn signature_is_valid(secret: &str, request: &Received) -> bool {
     let key = STANDARD
         .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))

@@ -9,6 +9,10 @@ Directives: an HTML comment on its own line right before a block (blank lines be
   <!-- readme: skip (reason) -->   the block is not run; the reason is required.
   <!-- readme: status NNN -->      the block's last HTTP answer is NNN on purpose (an error shown
                                    deliberately); without it any HTTP status >= 400 fails the block.
+A document directive, on a line of its own anywhere in the document (at most one):
+  <!-- readme: after ../README.md -->  the document continues another one (the path is relative to
+                                   the document, as a link's): its session runs that document's
+                                   steps first, checked as usual, then its own, in one stack.
 A shown response may start with the status too (`# => 202 {...}`, `# => 409 {"detail": ...}`):
 it is checked, and a status >= 400 written there is deliberate as well.
 
@@ -32,6 +36,7 @@ from json.decoder import scanstring
 
 RUNNABLE = ("bash", "python")
 DIRECTIVE = re.compile(r"^\s*<!--\s*readme:\s*(.*?)\s*-->\s*$")
+AFTER = re.compile(r"after(?:\s+(.*))?")
 FENCE = re.compile(r"^(\s*)```\s*([\w+-]*)\s*$")
 SHOWN = re.compile(r"^\s*# =>\s?(.*)$")
 STATUS_PREFIX = re.compile(r"^\s*([1-5]\d\d)\s+(?=[\[{\"\d.tfn-])")
@@ -71,7 +76,9 @@ def parse_blocks(text: str, name: str) -> list[Block]:
         line = lines[i]
         directive = DIRECTIVE.match(line)
         fence = FENCE.match(line)
-        if directive:
+        if directive and AFTER.fullmatch(directive.group(1)):
+            pass  # a document directive (after_of), not a block's
+        elif directive:
             pending.append((i + 1, directive.group(1)))
         elif fence:
             indent, lang = fence.group(1), fence.group(2).lower()
@@ -91,6 +98,21 @@ def parse_blocks(text: str, name: str) -> list[Block]:
     if pending:
         raise ReadmeError(f"{name}:{pending[0][0]}: a readme directive with no code block after it")
     return blocks
+
+
+def after_of(text: str, name: str) -> str | None:
+    """The document this one continues (`<!-- readme: after PATH -->`), as written, or None."""
+    found: list[tuple[int, str]] = []
+    for n, line in enumerate(text.splitlines(), 1):
+        directive = DIRECTIVE.match(line)
+        m = AFTER.fullmatch(directive.group(1)) if directive else None
+        if m:
+            if not (m.group(1) or "").strip() or len(m.group(1).split()) != 1:
+                raise ReadmeError(f"{name}:{n}: `after` needs one path (after ../README.md)")
+            found.append((n, m.group(1).strip()))
+    if len(found) > 1:
+        raise ReadmeError(f"{name}:{found[1][0]}: a document continues at most one other (`after` twice)")
+    return found[0][1] if found else None
 
 
 def steps_of(text: str, name: str) -> tuple[list[Step], list[str]]:

@@ -15,7 +15,8 @@ body and status on stderr) on any HTTP status >= 400 the document does not show 
 4xx can no longer slip by as a printed body and exit status 0. Python blocks run with `python3`
 (target/venv-e2e's, first on PATH) from inside the same session, so they see its exported
 variables. What is run, skipped and checked is decided by tests/readme/blocks.py (its docstring
-has the rules). The first failing step stops the document, with its code, output, the
+has the rules). A document that continues another (`<!-- readme: after ../README.md -->`, as a
+docs page continues the README's quickstart) runs that one's steps first, in the same session. The first failing step stops the document, with its code, output, the
 difference from the shown response and the API's last log lines.
 """
 
@@ -35,7 +36,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from blocks import ReadmeError, Step, last_json, mismatches, steps_of  # noqa: E402
+from blocks import ReadmeError, Step, after_of, last_json, mismatches, steps_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN_KEY = "admin-secret"
@@ -230,9 +231,29 @@ def indent(text: str, limit: int = 60) -> str:
     return "\n".join("    " + line for line in lines)
 
 
+def display(doc: Path) -> str:
+    return str(doc.resolve().relative_to(ROOT)) if doc.resolve().is_relative_to(ROOT) else str(doc)
+
+
+def chain_of(doc: Path) -> list[Path]:
+    """The documents whose steps run for `doc`: those it continues (the first first), then itself."""
+    chain = [doc.resolve()]
+    while (after := after_of(chain[0].read_text(), display(chain[0]))) is not None:
+        first = (chain[0].parent / after).resolve()
+        if first in chain:
+            raise ReadmeError(f"{display(chain[0])}: `after {after}` makes a cycle")
+        if not first.is_file():
+            raise ReadmeError(f"{display(chain[0])}: `after {after}`: no such document")
+        chain.insert(0, first)
+    return chain
+
+
 def run_document(doc: Path, database: str, venv_bin: Path, verbose: bool) -> bool:
-    name = str(doc.resolve().relative_to(ROOT)) if doc.resolve().is_relative_to(ROOT) else str(doc)
+    name = display(doc)
+    chain = chain_of(doc)
+    runs = [(display(d), steps_of(d.read_text(), display(d))[0]) for d in chain[:-1]]
     steps, skipped = steps_of(doc.read_text(), name)
+    runs.append((name, steps))
     for line in skipped:
         print(line)
     work = Path(tempfile.mkdtemp(prefix="saasllm-readme-"))
@@ -241,8 +262,9 @@ def run_document(doc: Path, database: str, venv_bin: Path, verbose: bool) -> boo
     try:
         stack.start()
         session = Session(work, venv_bin)
-        for n, step in enumerate(steps):
-            where = f"{name}:{step.line}"
+        plan = [(source, step) for source, source_steps in runs for step in source_steps]
+        for n, (source, step) in enumerate(plan):
+            where = f"{source}:{step.line}" + ("" if source == name else f" (before {name})")
             code = step.code.replace("localhost:8000", f"127.0.0.1:{stack.port}")
             started = time.monotonic()
             outcome, out, err, statuses = session.run(n, step, code)
@@ -271,7 +293,10 @@ def run_document(doc: Path, database: str, venv_bin: Path, verbose: bool) -> boo
             print(f"ok   {where}{checked} ({took:.1f} s)")
             if verbose:
                 print(indent(out))
-        print(f"{name}: {len(steps)} steps passed, {len(skipped)} blocks skipped")
+        shown = sum(step.has_expected for step in steps)
+        before = "".join(f", after {source}'s {len(s)}" for source, s in runs[:-1])
+        print(f"{name}: {len(steps)} steps passed ({shown} responses checked){before}, "
+              f"{len(skipped)} blocks skipped")
         return True
     finally:
         if session:

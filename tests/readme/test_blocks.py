@@ -1,8 +1,11 @@
 """The README runner's rules (tests/readme/blocks.py) on small documents."""
 
+import tempfile
 import unittest
+from pathlib import Path
 
-from blocks import ELLIPSIS, ReadmeError, last_json, mismatches, parse_shown, steps_of
+from blocks import ELLIPSIS, ReadmeError, after_of, last_json, mismatches, parse_shown, steps_of
+from run_readme import chain_of
 
 FENCE = "```"
 
@@ -47,6 +50,39 @@ class Steps(unittest.TestCase):
         ):
             with self.assertRaises(ReadmeError, msg=bad):
                 steps_of(bad, "t.md")
+
+
+class After(unittest.TestCase):
+    def test_a_document_names_the_one_it_continues(self):
+        text = doc("# Page", "Set-up: the README's quickstart.", "", "<!-- readme: after ../README.md -->", "",
+                   "Prose.", FENCE + "bash", "curl x", FENCE)
+        self.assertEqual(after_of(text, "t.md"), "../README.md")
+        steps, _ = steps_of(text, "t.md")
+        self.assertEqual([s.code for s in steps], ["curl x\n"])
+        self.assertIsNone(after_of(doc(FENCE + "bash", "x", FENCE), "t.md"))
+        for bad in (
+            doc("<!-- readme: after -->"),
+            doc("<!-- readme: after a.md b.md -->"),
+            doc("<!-- readme: after a.md -->", "<!-- readme: after b.md -->"),
+        ):
+            with self.assertRaises(ReadmeError, msg=bad):
+                after_of(bad, "t.md")
+
+    def test_the_chain_runs_the_continued_documents_first(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            (root / "docs").mkdir()
+            (root / "README.md").write_text(doc(FENCE + "bash", "A=1", FENCE))
+            (root / "docs" / "a.md").write_text(doc("<!-- readme: after ../README.md -->"))
+            (root / "docs" / "b.md").write_text(doc("<!-- readme: after a.md -->"))
+            chain = chain_of(root / "docs" / "b.md")
+            self.assertEqual(chain, [(root / p).resolve() for p in ("README.md", "docs/a.md", "docs/b.md")])
+            (root / "README.md").write_text(doc("<!-- readme: after docs/b.md -->"))
+            with self.assertRaises(ReadmeError):
+                chain_of(root / "docs" / "b.md")
+            (root / "docs" / "a.md").write_text(doc("<!-- readme: after missing.md -->"))
+            with self.assertRaises(ReadmeError):
+                chain_of(root / "docs" / "a.md")
 
 
 class Matching(unittest.TestCase):
