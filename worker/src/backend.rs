@@ -23,6 +23,7 @@ use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
 use saasllm_shared::db;
 use saasllm_shared::db::calls::ClaimedCall;
+use saasllm_shared::domain::backoff::{Backoff, Jitter};
 use saasllm_shared::queue::{CallQueue, Dispatched, QueueConsumer};
 use sqlx::PgPool;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -187,7 +188,7 @@ async fn fetch(
 ) {
     let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
     let mut consumer: Option<QueueConsumer> = None;
-    let mut backoff = Backoff::default();
+    let mut failures = FailurePause::default();
     while !stop.is_cancelled() {
         let first = tokio::select! {
             () = stop.cancelled() => return,
@@ -206,7 +207,7 @@ async fn fetch(
                 Ok(conn) => consumer.insert(conn),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot connect to Redis; retrying");
-                    backoff.pause(&stop).await;
+                    failures.pause(&stop).await;
                     continue;
                 }
             },
@@ -218,7 +219,7 @@ async fn fetch(
             Err(e) => {
                 tracing::warn!(error = %e, "Redis queue read failed; reconnecting");
                 consumer = None;
-                backoff.pause(&stop).await;
+                failures.pause(&stop).await;
                 continue;
             }
         };
@@ -237,11 +238,11 @@ async fn fetch(
                     for next in &dispatched {
                         end_slot(&settings.queue, next).await;
                     }
-                    backoff.pause(&stop).await;
+                    failures.pause(&stop).await;
                     continue;
                 }
             };
-        backoff.reset();
+        failures.reset();
         // Their ratio is the mean batch claimed: how well claims are shared.
         metrics::counter!("worker_claim_statements_total").increment(1);
         metrics::counter!("worker_claimed_calls_total").increment(claimed.len() as u64);
@@ -318,16 +319,22 @@ pub async fn end_slot(queue: &CallQueue, next: &Dispatched) {
     }
 }
 
-/// Doubling pause after failures, 100 ms to 5 s.
+/// Pause after consecutive failures: 100 ms doubling to 5 s, reset by a success.
 #[derive(Default)]
-struct Backoff {
+struct FailurePause {
     failures: u32,
 }
 
-impl Backoff {
+impl FailurePause {
+    const BACKOFF: Backoff = Backoff {
+        base: Duration::from_millis(100),
+        max: Duration::from_secs(5),
+        jitter: Jitter::None,
+    };
+
     async fn pause(&mut self, stop: &CancellationToken) {
-        let delay = Duration::from_millis(100 << self.failures.min(6)).min(Duration::from_secs(5));
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
+        let delay = Self::BACKOFF.delay(self.failures);
         tokio::select! {
             () = stop.cancelled() => {}
             () = tokio::time::sleep(delay) => {}

@@ -7,6 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use saasllm_shared::domain::backoff::{Backoff, Jitter};
+
 /// How a transient failure is retried on the same model.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -30,11 +32,12 @@ impl RetryPolicy {
         if let Some(wait) = retry_after {
             return (wait <= self.max_delay).then_some(wait);
         }
-        let ceiling = self
-            .base_delay
-            .saturating_mul(1u32 << (retry - 1).min(16))
-            .min(self.max_delay);
-        Some(ceiling.mul_f64(rand::random::<f64>()))
+        let backoff = Backoff {
+            base: self.base_delay,
+            max: self.max_delay,
+            jitter: Jitter::Full,
+        };
+        Some(backoff.delay(retry))
     }
 }
 

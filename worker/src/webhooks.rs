@@ -10,6 +10,7 @@ use chrono::Utc;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use saasllm_shared::db;
 use saasllm_shared::db::webhooks::{AttemptResult, ClaimedDelivery, DeliveryStatus};
+use saasllm_shared::domain::backoff::{Backoff, Jitter};
 use saasllm_shared::domain::net_policy::TargetPolicy;
 use saasllm_shared::domain::webhook;
 use sqlx::PgPool;
@@ -42,14 +43,12 @@ impl WebhookSettings {
     /// per earlier failure, at most `retry_max`, then randomized by ±20% so that deliveries that
     /// failed together (a receiver outage) do not all come back at the same instant.
     pub fn retry_delay(&self, attempt: u32) -> Duration {
-        let doublings = attempt.saturating_sub(1).min(30);
-        let ceiling = self
-            .retry_base
-            .saturating_mul(1u32 << doublings)
-            .min(self.retry_max);
-        ceiling
-            .mul_f64(0.8 + 0.4 * rand::random::<f64>())
-            .min(self.retry_max)
+        let backoff = Backoff {
+            base: self.retry_base,
+            max: self.retry_max,
+            jitter: Jitter::Spread(0.2),
+        };
+        backoff.delay(attempt)
     }
 
     /// How long a claimed delivery is withheld from other workers: beyond the request timeout,

@@ -1,6 +1,7 @@
-//! Domain types and pure rules: keys, money, states, webhook signatures and targets.
+//! Domain types and pure rules: keys, money, states, backoff, webhook signatures and targets.
 
 pub mod admin;
+pub mod backoff;
 pub mod estimate;
 pub mod estimate_embeddings;
 pub mod keys;
