@@ -8,6 +8,7 @@ pub mod directory;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod job_access;
 pub mod limits;
 pub mod notify;
 pub mod openapi;

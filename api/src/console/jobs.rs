@@ -19,7 +19,7 @@ use crate::console::session::{ConsoleForm, Session};
 use crate::console::tenants::pushed;
 use crate::console::view::{self, Notice, Page};
 use crate::error::ApiError;
-use crate::routes::jobs::visible_job;
+use crate::job_access::visible_job;
 use crate::routes::usage_period;
 use crate::state::AppState;
 
@@ -207,7 +207,7 @@ async fn render(
         Ok(found) => found,
         Err(error) => return view::error_page(&error.into()),
     };
-    let open = !job.status.is_finished();
+    let open = job.status.accepts_calls();
     let content = html! {
         div.cards {
             div.card { div.label { "Status" } div.value { span class={ "status " (job.status.as_str()) } { (job.status.as_str()) } } }

@@ -22,10 +22,12 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{BodyLimit, Path, Query, parse_json};
+use crate::job_access::{
+    changeable_job, ensure_accepts_calls, granted_group, parse_id, visible_job,
+};
 use crate::routes::calls::{
     LlmCallRequest, custom_id_taken, streaming, upstream_body, validate_request,
 };
-use crate::routes::jobs::{changeable_job, parse_id, visible_job};
 use crate::state::AppState;
 
 /// Most calls accepted in one request.
@@ -130,24 +132,13 @@ async fn submit_calls(
     }
 
     let job = changeable_job(&state, &caller, &job_id).await?;
-    ensure_open(&job)?;
+    ensure_accepts_calls(&job)?;
     let mut groups: HashMap<&str, Uuid> = HashMap::new();
     for call in &calls {
         if groups.contains_key(call.model_group.as_str()) {
             continue;
         }
-        let (group, granted) =
-            db::model_groups::find_with_access(&state.db, &call.model_group, &job.team_id)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::NotFound(format!("Model group '{}' not found", call.model_group))
-                })?;
-        if !granted {
-            return Err(ApiError::Forbidden(format!(
-                "Team '{}' does not have access to model group '{}'",
-                job.team_id, group.group_name
-            )));
-        }
+        let group = granted_group(&state, &job.team_id, &call.model_group).await?;
         groups.insert(&call.model_group, group.model_group_id);
     }
     let rows: Vec<BulkCall<'_>> = calls
@@ -166,7 +157,7 @@ async fn submit_calls(
     let locked = db::jobs::lock(&mut tx, job.job_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
-    ensure_open(&locked)?;
+    ensure_accepts_calls(&locked)?;
     let ids = db::calls::insert_bulk(
         &mut tx,
         job.job_id,
@@ -215,17 +206,6 @@ async fn submit_calls(
         })),
     )
         .into_response())
-}
-
-fn ensure_open(job: &db::jobs::JobRow) -> Result<(), ApiError> {
-    if job.status.is_finished() {
-        return Err(ApiError::Conflict(format!(
-            "Job '{}' is {}; no more calls can be made in it",
-            job.job_id,
-            job.status.as_str()
-        )));
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -18,8 +18,10 @@ use uuid::Uuid;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::job_access::{
+    changeable_job, ensure_accepts_calls, granted_group, parse_id, visible_job,
+};
 use crate::routes::call_stream;
-use crate::routes::jobs::{changeable_job, parse_id, visible_job};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -168,30 +170,8 @@ async fn llm_call(
             });
     let stream = streaming(&request);
     let job = changeable_job(&state, &caller, &job_id).await?;
-    if job.status.is_finished() {
-        return Err(ApiError::Conflict(format!(
-            "Job '{}' is {}; no more calls can be made in it",
-            job.job_id,
-            job.status.as_str()
-        )));
-    }
-    // The team's grants come from the cache; only a group it was not granted is looked up, to
-    // tell a missing group (404) from one it may not use (403).
-    let grants = state.directory.grants(&job.team_id).await?;
-    let (group, granted) = match grants.group(&request.model_group) {
-        Some(group) => (group.clone(), true),
-        None => db::model_groups::find_with_access(&state.db, &request.model_group, &job.team_id)
-            .await?
-            .ok_or_else(|| {
-                ApiError::NotFound(format!("Model group '{}' not found", request.model_group))
-            })?,
-    };
-    if !granted {
-        return Err(ApiError::Forbidden(format!(
-            "Team '{}' does not have access to model group '{}'",
-            job.team_id, group.group_name
-        )));
-    }
+    ensure_accepts_calls(&job)?;
+    let group = granted_group(&state, &job.team_id, &request.model_group).await?;
 
     let limits = crate::limits::of_team(&state, &caller, &job.team_id).await?;
     // A synchronous caller over the team's limits is told to come back (429) rather than left

@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::auth::{Caller, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
+use crate::job_access::{changeable_job, visible_job};
 use crate::routes::validate;
 use crate::state::AppState;
 
@@ -37,46 +38,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(complete))
         .routes(routes!(cancel))
         .routes(routes!(list_for_team))
-}
-
-/// Parses a job or call id from the path.
-pub fn parse_id(kind: &str, text: &str) -> Result<Uuid, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::BadRequest(format!("Invalid {kind} id '{text}': expected a UUID")))
-}
-
-/// The job, if the caller may see it; another team's job is a plain 404.
-pub async fn visible_job(
-    state: &AppState,
-    caller: &Caller,
-    job_id: &str,
-) -> Result<JobRow, ApiError> {
-    let id = parse_id("job", job_id)?;
-    db::jobs::find(&state.db, id, caller.team_id())
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))
-}
-
-/// The job, if the caller may see it and change it through the job API: a batch's job is
-/// changed only through `/v1/batches` (409 here), which keeps the batch and its job in step.
-pub async fn changeable_job(
-    state: &AppState,
-    caller: &Caller,
-    job_id: &str,
-) -> Result<JobRow, ApiError> {
-    let job = visible_job(state, caller, job_id).await?;
-    if job.job_type == BATCH_JOB_TYPE {
-        let batch = job
-            .metadata
-            .get("batch_id")
-            .and_then(|b| b.as_str())
-            .unwrap_or("?");
-        return Err(ApiError::Conflict(format!(
-            "Job '{}' runs batch '{batch}'; it changes only through /v1/batches (cancel it with POST /v1/batches/{batch}/cancel)",
-            job.job_id
-        )));
-    }
-    Ok(job)
 }
 
 #[derive(Deserialize, ToSchema)]

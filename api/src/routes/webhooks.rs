@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::Path;
-use crate::routes::jobs::visible_job;
+use crate::job_access::visible_job;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {

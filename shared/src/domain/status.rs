@@ -60,16 +60,10 @@ impl JobStatus {
         Self::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
-    /// Whether no more calls may be added.
-    pub fn is_finished(self) -> bool {
-        matches!(
-            self,
-            JobStatus::Completing
-                | JobStatus::Completed
-                | JobStatus::Failed
-                | JobStatus::Expired
-                | JobStatus::Cancelled
-        )
+    /// Whether calls may still be added: the job is open, neither being completed (`completing`
+    /// waits only for its calls to finish) nor settled.
+    pub fn accepts_calls(self) -> bool {
+        matches!(self, JobStatus::Pending | JobStatus::InProgress)
     }
 }
 
@@ -222,9 +216,10 @@ mod tests {
 
     #[test]
     fn only_open_jobs_accept_calls() {
-        assert!(!JobStatus::Pending.is_finished());
-        assert!(!JobStatus::InProgress.is_finished());
-        assert!(JobStatus::Completing.is_finished());
-        assert!(JobStatus::Expired.is_finished());
+        let accepting: Vec<JobStatus> = JobStatus::ALL
+            .into_iter()
+            .filter(|s| s.accepts_calls())
+            .collect();
+        assert_eq!(accepting, [JobStatus::Pending, JobStatus::InProgress]);
     }
 }
