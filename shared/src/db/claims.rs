@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::call_leases::query_claimed;
 use super::calls::{Attempt, CALL_FINISHED_CHANNEL, CallResult, ClaimedCall};
+// Named by the column types of `query_claimed!`.
 use crate::domain::status::CallEndpoint;
 
 /// queued -> running under a new lease, for each of `call_ids` that is still queued; the others
