@@ -12,7 +12,10 @@
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::call_leases::query_claimed;
 use super::calls::{Attempt, CALL_FINISHED_CHANNEL, CallResult, ClaimedCall};
+// Named by the column types of `query_claimed!`.
+use crate::domain::status::CallEndpoint;
 
 /// queued -> running under a new lease, for each of `call_ids` that is still queued; the others
 /// (duplicate or stale queue entries, calls of cancelled jobs) are left alone and not returned.
@@ -36,21 +39,18 @@ pub async fn claim_many(
         }
         _ => {}
     }
-    sqlx::query_as(
+    query_claimed!(
         "update llm_calls set status = 'running', lease_token = lease_token + 1, worker_id = $2,
              lease_expires_at = now() + make_interval(secs => $3), started_at = coalesce(started_at, now())
          where call_id in (
              select call_id from llm_calls where call_id = any($1) and status = 'queued'
              order by call_id for update)
-           and status = 'queued'
-         returning call_id, job_id, team_id, model_group_id, model_group, request, lease_token, request_id, notify_on_finish, endpoint,
-             coalesce(llm_calls.model_chain,
-                 (select coalesce(jsonb_agg(jsonb_build_array(m.model_name, m.config) order by m.priority), '[]')
-                  from model_group_models m where m.model_group_id = llm_calls.model_group_id)) as models",
+           and status = 'queued' ",
+        "",
+        call_ids,
+        worker_id,
+        lease_secs
     )
-    .bind(call_ids)
-    .bind(worker_id)
-    .bind(lease_secs)
     .fetch_all(db)
     .await
 }
@@ -66,7 +66,7 @@ pub async fn extend_leases(
         return Ok(Vec::new());
     }
     let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "with locked as materialized (
              select call_id from llm_calls where call_id = any($1) order by call_id for update)
          update llm_calls c set lease_expires_at = now() + make_interval(secs => $3)
@@ -74,10 +74,10 @@ pub async fn extend_leases(
          where c.call_id = held.call_id and c.lease_token = held.lease_token and c.status = 'running'
            and c.call_id in (select call_id from locked)
          returning c.call_id",
+        &ids,
+        &tokens,
+        lease_secs
     )
-    .bind(&ids)
-    .bind(&tokens)
-    .bind(lease_secs)
     .fetch_all(db)
     .await
 }
@@ -93,7 +93,7 @@ pub async fn release_unstarted(
         return Ok(0);
     }
     let (ids, tokens): (Vec<Uuid>, Vec<i64>) = leases.iter().copied().unzip();
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "with locked as materialized (
              select call_id from llm_calls where call_id = any($1) order by call_id for update)
          update llm_calls c set status = 'queued', worker_id = null, lease_expires_at = null,
@@ -101,9 +101,9 @@ pub async fn release_unstarted(
          from unnest($1::uuid[], $2::int8[]) as held(call_id, lease_token)
          where c.call_id = held.call_id and c.lease_token = held.lease_token and c.status = 'running'
            and c.call_id in (select call_id from locked)",
+        &ids,
+        &tokens
     )
-    .bind(&ids)
-    .bind(&tokens)
     .execute(db)
     .await?;
     Ok(result.rows_affected())
@@ -155,8 +155,12 @@ pub async fn finish_many(
             attempts.push(item.call, attempt);
         }
     }
-    let written: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "with input as (
+    // The arrays of borrowed or optional elements are typed by their casts: sqlx's check expects
+    // arrays of owned, non-null elements (`Vec<String>`, `Vec<i64>`, `Vec<JsonValue>`). The
+    // answer's columns come from `written`, the update's `returning` of non-null columns.
+    let written = sqlx::query_as!(
+        Written,
+        r#"with input as (
              select * from unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
                  $7::jsonb[], $8::int8[], $9::int8[], $10::int8[], $11::int8[], $12::int8[], $13::text[], $14::bool[])
              as t(call_id, lease_token, status, model_used, response_content, finish_reason, response,
@@ -183,36 +187,33 @@ pub async fn finish_many(
          ), notified as (
              select pg_notify($22, call_id::text) from written where notify
          )
-         select call_id, job_id from written where (select count(*) from notified) >= 0",
+         select call_id as "call_id!", job_id as "job_id!" from written where (select count(*) from notified) >= 0"#,
+        &results.call_ids,
+        &results.lease_tokens,
+        &results.statuses as &[&str],
+        &results.models_used as &[Option<&str>],
+        &results.contents as &[Option<&str>],
+        &results.finish_reasons as &[Option<&str>],
+        &results.responses as &[Option<&serde_json::Value>],
+        &results.prompt_tokens as &[Option<i64>],
+        &results.completion_tokens as &[Option<i64>],
+        &results.total_tokens as &[Option<i64>],
+        &results.costs as &[Option<i64>],
+        &results.latencies,
+        &results.errors as &[Option<&str>],
+        &results.notify,
+        &attempts.call_ids,
+        &attempts.lease_tokens,
+        &attempts.models as &[&str],
+        &attempts.http_statuses as &[Option<i32>],
+        &attempts.outcomes as &[&str],
+        &attempts.latencies,
+        &attempts.errors as &[Option<&str>],
+        CALL_FINISHED_CHANNEL
     )
-    .bind(&results.call_ids)
-    .bind(&results.lease_tokens)
-    .bind(&results.statuses)
-    .bind(&results.models_used)
-    .bind(&results.contents)
-    .bind(&results.finish_reasons)
-    .bind(&results.responses)
-    .bind(&results.prompt_tokens)
-    .bind(&results.completion_tokens)
-    .bind(&results.total_tokens)
-    .bind(&results.costs)
-    .bind(&results.latencies)
-    .bind(&results.errors)
-    .bind(&results.notify)
-    .bind(&attempts.call_ids)
-    .bind(&attempts.lease_tokens)
-    .bind(&attempts.models)
-    .bind(&attempts.http_statuses)
-    .bind(&attempts.outcomes)
-    .bind(&attempts.latencies)
-    .bind(&attempts.errors)
-    .bind(CALL_FINISHED_CHANNEL)
     .fetch_all(db)
     .await?;
-    Ok(written
-        .into_iter()
-        .map(|(call_id, job_id)| Written { call_id, job_id })
-        .collect())
+    Ok(written)
 }
 
 /// The jobs among `job_ids` waiting on their calls to settle.
@@ -220,10 +221,12 @@ pub async fn completing_jobs(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> sqlx:
     if job_ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar("select job_id from jobs where job_id = any($1) and status = 'completing'")
-        .bind(job_ids)
-        .fetch_all(db)
-        .await
+    sqlx::query_scalar!(
+        "select job_id from jobs where job_id = any($1) and status = 'completing'",
+        job_ids
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Results as columns, for `unnest`.
@@ -298,18 +301,20 @@ pub async fn start_reconciler_pass(
     tx: &mut sqlx::PgConnection,
     min_gap_secs: f64,
 ) -> sqlx::Result<bool> {
-    let locked: bool = sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
-        .bind(RECONCILER_LOCK)
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked = sqlx::query_scalar!(
+        r#"select pg_try_advisory_xact_lock($1) as "locked!""#,
+        RECONCILER_LOCK
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !locked {
         return Ok(false);
     }
-    let started = sqlx::query(
+    let started = sqlx::query!(
         "update reconciler_passes set last_started_at = now()
          where last_started_at <= now() - make_interval(secs => $1)",
+        min_gap_secs
     )
-    .bind(min_gap_secs)
     .execute(&mut *tx)
     .await?;
     Ok(started.rows_affected() == 1)

@@ -4,7 +4,8 @@
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::db::jobs::{JOB_COLUMNS, JobRow, NewJob};
+use crate::db::jobs::{JobRow, NewJob, query_job};
+use crate::domain::status::JobStatus;
 
 /// A job to create, with its id chosen before the first try: a try whose commit went unanswered
 /// (a broken connection) can then be told apart from one that never committed, and the primary
@@ -54,7 +55,15 @@ pub async fn insert_holding_credits(
     jobs: &[&JobToCreate],
 ) -> sqlx::Result<Vec<Option<JobRow>>> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
-    let rows: Vec<JobRow> = sqlx::query_as(&format!(
+    let user_ids: Vec<Option<&str>> = jobs.iter().map(|j| j.user_id.as_deref()).collect();
+    let job_types: Vec<&str> = jobs.iter().map(|j| j.job_type.as_str()).collect();
+    let metadata: Vec<&serde_json::Value> = jobs.iter().map(|j| &j.metadata).collect();
+    let ttls: Vec<f64> = jobs.iter().map(|j| j.ttl_secs as f64).collect();
+    let callback_urls = callback_parts(jobs, |(url, _)| url);
+    let callback_secrets = callback_parts(jobs, |(_, secret)| secret);
+    // The arrays of borrowed or optional elements are typed by their casts: sqlx's check
+    // expects arrays of owned, non-null elements (`Vec<String>`, `Vec<JsonValue>`).
+    let rows: Vec<JobRow> = query_job!(
         "with balance as (
              select team_id,
                     least(cardinality($2::uuid[]), credits_allocated - credits_used - credits_reserved) as granted
@@ -77,16 +86,17 @@ pub async fn insert_holding_credits(
                   with ordinality as r(job_id, user_id, job_type, metadata, ttl_secs, callback_url, callback_secret, position)
          where r.position <= held.granted
          order by r.position
-         returning {JOB_COLUMNS}"
-    ))
-    .bind(team_id)
-    .bind(&ids)
-    .bind(jobs.iter().map(|j| j.user_id.as_deref()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.job_type.as_str()).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| &j.metadata).collect::<Vec<_>>())
-    .bind(jobs.iter().map(|j| j.ttl_secs as f64).collect::<Vec<_>>())
-    .bind(callback_parts(jobs, |(url, _)| url))
-    .bind(callback_parts(jobs, |(_, secret)| secret))
+         returning ",
+        "",
+        team_id,
+        &ids,
+        &user_ids as &[Option<&str>],
+        &job_types as &[&str],
+        &metadata as &[&serde_json::Value],
+        &ttls,
+        &callback_urls as &[Option<&str>],
+        &callback_secrets as &[Option<&str>]
+    )
     .fetch_all(db)
     .await?;
     Ok(in_order_of(&ids, rows))
@@ -100,12 +110,9 @@ pub async fn created_earlier(
     jobs: &[&JobToCreate],
 ) -> sqlx::Result<Option<Vec<Option<JobRow>>>> {
     let ids: Vec<Uuid> = jobs.iter().map(|j| j.job_id).collect();
-    let rows: Vec<JobRow> = sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs where job_id = any($1)"
-    ))
-    .bind(&ids)
-    .fetch_all(db)
-    .await?;
+    let rows: Vec<JobRow> = query_job!("select ", " from jobs where job_id = any($1)", &ids)
+        .fetch_all(db)
+        .await?;
     Ok((!rows.is_empty()).then(|| in_order_of(&ids, rows)))
 }
 

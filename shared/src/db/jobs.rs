@@ -7,7 +7,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::db::job_creation::{self, JobToCreate};
-use crate::db::settlement::{self, SETTLED_COST, SETTLED_TOKENS, SettleAnswer, SettleRequest};
+use crate::db::settlement::{self, SettleAnswer, SettleRequest, settling_update};
 use crate::db::{credits, webhooks};
 use crate::domain::status::JobStatus;
 
@@ -255,22 +255,22 @@ pub const JOB_SETTLED_CHANNEL: &str = "saasllm_job_settled";
 /// `job.settled` webhook events; returns how many.
 pub async fn expire_overdue(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
-    let expired: Vec<(Uuid, String)> = sqlx::query_as(&format!(
-        "update jobs j set status = 'expired', credit_hold = 'released', updated_at = now(), completed_at = now(),
-                calls_cost_micro_usd = {SETTLED_COST}, calls_tokens = {SETTLED_TOKENS}
-         where job_id in (
+    let expired = settling_update!(
+        query,
+        "update jobs j set status = 'expired', credit_hold = 'released', updated_at = now(), completed_at = now(), ",
+        " where job_id in (
              select job_id from jobs
              where status in ('pending', 'in_progress', 'completing') and expires_at < now() and credit_hold = 'held'
              order by expires_at limit $1 for update skip locked)
-         returning job_id, team_id"
-    ))
-    .bind(limit)
+         returning job_id, team_id",
+        limit
+    )
     .fetch_all(&mut *tx)
     .await?;
     let mut released: BTreeMap<&str, i64> = BTreeMap::new();
-    for (job_id, team_id) in &expired {
-        webhooks::enqueue_job_settled(&mut tx, *job_id).await?;
-        *released.entry(team_id.as_str()).or_default() += 1;
+    for job in &expired {
+        webhooks::enqueue_job_settled(&mut tx, job.job_id).await?;
+        *released.entry(job.team_id.as_str()).or_default() += 1;
     }
     for (team_id, holds) in released {
         credits::settle_holds(&mut tx, team_id, &[], holds).await?;

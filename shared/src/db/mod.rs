@@ -7,6 +7,8 @@ pub mod batch_endings;
 pub mod batch_runs;
 pub mod batches;
 pub mod budget_slices;
+pub mod call_leases;
+pub mod call_reads;
 pub mod calls;
 pub mod claims;
 pub mod console_sessions;

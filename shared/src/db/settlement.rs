@@ -14,7 +14,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::db::jobs::{
-    CallCounts, Cancellation, JOB_COLUMNS, JOB_SETTLED_CHANNEL, JobRow, Settlement,
+    CallCounts, Cancellation, JOB_SETTLED_CHANNEL, JobRow, Settlement, query_job,
 };
 use crate::db::{calls, credits, webhooks};
 use crate::domain::status::JobStatus;
@@ -63,10 +63,11 @@ pub async fn settle_group(
     let mut ids: Vec<Uuid> = requests.iter().map(|r| r.job_id()).collect();
     ids.sort_unstable();
     ids.dedup();
-    let locked: Vec<JobRow> = sqlx::query_as(&format!(
-        "select {JOB_COLUMNS} from jobs where job_id = any($1) order by job_id for no key update"
-    ))
-    .bind(&ids)
+    let locked: Vec<JobRow> = query_job!(
+        "select ",
+        " from jobs where job_id = any($1) order by job_id for no key update",
+        &ids
+    )
     .fetch_all(&mut *tx)
     .await?;
     let counts = finished_counts(&mut tx, &locked, requests).await?;
@@ -163,11 +164,13 @@ pub async fn settle_group(
         }
     }
     if !to_notify.is_empty() {
-        sqlx::query("select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)")
-            .bind(JOB_SETTLED_CHANNEL)
-            .bind(&to_notify)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query!(
+            "select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)",
+            JOB_SETTLED_CHANNEL,
+            &to_notify
+        )
+        .execute(&mut *tx)
+        .await?;
     }
     // Last, so the team's hot balance row stays locked only for its update, the ledger rows and
     // the commit.
@@ -194,36 +197,36 @@ async fn finished_counts(
     if completing.is_empty() {
         return Ok(HashMap::new());
     }
-    let rows: Vec<(Uuid, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "select job_id,
-                count(*) filter (where status = 'queued'),
-                count(*) filter (where status = 'running'),
-                count(*) filter (where status = 'succeeded'),
-                count(*) filter (where status = 'failed'),
-                count(*) filter (where status = 'cancelled')
-         from llm_calls where job_id = any($1) group by job_id",
+    let rows = sqlx::query!(
+        r#"select job_id,
+                count(*) filter (where status = 'queued') as "queued!",
+                count(*) filter (where status = 'running') as "running!",
+                count(*) filter (where status = 'succeeded') as "succeeded!",
+                count(*) filter (where status = 'failed') as "failed!",
+                count(*) filter (where status = 'cancelled') as "cancelled!"
+         from llm_calls where job_id = any($1) group by job_id"#,
+        &completing
     )
-    .bind(&completing)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, queued, running, succeeded, failed, cancelled)| {
+        .map(|row| {
             let counts = CallCounts {
-                queued,
-                running,
-                succeeded,
-                failed,
-                cancelled,
+                queued: row.queued,
+                running: row.running,
+                succeeded: row.succeeded,
+                failed: row.failed,
+                cancelled: row.cancelled,
             };
-            (id, counts)
+            (row.job_id, counts)
         })
         .collect())
 }
 
 /// Moves the jobs to their final status; returns those moved. Each is locked and was checked
 /// open and held, so all move; the guard makes sure a hold is settled once even if not. The
-/// job's call totals are kept with it when every call has finished (see `SETTLED_COST`).
+/// job's call totals are kept with it when every call has finished (see `settling_update!`).
 async fn move_jobs(
     conn: &mut PgConnection,
     transitions: &[Transition<'_>],
@@ -237,17 +240,18 @@ async fn move_jobs(
         .iter()
         .map(|t| if t.charge { "charged" } else { "released" })
         .collect();
-    sqlx::query_scalar(&format!(
-        "update jobs j set status = t.status, credit_hold = t.hold, completed_at = now(), updated_at = now(),
-                calls_cost_micro_usd = {SETTLED_COST}, calls_tokens = {SETTLED_TOKENS}
-         from unnest($1::uuid[], $2::text[], $3::text[]) as t(job_id, status, hold)
+    // The arrays of borrowed elements are typed by their casts: sqlx's check expects `Vec<String>`.
+    settling_update!(
+        query_scalar,
+        "update jobs j set status = t.status, credit_hold = t.hold, completed_at = now(), updated_at = now(), ",
+        " from unnest($1::uuid[], $2::text[], $3::text[]) as t(job_id, status, hold)
          where j.job_id = t.job_id and j.status in ('pending', 'in_progress', 'completing')
            and j.credit_hold = 'held'
-         returning j.job_id"
-    ))
-    .bind(&ids)
-    .bind(&statuses)
-    .bind(&holds)
+         returning j.job_id",
+        &ids,
+        &statuses as &[&str],
+        &holds as &[&str]
+    )
     .fetch_all(conn)
     .await
     .map(|moved: Vec<Uuid>| moved.into_iter().collect())
@@ -285,11 +289,30 @@ async fn settle_balances(
     Ok(charged)
 }
 
-/// The settling job's call cost, for usage reports: summed when no call of the job is still
-/// unfinished (in the statement's snapshot, so the sum is of final figures), else null, and
-/// reports sum the calls themselves. SQL over the updated row `j`.
+/// `sqlx::$kind!` over an update of the jobs `j` that settles them: the `set` list between
+/// `$head` and `$tail` ends with the job's call totals, for usage reports. Each is summed when
+/// no call of the job is still unfinished (in the statement's snapshot, so the sum is of final
+/// figures), else null, and reports sum the calls themselves. sqlx's macros take only string
+/// literals, so every settling statement takes the totals from here.
+macro_rules! settling_update {
+    ($kind:ident, $head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::$kind!(
+            $head
+                + "calls_cost_micro_usd = (select case when count(*) filter (where c.finished_at is null) = 0
+                       then coalesce(sum(c.cost_micro_usd), 0)::int8 end from llm_calls c where c.job_id = j.job_id),
+                   calls_tokens = (select case when count(*) filter (where c.finished_at is null) = 0
+                       then coalesce(sum(c.total_tokens), 0)::int8 end from llm_calls c where c.job_id = j.job_id)"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use settling_update;
+
+/// The call cost total of `settling_update!`, for a statement that still splices it into its
+/// text at run time (`batch_endings::end`); keep the two the same.
 pub(crate) const SETTLED_COST: &str = "(select case when count(*) filter (where c.finished_at is null) = 0
         then coalesce(sum(c.cost_micro_usd), 0)::int8 end from llm_calls c where c.job_id = j.job_id)";
-/// The settling job's call tokens, on the same terms as `SETTLED_COST`.
+/// The call tokens total of `settling_update!`, on the same terms as `SETTLED_COST`.
 pub(crate) const SETTLED_TOKENS: &str = "(select case when count(*) filter (where c.finished_at is null) = 0
         then coalesce(sum(c.total_tokens), 0)::int8 end from llm_calls c where c.job_id = j.job_id)";
