@@ -1,13 +1,16 @@
-//! Lists across tenants and the fleet's recent activity, for the web console and the admin
-//! lists of the API: keyset pages (no `offset`, so page 1,000 costs what page 1 does) and
-//! per-minute counts.
+//! Lists across tenants, for the web console and the admin lists of the API: keyset pages (no
+//! `offset`, so page 1,000 costs what page 1 does). The fleet's per-minute counts are in
+//! [`crate::db::activity`], re-exported here.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{PgExecutor, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+pub use crate::db::activity::{
+    MinuteActivity, QueueState, WorkerSeen, activity, queue_state, workers_seen,
+};
 use crate::db::credits::BalanceRow;
-use crate::db::jobs::{JOB_COLUMNS, JobRow};
+use crate::db::jobs::JobRow;
 use crate::domain::status::{JobStatus, TeamStatus};
 
 /// A row's place in a newest-first list, `<created_at RFC 3339>_<id>`: the console's `before`
@@ -27,7 +30,7 @@ pub fn parse_position(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
 }
 
 /// An organization with how many teams it has.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OrganizationSummary {
     pub organization_id: String,
     pub name: String,
@@ -65,23 +68,24 @@ pub async fn organizations_matching(
     filter: &OrganizationFilter,
     limit: i64,
 ) -> sqlx::Result<Vec<OrganizationSummary>> {
-    sqlx::query_as(
-        "select o.organization_id, o.name, o.status, o.created_at,
-                (select count(*) from teams t where t.organization_id = o.organization_id) as teams
+    sqlx::query_as!(
+        OrganizationSummary,
+        r#"select o.organization_id, o.name, o.status, o.created_at,
+                (select count(*) from teams t where t.organization_id = o.organization_id) as "teams!"
          from organizations o
          where ($1::text is null or o.organization_id > $1)
            and ($2::text is null or starts_with(o.organization_id, $2) or starts_with(o.name, $2))
-         order by o.organization_id limit $3",
+         order by o.organization_id limit $3"#,
+        filter.after.as_deref(),
+        filter.name_prefix.as_deref(),
+        limit
     )
-    .bind(filter.after.as_deref())
-    .bind(filter.name_prefix.as_deref())
-    .bind(limit)
     .fetch_all(db)
     .await
 }
 
 /// A team with its balance figures and key prefix, for lists.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TeamSummary {
     pub team_id: String,
     pub organization_id: String,
@@ -93,7 +97,6 @@ pub struct TeamSummary {
     pub spend_micro_usd: i64,
     pub key_prefix: Option<String>,
     /// All the team's counters, as `credits::find_balance` reads them (zero without a row).
-    #[sqlx(flatten)]
     pub balance: BalanceRow,
 }
 
@@ -130,29 +133,54 @@ pub async fn teams_matching(
     filter: &TeamFilter,
     limit: i64,
 ) -> sqlx::Result<Vec<TeamSummary>> {
-    sqlx::query_as(
-        "select t.team_id, t.organization_id, t.team_alias, t.status, t.created_at,
-                coalesce(b.credits_allocated - b.credits_used - b.credits_reserved, 0) as credits_available,
-                coalesce(b.credits_allocated, 0) as credits_allocated,
-                coalesce(b.credits_used, 0) as credits_used,
-                coalesce(b.credits_reserved, 0) as credits_reserved,
-                b.credit_limit, coalesce(b.auto_refill, false) as auto_refill,
-                coalesce(b.spend_micro_usd, 0) as spend_micro_usd,
-                coalesce(b.budget_reserved_micro_usd, 0) as budget_reserved_micro_usd,
-                (select k.key_prefix from virtual_keys k where k.team_id = t.team_id and k.revoked_at is null) as key_prefix
+    // `!` on each `coalesce` with a constant: never null.
+    let rows = sqlx::query!(
+        r#"select t.team_id, t.organization_id, t.team_alias, t.status, t.created_at,
+                coalesce(b.credits_allocated - b.credits_used - b.credits_reserved, 0) as "credits_available!",
+                coalesce(b.credits_allocated, 0) as "credits_allocated!",
+                coalesce(b.credits_used, 0) as "credits_used!",
+                coalesce(b.credits_reserved, 0) as "credits_reserved!",
+                b.credit_limit as "credit_limit?", coalesce(b.auto_refill, false) as "auto_refill!",
+                coalesce(b.spend_micro_usd, 0) as "spend_micro_usd!",
+                coalesce(b.budget_reserved_micro_usd, 0) as "budget_reserved_micro_usd!",
+                (select k.key_prefix from virtual_keys k where k.team_id = t.team_id and k.revoked_at is null) as "key_prefix?"
          from teams t left join credit_balances b using (team_id)
          where ($1::text is null or t.organization_id = $1) and ($2::text is null or t.team_id > $2)
            and ($3::text is null or t.status = $3)
            and ($4::text is null or starts_with(t.team_id, $4) or starts_with(t.team_alias, $4))
-         order by t.team_id limit $5",
+         order by t.team_id limit $5"#,
+        filter.organization_id.as_deref(),
+        filter.after.as_deref(),
+        filter.status as Option<TeamStatus>,
+        filter.name_prefix.as_deref(),
+        limit
     )
-    .bind(filter.organization_id.as_deref())
-    .bind(filter.after.as_deref())
-    .bind(filter.status)
-    .bind(filter.name_prefix.as_deref())
-    .bind(limit)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| TeamSummary {
+            balance: BalanceRow {
+                team_id: r.team_id.clone(),
+                credits_allocated: r.credits_allocated,
+                credits_used: r.credits_used,
+                credits_reserved: r.credits_reserved,
+                credit_limit: r.credit_limit,
+                auto_refill: r.auto_refill,
+                spend_micro_usd: r.spend_micro_usd,
+                budget_reserved_micro_usd: r.budget_reserved_micro_usd,
+            },
+            team_id: r.team_id,
+            organization_id: r.organization_id,
+            team_alias: r.team_alias,
+            status: r.status,
+            created_at: r.created_at,
+            credits_available: r.credits_available,
+            credits_used: r.credits_used,
+            spend_micro_usd: r.spend_micro_usd,
+            key_prefix: r.key_prefix,
+        })
+        .collect())
 }
 
 /// What a jobs list is narrowed to.
@@ -191,6 +219,10 @@ pub async fn jobs_in(
     organization_id: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<JobListing>> {
+    // Dynamic SQL: only the filters given are written out, and with an organization the page is
+    // read per team through a lateral join: one statement with every filter optional
+    // (`$n is null or ...`) would let PostgreSQL settle on one generic plan for all combinations,
+    // walking the index of all jobs past other tenants' rows for a team's or a filtered page.
     let mut sql = QueryBuilder::new(
         "select j.*, (select count(*) from llm_calls c where c.job_id = j.job_id) as calls from (",
     );
@@ -209,6 +241,12 @@ pub async fn jobs_in(
     sql.build_query_as().fetch_all(db).await
 }
 
+/// The columns of [`JobRow`] for the one statement that cannot use `query_job!` (decoded by
+/// name through `FromRow`, so a column missing here fails every list at once).
+const LISTED_JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, \
+     credit_hold, metadata, completion_metadata, error_message, created_at, updated_at, \
+     completed_at, expires_at, callback_url";
+
 /// `select ... from jobs where <filter> order by ... limit`, only the filters given written
 /// out (each combination is planned for what it has); `per_team` ties it to the row `t`.
 fn push_jobs_page(
@@ -218,7 +256,7 @@ fn push_jobs_page(
     limit: i64,
 ) {
     sql.push("select ")
-        .push(JOB_COLUMNS)
+        .push(LISTED_JOB_COLUMNS)
         .push(" from jobs where true");
     if per_team {
         sql.push(" and team_id = t.team_id");
@@ -250,7 +288,7 @@ fn push_jobs_page(
 }
 
 /// One attempt of a call at one model.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AttemptRow {
     pub call_id: Uuid,
     pub model_name: String,
@@ -263,17 +301,18 @@ pub struct AttemptRow {
 
 /// The attempts of the given calls, in the order they were made.
 pub async fn attempts(db: impl PgExecutor<'_>, call_ids: &[Uuid]) -> sqlx::Result<Vec<AttemptRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AttemptRow,
         "select call_id, model_name, http_status, outcome, latency_ms, error, created_at
          from llm_call_attempts where call_id = any($1) order by attempt_id",
+        call_ids
     )
-    .bind(call_ids)
     .fetch_all(db)
     .await
 }
 
 /// A webhook delivery with its attempts as JSON (`[{attempt, at, http_status, error, latency_ms}]`).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeliveryListing {
     pub delivery_id: Uuid,
     /// `None` for a team event (`team.*`).
@@ -298,120 +337,24 @@ pub async fn deliveries(
     limit: i64,
 ) -> sqlx::Result<Vec<DeliveryListing>> {
     let (before_at, before_id) = before.unzip();
-    sqlx::query_as(
-        "select d.delivery_id, d.job_id, d.team_id, d.event_type, d.url, d.status, d.attempts,
+    // `attempt_log!`: a `coalesce` with a constant.
+    sqlx::query_as!(
+        DeliveryListing,
+        r#"select d.delivery_id, d.job_id, d.team_id, d.event_type, d.url, d.status, d.attempts,
                 d.last_http_status, d.last_error, d.created_at, d.delivered_at,
                 coalesce((select jsonb_agg(jsonb_build_object('attempt', a.attempt_number,
                           'at', a.attempted_at, 'http_status', a.http_status, 'error', a.error,
                           'latency_ms', a.latency_ms) order by a.attempt_number)
-                          from webhook_delivery_attempts a where a.delivery_id = d.delivery_id), '[]') as attempt_log
+                          from webhook_delivery_attempts a where a.delivery_id = d.delivery_id), '[]') as "attempt_log!"
          from webhook_deliveries d
          where ($1::text is null or d.team_id = $1)
            and ($2::timestamptz is null or (d.created_at, d.delivery_id) < ($2, $3))
-         order by d.created_at desc, d.delivery_id desc limit $4",
+         order by d.created_at desc, d.delivery_id desc limit $4"#,
+        team_id,
+        before_at,
+        before_id,
+        limit
     )
-    .bind(team_id)
-    .bind(before_at)
-    .bind(before_id)
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-/// Counts for one minute of the last hour (missing minutes had nothing).
-#[derive(Debug, Clone, Default, sqlx::FromRow)]
-pub struct MinuteActivity {
-    pub minute: DateTime<Utc>,
-    pub calls: i64,
-    pub failed_calls: i64,
-    pub fallbacks: i64,
-    pub jobs: i64,
-    pub spend_micro_usd: i64,
-    pub credits_deducted: i64,
-}
-
-/// Per-minute activity since `since`, optionally of one team: calls created and those that
-/// failed, attempts that fell back to the next model, jobs created, `/v1` spend recorded and
-/// credits deducted.
-pub async fn activity(
-    db: impl PgExecutor<'_>,
-    team_id: Option<&str>,
-    since: DateTime<Utc>,
-) -> sqlx::Result<Vec<MinuteActivity>> {
-    sqlx::query_as(
-        "with calls as (
-             select date_trunc('minute', created_at) as minute, count(*) as calls,
-                    count(*) filter (where status = 'failed') as failed_calls
-             from llm_calls where created_at >= $2 and ($1::text is null or team_id = $1) group by 1),
-         fallbacks as (
-             select date_trunc('minute', a.created_at) as minute, count(*) as fallbacks
-             from llm_call_attempts a
-             where a.created_at >= $2 and a.outcome = 'fallback'
-               and ($1::text is null or exists (select 1 from llm_calls c where c.call_id = a.call_id and c.team_id = $1))
-             group by 1),
-         jobs as (
-             select date_trunc('minute', created_at) as minute, count(*) as jobs
-             from jobs where created_at >= $2 and ($1::text is null or team_id = $1) group by 1),
-         spend as (
-             select date_trunc('minute', created_at) as minute, sum(coalesce(cost_micro_usd, 0))::int8 as spend
-             from spend_records where created_at >= $2 and ($1::text is null or team_id = $1) group by 1),
-         credits as (
-             select date_trunc('minute', created_at) as minute, sum(credits_amount)::int8 as credits
-             from credit_transactions
-             where created_at >= $2 and transaction_type = 'deduction' and ($1::text is null or team_id = $1)
-             group by 1)
-         select minute, coalesce(calls.calls, 0) as calls, coalesce(calls.failed_calls, 0) as failed_calls,
-                coalesce(fallbacks.fallbacks, 0) as fallbacks, coalesce(jobs.jobs, 0) as jobs,
-                coalesce(spend.spend, 0) as spend_micro_usd, coalesce(credits.credits, 0) as credits_deducted
-         from calls full join fallbacks using (minute) full join jobs using (minute)
-              full join spend using (minute) full join credits using (minute)
-         order by minute",
-    )
-    .bind(team_id)
-    .bind(since)
-    .fetch_all(db)
-    .await
-}
-
-/// The queue as PostgreSQL sees it: calls waiting and how long the oldest has waited.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct QueueState {
-    pub queued: i64,
-    pub running: i64,
-    pub oldest_queued_at: Option<DateTime<Utc>>,
-}
-
-/// Calls queued and running now (served by the partial indexes on unfinished calls).
-pub async fn queue_state(db: impl PgExecutor<'_>) -> sqlx::Result<QueueState> {
-    sqlx::query_as(
-        "select count(*) filter (where status = 'queued') as queued,
-                count(*) filter (where status = 'running') as running,
-                min(enqueued_at) filter (where status = 'queued') as oldest_queued_at
-         from llm_calls where finished_at is null",
-    )
-    .fetch_one(db)
-    .await
-}
-
-/// A worker process that ran calls recently.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct WorkerSeen {
-    pub worker_id: String,
-    pub last_seen: DateTime<Utc>,
-    pub calls: i64,
-}
-
-/// Workers that claimed calls created since `since`, most recently seen first.
-pub async fn workers_seen(
-    db: impl PgExecutor<'_>,
-    since: DateTime<Utc>,
-) -> sqlx::Result<Vec<WorkerSeen>> {
-    sqlx::query_as(
-        "select worker_id, max(coalesce(finished_at, started_at, created_at)) as last_seen, count(*) as calls
-         from llm_calls where created_at >= $1 and worker_id is not null
-         group by worker_id order by last_seen desc limit 50",
-    )
-    .bind(since)
     .fetch_all(db)
     .await
 }
@@ -421,18 +364,22 @@ pub async fn group_holders(
     db: impl PgExecutor<'_>,
     group_ids: &[Uuid],
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "select model_group_id, team_id from team_model_groups where model_group_id = any($1)
          order by team_id",
+        group_ids
     )
-    .bind(group_ids)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.model_group_id, r.team_id))
+        .collect())
 }
 
 /// Every team's id.
 pub async fn team_ids(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar("select team_id from teams")
+    sqlx::query_scalar!("select team_id from teams")
         .fetch_all(db)
         .await
 }

@@ -1,6 +1,7 @@
 //! Every SQL statement of the service. Functions take an executor or a connection so that the
 //! caller owns the transaction; row structs stay here and are mapped to wire types by the API.
 
+pub mod activity;
 pub mod admin_keys;
 pub mod audit;
 pub mod batch_endings;

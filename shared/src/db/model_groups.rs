@@ -5,7 +5,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 /// A stored model group (without its models).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ModelGroupRow {
     pub model_group_id: Uuid,
     pub group_name: String,
@@ -18,7 +18,7 @@ pub struct ModelGroupRow {
 }
 
 /// One model of a group.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ModelEntryRow {
     pub model_group_id: Uuid,
     pub priority: i32,
@@ -34,7 +34,20 @@ pub struct NewModelEntry {
     pub config: serde_json::Value,
 }
 
-const GROUP_COLUMNS: &str = "model_group_id, group_name, display_name, description, status, metadata, created_at, updated_at";
+/// `sqlx::query_as!` into [`ModelGroupRow`], with the group's column list between `$head` and
+/// `$tail` (sqlx's macros take only string literals, so the list cannot be a constant).
+macro_rules! query_group {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            ModelGroupRow,
+            $head
+                + "model_group_id, group_name, display_name, description, status, metadata,
+                   created_at, updated_at"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// Inserts a group; a duplicate name violates `model_groups_group_name_key`.
 pub async fn insert(
@@ -44,15 +57,16 @@ pub async fn insert(
     description: Option<&str>,
     metadata: &serde_json::Value,
 ) -> sqlx::Result<ModelGroupRow> {
-    sqlx::query_as(&format!(
+    query_group!(
         "insert into model_groups (model_group_id, group_name, display_name, description, metadata)
-         values ($1, $2, $3, $4, $5) returning {GROUP_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(group_name)
-    .bind(display_name)
-    .bind(description)
-    .bind(metadata)
+         values ($1, $2, $3, $4, $5) returning ",
+        "",
+        Uuid::now_v7(),
+        group_name,
+        display_name,
+        description,
+        metadata
+    )
     .fetch_one(conn)
     .await
 }
@@ -63,30 +77,35 @@ pub async fn replace_models(
     model_group_id: Uuid,
     models: &[NewModelEntry],
 ) -> sqlx::Result<Vec<ModelEntryRow>> {
-    sqlx::query("delete from model_group_models where model_group_id = $1")
-        .bind(model_group_id)
-        .execute(&mut *conn)
-        .await?;
-    let names: Vec<&str> = models.iter().map(|m| m.model_name.as_str()).collect();
+    sqlx::query!(
+        "delete from model_group_models where model_group_id = $1",
+        model_group_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    let names: Vec<String> = models.iter().map(|m| m.model_name.clone()).collect();
     let priorities: Vec<i32> = models.iter().map(|m| m.priority).collect();
     let configs: Vec<serde_json::Value> = models.iter().map(|m| m.config.clone()).collect();
-    sqlx::query("update model_groups set updated_at = now() where model_group_id = $1")
-        .bind(model_group_id)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query_as(
+    sqlx::query!(
+        "update model_groups set updated_at = now() where model_group_id = $1",
+        model_group_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query_as!(
+        ModelEntryRow,
         "insert into model_group_models (model_group_id, model_name, priority, config)
          select $1, name, priority, config
          from unnest($2::text[], $3::int4[], $4::jsonb[]) as t(name, priority, config)
          returning model_group_id, priority, model_name, config",
+        model_group_id,
+        &names,
+        &priorities,
+        &configs
     )
-    .bind(model_group_id)
-    .bind(&names)
-    .bind(&priorities)
-    .bind(&configs)
     .fetch_all(conn)
     .await
-    .map(|mut rows: Vec<ModelEntryRow>| {
+    .map(|mut rows| {
         rows.sort_by_key(|m| m.priority);
         rows
     })
@@ -94,11 +113,9 @@ pub async fn replace_models(
 
 /// Every group, by name.
 pub async fn list_all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<ModelGroupRow>> {
-    sqlx::query_as(&format!(
-        "select {GROUP_COLUMNS} from model_groups order by group_name"
-    ))
-    .fetch_all(db)
-    .await
+    query_group!("select ", " from model_groups order by group_name")
+        .fetch_all(db)
+        .await
 }
 
 /// The groups granted to one team, by name.
@@ -106,12 +123,13 @@ pub async fn list_for_team(
     db: impl PgExecutor<'_>,
     team_id: &str,
 ) -> sqlx::Result<Vec<ModelGroupRow>> {
-    sqlx::query_as(&format!(
-        "select {GROUP_COLUMNS} from model_groups
+    query_group!(
+        "select ",
+        " from model_groups
          where model_group_id in (select model_group_id from team_model_groups where team_id = $1)
-         order by group_name"
-    ))
-    .bind(team_id)
+         order by group_name",
+        team_id
+    )
     .fetch_all(db)
     .await
 }
@@ -121,10 +139,11 @@ pub async fn find_by_name(
     db: impl PgExecutor<'_>,
     group_name: &str,
 ) -> sqlx::Result<Option<ModelGroupRow>> {
-    sqlx::query_as(&format!(
-        "select {GROUP_COLUMNS} from model_groups where group_name = $1"
-    ))
-    .bind(group_name)
+    query_group!(
+        "select ",
+        " from model_groups where group_name = $1",
+        group_name
+    )
     .fetch_optional(db)
     .await
 }
@@ -135,10 +154,11 @@ pub async fn lock_by_name(
     conn: &mut PgConnection,
     group_name: &str,
 ) -> sqlx::Result<Option<ModelGroupRow>> {
-    sqlx::query_as(&format!(
-        "select {GROUP_COLUMNS} from model_groups where group_name = $1 for update"
-    ))
-    .bind(group_name)
+    query_group!(
+        "select ",
+        " from model_groups where group_name = $1 for update",
+        group_name
+    )
     .fetch_optional(conn)
     .await
 }
@@ -149,23 +169,31 @@ pub async fn find_with_access(
     group_name: &str,
     team_id: &str,
 ) -> sqlx::Result<Option<(ModelGroupRow, bool)>> {
-    #[derive(sqlx::FromRow)]
-    struct Found {
-        #[sqlx(flatten)]
-        group: ModelGroupRow,
-        granted: bool,
-    }
-    let found: Option<Found> = sqlx::query_as(&format!(
-        "select {GROUP_COLUMNS},
-                exists (select 1 from team_model_groups t
-                        where t.team_id = $2 and t.model_group_id = g.model_group_id) as granted
-         from model_groups g where group_name = $1"
-    ))
-    .bind(group_name)
-    .bind(team_id)
+    // The group's columns are written out: `query_group!` reads into `ModelGroupRow` alone.
+    let found = sqlx::query!(
+        r#"select model_group_id, group_name, display_name, description, status, metadata,
+                  created_at, updated_at,
+                  exists (select 1 from team_model_groups t
+                          where t.team_id = $2 and t.model_group_id = g.model_group_id) as "granted!"
+           from model_groups g where group_name = $1"#,
+        group_name,
+        team_id
+    )
     .fetch_optional(db)
     .await?;
-    Ok(found.map(|f| (f.group, f.granted)))
+    Ok(found.map(|f| {
+        let group = ModelGroupRow {
+            model_group_id: f.model_group_id,
+            group_name: f.group_name,
+            display_name: f.display_name,
+            description: f.description,
+            status: f.status,
+            metadata: f.metadata,
+            created_at: f.created_at,
+            updated_at: f.updated_at,
+        };
+        (group, f.granted)
+    }))
 }
 
 /// Groups among `names` that exist, as (id, name).
@@ -173,10 +201,16 @@ pub async fn find_ids_by_names(
     db: impl PgExecutor<'_>,
     names: &[String],
 ) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as("select model_group_id, group_name from model_groups where group_name = any($1)")
-        .bind(names)
-        .fetch_all(db)
-        .await
+    let rows = sqlx::query!(
+        "select model_group_id, group_name from model_groups where group_name = any($1)",
+        names
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.model_group_id, r.group_name))
+        .collect())
 }
 
 /// The models of the given groups, ordered by group then priority.
@@ -184,11 +218,12 @@ pub async fn models_of(
     db: impl PgExecutor<'_>,
     group_ids: &[Uuid],
 ) -> sqlx::Result<Vec<ModelEntryRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ModelEntryRow,
         "select model_group_id, priority, model_name, config from model_group_models
          where model_group_id = any($1) order by model_group_id, priority",
+        group_ids
     )
-    .bind(group_ids)
     .fetch_all(db)
     .await
 }
@@ -196,10 +231,12 @@ pub async fn models_of(
 /// Deletes a group; a group still granted to a team violates `team_model_groups_group_fkey`.
 /// Returns whether a group was deleted.
 pub async fn delete(db: impl PgExecutor<'_>, model_group_id: Uuid) -> sqlx::Result<bool> {
-    let result = sqlx::query("delete from model_groups where model_group_id = $1")
-        .bind(model_group_id)
-        .execute(db)
-        .await?;
+    let result = sqlx::query!(
+        "delete from model_groups where model_group_id = $1",
+        model_group_id
+    )
+    .execute(db)
+    .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -209,11 +246,12 @@ pub async fn team_has_access(
     team_id: &str,
     model_group_id: Uuid,
 ) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "select exists (select 1 from team_model_groups where team_id = $1 and model_group_id = $2)",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from team_model_groups where team_id = $1 and model_group_id = $2)
+               as "exists!""#,
+        team_id,
+        model_group_id
     )
-    .bind(team_id)
-    .bind(model_group_id)
     .fetch_one(db)
     .await
 }
@@ -223,10 +261,10 @@ pub async fn teams_using(
     db: impl PgExecutor<'_>,
     model_group_id: Uuid,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select team_id from team_model_groups where model_group_id = $1 order by team_id limit 10",
+        model_group_id
     )
-    .bind(model_group_id)
     .fetch_all(db)
     .await
 }
@@ -237,16 +275,15 @@ pub async fn granted_to(
     conn: &mut PgConnection,
     team_id: &str,
 ) -> sqlx::Result<Vec<(ModelGroupRow, Vec<ModelEntryRow>)>> {
-    let groups: Vec<ModelGroupRow> = sqlx::query_as(&format!(
-        "select {} from team_model_groups t join model_groups g using (model_group_id)
+    // The columns are written out qualified: `created_at` is also a column of the grants.
+    let groups = sqlx::query_as!(
+        ModelGroupRow,
+        "select g.model_group_id, g.group_name, g.display_name, g.description, g.status,
+                g.metadata, g.created_at, g.updated_at
+         from team_model_groups t join model_groups g using (model_group_id)
          where t.team_id = $1 order by t.position",
-        GROUP_COLUMNS
-            .split(", ")
-            .map(|c| format!("g.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    ))
-    .bind(team_id)
+        team_id
+    )
     .fetch_all(&mut *conn)
     .await?;
     let ids: Vec<Uuid> = groups.iter().map(|g| g.model_group_id).collect();

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 /// A stored organization.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OrganizationRow {
     pub organization_id: String,
     pub name: String,
@@ -21,13 +21,14 @@ pub async fn insert(
     name: &str,
     metadata: &serde_json::Value,
 ) -> sqlx::Result<OrganizationRow> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        OrganizationRow,
         "insert into organizations (organization_id, name, metadata) values ($1, $2, $3)
          returning organization_id, name, status, metadata, created_at, updated_at",
+        organization_id,
+        name,
+        metadata
     )
-    .bind(organization_id)
-    .bind(name)
-    .bind(metadata)
     .fetch_one(db)
     .await
 }
@@ -37,11 +38,12 @@ pub async fn find(
     db: impl PgExecutor<'_>,
     organization_id: &str,
 ) -> sqlx::Result<Option<OrganizationRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        OrganizationRow,
         "select organization_id, name, status, metadata, created_at, updated_at
          from organizations where organization_id = $1",
+        organization_id
     )
-    .bind(organization_id)
     .fetch_optional(db)
     .await
 }

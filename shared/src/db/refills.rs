@@ -13,7 +13,7 @@ use crate::db::credits::{self, BalanceRow, TransactionRow, TransactionType};
 use crate::domain::periods::Period;
 
 /// A team's schedules.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RefillRow {
     pub team_id: String,
     pub grant_credits: Option<i64>,
@@ -29,8 +29,21 @@ pub struct RefillRow {
     pub last_budget_reset_at: Option<DateTime<Utc>>,
 }
 
-const REFILL_COLUMNS: &str = "team_id, grant_credits, grant_period, grant_anchor, next_grant_at, \
-     last_grant_at, budget_duration, budget_anchor, next_budget_reset_at, last_budget_reset_at";
+/// `sqlx::query_as!` into [`RefillRow`], with the schedule's column list between `$head` and
+/// `$tail` (sqlx's macros take only string literals, so the list cannot be a constant).
+macro_rules! query_refill {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            RefillRow,
+            $head
+                + r#"team_id, grant_credits, grant_period as "grant_period: Period", grant_anchor,
+                     next_grant_at, last_grant_at, budget_duration as "budget_duration: Period",
+                     budget_anchor, next_budget_reset_at, last_budget_reset_at"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// One schedule: its period, the moment it counts from, and its next boundary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +95,9 @@ impl RefillRow {
 
 /// The team's schedules, if they were ever set.
 pub async fn find(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<RefillRow>> {
-    sqlx::query_as(&format!(
-        "select {REFILL_COLUMNS} from team_refills where team_id = $1"
-    ))
-    .bind(team_id)
-    .fetch_optional(db)
-    .await
+    query_refill!("select ", " from team_refills where team_id = $1", team_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// As `find`, locking the row until the end of the transaction.
@@ -95,10 +105,11 @@ pub async fn find_for_update(
     conn: &mut PgConnection,
     team_id: &str,
 ) -> sqlx::Result<Option<RefillRow>> {
-    sqlx::query_as(&format!(
-        "select {REFILL_COLUMNS} from team_refills where team_id = $1 for update"
-    ))
-    .bind(team_id)
+    query_refill!(
+        "select ",
+        " from team_refills where team_id = $1 for update",
+        team_id
+    )
     .fetch_optional(conn)
     .await
 }
@@ -112,7 +123,7 @@ pub async fn upsert(
     budget: Option<Schedule>,
 ) -> sqlx::Result<RefillRow> {
     let grant_schedule = grant.map(|(_, s)| s);
-    sqlx::query_as(&format!(
+    query_refill!(
         "insert into team_refills (team_id, grant_credits, grant_period, grant_anchor, next_grant_at,
                                    budget_duration, budget_anchor, next_budget_reset_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -121,22 +132,23 @@ pub async fn upsert(
              grant_anchor = excluded.grant_anchor, next_grant_at = excluded.next_grant_at,
              budget_duration = excluded.budget_duration, budget_anchor = excluded.budget_anchor,
              next_budget_reset_at = excluded.next_budget_reset_at, updated_at = now()
-         returning {REFILL_COLUMNS}"
-    ))
-    .bind(team_id)
-    .bind(grant.map(|(credits, _)| credits))
-    .bind(grant_schedule.map(|s| s.period))
-    .bind(grant_schedule.map(|s| s.anchor))
-    .bind(grant_schedule.map(|s| s.next_at))
-    .bind(budget.map(|s| s.period))
-    .bind(budget.map(|s| s.anchor))
-    .bind(budget.map(|s| s.next_at))
+         returning ",
+        "",
+        team_id,
+        grant.map(|(credits, _)| credits),
+        grant_schedule.map(|s| s.period) as Option<Period>,
+        grant_schedule.map(|s| s.anchor),
+        grant_schedule.map(|s| s.next_at),
+        budget.map(|s| s.period) as Option<Period>,
+        budget.map(|s| s.anchor),
+        budget.map(|s| s.next_at)
+    )
     .fetch_one(conn)
     .await
 }
 
 /// A grant whose boundary has come.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DueGrant {
     pub team_id: String,
     pub credits: i64,
@@ -152,13 +164,15 @@ pub async fn due_grants(
     now: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<Vec<DueGrant>> {
-    sqlx::query_as(
-        "select team_id, grant_credits as credits, grant_period as period, grant_anchor as anchor,
-                next_grant_at as due_at
-         from team_refills where next_grant_at <= $1 order by next_grant_at limit $2",
+    // `!`: a row with `next_grant_at` set has its whole grant schedule (`team_refills_grant_complete`).
+    sqlx::query_as!(
+        DueGrant,
+        r#"select team_id, grant_credits as "credits!", grant_period as "period!: Period",
+                  grant_anchor as "anchor!", next_grant_at as "due_at!"
+           from team_refills where next_grant_at <= $1 order by next_grant_at limit $2"#,
+        now,
+        limit
     )
-    .bind(now)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -173,15 +187,15 @@ pub async fn apply_grant(
     next_at: DateTime<Utc>,
 ) -> sqlx::Result<Option<(BalanceRow, TransactionRow)>> {
     let mut tx = db.begin().await?;
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "update team_refills set next_grant_at = $5, last_grant_at = $2
          where team_id = $1 and next_grant_at = $2 and grant_credits = $3 and grant_period = $4",
+        due.team_id,
+        due.due_at,
+        due.credits,
+        due.period as Period,
+        next_at
     )
-    .bind(&due.team_id)
-    .bind(due.due_at)
-    .bind(due.credits)
-    .bind(due.period)
-    .bind(next_at)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -211,7 +225,7 @@ pub async fn apply_grant(
 }
 
 /// A budget period whose end has come.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DueReset {
     pub team_id: String,
     pub period: Period,
@@ -225,12 +239,16 @@ pub async fn due_resets(
     now: DateTime<Utc>,
     limit: i64,
 ) -> sqlx::Result<Vec<DueReset>> {
-    sqlx::query_as(
-        "select team_id, budget_duration as period, budget_anchor as anchor, next_budget_reset_at as due_at
-         from team_refills where next_budget_reset_at <= $1 order by next_budget_reset_at limit $2",
+    // `!`: a row with `next_budget_reset_at` set has its whole budget schedule
+    // (`team_refills_budget_complete`).
+    sqlx::query_as!(
+        DueReset,
+        r#"select team_id, budget_duration as "period!: Period", budget_anchor as "anchor!",
+                  next_budget_reset_at as "due_at!"
+           from team_refills where next_budget_reset_at <= $1 order by next_budget_reset_at limit $2"#,
+        now,
+        limit
     )
-    .bind(now)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -246,14 +264,14 @@ pub async fn apply_reset(
     next_at: DateTime<Utc>,
 ) -> sqlx::Result<Option<i64>> {
     let mut tx = db.begin().await?;
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "update team_refills set next_budget_reset_at = $4, last_budget_reset_at = $2
          where team_id = $1 and next_budget_reset_at = $2 and budget_duration = $3",
+        due.team_id,
+        due.due_at,
+        due.period as Period,
+        next_at
     )
-    .bind(&due.team_id)
-    .bind(due.due_at)
-    .bind(due.period)
-    .bind(next_at)
     .execute(&mut *tx)
     .await?
     .rows_affected();
@@ -262,27 +280,28 @@ pub async fn apply_reset(
     }
     // The old value comes from the locked row, so spend written concurrently is either cleared
     // here (and counted in the reset) or added after it.
-    let cleared: Option<i64> = sqlx::query_scalar(
-        "with old as (
+    // `spend_micro_usd!`: the CTE's copy of a not-null column.
+    let cleared = sqlx::query_scalar!(
+        r#"with old as (
              select team_id, spend_micro_usd from credit_balances where team_id = $1 for no key update)
          update credit_balances b set spend_micro_usd = 0, updated_at = now()
          from old where b.team_id = old.team_id
-         returning old.spend_micro_usd",
+         returning old.spend_micro_usd as "spend_micro_usd!""#,
+        due.team_id
     )
-    .bind(&due.team_id)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(cleared) = cleared else {
         return Ok(None);
     };
-    sqlx::query(
+    sqlx::query!(
         "insert into budget_resets (reset_id, team_id, due_at, spend_cleared_micro_usd)
          values ($1, $2, $3, $4)",
+        Uuid::now_v7(),
+        due.team_id,
+        due.due_at,
+        cleared
     )
-    .bind(Uuid::now_v7())
-    .bind(&due.team_id)
-    .bind(due.due_at)
-    .bind(cleared)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -16,7 +16,7 @@ pub const TEAM_CREDITS_LOW: &str = "team.credits_low";
 pub const TEAM_BUDGET_THRESHOLD: &str = "team.budget_threshold";
 
 /// A team's alert settings and state (never the secret).
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AlertRow {
     pub team_id: String,
     pub url: Option<String>,
@@ -37,17 +37,26 @@ impl AlertRow {
     }
 }
 
-const ALERT_COLUMNS: &str = "team_id, url, credits_below, budget_spend_pct, usd_per_credit_micro, \
-     credits_fired_at, budget_fired_at, updated_at";
+/// `sqlx::query_as!` into [`AlertRow`], with the alert's column list between `$head` and `$tail`
+/// (sqlx's macros take only string literals, so the list cannot be a constant).
+macro_rules! query_alert {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            AlertRow,
+            $head
+                + "team_id, url, credits_below, budget_spend_pct, usd_per_credit_micro,
+                   credits_fired_at, budget_fired_at, updated_at"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// The team's alerts, if they were ever set.
 pub async fn find(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<AlertRow>> {
-    sqlx::query_as(&format!(
-        "select {ALERT_COLUMNS} from team_alerts where team_id = $1"
-    ))
-    .bind(team_id)
-    .fetch_optional(db)
-    .await
+    query_alert!("select ", " from team_alerts where team_id = $1", team_id)
+        .fetch_optional(db)
+        .await
 }
 
 /// As `find`, locking the row until the end of the transaction (a change reads what it replaces).
@@ -55,10 +64,11 @@ pub async fn find_for_update(
     conn: &mut PgConnection,
     team_id: &str,
 ) -> sqlx::Result<Option<AlertRow>> {
-    sqlx::query_as(&format!(
-        "select {ALERT_COLUMNS} from team_alerts where team_id = $1 for update"
-    ))
-    .bind(team_id)
+    query_alert!(
+        "select ",
+        " from team_alerts where team_id = $1 for update",
+        team_id
+    )
     .fetch_optional(conn)
     .await
 }
@@ -82,7 +92,7 @@ pub async fn upsert(
     settings: &AlertSettings<'_>,
     secret: Option<&str>,
 ) -> sqlx::Result<AlertRow> {
-    sqlx::query_as(&format!(
+    query_alert!(
         "insert into team_alerts (team_id, url, secret, credits_below, budget_spend_pct, usd_per_credit_micro)
          values ($1, $2, coalesce($3, (select secret from team_alerts where team_id = $1)), $4, $5, $6)
          on conflict (team_id) do update set
@@ -96,14 +106,15 @@ pub async fn upsert(
              budget_fired_at = case when team_alerts.budget_spend_pct is not distinct from excluded.budget_spend_pct
                                     then team_alerts.budget_fired_at end,
              updated_at = now()
-         returning {ALERT_COLUMNS}"
-    ))
-    .bind(team_id)
-    .bind(settings.url)
-    .bind(secret)
-    .bind(settings.credits_below)
-    .bind(settings.budget_spend_pct)
-    .bind(settings.usd_per_credit_micro)
+         returning ",
+        "",
+        team_id,
+        settings.url,
+        secret,
+        settings.credits_below,
+        settings.budget_spend_pct,
+        settings.usd_per_credit_micro
+    )
     .fetch_one(conn)
     .await
 }
@@ -116,7 +127,6 @@ pub struct FiredAlert {
     pub delivery_id: Uuid,
 }
 
-#[derive(sqlx::FromRow)]
 struct CreditsCrossing {
     team_id: String,
     organization_id: String,
@@ -125,7 +135,6 @@ struct CreditsCrossing {
     available: i64,
 }
 
-#[derive(sqlx::FromRow)]
 struct BudgetCrossing {
     team_id: String,
     organization_id: String,
@@ -134,10 +143,6 @@ struct BudgetCrossing {
     spend_micro_usd: i64,
     budget_micro_usd: i64,
 }
-
-/// The team's USD budget in SQL: credits x the rate, capped to bigint.
-const BUDGET_SQL: &str =
-    "least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)";
 
 /// Fires every armed threshold whose value has crossed it (at most `limit` of each kind) and
 /// queues its event, in one transaction: the guarded armed -> fired updates and the deliveries
@@ -148,8 +153,11 @@ pub async fn fire_crossed(
     limit: i64,
 ) -> sqlx::Result<Vec<FiredAlert>> {
     let mut tx = db.begin().await?;
-    let credits: Vec<CreditsCrossing> = sqlx::query_as(
-        "with crossed as (
+    // `url!`, `credits_below!`: the rows selected have a threshold set, and with it a URL
+    // (`team_alerts_url_when_on`); `available!`: a difference of not-null columns.
+    let credits = sqlx::query_as!(
+        CreditsCrossing,
+        r#"with crossed as (
              select a.team_id from team_alerts a join credit_balances b using (team_id)
              where a.credits_below is not null and a.credits_fired_at is null
                and b.credits_allocated - b.credits_used - b.credits_reserved < a.credits_below
@@ -159,31 +167,39 @@ pub async fn fire_crossed(
          from crossed, credit_balances b, teams t
          where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
            and a.credits_fired_at is null
-         returning a.team_id, t.organization_id, a.url, a.credits_below,
-                   b.credits_allocated - b.credits_used - b.credits_reserved as available",
+         returning a.team_id, t.organization_id, a.url as "url!", a.credits_below as "credits_below!",
+                   b.credits_allocated - b.credits_used - b.credits_reserved as "available!""#,
+        now,
+        limit
     )
-    .bind(now)
-    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     // A team without a budget (no credits, or a deployment rate of 0) has nothing to spend a
-    // percentage of.
-    let budget: Vec<BudgetCrossing> = sqlx::query_as(&format!(
-        "with crossed as (
+    // percentage of. The budget, credits x the rate capped to bigint, is written out where it is
+    // used (here and in `rearm`): sqlx's macros take only string literals.
+    // `url!`, `budget_spend_pct!`: the rows selected have a threshold set, and with it a URL;
+    // `budget_micro_usd!`: `least` of not-null values.
+    let budget = sqlx::query_as!(
+        BudgetCrossing,
+        r#"with crossed as (
              select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where a.budget_spend_pct is not null and a.budget_fired_at is null and {BUDGET_SQL} > 0
-               and b.spend_micro_usd::numeric * 100 >= a.budget_spend_pct * {BUDGET_SQL}
+             where a.budget_spend_pct is not null and a.budget_fired_at is null
+               and least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807) > 0
+               and b.spend_micro_usd::numeric * 100
+                   >= a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)
              order by a.team_id limit $2
              for update of a skip locked)
          update team_alerts a set budget_fired_at = $1
          from crossed, credit_balances b, teams t
          where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
            and a.budget_fired_at is null
-         returning a.team_id, t.organization_id, a.url, a.budget_spend_pct, b.spend_micro_usd,
-                   {BUDGET_SQL}::int8 as budget_micro_usd"
-    ))
-    .bind(now)
-    .bind(limit)
+         returning a.team_id, t.organization_id, a.url as "url!", a.budget_spend_pct as "budget_spend_pct!",
+                   b.spend_micro_usd,
+                   least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)::int8
+                       as "budget_micro_usd!""#,
+        now,
+        limit
+    )
     .fetch_all(&mut *tx)
     .await?;
 
@@ -230,21 +246,21 @@ pub async fn fire_crossed(
     }
     if !rows.is_empty() {
         let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-        let teams: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
-        let events: Vec<&str> = rows.iter().map(|r| r.2).collect();
+        let teams: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+        let events: Vec<String> = rows.iter().map(|r| r.2.to_owned()).collect();
         let payloads: Vec<serde_json::Value> = rows.iter().map(|r| r.3.clone()).collect();
-        let urls: Vec<&str> = rows.iter().map(|r| r.4.as_str()).collect();
-        sqlx::query(
+        let urls: Vec<String> = rows.iter().map(|r| r.4.clone()).collect();
+        sqlx::query!(
             "insert into webhook_deliveries (delivery_id, job_id, team_id, event_type, payload, url)
              select d.id, null, d.team_id, d.event_type, d.payload, d.url
              from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
                  as d(id, team_id, event_type, payload, url)",
+            &ids,
+            &teams,
+            &events,
+            &payloads,
+            &urls
         )
-        .bind(&ids)
-        .bind(&teams)
-        .bind(&events)
-        .bind(&payloads)
-        .bind(&urls)
         .execute(&mut *tx)
         .await?;
         for (delivery_id, team_id, event_type, _, _) in rows {
@@ -263,7 +279,7 @@ pub async fn fire_crossed(
 /// or above `credits_below` (credits were added, holds released), spend below the percentage
 /// (a budget reset, a larger budget). Returns how many thresholds were re-armed.
 pub async fn rearm(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
-    let credits = sqlx::query(
+    let credits = sqlx::query!(
         "with back as (
              select a.team_id from team_alerts a join credit_balances b using (team_id)
              where a.credits_fired_at is not null
@@ -272,22 +288,24 @@ pub async fn rearm(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
              for update of a skip locked)
          update team_alerts a set credits_fired_at = null
          from back where a.team_id = back.team_id",
+        limit
     )
-    .bind(limit)
     .execute(db)
     .await?
     .rows_affected();
-    let budget = sqlx::query(&format!(
+    let budget = sqlx::query!(
         "with back as (
              select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where a.budget_fired_at is not null and {BUDGET_SQL} > 0
-               and b.spend_micro_usd::numeric * 100 < a.budget_spend_pct * {BUDGET_SQL}
+             where a.budget_fired_at is not null
+               and least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807) > 0
+               and b.spend_micro_usd::numeric * 100
+                   < a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)
              order by a.team_id limit $1
              for update of a skip locked)
          update team_alerts a set budget_fired_at = null
-         from back where a.team_id = back.team_id"
-    ))
-    .bind(limit)
+         from back where a.team_id = back.team_id",
+        limit
+    )
     .execute(db)
     .await?
     .rows_affected();
