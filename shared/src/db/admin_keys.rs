@@ -74,8 +74,11 @@ pub async fn find_active(
 
 /// Every key, revoked ones included, oldest first.
 pub async fn list(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<AdminKeyRow>> {
-    query_admin_key!("select ", " from admin_keys order by created_at, admin_key_id")
-        .fetch_all(db)
+    query_admin_key!(
+        "select ",
+        " from admin_keys order by created_at, admin_key_id"
+    )
+    .fetch_all(db)
     .await
 }
 

@@ -40,9 +40,12 @@ pub async fn insert(
 
 /// Ends a session.
 pub async fn delete(db: impl PgExecutor<'_>, session_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query!("delete from console_sessions where session_hash = $1", session_hash)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "delete from console_sessions where session_hash = $1",
+        session_hash
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 

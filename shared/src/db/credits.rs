@@ -100,8 +100,12 @@ pub async fn find_balance(
     db: impl PgExecutor<'_>,
     team_id: &str,
 ) -> sqlx::Result<Option<BalanceRow>> {
-    query_balance!("select ", " from credit_balances where team_id = $1", team_id)
-        .fetch_optional(db)
+    query_balance!(
+        "select ",
+        " from credit_balances where team_id = $1",
+        team_id
+    )
+    .fetch_optional(db)
     .await
 }
 

@@ -102,11 +102,10 @@ async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 async fn applied_migrations(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {
-    let exists = sqlx::query_scalar!(
-        r#"select to_regclass('_sqlx_migrations') is not null as "exists!""#
-    )
-    .fetch_one(&mut *conn)
-    .await?;
+    let exists =
+        sqlx::query_scalar!(r#"select to_regclass('_sqlx_migrations') is not null as "exists!""#)
+            .fetch_one(&mut *conn)
+            .await?;
     if !exists {
         return Ok(0);
     }
