@@ -278,9 +278,7 @@ impl Budgets {
     }
 
     async fn ask_for_parked_budget(&self, team_id: &str) {
-        let asked = sqlx::query("select pg_notify($1, $2)")
-            .bind(BUDGET_RECLAIM_CHANNEL)
-            .bind(team_id)
+        let asked = sqlx::query!("select pg_notify($1, $2)", BUDGET_RECLAIM_CHANNEL, team_id)
             .execute(&self.db)
             .await;
         if let Err(e) = asked {

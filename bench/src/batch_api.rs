@@ -203,11 +203,11 @@ async fn one_batch(
     let worker_rss_peak_mib = fleet.stop().await;
 
     let output_bytes = check_output(setup.client, stage, &seen.batch, setup.calls).await?;
-    let (calls_secs,): (Option<f64>,) = sqlx::query_as(
-        "select extract(epoch from max(c.finished_at) - min(c.started_at))::float8 \
-         from batches b join llm_calls c on c.job_id = b.job_id where b.batch_id = $1",
+    let calls_secs = sqlx::query_scalar!(
+        r#"select extract(epoch from max(c.finished_at) - min(c.started_at))::float8 as "calls_secs?"
+         from batches b join llm_calls c on c.job_id = b.job_id where b.batch_id = $1"#,
+        id
     )
-    .bind(id)
     .fetch_one(&mut *db)
     .await?;
     Ok(BatchRun {
@@ -276,10 +276,10 @@ async fn wait_listening(
 ) -> anyhow::Result<()> {
     let until = Instant::now() + WORKERS_READY_TIMEOUT;
     loop {
-        let (listening,): (i64,) = sqlx::query_as(
-            "select count(*) from pg_stat_activity \
-             where datname = current_database() and query like '%validation_taken_at = now()%' \
-               and pid <> pg_backend_pid()",
+        let listening = sqlx::query_scalar!(
+            r#"select count(*) as "listening!" from pg_stat_activity
+             where datname = current_database() and query like '%validation_taken_at = now()%'
+               and pid <> pg_backend_pid()"#
         )
         .fetch_one(&mut *db)
         .await?;

@@ -103,6 +103,7 @@ pub async fn run(
          select {jobs}::int as jobs, '{GROUP}'::text as group_name,
                 (select array_agg(team_id order by team_id) from teams where organization_id = '{ORG}') as team_ids;\n"
     );
+    // Dynamic SQL: a script of several statements with the seed's parameters written into it.
     sqlx::raw_sql(&(params + include_str!("console.sql")))
         .execute(&mut db)
         .await
@@ -111,30 +112,35 @@ pub async fn run(
     // What autovacuum would have done by then on a live database: statistics and visibility maps.
     let mut rows = serde_json::Map::new();
     for table in TABLES {
+        // Dynamic SQL: the table name varies, and a name cannot be a bind parameter.
         sqlx::raw_sql(&format!("vacuum (analyze) {table}"))
             .execute(&mut db)
             .await?;
+        // Dynamic SQL: the table name varies, and a name cannot be a bind parameter.
         let n: i64 = sqlx::query_scalar(&format!("select count(*) from {table}"))
             .fetch_one(&mut db)
             .await?;
         rows.insert(table.to_owned(), json!(n));
     }
-    let job_with_calls: String = sqlx::query_scalar(
-        "select c.job_id::text from llm_call_attempts a join llm_calls c using (call_id)
+    // `job_id` is `not null`, and so is its text.
+    let job_with_calls = sqlx::query_scalar!(
+        r#"select c.job_id::text as "job_id!" from llm_call_attempts a join llm_calls c using (call_id)
          where a.outcome = 'fallback' and c.team_id = $1
            and (select count(*) from llm_calls o where o.job_id = c.job_id) = 2
-         order by a.attempt_id desc limit 1",
+         order by a.attempt_id desc limit 1"#,
+        team
     )
-    .bind(team)
     .fetch_one(&mut db)
     .await
     .context("no seeded job with a fallback")?;
-    let (week_ago, today): (String, String) = sqlx::query_as(
-        "select to_char((now() at time zone 'UTC')::date - 6, 'YYYY-MM-DD'),
-                to_char((now() at time zone 'UTC')::date, 'YYYY-MM-DD')",
+    // `to_char` of a date that is never null.
+    let dates = sqlx::query!(
+        r#"select to_char((now() at time zone 'UTC')::date - 6, 'YYYY-MM-DD') as "week_ago!",
+                to_char((now() at time zone 'UTC')::date, 'YYYY-MM-DD') as "today!""#
     )
     .fetch_one(&mut db)
     .await?;
+    let (week_ago, today) = (dates.week_ago, dates.today);
     db.close().await?;
     let counts: Vec<String> = rows.iter().map(|(t, n)| format!("{n} {t}")).collect();
     println!(

@@ -245,11 +245,11 @@ impl Workers {
 /// row versions (measured: the second of two drains ran 25-30 % slower than the same drain run
 /// first, whichever came first).
 pub async fn empty_calls(db: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query("truncate llm_calls cascade")
+    sqlx::query!("truncate llm_calls cascade")
         .execute(&mut *db)
         .await
         .context("cannot empty the calls of the previous run")?;
-    sqlx::query("vacuum analyze")
+    sqlx::query!("vacuum analyze")
         .execute(&mut *db)
         .await
         .context("cannot vacuum the database")?;
@@ -279,8 +279,9 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
         let meter = fleet.meter(&[]);
         let until = Instant::now() + DRAIN_TIMEOUT;
         loop {
-            let (left,): (i64,) = sqlx::query_as(
-                "select count(*) from llm_calls where finished_at is null and status in ('queued', 'running')",
+            let left = sqlx::query_scalar!(
+                r#"select count(*) as "left!" from llm_calls
+                   where finished_at is null and status in ('queued', 'running')"#
             )
             .fetch_one(&mut db)
             .await?;
@@ -298,15 +299,25 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
 
         // A statement's `now()` is its transaction's start: the calls of one claim share their
         // `started_at`, the results of one commit their `finished_at`.
-        let (succeeded, total, drain_secs, claims, commits): (i64, i64, Option<f64>, i64, i64) = sqlx::query_as(
-            "select count(*) filter (where status = 'succeeded'), count(*), \
-                    extract(epoch from max(finished_at) - min(started_at))::float8, \
-                    count(distinct (worker_id, started_at)), count(distinct (worker_id, finished_at)) \
-             from llm_calls where job_id = any($1::uuid[])",
+        // The job ids are the API's text, bound as text[] and cast as before; the span is null
+        // when no call matched.
+        let counted = sqlx::query!(
+            r#"select count(*) filter (where status = 'succeeded') as "succeeded!", count(*) as "total!",
+                    extract(epoch from max(finished_at) - min(started_at))::float8 as "drain_secs?",
+                    count(distinct (worker_id, started_at)) as "claims!",
+                    count(distinct (worker_id, finished_at)) as "commits!"
+             from llm_calls where job_id = any($1::text[]::uuid[])"#,
+            &jobs[..]
         )
-        .bind(&jobs)
         .fetch_one(&mut db)
         .await?;
+        let (succeeded, total, drain_secs, claims, commits) = (
+            counted.succeeded,
+            counted.total,
+            counted.drain_secs,
+            counted.claims,
+            counted.commits,
+        );
         if succeeded != total || total != setup.calls as i64 {
             bail!(
                 "drain with {workers} worker(s): {succeeded} of {total} calls succeeded, {} submitted; see {}",

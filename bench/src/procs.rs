@@ -117,6 +117,7 @@ pub async fn drop_database(postgres_url: &str, db: &str) -> anyhow::Result<()> {
     let mut conn = sqlx::PgConnection::connect(&format!("{postgres_url}/postgres"))
         .await
         .with_context(|| format!("cannot connect to PostgreSQL at {postgres_url}"))?;
+    // Dynamic SQL: the database name varies, and a name cannot be a bind parameter.
     sqlx::query(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
         .execute(&mut conn)
         .await?;

@@ -30,7 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 )]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = async {
-        let query = sqlx::query_scalar::<_, i32>("select 1").fetch_one(&state.db);
+        let query = sqlx::query_scalar!(r#"select 1 as "one!""#).fetch_one(&state.db);
         match tokio::time::timeout(CHECK_TIMEOUT, query).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(e.to_string()),

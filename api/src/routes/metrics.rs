@@ -62,14 +62,17 @@ async fn render(_admin: AdminAuth, state: State<AppState>) -> Response {
 
 async fn scrape(State(state): State<AppState>) -> Response {
     let queue_depth = state.queue.len().await.ok();
-    let gauges: Result<(i64, Option<f64>, i64), sqlx::Error> = sqlx::query_as(
-        "select (select count(*) from llm_calls where finished_at is null and status = 'queued'),
+    // A scalar subquery's count and coalesced sum are never null; the age is null with no
+    // queued call.
+    let gauges = sqlx::query!(
+        r#"select (select count(*) from llm_calls where finished_at is null and status = 'queued') as "queued!",
                 (select extract(epoch from now() - min(enqueued_at))::float8 from llm_calls
-                 where finished_at is null and status = 'queued'),
-                (select coalesce(sum(credits_reserved), 0)::int8 from credit_balances)",
+                 where finished_at is null and status = 'queued') as "oldest?",
+                (select coalesce(sum(credits_reserved), 0)::int8 from credit_balances) as "held!""#
     )
     .fetch_one(&state.db)
-    .await;
+    .await
+    .map(|r| (r.queued, r.oldest, r.held));
     if let Some(depth) = queue_depth {
         metrics::gauge!("queue_redis_depth").set(depth as f64);
     }

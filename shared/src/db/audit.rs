@@ -29,7 +29,7 @@ pub struct NewEntry<'a> {
 }
 
 /// A stored row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AuditRow {
     pub audit_id: i64,
     pub created_at: DateTime<Utc>,
@@ -46,20 +46,20 @@ pub struct AuditRow {
 
 /// Appends `entry` in the caller's transaction.
 pub async fn insert(conn: &mut PgConnection, entry: &NewEntry<'_>) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into audit_log
              (actor_id, actor_name, actor_role, action, target_type, target_id, before, after, request_id)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning audit_id",
+        entry.actor.id,
+        entry.actor.name,
+        entry.actor.role,
+        entry.action,
+        entry.target_type,
+        entry.target_id,
+        entry.before,
+        entry.after,
+        entry.request_id
     )
-    .bind(entry.actor.id)
-    .bind(entry.actor.name)
-    .bind(entry.actor.role)
-    .bind(entry.action)
-    .bind(entry.target_type)
-    .bind(entry.target_id)
-    .bind(entry.before)
-    .bind(entry.after)
-    .bind(entry.request_id)
     .fetch_one(conn)
     .await
 }
@@ -85,7 +85,8 @@ pub async fn list(
     filter: &Filter,
     limit: i64,
 ) -> sqlx::Result<Vec<AuditRow>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        AuditRow,
         "select audit_id, created_at, actor_id, actor_name, actor_role, action, target_type,
                 target_id, before, after, request_id
          from audit_log
@@ -95,15 +96,15 @@ pub async fn list(
            and ($6::timestamptz is null or created_at < $6)
            and ($7::int8 is null or audit_id < $7)
          order by audit_id desc limit $8",
+        filter.actor_id.as_deref(),
+        filter.action.as_deref(),
+        filter.target_type.as_deref(),
+        filter.target_id.as_deref(),
+        filter.since,
+        filter.until,
+        filter.before.map(|c| c.0),
+        limit
     )
-    .bind(filter.actor_id.as_deref())
-    .bind(filter.action.as_deref())
-    .bind(filter.target_type.as_deref())
-    .bind(filter.target_id.as_deref())
-    .bind(filter.since)
-    .bind(filter.until)
-    .bind(filter.before.map(|c| c.0))
-    .bind(limit)
     .fetch_all(db)
     .await
 }

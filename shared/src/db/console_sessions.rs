@@ -9,12 +9,13 @@ pub async fn find(
     db: impl PgExecutor<'_>,
     session_hash: &[u8],
 ) -> sqlx::Result<Option<(Vec<u8>, String)>> {
-    sqlx::query_as(
+    let session = sqlx::query!(
         "select key_hash, csrf_token from console_sessions where session_hash = $1 and expires_at > now()",
+        session_hash
     )
-    .bind(session_hash)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(session.map(|r| (r.key_hash, r.csrf_token)))
 }
 
 /// Stores a new session.
@@ -25,13 +26,13 @@ pub async fn insert(
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into console_sessions (session_hash, key_hash, csrf_token, expires_at) values ($1, $2, $3, $4)",
+        session_hash,
+        key_hash,
+        csrf_token,
+        expires_at
     )
-    .bind(session_hash)
-    .bind(key_hash)
-    .bind(csrf_token)
-    .bind(expires_at)
     .execute(db)
     .await?;
     Ok(())
@@ -39,16 +40,18 @@ pub async fn insert(
 
 /// Ends a session.
 pub async fn delete(db: impl PgExecutor<'_>, session_hash: &[u8]) -> sqlx::Result<()> {
-    sqlx::query("delete from console_sessions where session_hash = $1")
-        .bind(session_hash)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "delete from console_sessions where session_hash = $1",
+        session_hash
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Forgets sessions past their expiry.
 pub async fn delete_expired(db: impl PgExecutor<'_>) -> sqlx::Result<()> {
-    sqlx::query("delete from console_sessions where expires_at < now()")
+    sqlx::query!("delete from console_sessions where expires_at < now()")
         .execute(db)
         .await?;
     Ok(())

@@ -44,7 +44,7 @@ pub enum TransactionType {
 }
 
 /// One ledger row.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TransactionRow {
     pub transaction_id: Uuid,
     pub team_id: String,
@@ -57,14 +57,39 @@ pub struct TransactionRow {
     pub created_at: DateTime<Utc>,
 }
 
-const BALANCE_COLUMNS: &str = "team_id, credits_allocated, credits_used, credits_reserved, credit_limit, \
-     auto_refill, spend_micro_usd, budget_reserved_micro_usd";
-const TRANSACTION_COLUMNS: &str = "transaction_id, team_id, transaction_type, credits_amount, balance_after, reason, job_id, metadata, created_at";
+/// `sqlx::query_as!` into [`BalanceRow`], with the balance's column list between `$head` and
+/// `$tail` (sqlx's macros take only literals, so the list cannot be a constant).
+macro_rules! query_balance {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            BalanceRow,
+            $head
+                + "team_id, credits_allocated, credits_used, credits_reserved, credit_limit,
+                   auto_refill, spend_micro_usd, budget_reserved_micro_usd"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+
+/// `sqlx::query_as!` into [`TransactionRow`], with the ledger row's column list between `$head`
+/// and `$tail`.
+macro_rules! query_transaction {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            TransactionRow,
+            $head
+                + r#"transaction_id, team_id, transaction_type as "transaction_type: TransactionType",
+                     credits_amount, balance_after, reason, job_id, metadata, created_at"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// Creates the balance row of a new team, with nothing allocated.
 pub async fn create_balance(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<()> {
-    sqlx::query("insert into credit_balances (team_id) values ($1)")
-        .bind(team_id)
+    sqlx::query!("insert into credit_balances (team_id) values ($1)", team_id)
         .execute(conn)
         .await?;
     Ok(())
@@ -75,10 +100,11 @@ pub async fn find_balance(
     db: impl PgExecutor<'_>,
     team_id: &str,
 ) -> sqlx::Result<Option<BalanceRow>> {
-    sqlx::query_as(&format!(
-        "select {BALANCE_COLUMNS} from credit_balances where team_id = $1"
-    ))
-    .bind(team_id)
+    query_balance!(
+        "select ",
+        " from credit_balances where team_id = $1",
+        team_id
+    )
     .fetch_optional(db)
     .await
 }
@@ -94,12 +120,13 @@ pub async fn allocate(
     reason: Option<&str>,
     metadata: &serde_json::Value,
 ) -> sqlx::Result<Option<(BalanceRow, TransactionRow)>> {
-    let balance: Option<BalanceRow> = sqlx::query_as(&format!(
+    let balance = query_balance!(
         "update credit_balances set credits_allocated = credits_allocated + $2, updated_at = now()
-         where team_id = $1 returning {BALANCE_COLUMNS}"
-    ))
-    .bind(team_id)
-    .bind(amount)
+         where team_id = $1 returning ",
+        "",
+        team_id,
+        amount
+    )
     .fetch_optional(&mut *conn)
     .await?;
     let Some(balance) = balance else {
@@ -131,19 +158,20 @@ pub async fn insert_transaction(
     job_id: Option<Uuid>,
     metadata: &serde_json::Value,
 ) -> sqlx::Result<TransactionRow> {
-    sqlx::query_as(&format!(
+    query_transaction!(
         "insert into credit_transactions
              (transaction_id, team_id, transaction_type, credits_amount, balance_after, reason, job_id, metadata)
-         values ($1, $2, $3, $4, $5, $6, $7, $8) returning {TRANSACTION_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(team_id)
-    .bind(kind)
-    .bind(amount)
-    .bind(balance_after)
-    .bind(reason)
-    .bind(job_id)
-    .bind(metadata)
+         values ($1, $2, $3, $4, $5, $6, $7, $8) returning ",
+        "",
+        Uuid::now_v7(),
+        team_id,
+        kind as TransactionType,
+        amount,
+        balance_after,
+        reason,
+        job_id,
+        metadata
+    )
     .fetch_one(conn)
     .await
 }
@@ -155,23 +183,25 @@ pub async fn list_transactions(
     limit: i64,
     offset: i64,
 ) -> sqlx::Result<Vec<TransactionRow>> {
-    sqlx::query_as(&format!(
-        "select {TRANSACTION_COLUMNS} from credit_transactions where team_id = $1
-         order by seq desc limit $2 offset $3"
-    ))
-    .bind(team_id)
-    .bind(limit)
-    .bind(offset)
+    query_transaction!(
+        "select ",
+        " from credit_transactions where team_id = $1 order by seq desc limit $2 offset $3",
+        team_id,
+        limit,
+        offset
+    )
     .fetch_all(db)
     .await
 }
 
 /// How many ledger rows the team has.
 pub async fn count_transactions(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar("select count(*) from credit_transactions where team_id = $1")
-        .bind(team_id)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from credit_transactions where team_id = $1"#,
+        team_id
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Settles holds of one team's jobs in one balance update: each of `charged` (a job and the
@@ -187,14 +217,15 @@ pub async fn settle_holds(
     released: i64,
 ) -> sqlx::Result<()> {
     let charges = charged.len() as i64;
-    let remaining: i64 = sqlx::query_scalar(
-        "update credit_balances
+    // Both counters are `not null`, so their difference is never null.
+    let remaining = sqlx::query_scalar!(
+        r#"update credit_balances
          set credits_used = credits_used + $2, credits_reserved = credits_reserved - $3, updated_at = now()
-         where team_id = $1 returning credits_allocated - credits_used",
+         where team_id = $1 returning credits_allocated - credits_used as "remaining!""#,
+        team_id,
+        charges,
+        charges + released
     )
-    .bind(team_id)
-    .bind(charges)
-    .bind(charges + released)
     .fetch_one(&mut *conn)
     .await?;
     if charged.is_empty() {
@@ -202,23 +233,25 @@ pub async fn settle_holds(
     }
     let transaction_ids: Vec<Uuid> = charged.iter().map(|_| Uuid::now_v7()).collect();
     let job_ids: Vec<Uuid> = charged.iter().map(|(job_id, _)| *job_id).collect();
-    let reasons: Vec<&str> = charged.iter().map(|(_, reason)| reason.as_str()).collect();
+    // Owned: sqlx's macros check a text[] parameter as a slice of `String`.
+    let reasons: Vec<String> = charged.iter().map(|(_, reason)| reason.clone()).collect();
     // Rows are numbered in the order given; `seq` is drawn in that order too (the rows are
     // inserted sorted), which is the order the ledger is read in.
-    sqlx::query(
+    // The casts give `$2 + $3` the types PostgreSQL cannot infer from an operator alone.
+    sqlx::query!(
         "insert into credit_transactions
              (transaction_id, team_id, transaction_type, credits_amount, balance_after, reason, job_id, metadata)
-         select t.transaction_id, $1, 'deduction', 1, $2 + $3 - t.position, t.reason, t.job_id, '{}'
+         select t.transaction_id, $1, 'deduction', 1, $2::int8 + $3::int8 - t.position, t.reason, t.job_id, '{}'
          from unnest($4::uuid[], $5::uuid[], $6::text[])
              with ordinality as t(transaction_id, job_id, reason, position)
          order by t.position",
+        team_id,
+        remaining,
+        charges,
+        &transaction_ids[..],
+        &job_ids[..],
+        &reasons[..]
     )
-    .bind(team_id)
-    .bind(remaining)
-    .bind(charges)
-    .bind(&transaction_ids)
-    .bind(&job_ids)
-    .bind(&reasons)
     .execute(conn)
     .await?;
     Ok(())

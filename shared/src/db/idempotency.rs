@@ -26,26 +26,27 @@ pub async fn begin(
     key: &str,
     request_hash: &[u8],
 ) -> sqlx::Result<Lookup> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into idempotency_records (scope, idempotency_key, request_hash) values ($1, $2, $3)
          on conflict (scope, idempotency_key) do nothing",
+        scope,
+        key,
+        request_hash
     )
-    .bind(scope)
-    .bind(key)
-    .bind(request_hash)
     .execute(db)
     .await?;
     if inserted.rows_affected() == 1 {
         return Ok(Lookup::Started);
     }
-    let row: Option<(Vec<u8>, Option<i32>, Option<serde_json::Value>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "select request_hash, response_status, response_body from idempotency_records
          where scope = $1 and idempotency_key = $2",
+        scope,
+        key
     )
-    .bind(scope)
-    .bind(key)
     .fetch_optional(db)
-    .await?;
+    .await?
+    .map(|r| (r.request_hash, r.response_status, r.response_body));
     Ok(match row {
         // Abandoned between our insert and our read: treat as in progress; the caller retries.
         None => Lookup::InProgress,
@@ -63,14 +64,14 @@ pub async fn complete(
     status: i32,
     body: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update idempotency_records set response_status = $3, response_body = $4
          where scope = $1 and idempotency_key = $2",
+        scope,
+        key,
+        status,
+        body
     )
-    .bind(scope)
-    .bind(key)
-    .bind(status)
-    .bind(body)
     .execute(db)
     .await?;
     Ok(())
@@ -78,20 +79,22 @@ pub async fn complete(
 
 /// Frees the key after a failure that a retry should not see replayed (5xx).
 pub async fn abandon(db: impl PgExecutor<'_>, scope: &str, key: &str) -> sqlx::Result<()> {
-    sqlx::query("delete from idempotency_records where scope = $1 and idempotency_key = $2 and response_status is null")
-        .bind(scope)
-        .bind(key)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "delete from idempotency_records where scope = $1 and idempotency_key = $2 and response_status is null",
+        scope,
+        key
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Deletes records older than `max_age_secs`.
 pub async fn purge_older_than(db: impl PgExecutor<'_>, max_age_secs: f64) -> sqlx::Result<u64> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "delete from idempotency_records where created_at < now() - make_interval(secs => $1)",
+        max_age_secs
     )
-    .bind(max_age_secs)
     .execute(db)
     .await?;
     Ok(result.rows_affected())

@@ -8,12 +8,11 @@ use crate::domain::limits::TeamLimits;
 use crate::domain::status::TeamStatus;
 
 /// Who a presented key belongs to.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct KeyOwner {
     pub team_id: String,
     pub organization_id: String,
     pub status: TeamStatus,
-    #[sqlx(flatten)]
     pub limits: TeamLimits,
 }
 
@@ -23,13 +22,13 @@ pub async fn insert(
     team_id: &str,
     key: &NewVirtualKey,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "insert into virtual_keys (key_id, team_id, key_hash, key_prefix) values ($1, $2, $3, $4)",
+        Uuid::now_v7(),
+        team_id,
+        &key.hash,
+        &key.display_prefix
     )
-    .bind(Uuid::now_v7())
-    .bind(team_id)
-    .bind(&key.hash)
-    .bind(&key.display_prefix)
     .execute(conn)
     .await?;
     Ok(())
@@ -37,10 +36,10 @@ pub async fn insert(
 
 /// Revokes the team's active key, if any.
 pub async fn revoke_active(conn: &mut PgConnection, team_id: &str) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update virtual_keys set revoked_at = now() where team_id = $1 and revoked_at is null",
+        team_id
     )
-    .bind(team_id)
     .execute(conn)
     .await?;
     Ok(())
@@ -51,23 +50,33 @@ pub async fn find_owner(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
 ) -> sqlx::Result<Option<KeyOwner>> {
-    sqlx::query_as(
-        "select t.team_id, t.organization_id, t.status,
+    let owner = sqlx::query!(
+        r#"select t.team_id, t.organization_id, t.status as "status: TeamStatus",
                 t.max_concurrent_calls, t.requests_per_minute, t.tokens_per_minute
          from virtual_keys k join teams t using (team_id)
-         where k.key_hash = $1 and k.revoked_at is null",
+         where k.key_hash = $1 and k.revoked_at is null"#,
+        key_hash
     )
-    .bind(key_hash)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(owner.map(|r| KeyOwner {
+        team_id: r.team_id,
+        organization_id: r.organization_id,
+        status: r.status,
+        limits: TeamLimits {
+            max_concurrent_calls: r.max_concurrent_calls,
+            requests_per_minute: r.requests_per_minute,
+            tokens_per_minute: r.tokens_per_minute,
+        },
+    }))
 }
 
 /// The display prefix of the team's active key.
 pub async fn active_prefix(db: impl PgExecutor<'_>, team_id: &str) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select key_prefix from virtual_keys where team_id = $1 and revoked_at is null",
+        team_id
     )
-    .bind(team_id)
     .fetch_optional(db)
     .await
 }

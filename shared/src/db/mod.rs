@@ -105,13 +105,14 @@ async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 async fn applied_migrations(conn: &mut sqlx::PgConnection) -> sqlx::Result<i64> {
-    let exists: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
-        .fetch_one(&mut *conn)
-        .await?;
+    let exists =
+        sqlx::query_scalar!(r#"select to_regclass('_sqlx_migrations') is not null as "exists!""#)
+            .fetch_one(&mut *conn)
+            .await?;
     if !exists {
         return Ok(0);
     }
-    sqlx::query_scalar("select count(*) from _sqlx_migrations")
+    sqlx::query_scalar!(r#"select count(*) as "count!" from _sqlx_migrations"#)
         .fetch_one(conn)
         .await
 }

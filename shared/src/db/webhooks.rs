@@ -16,7 +16,6 @@ use crate::domain::money::MicroUsd;
 pub const JOB_SETTLED: &str = "job.settled";
 
 /// The job and call figures a `job.settled` payload is made of.
-#[derive(sqlx::FromRow)]
 struct SettledJob {
     job_id: Uuid,
     team_id: String,
@@ -40,21 +39,22 @@ struct SettledJob {
 /// in the transaction that moves the job to its final status, after that update, so the event
 /// exists exactly when the settlement does. A second call for the same job adds nothing.
 pub async fn enqueue_job_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<()> {
-    let job: Option<SettledJob> = sqlx::query_as(
-        "select j.job_id, j.team_id, j.job_type, j.status, j.credit_hold, j.metadata, j.created_at,
+    let job = sqlx::query_as!(
+        SettledJob,
+        r#"select j.job_id, j.team_id, j.job_type, j.status, j.credit_hold, j.metadata, j.created_at,
                 j.completed_at, j.callback_url,
-                count(c.call_id) as calls_total,
-                count(*) filter (where c.status = 'succeeded') as calls_succeeded,
-                count(*) filter (where c.status = 'failed') as calls_failed,
-                count(*) filter (where c.status = 'cancelled') as calls_cancelled,
-                count(*) filter (where c.status = 'running') as calls_running,
-                coalesce(sum(c.cost_micro_usd), 0)::bigint as cost_micro_usd,
-                coalesce(sum(c.total_tokens), 0)::bigint as total_tokens
+                count(c.call_id) as "calls_total!",
+                count(*) filter (where c.status = 'succeeded') as "calls_succeeded!",
+                count(*) filter (where c.status = 'failed') as "calls_failed!",
+                count(*) filter (where c.status = 'cancelled') as "calls_cancelled!",
+                count(*) filter (where c.status = 'running') as "calls_running!",
+                coalesce(sum(c.cost_micro_usd), 0)::bigint as "cost_micro_usd!",
+                coalesce(sum(c.total_tokens), 0)::bigint as "total_tokens!"
          from jobs j left join llm_calls c on c.job_id = j.job_id
          where j.job_id = $1
-         group by j.job_id",
+         group by j.job_id"#,
+        job_id
     )
-    .bind(job_id)
     .fetch_optional(&mut *conn)
     .await?;
     let Some(job) = job else { return Ok(()) };
@@ -85,24 +85,24 @@ pub async fn enqueue_job_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx:
             "metadata": job.metadata,
         },
     });
-    sqlx::query(
+    sqlx::query!(
         "insert into webhook_deliveries (delivery_id, job_id, team_id, event_type, payload, url)
          values ($1, $2, $3, $4, $5, $6)
          on conflict (job_id, event_type) do nothing",
+        Uuid::now_v7(),
+        job.job_id,
+        &job.team_id,
+        JOB_SETTLED,
+        &payload,
+        url
     )
-    .bind(Uuid::now_v7())
-    .bind(job.job_id)
-    .bind(&job.team_id)
-    .bind(JOB_SETTLED)
-    .bind(&payload)
-    .bind(url)
     .execute(conn)
     .await?;
     Ok(())
 }
 
 /// A delivery claimed for one attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
     pub delivery_id: Uuid,
     pub url: String,
@@ -123,8 +123,10 @@ pub async fn claim_due(
     limit: i64,
     lease: Duration,
 ) -> sqlx::Result<Vec<ClaimedDelivery>> {
-    sqlx::query_as(
-        "with due as (
+    // `secret` is one of two scalar subqueries, either of which can find no row or a null.
+    sqlx::query_as!(
+        ClaimedDelivery,
+        r#"with due as (
              select delivery_id from webhook_deliveries
              where status = 'pending' and next_attempt_at <= now()
              order by next_attempt_at
@@ -136,10 +138,10 @@ pub async fn claim_due(
          returning d.delivery_id, d.url, d.payload, d.attempts, d.next_attempt_at as claimed_until,
                    case when d.job_id is null
                         then (select a.secret from team_alerts a where a.team_id = d.team_id)
-                        else (select j.callback_secret from jobs j where j.job_id = d.job_id) end as secret",
+                        else (select j.callback_secret from jobs j where j.job_id = d.job_id) end as "secret?""#,
+        limit,
+        lease.as_secs_f64()
     )
-    .bind(limit)
-    .bind(lease.as_secs_f64())
     .fetch_all(db)
     .await
 }
@@ -199,8 +201,8 @@ pub async fn record_attempt(
     retry_window: Duration,
 ) -> sqlx::Result<Option<DeliveryStatus>> {
     let mut tx = db.begin().await?;
-    let status: Option<DeliveryStatus> = sqlx::query_scalar(
-        "update webhook_deliveries set
+    let status = sqlx::query_scalar!(
+        r#"update webhook_deliveries set
              attempts = attempts + 1,
              last_http_status = $4,
              last_error = $5,
@@ -214,30 +216,30 @@ pub async fn record_attempt(
                  when $6 then next_attempt_at
                  else least(now() + make_interval(secs => $7), created_at + make_interval(secs => $8)) end
          where delivery_id = $1 and status = 'pending' and attempts = $2 and next_attempt_at = $3
-         returning status",
+         returning status as "status: DeliveryStatus""#,
+        claim.delivery_id,
+        claim.attempts,
+        claim.claimed_until,
+        result.http_status.map(i32::from),
+        result.error.as_deref(),
+        result.succeeded(),
+        retry_delay.as_secs_f64(),
+        retry_window.as_secs_f64(),
+        result.is_final && !result.succeeded()
     )
-    .bind(claim.delivery_id)
-    .bind(claim.attempts)
-    .bind(claim.claimed_until)
-    .bind(result.http_status.map(i32::from))
-    .bind(result.error.as_deref())
-    .bind(result.succeeded())
-    .bind(retry_delay.as_secs_f64())
-    .bind(retry_window.as_secs_f64())
-    .bind(result.is_final && !result.succeeded())
     .fetch_optional(&mut *tx)
     .await?;
     if status.is_some() {
-        sqlx::query(
+        sqlx::query!(
             "insert into webhook_delivery_attempts
                  (delivery_id, attempt_number, http_status, error, latency_ms)
              values ($1, $2, $3, $4, $5)",
+            claim.delivery_id,
+            claim.attempts + 1,
+            result.http_status.map(i32::from),
+            result.error.as_deref(),
+            i64::try_from(result.latency.as_millis()).unwrap_or(i64::MAX)
         )
-        .bind(claim.delivery_id)
-        .bind(claim.attempts + 1)
-        .bind(result.http_status.map(i32::from))
-        .bind(result.error.as_deref())
-        .bind(i64::try_from(result.latency.as_millis()).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?;
     }
@@ -246,7 +248,7 @@ pub async fn record_attempt(
 }
 
 /// A stored delivery.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeliveryRow {
     pub delivery_id: Uuid,
     /// `None` for a team event (`team.*`).
@@ -265,7 +267,7 @@ pub struct DeliveryRow {
 }
 
 /// One recorded attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AttemptRow {
     pub delivery_id: Uuid,
     pub attempt_number: i32,
@@ -280,20 +282,23 @@ pub async fn list_for_job(
     db: &PgPool,
     job_id: Uuid,
 ) -> sqlx::Result<Vec<(DeliveryRow, Vec<AttemptRow>)>> {
-    let deliveries: Vec<DeliveryRow> = sqlx::query_as(
-        "select delivery_id, job_id, team_id, event_type, payload, url, status, attempts,
-                next_attempt_at, last_http_status, last_error, created_at, delivered_at
-         from webhook_deliveries where job_id = $1 order by created_at, delivery_id",
+    let deliveries = sqlx::query_as!(
+        DeliveryRow,
+        r#"select delivery_id, job_id, team_id, event_type, payload, url,
+                status as "status: DeliveryStatus", attempts, next_attempt_at, last_http_status,
+                last_error, created_at, delivered_at
+         from webhook_deliveries where job_id = $1 order by created_at, delivery_id"#,
+        job_id
     )
-    .bind(job_id)
     .fetch_all(db)
     .await?;
-    let mut attempts: Vec<AttemptRow> = sqlx::query_as(
+    let mut attempts = sqlx::query_as!(
+        AttemptRow,
         "select a.delivery_id, a.attempt_number, a.attempted_at, a.http_status, a.error, a.latency_ms
          from webhook_delivery_attempts a join webhook_deliveries d using (delivery_id)
          where d.job_id = $1 order by a.delivery_id, a.attempt_number",
+        job_id
     )
-    .bind(job_id)
     .fetch_all(db)
     .await?;
     Ok(deliveries
