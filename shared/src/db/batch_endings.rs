@@ -6,8 +6,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::batches::BatchRow;
-use super::budget_slices::MAX_MICRO_USD;
-use crate::domain::status::BatchStatus;
+use crate::domain::status::{BatchStatus, CallStatus};
 
 /// What a running batch's lines have spent or may still spend (finished lines at their cost,
 /// the others at their estimate) beyond what its slice reserved. The upstream may report a cost
@@ -20,79 +19,78 @@ pub async fn withdraw_overrun(
     every_secs: f64,
 ) -> sqlx::Result<u64> {
     // One worker checks a batch every `every_secs`: the sum reads every line of the job.
-    let due: Option<(Uuid, i64)> = sqlx::query_as(
-        "update batches b set spend_checked_at = now()
+    // `job_id!`: an in_progress batch always has its job (`batch_runs::start` sets both).
+    let due = sqlx::query!(
+        r#"update batches b set spend_checked_at = now()
          from budget_slices s
          where b.batch_id = $1 and b.status = 'in_progress' and s.slice_id = b.budget_slice_id
            and (b.spend_checked_at is null or b.spend_checked_at < now() - make_interval(secs => $2))
-         returning b.job_id, s.reserved_micro_usd",
+         returning b.job_id as "job_id!", s.reserved_micro_usd"#,
+        batch_id,
+        every_secs
     )
-    .bind(batch_id)
-    .bind(every_secs)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((job_id, reserved)) = due else {
+    let Some(due) = due else {
         return Ok(0);
     };
-    let committed: i64 = sqlx::query_scalar(&format!(
-        "select coalesce(sum({LINE_SPEND}), 0)::int8 from llm_calls c
-         where c.job_id = $1 and c.budget_micro_usd is not null"
-    ))
-    .bind(job_id)
+    let (job_id, reserved) = (due.job_id, due.reserved_micro_usd);
+    // Each line's spend as `settle_spend` records it (the expression is written out in both).
+    let committed = sqlx::query_scalar!(
+        r#"select coalesce(sum(case when c.status = 'succeeded' then coalesce(c.cost_micro_usd, c.budget_micro_usd)
+                                   when c.finished_at is not null then coalesce(c.cost_micro_usd, 0)
+                                   else c.budget_micro_usd end), 0)::int8 as "committed!"
+         from llm_calls c
+         where c.job_id = $1 and c.budget_micro_usd is not null"#,
+        job_id
+    )
     .fetch_one(&mut *conn)
     .await?;
     let mut excess = committed.saturating_sub(reserved);
     if excess <= 0 {
         return Ok(0);
     }
-    let queued: Vec<(Uuid, i64)> = sqlx::query_as(
-        "select call_id, budget_micro_usd from llm_calls
+    // `budget_micro_usd!`: the filter leaves only lines with an estimate.
+    let queued = sqlx::query!(
+        r#"select call_id, budget_micro_usd as "budget_micro_usd!" from llm_calls
          where job_id = $1 and status = 'queued' and budget_micro_usd is not null
-         order by call_id desc",
+         order by call_id desc"#,
+        job_id
     )
-    .bind(job_id)
     .fetch_all(&mut *conn)
     .await?;
     let mut lines = Vec::new();
-    for (call_id, estimate) in queued {
+    for line in queued {
         if excess <= 0 {
             break;
         }
-        excess -= estimate;
-        lines.push(call_id);
+        excess -= line.budget_micro_usd;
+        lines.push(line.call_id);
     }
     if lines.is_empty() {
         return Ok(0);
     }
     // Locked in call id order, as a worker's batch claim locks them, so the two cannot deadlock.
-    let withdrawn = sqlx::query(
+    let withdrawn = sqlx::query!(
         "update llm_calls set status = 'cancelled', error_code = 'insufficient_quota', finished_at = now(),
              error = 'the batch''s lines cost more than estimated; the team''s budget cannot cover this line'
          where call_id in (
              select call_id from llm_calls where call_id = any($1) and status = 'queued'
              order by call_id for update)
            and status = 'queued'",
+        &lines
     )
-    .bind(&lines)
     .execute(conn)
     .await?;
     Ok(withdrawn.rows_affected())
 }
 
-/// What a line of a batch counts against its reservation: a line that succeeded its cost (its
-/// estimate when neither the upstream nor the price table gave one: such a line is never free),
-/// a line that failed what it cost, a line not finished its estimate. SQL over `c`.
-const LINE_SPEND: &str =
-    "case when c.status = 'succeeded' then coalesce(c.cost_micro_usd, c.budget_micro_usd)
-                           when c.finished_at is not null then coalesce(c.cost_micro_usd, 0)
-                           else c.budget_micro_usd end";
-
 /// One finished line, as its output or error line needs it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct FinishedLine {
     pub call_id: Uuid,
     pub custom_id: Option<String>,
-    pub status: crate::domain::status::CallStatus,
+    pub status: CallStatus,
     pub response: Option<serde_json::Value>,
     pub error: Option<String>,
     pub error_code: Option<String>,
@@ -109,18 +107,19 @@ pub async fn finished_lines(
     after: Uuid,
     limit: i64,
 ) -> sqlx::Result<Vec<FinishedLine>> {
-    sqlx::query_as(
-        "select c.call_id, c.custom_id, c.status, c.response, c.error, c.error_code,
+    sqlx::query_as!(
+        FinishedLine,
+        r#"select c.call_id, c.custom_id, c.status as "status: CallStatus", c.response, c.error, c.error_code,
                 case when c.status = 'failed' then
                     (select a.http_status from llm_call_attempts a where a.call_id = c.call_id
-                     order by a.attempt_id desc limit 1) end as http_status
+                     order by a.attempt_id desc limit 1) end as "http_status?"
          from llm_calls c
          where c.job_id = $1 and c.call_id > $2
-         order by c.call_id limit $3",
+         order by c.call_id limit $3"#,
+        job_id,
+        after,
+        limit
     )
-    .bind(job_id)
-    .bind(after)
-    .bind(limit)
     .fetch_all(conn)
     .await
 }
@@ -149,35 +148,38 @@ pub async fn end(
             BatchStatus::Expired => "expired",
             _ => "cancelled",
         };
-        sqlx::query(&format!(
+        // The job's call totals as every settlement keeps them (`settlement::SETTLED_COST` and
+        // `SETTLED_TOKENS`), written out: sqlx's macros cannot splice a shared fragment.
+        sqlx::query!(
             "update jobs j set status = $2, updated_at = now(), completed_at = now(),
-                 calls_cost_micro_usd = {cost}, calls_tokens = {tokens}
+                 calls_cost_micro_usd = (select case when count(*) filter (where c.finished_at is null) = 0
+                     then coalesce(sum(c.cost_micro_usd), 0)::int8 end from llm_calls c where c.job_id = j.job_id),
+                 calls_tokens = (select case when count(*) filter (where c.finished_at is null) = 0
+                     then coalesce(sum(c.total_tokens), 0)::int8 end from llm_calls c where c.job_id = j.job_id)
              where job_id = $1",
-            cost = super::settlement::SETTLED_COST,
-            tokens = super::settlement::SETTLED_TOKENS,
-        ))
-        .bind(job_id)
-        .bind(job_status)
+            job_id,
+            job_status
+        )
         .execute(&mut *conn)
         .await?;
         settle_spend(conn, batch, job_id).await?;
     }
-    let at_column = match ending.status {
-        BatchStatus::Completed => "completed_at",
-        BatchStatus::Expired => "expired_at",
-        _ => "cancelled_at",
-    };
-    sqlx::query(&format!(
-        "update batches set status = $2, {at_column} = clock_timestamp(), output_file_id = $3, error_file_id = $4,
-             completed_lines = $5, failed_lines = $6, updated_at = now()
-         where batch_id = $1 and status = 'finalizing'"
-    ))
-    .bind(&batch.batch_id)
-    .bind(ending.status)
-    .bind(ending.output_file_id)
-    .bind(ending.error_file_id)
-    .bind(ending.completed_lines)
-    .bind(ending.failed_lines)
+    // The time of the ending goes to its own column: `completed_at`, `expired_at`, or
+    // `cancelled_at` for any other status.
+    sqlx::query!(
+        "update batches set status = $2,
+             completed_at = case when $2 = 'completed' then clock_timestamp() else completed_at end,
+             expired_at = case when $2 = 'expired' then clock_timestamp() else expired_at end,
+             cancelled_at = case when $2 in ('completed', 'expired') then cancelled_at else clock_timestamp() end,
+             output_file_id = $3, error_file_id = $4, completed_lines = $5, failed_lines = $6, updated_at = now()
+         where batch_id = $1 and status = 'finalizing'",
+        batch.batch_id,
+        ending.status as BatchStatus,
+        ending.output_file_id,
+        ending.error_file_id,
+        ending.completed_lines,
+        ending.failed_lines
+    )
     .execute(conn)
     .await?;
     Ok(())
@@ -185,14 +187,23 @@ pub async fn end(
 
 /// The lines' costs to spend records and the team's spend; the slice's reservation back.
 async fn settle_spend(conn: &mut PgConnection, batch: &BatchRow, job_id: Uuid) -> sqlx::Result<()> {
-    let spent: i64 = sqlx::query_scalar(&format!(
-        "with recorded as (
+    // What a line counts against its reservation (the same in `withdraw_overrun`, written out
+    // in each place: sqlx's macros cannot splice a shared fragment): a line that succeeded its
+    // cost (its estimate when neither the upstream nor the price table gave one: such a line is
+    // never free), a line that failed what it cost, a line not finished its estimate.
+    let spent = sqlx::query_scalar!(
+        r#"with recorded as (
              insert into spend_records (request_id, team_id, model, stream, endpoint, status, reserved_micro_usd,
                  prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, cost_source, error, created_at, finished_at)
              select c.call_id, c.team_id, coalesce(c.model_used, c.model_group), false, c.endpoint,
-                    case when {LINE_SPEND} > 0 then 'recorded' else 'released' end,
+                    case when (case when c.status = 'succeeded' then coalesce(c.cost_micro_usd, c.budget_micro_usd)
+                                    when c.finished_at is not null then coalesce(c.cost_micro_usd, 0)
+                                    else c.budget_micro_usd end) > 0
+                         then 'recorded' else 'released' end,
                     coalesce(c.budget_micro_usd, 0), c.prompt_tokens, c.completion_tokens, c.total_tokens,
-                    {LINE_SPEND},
+                    case when c.status = 'succeeded' then coalesce(c.cost_micro_usd, c.budget_micro_usd)
+                         when c.finished_at is not null then coalesce(c.cost_micro_usd, 0)
+                         else c.budget_micro_usd end,
                     case when c.status = 'succeeded' and c.cost_micro_usd is null then 'default_price'
                          else 'price_table' end,
                     c.error, c.created_at, c.finished_at
@@ -200,30 +211,33 @@ async fn settle_spend(conn: &mut PgConnection, batch: &BatchRow, job_id: Uuid) -
              where c.job_id = $1 and c.budget_micro_usd is not null
              on conflict (request_id) do nothing
              returning cost_micro_usd)
-         select coalesce(sum(cost_micro_usd), 0)::int8 from recorded"
-    ))
-    .bind(job_id)
+         select coalesce(sum(cost_micro_usd), 0)::int8 as "spent!" from recorded"#,
+        job_id
+    )
     .fetch_one(&mut *conn)
     .await?;
-    let returned: i64 = match batch.budget_slice_id {
-        Some(slice_id) => sqlx::query_scalar(
-            "with gone as (delete from budget_slices where slice_id = $1 returning reserved_micro_usd)
-             select coalesce(sum(reserved_micro_usd), 0)::int8 from gone",
-        )
-        .bind(slice_id)
-        .fetch_one(&mut *conn)
-        .await?,
+    let returned = match batch.budget_slice_id {
+        Some(slice_id) => {
+            sqlx::query_scalar!(
+                r#"with gone as (delete from budget_slices where slice_id = $1 returning reserved_micro_usd)
+                 select coalesce(sum(reserved_micro_usd), 0)::int8 as "returned!" from gone"#,
+                slice_id
+            )
+            .fetch_one(&mut *conn)
+            .await?
+        }
         None => 0,
     };
-    sqlx::query(&format!(
+    // 9223372036854775807: `i64::MAX`, as in `budget_slices::lock_room`.
+    sqlx::query!(
         "update credit_balances
-         set spend_micro_usd = least(spend_micro_usd::numeric + $2, {MAX_MICRO_USD})::int8,
+         set spend_micro_usd = least(spend_micro_usd::numeric + $2::int8, 9223372036854775807)::int8,
              budget_reserved_micro_usd = budget_reserved_micro_usd - $3, updated_at = now()
-         where team_id = $1"
-    ))
-    .bind(&batch.team_id)
-    .bind(spent)
-    .bind(returned)
+         where team_id = $1",
+        batch.team_id,
+        spent,
+        returned
+    )
     .execute(conn)
     .await?;
     Ok(())

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
-use super::batches::{BATCH_COLUMNS, BatchRow};
-use super::budget_slices::MAX_MICRO_USD;
+use super::batches::{BatchRow, query_batch};
+use super::budget_slices;
 use crate::domain::status::{BatchStatus, CallEndpoint};
 
 /// Takes the oldest batch waiting for validation that no live worker is validating: it is
@@ -19,7 +19,7 @@ pub async fn take_validating(
     db: impl PgExecutor<'_>,
     takeover_secs: f64,
 ) -> sqlx::Result<Option<BatchRow>> {
-    sqlx::query_as(&format!(
+    query_batch!(
         "update batches set validation_taken_at = now()
          where batch_id = (
              select batch_id from batches
@@ -27,9 +27,10 @@ pub async fn take_validating(
                and (validation_taken_at is null
                     or validation_taken_at < now() - make_interval(secs => $1))
              order by created_at limit 1 for update skip locked)
-         returning {BATCH_COLUMNS}"
-    ))
-    .bind(takeover_secs)
+         returning ",
+        "",
+        takeover_secs
+    )
     .fetch_optional(db)
     .await
 }
@@ -40,12 +41,12 @@ pub async fn fail(
     batch_id: &str,
     errors: &serde_json::Value,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update batches set status = 'failed', errors = $2, failed_at = now(), updated_at = now()
          where batch_id = $1 and status = 'validating'",
+        batch_id,
+        errors
     )
-    .bind(batch_id)
-    .bind(errors)
     .execute(conn)
     .await?;
     Ok(())
@@ -59,18 +60,19 @@ pub async fn insert_job(
     job_id: Uuid,
     batch: &BatchRow,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    // `$6::timestamptz`: alone, PostgreSQL would read `$6 + interval` as interval arithmetic.
+    sqlx::query!(
         "insert into jobs (job_id, team_id, job_type, status, credit_hold, metadata, expires_at)
          values ($1, $2, $3, 'in_progress', 'released',
                  jsonb_build_object('batch_id', $4::text, 'input_file_id', $5::text),
-                 $6 + interval '1 day')",
+                 $6::timestamptz + interval '1 day')",
+        job_id,
+        batch.team_id,
+        BATCH_JOB_TYPE,
+        batch.batch_id,
+        batch.input_file_id,
+        batch.expires_at
     )
-    .bind(job_id)
-    .bind(&batch.team_id)
-    .bind(BATCH_JOB_TYPE)
-    .bind(&batch.batch_id)
-    .bind(&batch.input_file_id)
-    .bind(batch.expires_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -105,7 +107,24 @@ pub async fn insert_lines(
     lines: &[Line<'_>],
 ) -> sqlx::Result<Vec<Uuid>> {
     let ids: Vec<Uuid> = lines.iter().map(|_| Uuid::now_v7()).collect();
-    sqlx::query(
+    let custom_ids: Vec<&str> = lines.iter().map(|l| l.custom_id).collect();
+    let groups: Vec<&str> = lines.iter().map(|l| l.model_group).collect();
+    let group_ids: Vec<Option<Uuid>> = lines.iter().map(|l| l.model_group_id).collect();
+    let chains: Vec<Option<&serde_json::Value>> =
+        lines.iter().map(|l| l.model_chain.as_ref()).collect();
+    let requests: Vec<&serde_json::Value> = lines.iter().map(|l| &l.request).collect();
+    let budgets: Vec<Option<i64>> = lines.iter().map(|l| l.budget_micro_usd).collect();
+    let codes: Vec<Option<&str>> = lines
+        .iter()
+        .map(|l| l.refused.as_ref().map(|(code, _)| *code))
+        .collect();
+    let messages: Vec<Option<&str>> = lines
+        .iter()
+        .map(|l| l.refused.as_ref().map(|(_, message)| message.as_str()))
+        .collect();
+    // Typed overrides on the arrays: sqlx checks an array parameter only as a slice of owned,
+    // non-null values (`&[String]`, `&[i64]`), and these hold borrowed or nullable ones.
+    sqlx::query!(
         "insert into llm_calls (call_id, job_id, team_id, endpoint, custom_id, model_group, model_group_id,
              model_chain, request, budget_micro_usd, status, error_code, error, finished_at)
          select id, $2, $3, $4, c, g, gid, chain, r, budget,
@@ -114,19 +133,19 @@ pub async fn insert_lines(
          from unnest($1::uuid[], $5::text[], $6::text[], $7::uuid[], $8::jsonb[], $9::jsonb[],
                      $10::int8[], $11::text[], $12::text[])
               as t(id, c, g, gid, chain, r, budget, code, message)",
+        &ids,
+        job_id,
+        team_id,
+        endpoint as CallEndpoint,
+        &custom_ids as &[&str],
+        &groups as &[&str],
+        &group_ids as &[Option<Uuid>],
+        &chains as &[Option<&serde_json::Value>],
+        &requests as &[&serde_json::Value],
+        &budgets as &[Option<i64>],
+        &codes as &[Option<&str>],
+        &messages as &[Option<&str>]
     )
-    .bind(&ids)
-    .bind(job_id)
-    .bind(team_id)
-    .bind(endpoint)
-    .bind(lines.iter().map(|l| l.custom_id).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.model_group).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.model_group_id).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.model_chain.as_ref()).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| &l.request).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.budget_micro_usd).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.refused.as_ref().map(|(code, _)| *code)).collect::<Vec<_>>())
-    .bind(lines.iter().map(|l| l.refused.as_ref().map(|(_, message)| message.as_str())).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(ids
@@ -144,16 +163,9 @@ pub async fn lock_free_budget(
     team_id: &str,
     usd_per_credit_micro: i64,
 ) -> sqlx::Result<Option<i64>> {
-    // The same arithmetic as the budget slices of the API (`budget_slices::take`).
-    sqlx::query_scalar(&format!(
-        "select greatest(least(least(credits_allocated::numeric * $2, {MAX_MICRO_USD})
-                                 - spend_micro_usd - budget_reserved_micro_usd, {MAX_MICRO_USD}), 0)::int8
-         from credit_balances where team_id = $1 for no key update"
-    ))
-    .bind(team_id)
-    .bind(usd_per_credit_micro)
-    .fetch_optional(conn)
-    .await
+    // The same statement as the budget slices of the API (`budget_slices::take`).
+    let room = budget_slices::lock_room(conn, team_id, usd_per_credit_micro).await?;
+    Ok(room.map(|room| room.free))
 }
 
 /// Reserves `amount` of the team's budget in a slice held by the batch until it ends (the
@@ -165,23 +177,24 @@ pub async fn reserve(
     slice_id: Uuid,
     amount: i64,
 ) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
          where team_id = $1",
+        batch.team_id,
+        amount
     )
-    .bind(&batch.team_id)
-    .bind(amount)
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    // `$5::timestamptz`: alone, PostgreSQL would read `$5 + interval` as interval arithmetic.
+    sqlx::query!(
         "insert into budget_slices (slice_id, team_id, holder, reserved_micro_usd, expires_at)
-         values ($1, $2, $3, $4, $5 + interval '1 day')",
+         values ($1, $2, $3, $4, $5::timestamptz + interval '1 day')",
+        slice_id,
+        batch.team_id,
+        format!("batch {}", batch.batch_id),
+        amount,
+        batch.expires_at
     )
-    .bind(slice_id)
-    .bind(&batch.team_id)
-    .bind(format!("batch {}", batch.batch_id))
-    .bind(amount)
-    .bind(batch.expires_at)
     .execute(conn)
     .await?;
     Ok(())
@@ -189,12 +202,12 @@ pub async fn reserve(
 
 /// Lines the budget could not cover: queued -> failed with `insufficient_quota`.
 pub async fn refuse_for_budget(conn: &mut PgConnection, call_ids: &[Uuid]) -> sqlx::Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "update llm_calls set status = 'failed', error_code = 'insufficient_quota', budget_micro_usd = null,
              error = 'the team''s budget could not cover this line''s estimated cost', finished_at = now()
          where call_id = any($1) and status = 'queued'",
+        call_ids
     )
-    .bind(call_ids)
     .execute(conn)
     .await?;
     Ok(())
@@ -211,25 +224,25 @@ pub async fn start(
     slice_id: Option<Uuid>,
     runnable: bool,
 ) -> sqlx::Result<bool> {
-    sqlx::query(
+    sqlx::query!(
         "update batches set job_id = $2, total_lines = $3, budget_slice_id = $4, in_progress_at = clock_timestamp(),
              status = case when $5 then 'in_progress' else 'finalizing' end,
              ending = case when $5 then ending else 'completed' end,
              finalizing_at = case when $5 then null else clock_timestamp() end, updated_at = now()
          where batch_id = $1 and status = 'validating'",
+        batch_id,
+        job_id,
+        total_lines,
+        slice_id,
+        runnable
     )
-    .bind(batch_id)
-    .bind(job_id)
-    .bind(total_lines)
-    .bind(slice_id)
-    .bind(runnable)
     .execute(conn)
     .await
     .map(|done| done.rows_affected() == 1)
 }
 
 /// A batch a worker step may move: running, cancelling or finalizing.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ActiveBatch {
     pub batch_id: String,
     pub job_id: Option<Uuid>,
@@ -239,12 +252,13 @@ pub struct ActiveBatch {
 
 /// Batches past validation that have not ended, oldest first.
 pub async fn active(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<ActiveBatch>> {
-    sqlx::query_as(
-        "select batch_id, job_id, status, expires_at from batches
+    sqlx::query_as!(
+        ActiveBatch,
+        r#"select batch_id, job_id, status as "status: BatchStatus", expires_at from batches
          where status in ('in_progress', 'cancelling', 'finalizing')
-         order by created_at limit $1",
+         order by created_at limit $1"#,
+        limit
     )
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -252,11 +266,11 @@ pub async fn active(db: impl PgExecutor<'_>, limit: i64) -> sqlx::Result<Vec<Act
 /// An in_progress batch past its window: its queued lines are withdrawn (`batch_expired`) and
 /// it will end `expired` once its running lines finish.
 pub async fn expire(conn: &mut PgConnection, batch: &ActiveBatch) -> sqlx::Result<()> {
-    let marked = sqlx::query(
+    let marked = sqlx::query!(
         "update batches set ending = 'expired', updated_at = now()
          where batch_id = $1 and status = 'in_progress' and ending is null",
+        batch.batch_id
     )
-    .bind(&batch.batch_id)
     .execute(&mut *conn)
     .await?;
     if marked.rows_affected() == 1
@@ -275,14 +289,14 @@ pub async fn expire(conn: &mut PgConnection, batch: &ActiveBatch) -> sqlx::Resul
 
 /// in_progress or cancelling -> finalizing, when no line of its job is queued or running.
 pub async fn begin_finalizing(db: impl PgExecutor<'_>, batch_id: &str) -> sqlx::Result<bool> {
-    let moved = sqlx::query(
+    let moved = sqlx::query!(
         "update batches b set status = 'finalizing', finalizing_at = now(),
              ending = coalesce(ending, 'completed'), updated_at = now()
          where batch_id = $1 and status in ('in_progress', 'cancelling')
            and not exists (select 1 from llm_calls c
                            where c.job_id = b.job_id and c.status in ('queued', 'running'))",
+        batch_id
     )
-    .bind(batch_id)
     .execute(db)
     .await?;
     Ok(moved.rows_affected() == 1)
@@ -293,11 +307,12 @@ pub async fn take_finalizing(
     conn: &mut PgConnection,
     batch_id: &str,
 ) -> sqlx::Result<Option<BatchRow>> {
-    sqlx::query_as(&format!(
-        "select {BATCH_COLUMNS} from batches where batch_id = $1 and status = 'finalizing'
-         for update skip locked"
-    ))
-    .bind(batch_id)
+    query_batch!(
+        "select ",
+        " from batches where batch_id = $1 and status = 'finalizing'
+         for update skip locked",
+        batch_id
+    )
     .fetch_optional(conn)
     .await
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::domain::status::BatchStatus;
 
 /// A stored batch.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct BatchRow {
     pub batch_id: String,
     pub team_id: String,
@@ -40,10 +40,26 @@ pub struct BatchRow {
     pub cancelled_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) const BATCH_COLUMNS: &str = "batch_id, team_id, job_id, endpoint, input_file_id, completion_window, status,
-    ending, errors, output_file_id, error_file_id, metadata, total_lines, completed_lines, failed_lines,
-    budget_slice_id, usd_per_credit_micro, created_at, in_progress_at, expires_at, finalizing_at, completed_at,
-    failed_at, expired_at, cancelling_at, cancelled_at";
+/// `sqlx::query_as!` into [`BatchRow`], with the batch's column list between `$head` and
+/// `$tail`. sqlx's macros take only string literals, so the list cannot be a constant; this keeps
+/// it in one place: `query_batch!("select ", " from batches where batch_id = $1", batch_id)`.
+macro_rules! query_batch {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::db::batches::BatchRow,
+            $head
+                + r#"batch_id, team_id, job_id, endpoint, input_file_id, completion_window,
+                     status as "status: crate::domain::status::BatchStatus",
+                     ending as "ending: crate::domain::status::BatchStatus", errors, output_file_id,
+                     error_file_id, metadata, total_lines, completed_lines, failed_lines,
+                     budget_slice_id, usd_per_credit_micro, created_at, in_progress_at, expires_at,
+                     finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at"#
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
+pub(crate) use query_batch;
 
 /// A new batch id: `batch_` and a time-ordered UUID, so ids sort by creation.
 pub fn new_batch_id() -> String {
@@ -64,20 +80,21 @@ pub struct NewBatch<'a> {
 
 /// Inserts a batch; a worker takes it within a second.
 pub async fn insert(conn: &mut PgConnection, batch: &NewBatch<'_>) -> sqlx::Result<BatchRow> {
-    sqlx::query_as(&format!(
+    query_batch!(
         "insert into batches (batch_id, team_id, endpoint, input_file_id, completion_window, metadata,
              usd_per_credit_micro, expires_at)
          values ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))
-         returning {BATCH_COLUMNS}"
-    ))
-    .bind(batch.batch_id)
-    .bind(batch.team_id)
-    .bind(batch.endpoint)
-    .bind(batch.input_file_id)
-    .bind(batch.completion_window)
-    .bind(batch.metadata)
-    .bind(batch.usd_per_credit_micro)
-    .bind(batch.window_secs)
+         returning ",
+        "",
+        batch.batch_id,
+        batch.team_id,
+        batch.endpoint,
+        batch.input_file_id,
+        batch.completion_window,
+        batch.metadata,
+        batch.usd_per_credit_micro,
+        batch.window_secs
+    )
     .fetch_one(conn)
     .await
 }
@@ -88,11 +105,12 @@ pub async fn find(
     team_id: &str,
     batch_id: &str,
 ) -> sqlx::Result<Option<BatchRow>> {
-    sqlx::query_as(&format!(
-        "select {BATCH_COLUMNS} from batches where batch_id = $1 and team_id = $2"
-    ))
-    .bind(batch_id)
-    .bind(team_id)
+    query_batch!(
+        "select ",
+        " from batches where batch_id = $1 and team_id = $2",
+        batch_id,
+        team_id
+    )
     .fetch_optional(db)
     .await
 }
@@ -104,14 +122,15 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<BatchRow>> {
-    sqlx::query_as(&format!(
-        "select {BATCH_COLUMNS} from batches
+    query_batch!(
+        "select ",
+        " from batches
          where team_id = $1 and ($2::text is null or batch_id < $2)
-         order by batch_id desc limit $3"
-    ))
-    .bind(team_id)
-    .bind(after)
-    .bind(limit)
+         order by batch_id desc limit $3",
+        team_id,
+        after,
+        limit
+    )
     .fetch_all(db)
     .await
 }
@@ -119,14 +138,15 @@ pub async fn list(
 /// Progress of a running batch from its job's calls: lines that succeeded, and lines that
 /// failed or were withdrawn.
 pub async fn live_counts(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<(i64, i64)> {
-    sqlx::query_as(
-        "select count(*) filter (where status = 'succeeded'),
-                count(*) filter (where status in ('failed', 'cancelled'))
-         from llm_calls where job_id = $1",
+    let counts = sqlx::query!(
+        r#"select count(*) filter (where status = 'succeeded') as "succeeded!",
+                count(*) filter (where status in ('failed', 'cancelled')) as "failed!"
+         from llm_calls where job_id = $1"#,
+        job_id
     )
-    .bind(job_id)
     .fetch_one(db)
-    .await
+    .await?;
+    Ok((counts.succeeded, counts.failed))
 }
 
 /// What a cancel request found.
@@ -147,13 +167,14 @@ pub async fn cancel(
     team_id: &str,
     batch_id: &str,
 ) -> sqlx::Result<Cancel> {
-    let cancelling: Option<BatchRow> = sqlx::query_as(&format!(
+    let cancelling = query_batch!(
         "update batches set status = 'cancelling', ending = 'cancelled', cancelling_at = now(), updated_at = now()
          where batch_id = $1 and team_id = $2 and status in ('validating', 'in_progress')
-         returning {BATCH_COLUMNS}"
-    ))
-    .bind(batch_id)
-    .bind(team_id)
+         returning ",
+        "",
+        batch_id,
+        team_id
+    )
     .fetch_optional(&mut *conn)
     .await?;
     let Some(batch) = cancelling else {
@@ -183,16 +204,16 @@ pub async fn withdraw_queued_lines(
     code: &str,
     message: &str,
 ) -> sqlx::Result<u64> {
-    let withdrawn = sqlx::query(
+    let withdrawn = sqlx::query!(
         "update llm_calls set status = 'cancelled', error = $3, error_code = $2, finished_at = now()
          where call_id in (
              select call_id from llm_calls where job_id = $1 and status = 'queued'
              order by call_id for update)
            and status = 'queued'",
+        job_id,
+        code,
+        message
     )
-    .bind(job_id)
-    .bind(code)
-    .bind(message)
     .execute(conn)
     .await?;
     Ok(withdrawn.rows_affected())

@@ -13,9 +13,6 @@ use uuid::Uuid;
 
 use crate::domain::status::CallEndpoint;
 
-/// `i64::MAX`: a budget above it counts as it, so a reservation always fits the column.
-pub(crate) const MAX_MICRO_USD: &str = "9223372036854775807";
-
 /// What a request for budget got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -51,19 +48,8 @@ pub async fn take(
             return Ok(Taken::SliceGone);
         }
     }
-    // FOR NO KEY UPDATE waits for concurrent changes and reads the latest committed row, so the
-    // free amount computed here stays true until commit.
-    let room: Option<(i64, i64)> = sqlx::query_as(&format!(
-        "select greatest(least(least(credits_allocated::numeric * $2, {MAX_MICRO_USD})
-                                 - spend_micro_usd - budget_reserved_micro_usd, {MAX_MICRO_USD}), 0)::int8,
-                budget_reserved_micro_usd
-         from credit_balances where team_id = $1 for no key update"
-    ))
-    .bind(team_id)
-    .bind(usd_per_credit_micro)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((free, parked)) = room else {
+    let Some(Room { free, parked }) = lock_room(&mut tx, team_id, usd_per_credit_micro).await?
+    else {
         return Ok(Taken::Refused { parked: 0 });
     };
     if free < need {
@@ -71,37 +57,66 @@ pub async fn take(
     }
     // At most a quarter of what is free, so other processes find budget too; at least `need`.
     let added = want.min(free / 4).max(need).min(free);
-    sqlx::query(
+    sqlx::query!(
         "update credit_balances set budget_reserved_micro_usd = budget_reserved_micro_usd + $2, updated_at = now()
          where team_id = $1",
+        team_id,
+        added
     )
-    .bind(team_id)
-    .bind(added)
     .execute(&mut *tx)
     .await?;
     if create {
-        sqlx::query(
+        sqlx::query!(
             "insert into budget_slices (slice_id, team_id, holder, reserved_micro_usd, expires_at)
              values ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+            slice_id,
+            team_id,
+            holder,
+            added,
+            lease_secs
         )
-        .bind(slice_id)
-        .bind(team_id)
-        .bind(holder)
-        .bind(added)
-        .bind(lease_secs)
         .execute(&mut *tx)
         .await?;
     } else {
-        sqlx::query(
+        sqlx::query!(
             "update budget_slices set reserved_micro_usd = reserved_micro_usd + $2 where slice_id = $1",
+            slice_id,
+            added
         )
-        .bind(slice_id)
-        .bind(added)
         .execute(&mut *tx)
         .await?;
     }
     tx.commit().await?;
     Ok(Taken::Granted { added })
+}
+
+/// What is free of a team's USD budget, and what its slices and reservations hold.
+pub(crate) struct Room {
+    pub free: i64,
+    pub parked: i64,
+}
+
+/// The team's [`Room`], with its balance row locked until commit (`None` when the team has no
+/// balance row). FOR NO KEY UPDATE waits for concurrent changes and reads the latest committed
+/// row, so the free amount computed here stays true until commit. 9223372036854775807 is
+/// `i64::MAX`: a budget above it counts as it, so a reservation always fits the column.
+pub(crate) async fn lock_room(
+    conn: &mut PgConnection,
+    team_id: &str,
+    usd_per_credit_micro: i64,
+) -> sqlx::Result<Option<Room>> {
+    sqlx::query_as!(
+        Room,
+        r#"select greatest(least(least(credits_allocated::numeric * $2::int8, 9223372036854775807)
+                                 - spend_micro_usd - budget_reserved_micro_usd, 9223372036854775807), 0)::int8
+                  as "free!",
+                budget_reserved_micro_usd as parked
+         from credit_balances where team_id = $1 for no key update"#,
+        team_id,
+        usd_per_credit_micro
+    )
+    .fetch_optional(conn)
+    .await
 }
 
 /// Extends the leases of the given slices; returns those that still exist (the others were
@@ -119,15 +134,15 @@ async fn renew_in(
     if slice_ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "with locked as materialized (
              select slice_id from budget_slices where slice_id = any($1) order by slice_id for update)
          update budget_slices set expires_at = now() + make_interval(secs => $2)
          where slice_id in (select slice_id from locked)
          returning slice_id",
+        slice_ids,
+        lease_secs
     )
-    .bind(slice_ids)
-    .bind(lease_secs)
     .fetch_all(conn)
     .await
 }
@@ -174,16 +189,16 @@ pub async fn record(
     let live: Vec<Uuid> = if ids.is_empty() {
         Vec::new()
     } else {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "with locked as materialized (
                  select slice_id from budget_slices where slice_id = any($1) order by slice_id for update)
              update budget_slices s set reserved_micro_usd = s.reserved_micro_usd - c.released
              from unnest($1::uuid[], $2::int8[]) as c(slice_id, released)
              where s.slice_id = c.slice_id and s.slice_id in (select slice_id from locked)
              returning s.slice_id",
+            &ids,
+            &released
         )
-        .bind(&ids)
-        .bind(&released)
         .fetch_all(&mut *tx)
         .await?
     };
@@ -194,8 +209,7 @@ pub async fn record(
         .map(|(id, _)| *id)
         .collect();
     if !ended.is_empty() {
-        sqlx::query("delete from budget_slices where slice_id = any($1)")
-            .bind(&ended)
+        sqlx::query!("delete from budget_slices where slice_id = any($1)", &ended)
             .execute(&mut *tx)
             .await?;
     }
@@ -224,18 +238,20 @@ async fn update_balances(
 ) -> sqlx::Result<()> {
     let (team_ids, (costs, releases)): (Vec<&str>, (Vec<i64>, Vec<i64>)) =
         teams.into_iter().unzip();
-    sqlx::query(&format!(
+    // 9223372036854775807: `i64::MAX` (see `lock_room`). `as &[&str]`: sqlx checks a text[]
+    // parameter only as `&[String]`.
+    sqlx::query!(
         "with locked as materialized (
              select team_id from credit_balances where team_id = any($1) order by team_id for no key update)
          update credit_balances b
-         set spend_micro_usd = least(b.spend_micro_usd::numeric + t.cost, {MAX_MICRO_USD})::int8,
+         set spend_micro_usd = least(b.spend_micro_usd::numeric + t.cost, 9223372036854775807)::int8,
              budget_reserved_micro_usd = b.budget_reserved_micro_usd - t.released, updated_at = now()
          from unnest($1::text[], $2::int8[], $3::int8[]) as t(team_id, cost, released)
-         where b.team_id = t.team_id and b.team_id in (select team_id from locked)"
-    ))
-    .bind(&team_ids)
-    .bind(&costs)
-    .bind(&releases)
+         where b.team_id = t.team_id and b.team_id in (select team_id from locked)",
+        &team_ids as &[&str],
+        &costs,
+        &releases
+    )
     .execute(conn)
     .await?;
     Ok(())
@@ -267,7 +283,9 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
         errors.push(e.usage.error.as_deref());
         endpoints.push(e.endpoint.as_str());
     }
-    sqlx::query(
+    // Typed overrides on the arrays: sqlx checks an array parameter only as a slice of owned,
+    // non-null values (`&[String]`, `&[i64]`), and these hold borrowed or nullable ones.
+    sqlx::query!(
         "insert into spend_records (request_id, team_id, model, stream, reserved_micro_usd, status,
              prompt_tokens, completion_tokens, total_tokens, cost_micro_usd, cost_source, http_status,
              error, endpoint, finished_at)
@@ -275,21 +293,21 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
              $6::text[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::int4[],
              $13::text[], $14::text[]) as r
          on conflict (request_id) do nothing",
+        &ids,
+        &teams as &[&str],
+        &models as &[&str],
+        &streams,
+        &reserved,
+        &statuses as &[&str],
+        &prompt as &[Option<i64>],
+        &completion as &[Option<i64>],
+        &total as &[Option<i64>],
+        &costs,
+        &sources as &[&str],
+        &http as &[Option<i32>],
+        &errors as &[Option<&str>],
+        &endpoints as &[&str]
     )
-    .bind(&ids)
-    .bind(&teams)
-    .bind(&models)
-    .bind(&streams)
-    .bind(&reserved)
-    .bind(&statuses)
-    .bind(&prompt)
-    .bind(&completion)
-    .bind(&total)
-    .bind(&costs)
-    .bind(&sources)
-    .bind(&http)
-    .bind(&errors)
-    .bind(&endpoints)
     .execute(conn)
     .await?;
     Ok(())
@@ -299,19 +317,19 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
 /// deletes them and gives what they held back to their teams. Returns how many.
 pub async fn reclaim_expired(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
     let mut tx = db.begin().await?;
-    let reclaimed: Vec<(String, i64)> = sqlx::query_as(
+    let reclaimed = sqlx::query!(
         "delete from budget_slices where slice_id in (
              select slice_id from budget_slices where expires_at < now()
              order by slice_id limit $1 for update skip locked)
          returning team_id, reserved_micro_usd",
+        limit
     )
-    .bind(limit)
     .fetch_all(&mut *tx)
     .await?;
     // Nothing was spent: what the slices held only stops being reserved.
     let mut teams: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-    for (team_id, reserved) in &reclaimed {
-        teams.entry(team_id.as_str()).or_default().1 += reserved;
+    for slice in &reclaimed {
+        teams.entry(slice.team_id.as_str()).or_default().1 += slice.reserved_micro_usd;
     }
     update_balances(&mut tx, teams).await?;
     tx.commit().await?;

@@ -11,7 +11,7 @@ use uuid::Uuid;
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
 /// A stored file, as listed.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct FileRow {
     pub file_id: String,
     pub team_id: String,
@@ -23,7 +23,17 @@ pub struct FileRow {
     pub created_at: DateTime<Utc>,
 }
 
-const FILE_COLUMNS: &str = "file_id, team_id, purpose, filename, bytes, line_count, created_at";
+/// `sqlx::query_as!` into [`FileRow`], with the file's column list between `$head` and `$tail`
+/// (sqlx's macros take only string literals, so the list cannot be a constant).
+macro_rules! query_file {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            FileRow,
+            $head + "file_id, team_id, purpose, filename, bytes, line_count, created_at" + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// A new file id: `file-` and a time-ordered UUID, so ids sort by creation.
 pub fn new_file_id() -> String {
@@ -52,14 +62,14 @@ impl ChunkWriter {
         purpose: &str,
         filename: &str,
     ) -> sqlx::Result<Self> {
-        sqlx::query(
+        sqlx::query!(
             "insert into files (file_id, team_id, purpose, filename, bytes, line_count)
              values ($1, $2, $3, $4, 0, 0)",
+            file_id,
+            team_id,
+            purpose,
+            filename
         )
-        .bind(file_id)
-        .bind(team_id)
-        .bind(purpose)
-        .bind(filename)
         .execute(conn)
         .await?;
         Ok(Self {
@@ -106,12 +116,14 @@ impl ChunkWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        sqlx::query("insert into file_chunks (file_id, seq, data) values ($1, $2, $3)")
-            .bind(&self.file_id)
-            .bind(self.next_seq)
-            .bind(&self.pending)
-            .execute(conn)
-            .await?;
+        sqlx::query!(
+            "insert into file_chunks (file_id, seq, data) values ($1, $2, $3)",
+            self.file_id,
+            self.next_seq,
+            self.pending
+        )
+        .execute(conn)
+        .await?;
         self.next_seq += 1;
         self.pending.clear();
         Ok(())
@@ -121,12 +133,13 @@ impl ChunkWriter {
     pub async fn finish(mut self, conn: &mut PgConnection) -> sqlx::Result<FileRow> {
         self.flush(conn).await?;
         let lines = self.lines();
-        sqlx::query_as(&format!(
-            "update files set bytes = $2, line_count = $3 where file_id = $1 returning {FILE_COLUMNS}"
-        ))
-        .bind(&self.file_id)
-        .bind(self.bytes)
-        .bind(lines)
+        query_file!(
+            "update files set bytes = $2, line_count = $3 where file_id = $1 returning ",
+            "",
+            self.file_id,
+            self.bytes,
+            lines
+        )
         .fetch_one(conn)
         .await
     }
@@ -138,11 +151,12 @@ pub async fn find(
     team_id: &str,
     file_id: &str,
 ) -> sqlx::Result<Option<FileRow>> {
-    sqlx::query_as(&format!(
-        "select {FILE_COLUMNS} from files where file_id = $1 and team_id = $2"
-    ))
-    .bind(file_id)
-    .bind(team_id)
+    query_file!(
+        "select ",
+        " from files where file_id = $1 and team_id = $2",
+        file_id,
+        team_id
+    )
     .fetch_optional(db)
     .await
 }
@@ -158,35 +172,44 @@ pub async fn list(
     limit: i64,
 ) -> sqlx::Result<Vec<FileRow>> {
     // Two statements rather than one with a dynamic ORDER BY: each keeps its index order.
-    let sql = if ascending {
-        format!(
-            "select {FILE_COLUMNS} from files
+    if ascending {
+        query_file!(
+            "select ",
+            " from files
              where team_id = $1 and ($2::text is null or purpose = $2) and ($3::text is null or file_id > $3)
-             order by file_id limit $4"
+             order by file_id limit $4",
+            team_id,
+            purpose,
+            after,
+            limit
         )
-    } else {
-        format!(
-            "select {FILE_COLUMNS} from files
-             where team_id = $1 and ($2::text is null or purpose = $2) and ($3::text is null or file_id < $3)
-             order by file_id desc limit $4"
-        )
-    };
-    sqlx::query_as(&sql)
-        .bind(team_id)
-        .bind(purpose)
-        .bind(after)
-        .bind(limit)
         .fetch_all(db)
         .await
+    } else {
+        query_file!(
+            "select ",
+            " from files
+             where team_id = $1 and ($2::text is null or purpose = $2) and ($3::text is null or file_id < $3)
+             order by file_id desc limit $4",
+            team_id,
+            purpose,
+            after,
+            limit
+        )
+        .fetch_all(db)
+        .await
+    }
 }
 
 /// Deletes the team's file and its content; false when there was no such file.
 pub async fn delete(db: impl PgExecutor<'_>, team_id: &str, file_id: &str) -> sqlx::Result<bool> {
-    let deleted = sqlx::query("delete from files where file_id = $1 and team_id = $2")
-        .bind(file_id)
-        .bind(team_id)
-        .execute(db)
-        .await?;
+    let deleted = sqlx::query!(
+        "delete from files where file_id = $1 and team_id = $2",
+        file_id,
+        team_id
+    )
+    .execute(db)
+    .await?;
     Ok(deleted.rows_affected() == 1)
 }
 
@@ -197,9 +220,11 @@ pub async fn chunk(
     file_id: &str,
     seq: i32,
 ) -> sqlx::Result<Option<Vec<u8>>> {
-    sqlx::query_scalar("select data from file_chunks where file_id = $1 and seq = $2")
-        .bind(file_id)
-        .bind(seq)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "select data from file_chunks where file_id = $1 and seq = $2",
+        file_id,
+        seq
+    )
+    .fetch_optional(db)
+    .await
 }

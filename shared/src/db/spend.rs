@@ -36,7 +36,7 @@ impl Usage {
 async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bool> {
     let status = usage.status();
     // One statement: the record's guarded transition and the balance change commit together.
-    let settled = sqlx::query(
+    let settled = sqlx::query!(
         "with settled as (
              update spend_records set status = $2, prompt_tokens = $3, completion_tokens = $4, total_tokens = $5,
                  cost_micro_usd = $6, cost_source = $7, http_status = $8, error = $9, finished_at = now()
@@ -46,16 +46,16 @@ async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bo
          update credit_balances b set budget_reserved_micro_usd = b.budget_reserved_micro_usd - s.reserved_micro_usd,
              spend_micro_usd = least(b.spend_micro_usd::numeric + $6, 9223372036854775807)::int8, updated_at = now()
          from settled s where b.team_id = s.team_id",
+        request_id,
+        status,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.total_tokens,
+        usage.cost_micro_usd,
+        usage.cost_source,
+        usage.http_status,
+        usage.error.as_deref()
     )
-    .bind(request_id)
-    .bind(status)
-    .bind(usage.prompt_tokens)
-    .bind(usage.completion_tokens)
-    .bind(usage.total_tokens)
-    .bind(usage.cost_micro_usd)
-    .bind(usage.cost_source)
-    .bind(usage.http_status)
-    .bind(usage.error.as_deref())
     .execute(db)
     .await?;
     Ok(settled.rows_affected() == 1)
@@ -64,13 +64,13 @@ async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bo
 /// Releases reservations older than `max_age` whose request never finished (its API process
 /// died mid-request), so they stop holding budget. Returns how many were released.
 pub async fn release_stale(db: &PgPool, max_age_secs: f64, limit: i64) -> sqlx::Result<u64> {
-    let stale: Vec<Uuid> = sqlx::query_scalar(
+    let stale: Vec<Uuid> = sqlx::query_scalar!(
         "select request_id from spend_records
          where status = 'reserved' and created_at < now() - make_interval(secs => $1)
          order by created_at limit $2",
+        max_age_secs,
+        limit
     )
-    .bind(max_age_secs)
-    .bind(limit)
     .fetch_all(db)
     .await?;
     let mut released = 0;

@@ -4,17 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 
-/// The sums over jobs `j` of their call cost and tokens: a settled job's own totals (see
-/// `jobs.calls_cost_micro_usd`), else (an open job, or a settled one with a call that finished
-/// after it) the sum of its calls. `coalesce` evaluates the subquery only for those jobs; the
-/// sums stay `int8`, which PostgreSQL adds far faster than `numeric`.
-const JOB_COST_AND_TOKENS: &str = "coalesce(sum(coalesce(j.calls_cost_micro_usd,
-             (select sum(c.cost_micro_usd)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8 as cost_micro_usd,
-         coalesce(sum(coalesce(j.calls_tokens,
-             (select sum(c.total_tokens)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8 as tokens";
-
 /// Totals of one team's jobs of one type created in the period.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct UsageRow {
     pub team_id: String,
     pub job_type: String,
@@ -32,17 +23,28 @@ pub async fn by_team_and_type(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<UsageRow>> {
-    sqlx::query_as(&format!(
-        "select j.team_id, j.job_type, count(*) as jobs,
-                count(*) filter (where j.status = 'completed') as completed,
-                count(*) filter (where j.status = 'failed') as failed,
-                {JOB_COST_AND_TOKENS}
+    // The cost and tokens of jobs `j`: a settled job's own totals (see
+    // `jobs.calls_cost_micro_usd`), else (an open job, or a settled one with a call that finished
+    // after it) the sum of its calls. `coalesce` evaluates the subquery only for those jobs; the
+    // sums stay `int8`, which PostgreSQL adds far faster than `numeric`. `by_day` has the same
+    // two sums, written out there too: sqlx's macros cannot splice a shared fragment.
+    sqlx::query_as!(
+        UsageRow,
+        r#"select j.team_id, j.job_type, count(*) as "jobs!",
+                count(*) filter (where j.status = 'completed') as "completed!",
+                count(*) filter (where j.status = 'failed') as "failed!",
+                coalesce(sum(coalesce(j.calls_cost_micro_usd,
+                    (select sum(c.cost_micro_usd)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
+                    as "cost_micro_usd!",
+                coalesce(sum(coalesce(j.calls_tokens,
+                    (select sum(c.total_tokens)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
+                    as "tokens!"
          from jobs j where j.team_id = any($1) and j.created_at >= $2 and j.created_at < $3
-         group by j.team_id, j.job_type order by j.team_id, j.job_type"
-    ))
-    .bind(team_ids)
-    .bind(from)
-    .bind(to)
+         group by j.team_id, j.job_type order by j.team_id, j.job_type"#,
+        team_ids,
+        from,
+        to
+    )
     .fetch_all(db)
     .await
 }
@@ -54,20 +56,25 @@ pub async fn credits_used(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<(String, i64)>> {
-    sqlx::query_as(
-        "select team_id, sum(credits_amount)::int8 from credit_transactions
+    // `sum` of a group is never null: each group has a row, and `credits_amount` is not null.
+    let rows = sqlx::query!(
+        r#"select team_id, sum(credits_amount)::int8 as "used!" from credit_transactions
          where team_id = any($1) and transaction_type = 'deduction' and created_at >= $2 and created_at < $3
-         group by team_id",
+         group by team_id"#,
+        team_ids,
+        from,
+        to
     )
-    .bind(team_ids)
-    .bind(from)
-    .bind(to)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.team_id, row.used))
+        .collect())
 }
 
 /// Totals of the given teams' jobs created on one UTC day.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct DailyUsageRow {
     pub day: NaiveDate,
     pub jobs: i64,
@@ -85,23 +92,30 @@ pub async fn by_day(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<DailyUsageRow>> {
-    sqlx::query_as(&format!(
-        "select (j.created_at at time zone 'UTC')::date as day, count(*) as jobs,
-                count(*) filter (where j.status = 'completed') as completed,
-                count(*) filter (where j.status = 'failed') as failed,
-                {JOB_COST_AND_TOKENS}
+    // The cost and token sums of `by_team_and_type` (see there).
+    sqlx::query_as!(
+        DailyUsageRow,
+        r#"select (j.created_at at time zone 'UTC')::date as "day!", count(*) as "jobs!",
+                count(*) filter (where j.status = 'completed') as "completed!",
+                count(*) filter (where j.status = 'failed') as "failed!",
+                coalesce(sum(coalesce(j.calls_cost_micro_usd,
+                    (select sum(c.cost_micro_usd)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
+                    as "cost_micro_usd!",
+                coalesce(sum(coalesce(j.calls_tokens,
+                    (select sum(c.total_tokens)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
+                    as "tokens!"
          from jobs j where j.team_id = any($1) and j.created_at >= $2 and j.created_at < $3
-         group by 1 order by 1"
-    ))
-    .bind(team_ids)
-    .bind(from)
-    .bind(to)
+         group by 1 order by 1"#,
+        team_ids,
+        from,
+        to
+    )
     .fetch_all(db)
     .await
 }
 
 /// Spend of the OpenAI-compatible path (requests and batch lines) of one team and endpoint.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OpenAiUsageRow {
     pub team_id: String,
     pub endpoint: String,
@@ -117,17 +131,18 @@ pub async fn openai_by_endpoint(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<OpenAiUsageRow>> {
-    sqlx::query_as(
-        "select team_id, endpoint, count(*) as requests,
-                coalesce(sum(cost_micro_usd), 0)::int8 as cost_micro_usd,
-                coalesce(sum(total_tokens), 0)::int8 as tokens
+    sqlx::query_as!(
+        OpenAiUsageRow,
+        r#"select team_id, endpoint, count(*) as "requests!",
+                coalesce(sum(cost_micro_usd), 0)::int8 as "cost_micro_usd!",
+                coalesce(sum(total_tokens), 0)::int8 as "tokens!"
          from spend_records
          where team_id = any($1) and created_at >= $2 and created_at < $3
-         group by team_id, endpoint order by team_id, endpoint",
+         group by team_id, endpoint order by team_id, endpoint"#,
+        team_ids,
+        from,
+        to
     )
-    .bind(team_ids)
-    .bind(from)
-    .bind(to)
     .fetch_all(db)
     .await
 }
