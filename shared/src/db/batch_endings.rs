@@ -148,15 +148,11 @@ pub async fn end(
             BatchStatus::Expired => "expired",
             _ => "cancelled",
         };
-        // The job's call totals as every settlement keeps them (`settlement::SETTLED_COST` and
-        // `SETTLED_TOKENS`), written out: sqlx's macros cannot splice a shared fragment.
-        sqlx::query!(
-            "update jobs j set status = $2, updated_at = now(), completed_at = now(),
-                 calls_cost_micro_usd = (select case when count(*) filter (where c.finished_at is null) = 0
-                     then coalesce(sum(c.cost_micro_usd), 0)::int8 end from llm_calls c where c.job_id = j.job_id),
-                 calls_tokens = (select case when count(*) filter (where c.finished_at is null) = 0
-                     then coalesce(sum(c.total_tokens), 0)::int8 end from llm_calls c where c.job_id = j.job_id)
-             where job_id = $1",
+        // The job's call totals as every settlement keeps them.
+        super::settlement::settling_update!(
+            query,
+            "update jobs j set status = $2, updated_at = now(), completed_at = now(), ",
+            " where job_id = $1",
             job_id,
             job_status
         )

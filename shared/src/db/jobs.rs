@@ -58,9 +58,6 @@ macro_rules! query_job {
 }
 pub(crate) use query_job;
 
-pub(crate) const JOB_COLUMNS: &str = "job_id, team_id, user_id, job_type, status, requested_status, credit_hold, metadata, \
-     completion_metadata, error_message, created_at, updated_at, completed_at, expires_at, callback_url";
-
 /// Fields of a new job.
 pub struct NewJob<'a> {
     pub team_id: &'a str,

@@ -308,11 +308,3 @@ macro_rules! settling_update {
     };
 }
 pub(crate) use settling_update;
-
-/// The call cost total of `settling_update!`, for a statement that still splices it into its
-/// text at run time (`batch_endings::end`); keep the two the same.
-pub(crate) const SETTLED_COST: &str = "(select case when count(*) filter (where c.finished_at is null) = 0
-        then coalesce(sum(c.cost_micro_usd), 0)::int8 end from llm_calls c where c.job_id = j.job_id)";
-/// The call tokens total of `settling_update!`, on the same terms as `SETTLED_COST`.
-pub(crate) const SETTLED_TOKENS: &str = "(select case when count(*) filter (where c.finished_at is null) = 0
-        then coalesce(sum(c.total_tokens), 0)::int8 end from llm_calls c where c.job_id = j.job_id)";
