@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod job_access;
 pub mod limits;
 pub mod notify;
+pub mod openai;
 pub mod openapi;
 pub mod roles;
 pub mod routes;

@@ -6,9 +6,6 @@
 //! (see the worker's `batches` module). Each line's estimated cost is reserved against the
 //! team's USD budget when it is validated and settled to its actual cost when the batch ends.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Json, Response};
@@ -21,12 +18,13 @@ use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Path, Query, RawBody, parse_json};
-use crate::routes::openai::{OpenAiError, team_of};
+use crate::openai::OpenAiError;
+use crate::openai::admission::team_of;
+use crate::openai::batch_progress::progress;
 use crate::state::AppState;
 
 /// The only completion window OpenAI offers, and its length.
@@ -114,7 +112,7 @@ async fn create_batch(
     let file = db::files::find(&state.db, &team_id, input_file_id)
         .await
         .map_err(ApiError::from)?
-        .ok_or_else(|| not_found(format!("No such File object: {input_file_id}")))?;
+        .ok_or_else(|| OpenAiError::not_found(format!("No such File object: {input_file_id}")))?;
     if file.purpose != "batch" {
         return Err(invalid(
             "input_file_id",
@@ -189,11 +187,12 @@ async fn get_batch(
     caller: Result<Caller, ApiError>,
     batch_id: Result<Path<String>, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let (team_id, _) = team_of(caller)?;
-    let Path(batch_id) = batch_id?;
-    let row = find(&state, &team_id, &batch_id).await?;
-    let counts = progress(&state, &row).await?;
-    Ok(Json(batch_object(&row, counts)).into_response())
+    let (team_id, batch_id) = team_and_batch_id(caller, batch_id)?;
+    let row = db::batches::find(&state.db, &team_id, &batch_id)
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| no_batch(&batch_id))?;
+    batch_answer(&state, &row).await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -240,7 +239,8 @@ async fn list_batches(
     rows.truncate(limit as usize);
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {
-        data.push(batch_object(row, progress(&state, row).await?));
+        let counts = progress(&state.db, row).await.map_err(ApiError::from)?;
+        data.push(batch_object(row, counts));
     }
     Ok(Json(json!({
         "object": "list",
@@ -272,21 +272,14 @@ async fn cancel_batch(
     caller: Result<Caller, ApiError>,
     batch_id: Result<Path<String>, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let (team_id, _) = team_of(caller)?;
-    let Path(batch_id) = batch_id?;
-    if !plausible_id(&batch_id) {
-        return Err(no_batch(&batch_id));
-    }
+    let (team_id, batch_id) = team_and_batch_id(caller, batch_id)?;
     let mut tx = state.db.begin().await.map_err(ApiError::from)?;
     let cancelled = db::batches::cancel(&mut tx, &team_id, &batch_id)
         .await
         .map_err(ApiError::from)?;
     tx.commit().await.map_err(ApiError::from)?;
     match cancelled {
-        Cancel::Cancelling(row) => {
-            let counts = progress(&state, &row).await?;
-            Ok(Json(batch_object(&row, counts)).into_response())
-        }
+        Cancel::Cancelling(row) => batch_answer(&state, &row).await,
         Cancel::Ended(row) => Err(OpenAiError::new(
             axum::http::StatusCode::CONFLICT,
             "invalid_request_error",
@@ -300,60 +293,29 @@ async fn cancel_batch(
     }
 }
 
-async fn find(state: &AppState, team_id: &str, batch_id: &str) -> Result<BatchRow, OpenAiError> {
-    if !plausible_id(batch_id) {
-        return Err(no_batch(batch_id));
-    }
-    db::batches::find(&state.db, team_id, batch_id)
-        .await
-        .map_err(ApiError::from)?
-        .ok_or_else(|| no_batch(batch_id))
-}
-
-/// Ids are `batch_` and 32 hex digits; anything else is not looked up.
-fn plausible_id(batch_id: &str) -> bool {
-    batch_id.len() <= 64
+/// The caller's team and the batch id of the path. Ids are `batch_` and 32 hex digits; anything
+/// else is not looked up, and is the same 404 as a batch that does not exist.
+fn team_and_batch_id(
+    caller: Result<Caller, ApiError>,
+    batch_id: Result<Path<String>, ApiError>,
+) -> Result<(String, String), OpenAiError> {
+    let (team_id, _) = team_of(caller)?;
+    let Path(batch_id) = batch_id?;
+    let plausible = batch_id.len() <= 64
         && batch_id.starts_with("batch_")
         && batch_id
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !plausible {
+        return Err(no_batch(&batch_id));
+    }
+    Ok((team_id, batch_id))
 }
 
-/// Lines succeeded and failed: counted from the job's calls while the batch runs (at most once
-/// a second per batch in this process, so polling clients cannot make PostgreSQL count a
-/// 50,000-line job at their pace), as stored once it has ended.
-async fn progress(state: &AppState, row: &BatchRow) -> Result<(i64, i64), OpenAiError> {
-    let Some(job_id) = row.job_id.filter(|_| !row.status.is_ended()) else {
-        return Ok((i64::from(row.completed_lines), i64::from(row.failed_lines)));
-    };
-    let now = Instant::now();
-    if let Some(&(at, counts)) = recent_progress().get(&job_id)
-        && now.duration_since(at) < PROGRESS_REUSE
-    {
-        return Ok(counts);
-    }
-    let counts = db::batches::live_counts(&state.db, job_id)
-        .await
-        .map_err(ApiError::from)?;
-    let mut recent = recent_progress();
-    if recent.len() >= PROGRESS_ENTRIES {
-        recent.retain(|_, (at, _)| now.duration_since(*at) < PROGRESS_REUSE);
-    }
-    recent.insert(job_id, (now, counts));
-    Ok(counts)
-}
-
-/// How long a batch's counted progress is shown again without counting.
-const PROGRESS_REUSE: Duration = Duration::from_secs(1);
-/// Entries kept before expired ones are dropped.
-const PROGRESS_ENTRIES: usize = 10_000;
-
-/// Progress counted lately: when, and (succeeded, failed), by the batch's job.
-type RecentProgress = HashMap<Uuid, (Instant, (i64, i64))>;
-
-fn recent_progress() -> MutexGuard<'static, RecentProgress> {
-    static RECENT: LazyLock<Mutex<RecentProgress>> = LazyLock::new(Mutex::default);
-    RECENT.lock().unwrap_or_else(|p| p.into_inner())
+/// The answer about one batch: the batch with its progress.
+async fn batch_answer(state: &AppState, row: &BatchRow) -> Result<Response, OpenAiError> {
+    let counts = progress(&state.db, row).await.map_err(ApiError::from)?;
+    Ok(Json(batch_object(row, counts)).into_response())
 }
 
 /// A batch in OpenAI's shape (times in unix seconds), plus the id of the job it runs as.
@@ -392,15 +354,6 @@ fn invalid(param: &'static str, message: String) -> OpenAiError {
     OpenAiError::invalid_field(param, message)
 }
 
-fn not_found(message: String) -> OpenAiError {
-    OpenAiError::new(
-        axum::http::StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        None,
-        message,
-    )
-}
-
 fn no_batch(batch_id: &str) -> OpenAiError {
-    not_found(format!("No batch found with id '{batch_id}'"))
+    OpenAiError::not_found(format!("No batch found with id '{batch_id}'"))
 }

@@ -5,15 +5,10 @@
 //! before it is sent and settled at its actual cost, as an `embeddings` spend record.
 //! Errors use OpenAI's shape, like the chat endpoint's.
 
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use saasllm_shared::db::spend::Usage;
-use saasllm_shared::domain::estimate;
 use saasllm_shared::domain::estimate_embeddings::{MAX_EMBEDDING_INPUTS, embedding_input_bound};
-use saasllm_shared::domain::money::MicroUsd;
-use saasllm_shared::domain::pricing::{self, UNKNOWN_MODEL_PRICE};
+use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallEndpoint;
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -22,15 +17,16 @@ use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema,
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use saasllm_worker::reported_cost;
-
-use super::openai::usage::{Pricing, usage_of};
-use super::openai::{OpenAiError, TOKENIZE_INLINE_BYTES, team_of};
 use crate::auth::Caller;
-use crate::budget::{Refusal, Ticket};
 use crate::error::ApiError;
 use crate::extract::RawBody;
-use crate::limits::{self, Admission};
+use crate::limits;
+use crate::openai::OpenAiError;
+use crate::openai::admission::{
+    admit_budget, count_tokens, model_config, team_of, worst_case_cost,
+};
+use crate::openai::relay;
+use crate::openai::usage::{Pricing, bill_input_only};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -129,74 +125,31 @@ async fn embeddings(
     span.record("model", model.as_str());
 
     // Tokenized before a pooled connection is taken: a large input takes milliseconds.
-    let (request, input_tokens) = input_bound(request, &model, bytes.len()).await?;
-
-    // The model's price config in the team's groups; none means the model is not allowed.
-    let grants = state
-        .directory
-        .grants(&team_id)
-        .await
-        .map_err(ApiError::from)?;
-    let Some(config) = grants.model_config(&model).cloned() else {
-        return Err(OpenAiError::new(
-            StatusCode::FORBIDDEN,
-            "permission_denied",
-            Some("model_not_allowed"),
-            format!(
-                "Model '{model}' is not allowed for team '{team_id}'. Allowed models: {}",
-                grants.allowed_models().join(", ")
-            ),
-        ));
-    };
+    let (request, input_tokens) = count_tokens(request, &model, bytes.len(), input_bound).await?;
+    let input_tokens = input_tokens?;
+    let config = model_config(&state, &team_id, &model).await?;
     let price = pricing::price_for(&model, &config);
-    let estimate = pricing::cost_of_bounds(price.unwrap_or(UNKNOWN_MODEL_PRICE), input_tokens, 0)
-        .max(MicroUsd(1));
+    // Embeddings bill no output.
+    let estimate = worst_case_cost(price, input_tokens, 0);
 
     // Held until the response is read: a slot of the team's concurrency limit, and the request
     // counted in its requests per minute.
     let admission = limits::admit(&state, &team_id, &limits, true).await?;
-    let ticket = match state
-        .budgets
-        .admit(
-            &team_id,
-            estimate.0,
-            model.clone(),
-            false,
-            CallEndpoint::Embeddings,
-        )
-        .await
-    {
-        Ok(ticket) => ticket,
-        Err(Refusal::OverBudget) => {
-            return Err(OpenAiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_quota",
-                Some("budget_exceeded"),
-                format!(
-                    "Budget exceeded for team '{team_id}': this request could cost up to ${estimate}, more than what is left of the budget. Add credits to raise it."
-                ),
-            ));
-        }
-        Err(Refusal::Database(e)) => return Err(ApiError::from(e).into()),
-    };
+    let ticket = admit_budget(
+        &state,
+        &team_id,
+        estimate,
+        &model,
+        false,
+        CallEndpoint::Embeddings,
+    )
+    .await?;
     span.record("request_id", tracing::field::display(ticket.request_id()));
     let pricing = Pricing {
         model,
         config,
         price,
     };
-    forward(&state, request, ticket, admission, &pricing).await
-}
-
-/// Sends the request, settles its ticket at what it cost, and passes the upstream's answer on
-/// (status, body and content type).
-async fn forward(
-    state: &AppState,
-    request: Map<String, Value>,
-    ticket: Ticket,
-    admission: Option<Admission>,
-    pricing: &Pricing,
-) -> Result<Response, OpenAiError> {
     let sent = state
         .engine
         .upstream()
@@ -204,78 +157,21 @@ async fn forward(
         .await;
     let response = match sent {
         Ok(response) => response,
-        Err(e) => {
-            ticket.finish(Usage {
-                error: Some(e.to_string()),
-                cost_source: "price_table",
-                ..Usage::default()
-            });
-            return Err(OpenAiError::new(
-                StatusCode::BAD_GATEWAY,
-                "server_error",
-                None,
-                format!("Upstream request failed: {e}"),
-            ));
-        }
+        Err(e) => return Err(relay::upstream_unreachable(ticket, e)),
     };
-    let status = response.status();
-    let reported_cost = reported_cost(&response);
-    let content_type = response.headers().get(header::CONTENT_TYPE).cloned();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("Upstream response was cut off: {e}"));
-    let usage = match &bytes {
-        Ok(body) if status.is_success() => {
-            let body = serde_json::from_slice::<Value>(body).ok();
-            let mut usage = usage_of(body.as_ref(), pricing, reported_cost);
-            // Embeddings bill their input only.
-            usage.completion_tokens = Some(0);
-            usage.total_tokens = usage.total_tokens.or(usage.prompt_tokens);
-            usage
-        }
-        Ok(body) => Usage {
-            http_status: Some(i32::from(status.as_u16())),
-            error: Some(String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()),
-            cost_source: "price_table",
-            ..Usage::default()
-        },
-        Err(message) => Usage {
-            error: Some(message.clone()),
-            cost_source: "price_table",
-            ..Usage::default()
-        },
-    };
-    if let Some(admission) = &admission {
-        admission.count_tokens(usage.total_tokens.unwrap_or(0));
-    }
-    ticket.finish(usage);
-    let bytes = bytes.map_err(|message| {
-        OpenAiError::new(StatusCode::BAD_GATEWAY, "server_error", None, message)
-    })?;
-    let mut response = Response::new(Body::from(bytes));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        content_type.unwrap_or_else(|| HeaderValue::from_static("application/json")),
-    );
-    Ok(response)
+    relay::pass_on_whole(response, ticket, admission, &pricing, bill_input_only).await
 }
 
 /// The body as a JSON object (an array or a scalar is refused, as OpenAI refuses it).
 fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, OpenAiError> {
-    let invalid = |message: String| {
-        OpenAiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            message,
-        )
-    };
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(request)) => Ok(request),
-        Ok(_) => Err(invalid("The body must be a JSON object".to_owned())),
-        Err(e) => Err(invalid(format!("Malformed JSON body: {e}"))),
+        Ok(_) => Err(OpenAiError::invalid_request(
+            "The body must be a JSON object",
+        )),
+        Err(e) => Err(OpenAiError::invalid_request(format!(
+            "Malformed JSON body: {e}"
+        ))),
     }
 }
 
@@ -295,28 +191,8 @@ fn model_of(request: &Map<String, Value>) -> Result<String, OpenAiError> {
     }
 }
 
-/// The input's upper bound of tokens, or a 400 naming what is wrong with it. Large bodies, and
-/// the first request of a model family (which builds its tokenizer), are counted on a blocking
-/// thread; the request is handed back for sending.
-async fn input_bound(
-    request: Map<String, Value>,
-    model: &str,
-    body_bytes: usize,
-) -> Result<(Map<String, Value>, u64), OpenAiError> {
-    let bound = |model: &str, request: &Map<String, Value>| {
-        embedding_input_bound(model, request.get("input").unwrap_or(&Value::Null))
-            .map_err(|e| OpenAiError::invalid_field(e.field, e.message))
-    };
-    if body_bytes <= TOKENIZE_INLINE_BYTES && estimate::tokenizer_ready(model) {
-        let tokens = bound(model, &request)?;
-        return Ok((request, tokens));
-    }
-    let model = model.to_owned();
-    let (request, tokens) = tokio::task::spawn_blocking(move || {
-        let tokens = bound(&model, &request);
-        (request, tokens)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(anyhow::anyhow!("token estimate failed: {e}")))?;
-    Ok((request, tokens?))
+/// The input's upper bound of tokens, or a 400 naming what is wrong with it.
+fn input_bound(model: &str, request: &Map<String, Value>) -> Result<u64, OpenAiError> {
+    embedding_input_bound(model, request.get("input").unwrap_or(&Value::Null))
+        .map_err(|e| OpenAiError::invalid_field(e.field, e.message))
 }

@@ -12,7 +12,7 @@
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Json, Response};
 use saasllm_shared::db::files::{self, FileRow};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,8 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::openai::{OpenAiError, team_of};
+use crate::openai::OpenAiError;
+use crate::openai::admission::team_of;
 use crate::state::AppState;
 
 /// Longest `purpose` or `after` of a list query (a file id has 37 characters).
@@ -185,14 +186,7 @@ async fn list_files(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, OpenAiError> {
     let (team_id, _) = team_of(caller)?;
-    let Query(query) = query.map_err(|e| {
-        OpenAiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            e.body_text(),
-        )
-    })?;
+    let Query(query) = query.map_err(|e| OpenAiError::invalid_request(e.body_text()))?;
     let limit = query.limit.unwrap_or(MAX_LIST_LIMIT);
     if !(1..=MAX_LIST_LIMIT).contains(&limit) {
         return Err(invalid(
@@ -261,12 +255,7 @@ async fn owned_file(
 }
 
 fn not_found(file_id: &str) -> OpenAiError {
-    OpenAiError::new(
-        StatusCode::NOT_FOUND,
-        "invalid_request_error",
-        None,
-        format!("No such File object: {file_id}"),
-    )
+    OpenAiError::not_found(format!("No such File object: {file_id}"))
 }
 
 /// One of the team's files.

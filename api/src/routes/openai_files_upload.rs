@@ -20,7 +20,8 @@ use super::{FileObject, invalid};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
-use crate::routes::openai::{OpenAiError, team_of};
+use crate::openai::OpenAiError;
+use crate::openai::admission::team_of;
 use crate::state::AppState;
 
 /// Largest file accepted (OpenAI's limit for a batch input file).
@@ -160,10 +161,7 @@ pub(super) async fn create_file(
             // names are the plain ASCII that the document allows.
             name if name.is_some_and(plain_field_name) => {}
             _ => {
-                return Err(OpenAiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request_error",
-                    None,
+                return Err(OpenAiError::invalid_request(
                     "Every multipart field needs a name of ASCII letters, digits and `_.[]-`",
                 ));
             }
@@ -269,12 +267,10 @@ fn multipart_error(error: MultipartError) -> OpenAiError {
     if error.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large();
     }
-    OpenAiError::new(
-        StatusCode::BAD_REQUEST,
-        "invalid_request_error",
-        None,
-        format!("Could not read the multipart body: {}", error.body_text()),
-    )
+    OpenAiError::invalid_request(format!(
+        "Could not read the multipart body: {}",
+        error.body_text()
+    ))
 }
 
 /// Uploads streaming at once in this process, and per team. An upload holds a database

@@ -8,11 +8,8 @@ use crate::limits::Admission;
 use crate::sse::SseScan;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::money::MicroUsd;
-use saasllm_shared::domain::pricing::{self, Price};
+use saasllm_shared::domain::pricing::{self, Price, UNKNOWN_MODEL_PRICE};
 use serde_json::{Value, json};
-
-/// Price used for models the price table does not know (the record says the default was used).
-pub(super) use saasllm_shared::domain::pricing::UNKNOWN_MODEL_PRICE;
 
 /// How to price a request's usage.
 pub(crate) struct Pricing {
@@ -43,6 +40,7 @@ pub(crate) fn usage_of(
             pricing::cost(price, prompt.unwrap_or(0), completion.unwrap_or(0)).0,
             "price_table",
         ),
+        // The default price for a model the price table does not know (the record says so).
         (None, None) => {
             tracing::warn!(model = %pricing.model, config = %pricing.config, "no price known; recording at the default price");
             (
@@ -65,6 +63,12 @@ pub(crate) fn usage_of(
         http_status: Some(200),
         error: None,
     }
+}
+
+/// Embeddings bill their input only.
+pub(crate) fn bill_input_only(usage: &mut Usage) {
+    usage.completion_tokens = Some(0);
+    usage.total_tokens = usage.total_tokens.or(usage.prompt_tokens);
 }
 
 /// Owns a streaming request's budget ticket and records what was used exactly once: when the
