@@ -6,7 +6,6 @@
 //! (see the worker's `batches` module). Each line's estimated cost is reserved against the
 //! team's USD budget when it is validated and settled to its actual cost when the batch ends.
 
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
