@@ -165,7 +165,7 @@ pub async fn authenticate(State(state): State<AppState>, request: Request, next:
             }
             response
         }
-        Err(error) if openai => crate::routes::openai::OpenAiError::from(error).into_response(),
+        Err(error) if openai => crate::openai::OpenAiError::from(error).into_response(),
         Err(error) => error.into_response(),
     }
 }

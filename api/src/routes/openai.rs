@@ -19,7 +19,7 @@ use crate::budget::Ticket;
 use crate::error::ApiError;
 use crate::extract::RawBody;
 use crate::limits::{self, Admission};
-pub(crate) use crate::openai::OpenAiError;
+use crate::openai::OpenAiError;
 use crate::openai::admission::{admit_budget, chat_estimate, count_tokens, model_config, team_of};
 use crate::openai::relay;
 use crate::openai::usage::Pricing;
