@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
@@ -22,6 +23,7 @@ use saasllm_worker::{
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::limits::Admission;
@@ -32,10 +34,28 @@ use crate::state::AppState;
 const STREAM_LEASE: Duration = Duration::from_secs(30);
 
 /// Worker id recorded on calls streamed by an API process.
-pub const STREAMING_WORKER_ID: &str = "api-stream";
+const STREAMING_WORKER_ID: &str = "api-stream";
+
+/// Claims a just-inserted call for this process (it has no queue message) and streams it.
+pub async fn claim_and_stream(
+    state: AppState,
+    call_id: Uuid,
+    model_group: String,
+    admission: Option<Admission>,
+) -> Result<Response, ApiError> {
+    let claimed = db::calls::claim(
+        &state.db,
+        call_id,
+        STREAMING_WORKER_ID,
+        STREAM_LEASE.as_secs_f64(),
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("a just-created call could not be claimed"))?;
+    stream(state, claimed, model_group, admission).await
+}
 
 /// Starts streaming a claimed call. Answers 502 when every model fails before the first byte.
-pub async fn stream(
+async fn stream(
     state: AppState,
     call: ClaimedCall,
     model_group: String,
