@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use axum::http::HeaderMap;
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallRow, Insertion, NewCall};
 use saasllm_shared::db::jobs::JobRow;
@@ -12,7 +13,7 @@ use saasllm_shared::domain::limits::TeamLimits;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::call_request::{LlmCallRequest, custom_id_taken};
+use crate::call_request::{LlmCallRequest, custom_id_taken, prefers_async};
 use crate::error::ApiError;
 use crate::job_access::{job_not_found, no_more_calls};
 use crate::limits::Admission;
@@ -31,6 +32,20 @@ pub enum Delivery {
     Async,
     /// The request waits for the result.
     Sync,
+}
+
+impl Delivery {
+    /// What the client asked for; a stream wins over a `Prefer: respond-async` header (the body
+    /// cannot ask for both).
+    pub(crate) fn asked_by(request: &LlmCallRequest, headers: &HeaderMap) -> Self {
+        if request.streaming() {
+            Delivery::Stream
+        } else if request.respond_async || prefers_async(headers) {
+            Delivery::Async
+        } else {
+            Delivery::Sync
+        }
+    }
 }
 
 /// The team's limits, and the slot a streamed call holds while it runs. A synchronous caller

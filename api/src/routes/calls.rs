@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::Caller;
 use crate::call_dispatch::{self, Delivery};
-use crate::call_request::{LlmCallRequest, prefers_async, request_id};
+use crate::call_request::{LlmCallRequest, request_id};
 use crate::call_stream;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
@@ -65,13 +65,7 @@ async fn llm_call(
     Json(request): Json<LlmCallRequest>,
 ) -> Result<Response, ApiError> {
     request.check()?;
-    let delivery = if request.streaming() {
-        Delivery::Stream
-    } else if request.respond_async || prefers_async(&headers) {
-        Delivery::Async
-    } else {
-        Delivery::Sync
-    };
+    let delivery = Delivery::asked_by(&request, &headers);
     let job = changeable_job(&state, &caller, &job_id).await?;
     ensure_accepts_calls(&job)?;
     let group = granted_group(&state, &job.team_id, &request.model_group).await?;
