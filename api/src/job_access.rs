@@ -7,6 +7,7 @@ use saasllm_shared::db;
 use saasllm_shared::db::batch_runs::BATCH_JOB_TYPE;
 use saasllm_shared::db::jobs::JobRow;
 use saasllm_shared::db::model_groups::ModelGroupRow;
+use saasllm_shared::domain::status::JobStatus;
 use uuid::Uuid;
 
 use crate::auth::Caller;
@@ -28,7 +29,12 @@ pub async fn visible_job(
     let id = parse_id("job", job_id)?;
     db::jobs::find(&state.db, id, caller.team_id())
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))
+        .ok_or_else(|| job_not_found(job_id))
+}
+
+/// The 404 for a job that does not exist (or that the caller may not see).
+pub fn job_not_found(job_id: impl std::fmt::Display) -> ApiError {
+    ApiError::NotFound(format!("Job '{job_id}' not found"))
 }
 
 /// The job, if the caller may see it and change it through the job API: a batch's job is
@@ -58,11 +64,15 @@ pub fn ensure_accepts_calls(job: &JobRow) -> Result<(), ApiError> {
     if job.status.accepts_calls() {
         return Ok(());
     }
-    Err(ApiError::Conflict(format!(
-        "Job '{}' is {}; no more calls can be made in it",
-        job.job_id,
-        job.status.as_str()
-    )))
+    Err(no_more_calls(job.job_id, job.status))
+}
+
+/// The 409 for a job that no longer accepts calls, being `status`.
+pub fn no_more_calls(job_id: Uuid, status: JobStatus) -> ApiError {
+    ApiError::Conflict(format!(
+        "Job '{job_id}' is {}; no more calls can be made in it",
+        status.as_str()
+    ))
 }
 
 /// The model group named `name`, if granted to the team: 404 when no such group exists, 403 when

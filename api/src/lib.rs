@@ -2,6 +2,10 @@
 
 pub mod auth;
 pub mod budget;
+pub mod bulk_calls;
+pub mod call_dispatch;
+pub mod call_request;
+pub mod call_stream;
 pub mod config;
 pub mod console;
 pub mod directory;
@@ -9,6 +13,8 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod job_access;
+pub mod job_report;
+pub mod job_settlement;
 pub mod limits;
 pub mod notify;
 pub mod openai;
@@ -19,6 +25,7 @@ pub mod serve;
 pub mod sse;
 pub mod startup;
 pub mod state;
+pub mod validate;
 
 pub use config::ApiConfig;
 pub use startup::Application;

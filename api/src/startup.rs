@@ -309,7 +309,7 @@ pub fn router(state: AppState, max_body_bytes: usize, body_read_timeout: Duratio
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(state.clone(), idempotency::layer))
-        .layer(axum::middleware::from_fn(routes::batch::raise_body_limit))
+        .layer(axum::middleware::from_fn(crate::bulk_calls::raise_body_limit))
         .layer(axum::middleware::from_fn(routes::openai_files::raise_body_limit))
         // Outside the idempotency and body-limit layers: nothing reads a body, or replays a
         // stored response, before the key is known good.

@@ -17,8 +17,8 @@ use uuid::Uuid;
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::Query;
-use crate::routes::validate::{self, CursorScope};
 use crate::state::AppState;
+use crate::validate::{self, CursorScope};
 
 /// Longest `action` or `target_type` filter (the values written are far shorter).
 const MAX_NAME_LEN: usize = 64;

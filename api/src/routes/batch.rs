@@ -2,14 +2,11 @@
 //! `custom_id` (the shape users of OpenAI's Batch API expect). The calls are queued like any
 //! other and dispatched fairly between teams.
 
-use std::collections::{HashMap, HashSet};
-
 use axum::extract::{Request, State};
-use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json as JsonResponse, Response};
 use saasllm_shared::db;
-use saasllm_shared::db::calls::{BulkCall, CallRow};
+use saasllm_shared::db::calls::CallRow;
 use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::status::CallStatus;
 use serde::Deserialize;
@@ -17,37 +14,21 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::auth::Caller;
+use crate::bulk_calls;
+use crate::call_dispatch;
+use crate::call_request::LlmCallRequest;
+use crate::call_request::request_id;
 use crate::error::ApiError;
-use crate::extract::{BodyLimit, Path, Query, parse_json};
-use crate::job_access::{
-    changeable_job, ensure_accepts_calls, granted_group, parse_id, visible_job,
-};
-use crate::routes::calls::{
-    LlmCallRequest, custom_id_taken, streaming, upstream_body, validate_request,
-};
+use crate::extract::{Path, Query, parse_json};
+use crate::job_access::{changeable_job, ensure_accepts_calls, parse_id, visible_job};
 use crate::state::AppState;
-
-/// Most calls accepted in one request.
-pub const MAX_CALLS_PER_REQUEST: usize = 50_000;
-/// Body limit of a bulk submission (the other routes keep the configured, smaller limit).
-pub const BATCH_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(submit_calls))
         .routes(routes!(list_calls))
-}
-
-/// Raises the body limit for bulk submissions only. Runs before the `Idempotency-Key` layer,
-/// which reads the body under the limit it finds here.
-pub async fn raise_body_limit(mut request: Request, next: Next) -> Response {
-    if request.method() == Method::POST && request.uri().path().ends_with("/llm-calls") {
-        request.extensions_mut().insert(BodyLimit(BATCH_BODY_LIMIT));
-    }
-    next.run(request).await
 }
 
 /// Calls to add to a job.
@@ -88,108 +69,18 @@ async fn submit_calls(
     Path(job_id): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let request_id = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let limit = request
-        .extensions()
-        .get::<BodyLimit>()
-        .map_or(BATCH_BODY_LIMIT, |l| l.0);
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::PayloadTooLarge(limit))?;
-    let SubmitCalls { calls } = parse_json(&bytes)?;
+    let request_id = request_id(request.headers()).map(str::to_owned);
+    let SubmitCalls { calls } = parse_json(&bulk_calls::read_body(request).await?)?;
     tracing::Span::current().record("calls", calls.len());
-    if calls.is_empty() || calls.len() > MAX_CALLS_PER_REQUEST {
-        return Err(ApiError::BadRequest(format!(
-            "calls must hold 1 to {MAX_CALLS_PER_REQUEST} calls, not {}",
-            calls.len()
-        )));
-    }
-    let mut seen = HashSet::new();
-    for (index, call) in calls.iter().enumerate() {
-        let at = |e: ApiError| match e {
-            ApiError::BadRequest(detail) => {
-                ApiError::BadRequest(format!("calls[{index}]: {detail}"))
-            }
-            other => other,
-        };
-        validate_request(call).map_err(at)?;
-        if streaming(call) {
-            return Err(at(ApiError::BadRequest(
-                "stream is not available in a bulk submission".into(),
-            )));
-        }
-        if let Some(custom_id) = &call.custom_id
-            && !seen.insert(custom_id.as_str())
-        {
-            return Err(at(ApiError::BadRequest(format!(
-                "custom_id '{custom_id}' appears more than once"
-            ))));
-        }
-    }
+    bulk_calls::check(&calls)?;
 
     let job = changeable_job(&state, &caller, &job_id).await?;
     ensure_accepts_calls(&job)?;
-    let mut groups: HashMap<&str, Uuid> = HashMap::new();
-    for call in &calls {
-        if groups.contains_key(call.model_group.as_str()) {
-            continue;
-        }
-        let group = granted_group(&state, &job.team_id, &call.model_group).await?;
-        groups.insert(&call.model_group, group.model_group_id);
-    }
-    let rows: Vec<BulkCall<'_>> = calls
-        .iter()
-        .map(|call| BulkCall {
-            model_group_id: groups[call.model_group.as_str()],
-            model_group: &call.model_group,
-            purpose: call.purpose.as_deref(),
-            custom_id: call.custom_id.as_deref(),
-            request: upstream_body(call.params.clone(), call.messages.clone()),
-        })
-        .collect();
-
-    let mut tx = state.db.begin().await?;
-    // Re-checked under the job's row lock: a concurrent complete or cancel cannot slip in.
-    let locked = db::jobs::lock(&mut tx, job.job_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("Job '{job_id}' not found")))?;
-    ensure_accepts_calls(&locked)?;
-    let ids = db::calls::insert_bulk(
-        &mut tx,
-        job.job_id,
-        &job.team_id,
-        request_id.as_deref(),
-        &rows,
-    )
-    .await
-    .map_err(|e| {
-        ApiError::from_db(e, |c| {
-            custom_id_taken(c, None).map(|_| {
-                ApiError::Conflict(
-                    "A custom_id in this request is already used by another call of this job"
-                        .into(),
-                )
-            })
-        })
-    })?;
-    db::jobs::mark_in_progress(&mut *tx, job.job_id).await?;
-    tx.commit().await?;
+    let rows = bulk_calls::rows(&state, &job.team_id, &calls).await?;
+    let ids = bulk_calls::insert_all(&state, &job, &job_id, request_id.as_deref(), &rows).await?;
 
     let limits = crate::limits::of_team(&state, &caller, &job.team_id).await?;
-    if let Err(e) = state.queue.push(&job.team_id, &limits, &ids).await {
-        tracing::error!(error = %e, "cannot enqueue calls; withdrawing them");
-        let withdrawn = db::calls::withdraw_unclaimed_many(&state.db, &ids).await?;
-        if withdrawn as usize == ids.len() {
-            return Err(ApiError::Unavailable(
-                "Queue unavailable, the calls were not accepted; retry later".into(),
-            ));
-        }
-        // Some were claimed already: the rest stay queued and the reconciler pushes them.
-    }
+    call_dispatch::enqueue_calls(&state, &job.team_id, &limits, &ids).await?;
     let listed: Vec<Value> = ids
         .iter()
         .zip(&calls)

@@ -16,8 +16,8 @@ use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query, RawBody, parse_json_object};
 use crate::routes::teams::{CreditsView, MAX_CREDITS_PER_REQUEST};
-use crate::routes::validate;
 use crate::state::AppState;
+use crate::validate;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

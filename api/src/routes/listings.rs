@@ -19,8 +19,8 @@ use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::routes::teams::CreditsView;
-use crate::routes::validate::{self, CursorScope};
 use crate::state::AppState;
+use crate::validate::{self, CursorScope};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

@@ -3,7 +3,6 @@
 mod admin_keys;
 mod audit;
 pub(crate) mod batch;
-mod call_stream;
 mod calls;
 mod credits;
 mod health;
@@ -21,7 +20,6 @@ mod team_settings;
 mod teams;
 mod usage;
 pub(crate) mod usage_period;
-pub(crate) mod validate;
 mod webhooks;
 
 use axum::Router;

@@ -16,8 +16,8 @@ use utoipa_axum::routes;
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
-use crate::routes::validate;
 use crate::state::AppState;
+use crate::validate;
 
 /// Most models one group may hold.
 const MAX_MODELS_PER_GROUP: usize = 50;

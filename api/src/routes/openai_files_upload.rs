@@ -34,7 +34,7 @@ const MAX_PURPOSE_BYTES: usize = 64;
 
 /// Raises the body limit for `POST /v1/files` only, both the `BodyLimit` the other layers read
 /// and the limit the multipart extractor applies while the upload streams in. Runs before the
-/// `Idempotency-Key` layer, like `routes::batch::raise_body_limit` (that layer lets multipart
+/// `Idempotency-Key` layer, like `bulk_calls::raise_body_limit` (that layer lets multipart
 /// bodies through unread).
 pub async fn raise_body_limit(mut request: Request, next: Next) -> Response {
     if request.method() != Method::POST || request.uri().path() != "/v1/files" {

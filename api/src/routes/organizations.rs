@@ -13,8 +13,8 @@ use utoipa_axum::routes;
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
-use crate::routes::validate;
 use crate::state::AppState;
+use crate::validate;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()

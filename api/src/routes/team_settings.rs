@@ -21,8 +21,8 @@ use utoipa_axum::routes;
 use crate::auth::{AdminAuth, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Path, RawBody, parse_json_object};
-use crate::routes::validate::MAX_CALLBACK_URL_LEN;
 use crate::state::AppState;
+use crate::validate::MAX_CALLBACK_URL_LEN;
 
 mod views;
 

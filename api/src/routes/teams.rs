@@ -21,8 +21,8 @@ use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
 use crate::routes::team_settings::{self, AlertsView, RefillsView};
-use crate::routes::validate;
 use crate::state::AppState;
+use crate::validate;
 
 /// Largest credit amount accepted in one request.
 pub const MAX_CREDITS_PER_REQUEST: i64 = 1_000_000_000;

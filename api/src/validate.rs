@@ -1,7 +1,9 @@
-//! Input checks shared by the route modules; each failure is a 400 naming the field.
+//! Input checks of the routes; each failure is a 400 naming the field.
 
 use chrono::{DateTime, Utc};
+use saasllm_shared::db::batch_runs::BATCH_JOB_TYPE;
 use saasllm_shared::domain::net_policy::TargetPolicy;
+use saasllm_shared::domain::webhook;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -84,6 +86,50 @@ pub fn callback_target(value: &str, policy: TargetPolicy) -> Result<(), ApiError
     policy
         .check_url(&parsed)
         .map_err(|refusal| ApiError::BadRequest(format!("callback_url {refusal}")))
+}
+
+/// A job's `job_type`: not blank, not the type reserved for the jobs of `/v1/batches`, at most
+/// 200 characters.
+pub fn job_type(value: &str) -> Result<(), ApiError> {
+    non_blank("job_type", value)?;
+    if value.trim() == BATCH_JOB_TYPE {
+        return Err(ApiError::BadRequest(format!(
+            "job_type '{BATCH_JOB_TYPE}' is reserved for the jobs of /v1/batches"
+        )));
+    }
+    if value.chars().count() > 200 {
+        return Err(ApiError::BadRequest(
+            "job_type must be at most 200 characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The callback of a new job, both parts checked: the URL (its form, and its target against the
+/// policy), and the client's secret or a new one.
+pub fn job_callback<'a>(
+    url: Option<&'a str>,
+    secret: Option<&str>,
+    targets: TargetPolicy,
+) -> Result<Option<(&'a str, String)>, ApiError> {
+    let Some(url) = url else {
+        if secret.is_some() {
+            return Err(ApiError::BadRequest(
+                "callback_secret was given without a callback_url".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let url = callback_url(url)?;
+    callback_target(url, targets)?;
+    let secret = match secret {
+        Some(secret) => {
+            webhook::parse_secret(secret).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            secret.to_owned()
+        }
+        None => webhook::generate_secret(),
+    };
+    Ok(Some((url, secret)))
 }
 
 /// Page bounds for list endpoints.

@@ -14,14 +14,17 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
+use saasllm_shared::domain::money::MicroUsd;
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
 use saasllm_worker::{
-    AttemptRecord, Served, StreamStart, keep_lease, record_metrics, record_result,
+    AttemptRecord, OpenedStream, Served, StreamStart, keep_lease, record_metrics, record_result,
 };
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::limits::Admission;
@@ -32,10 +35,28 @@ use crate::state::AppState;
 const STREAM_LEASE: Duration = Duration::from_secs(30);
 
 /// Worker id recorded on calls streamed by an API process.
-pub const STREAMING_WORKER_ID: &str = "api-stream";
+const STREAMING_WORKER_ID: &str = "api-stream";
+
+/// Claims a just-inserted call for this process (it has no queue message) and streams it.
+pub async fn claim_and_stream(
+    state: AppState,
+    call_id: Uuid,
+    model_group: String,
+    admission: Option<Admission>,
+) -> Result<Response, ApiError> {
+    let claimed = db::calls::claim(
+        &state.db,
+        call_id,
+        STREAMING_WORKER_ID,
+        STREAM_LEASE.as_secs_f64(),
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("a just-created call could not be claimed"))?;
+    stream(state, claimed, model_group, admission).await
+}
 
 /// Starts streaming a claimed call. Answers 502 when every model fails before the first byte.
-pub async fn stream(
+async fn stream(
     state: AppState,
     call: ClaimedCall,
     model_group: String,
@@ -92,11 +113,7 @@ async fn run(
 ) {
     let keeper = keep_lease(state.db.clone(), &call, STREAM_LEASE);
     let started = Instant::now();
-    let mut request = call.request.clone();
-    if let Value::Object(fields) = &mut request {
-        fields.insert("stream".into(), Value::Bool(true));
-        fields.insert("stream_options".into(), json!({"include_usage": true}));
-    }
+    let request = streaming_request(&call.request);
     let attempt = StreamStart {
         call_id: call.call_id,
     };
@@ -118,82 +135,30 @@ async fn run(
     };
     let _ = started_tx.send(Ok(()));
     let streaming_started = Instant::now();
-
     let Served {
         output: mut stream,
         model,
         config,
     } = served;
     let mut scan = SseScan::default();
-    let mut stream_error = None;
-    loop {
-        match stream.next_chunk().await {
-            Ok(Some(bytes)) => {
-                for delta in scan.feed(&bytes) {
-                    // A client that left makes sends fail; the call is still recorded.
-                    let _ = events.send(event(&json!({"content": delta}))).await;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                stream_error = Some(e.to_string());
-                break;
-            }
-        }
-    }
+    let stream_error = forward(&mut stream, &mut scan, &events).await;
     keeper.abort();
-    // The chain timed the attempt to its first byte; its record covers the whole stream. A
-    // stream that broke after that byte ends the call: what was sent cannot be taken back.
-    if let Some(last) = attempts.last_mut() {
-        last.latency_ms += streaming_started.elapsed().as_millis() as i64;
-        if stream_error.is_some() {
-            last.outcome = "fatal";
-            last.error.clone_from(&stream_error);
-        }
-    }
-
+    cover_the_stream(&mut attempts, streaming_started, &stream_error);
     let latency_ms = started.elapsed().as_millis() as i64;
     let final_event = match stream_error {
         None => {
-            let (prompt, completion) = (
-                scan.tokens("prompt_tokens"),
-                scan.tokens("completion_tokens"),
-            );
-            let total = scan
-                .tokens("total_tokens")
-                .or_else(|| Some(prompt? + completion?));
-            // LiteLLM reports a stream's cost in the usage chunk, not in a header.
-            let reported_cost = stream.reported_cost.map(|c| c.0).or_else(|| {
-                scan.usage
-                    .as_ref()
-                    .and_then(pricing::usage_cost)
-                    .map(|c| c.0)
-            });
-            let cost = reported_cost.or_else(|| {
-                pricing::price_for(&model, &config)
-                    .map(|p| pricing::cost(p, prompt.unwrap_or(0), completion.unwrap_or(0)).0)
-            });
-            if let Some(admission) = &admission {
-                admission.count_tokens(total.unwrap_or(0));
-            }
-            let result = CallResult {
-                status: CallStatus::Succeeded,
-                model_used: Some(model.as_str()),
-                response_content: Some(&scan.content),
-                finish_reason: scan.finish_reason.as_deref(),
-                response: None,
-                prompt_tokens: prompt,
-                completion_tokens: completion,
-                total_tokens: total,
-                cost_micro_usd: cost,
-                latency_ms,
-                error: None,
+            let streamed = Streamed {
+                scan: &scan,
+                reported_cost: stream.reported_cost,
+                model: &model,
+                config: &config,
             };
+            let result = streamed.result(latency_ms, admission.as_ref());
             write(&state, &call, &attempts, &result).await;
             json!({
                 "call_id": call.call_id,
                 "response": {"content": scan.content, "finish_reason": scan.finish_reason},
-                "metadata": {"tokens_used": total.unwrap_or(0), "latency_ms": latency_ms, "model_group": model_group},
+                "metadata": {"tokens_used": result.total_tokens.unwrap_or(0), "latency_ms": latency_ms, "model_group": model_group},
             })
         }
         Some(error) => {
@@ -203,6 +168,102 @@ async fn run(
     };
     let _ = events.send(event(&final_event)).await;
     let _ = events.send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+}
+
+/// The call's request as sent upstream: streamed, with the usage in its last chunk.
+fn streaming_request(request: &Value) -> Value {
+    let mut request = request.clone();
+    if let Value::Object(fields) = &mut request {
+        fields.insert("stream".into(), Value::Bool(true));
+        fields.insert("stream_options".into(), json!({"include_usage": true}));
+    }
+    request
+}
+
+/// The chain timed the last attempt to its first byte; its record covers the whole stream. A
+/// stream that broke after that byte ends the call: what was sent cannot be taken back.
+fn cover_the_stream(
+    attempts: &mut [AttemptRecord],
+    streaming_started: Instant,
+    stream_error: &Option<String>,
+) {
+    if let Some(last) = attempts.last_mut() {
+        last.latency_ms += streaming_started.elapsed().as_millis() as i64;
+        if stream_error.is_some() {
+            last.outcome = "fatal";
+            last.error.clone_from(stream_error);
+        }
+    }
+}
+
+/// Forwards the stream's deltas as events until it ends; the error that broke it, if any.
+async fn forward(
+    stream: &mut OpenedStream,
+    scan: &mut SseScan,
+    events: &mpsc::Sender<Bytes>,
+) -> Option<String> {
+    loop {
+        match stream.next_chunk().await {
+            Ok(Some(bytes)) => {
+                for delta in scan.feed(&bytes) {
+                    // A client that left makes sends fail; the call is still recorded.
+                    let _ = events.send(event(&json!({"content": delta}))).await;
+                }
+            }
+            Ok(None) => return None,
+            Err(e) => return Some(e.to_string()),
+        }
+    }
+}
+
+/// A stream that ran to its end: what was scanned from it, and the model that served it.
+struct Streamed<'a> {
+    scan: &'a SseScan,
+    reported_cost: Option<MicroUsd>,
+    model: &'a str,
+    config: &'a Value,
+}
+
+impl<'a> Streamed<'a> {
+    /// The call's result: tokens from the usage chunk, and the cost the upstream reported (in a
+    /// header or, as LiteLLM does for a stream, in the usage chunk) or else the model's price.
+    /// The tokens count towards the team's minute.
+    fn result(&self, latency_ms: i64, admission: Option<&Admission>) -> CallResult<'a> {
+        let scan = self.scan;
+        let (prompt, completion) = (
+            scan.tokens("prompt_tokens"),
+            scan.tokens("completion_tokens"),
+        );
+        let total = scan
+            .tokens("total_tokens")
+            .or_else(|| Some(prompt? + completion?));
+        let reported_cost = self.reported_cost.map(|c| c.0).or_else(|| {
+            scan.usage
+                .as_ref()
+                .and_then(pricing::usage_cost)
+                .map(|c| c.0)
+        });
+        let cost = reported_cost.or_else(|| {
+            pricing::price_for(self.model, self.config)
+                .map(|p| pricing::cost(p, prompt.unwrap_or(0), completion.unwrap_or(0)).0)
+        });
+        if let Some(admission) = admission {
+            admission.count_tokens(total.unwrap_or(0));
+        }
+        CallResult {
+            status: CallStatus::Succeeded,
+            model_used: Some(self.model),
+            response_content: Some(&scan.content),
+            finish_reason: scan.finish_reason.as_deref(),
+            response: None,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: total,
+            cost_micro_usd: cost,
+            latency_ms,
+            error: None,
+        }
+    }
 }
 
 /// The result of a call no model served.
