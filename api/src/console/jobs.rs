@@ -20,8 +20,8 @@ use crate::console::tenants::pushed;
 use crate::console::view::{self, Notice, Page};
 use crate::error::ApiError;
 use crate::job_access::visible_job;
-use crate::routes::usage_period;
 use crate::state::AppState;
+use crate::usage_period;
 
 const PAGE: i64 = 50;
 const CALLS_PAGE: i64 = 50;

@@ -14,8 +14,8 @@ use crate::console::chart::{self, Bar};
 use crate::console::session::Session;
 use crate::console::view::{self, Page};
 use crate::error::ApiError;
-use crate::routes::usage_period;
 use crate::state::AppState;
+use crate::usage_period;
 
 /// Longest range a usage page covers.
 const MAX_DAYS: i64 = 366;

@@ -17,10 +17,10 @@ mod openai_embeddings;
 pub(crate) mod openai_files;
 mod organizations;
 mod team_lifecycle;
+mod team_limits;
 mod team_settings;
 mod teams;
 mod usage;
-pub(crate) mod usage_period;
 pub(crate) mod validate;
 mod webhooks;
 
@@ -38,6 +38,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(organizations::router())
         .merge(model_groups::router())
         .merge(teams::router())
+        .merge(team_limits::router())
         .merge(team_lifecycle::router())
         .merge(team_settings::router())
         .merge(credits::router())
