@@ -211,11 +211,13 @@ pub async fn csv(
     }
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
+    view::set_headers(
+        headers,
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let name = format!(
         "attachment; filename=\"usage-{}-{}.csv\"",
         scope.from, scope.to
