@@ -16,7 +16,8 @@ use crate::lookup::group_not_found;
 /// Most models one group may hold.
 pub const MAX_MODELS_PER_GROUP: usize = 50;
 
-/// One model of a group's list, as a request gives it.
+// One model of a group's list, as a request gives it. (A plain comment: a doc comment would
+// become the schema's description in the OpenAPI document.)
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelInput {
