@@ -4,15 +4,14 @@
 use axum::extract::{Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use maud::html;
-use saasllm_shared::db::listings;
+use maud::{Markup, html};
+use saasllm_shared::db::listings::{self, DeliveryListing};
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::console::dispatch::segment;
 use crate::console::session::Session;
-use crate::console::tenants::{admin_only, text};
-use crate::console::view::{self, Page};
+use crate::console::view::{self, Page, admin_only, text};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -81,10 +80,25 @@ pub async fn list(
             label { "Team" input name="team_id" value=[team]; }
             button type="submit" { "Filter" }
         }
+        (deliveries_table(&rows))
+        @if let Some(next) = next { p.pager { a href={ "/console/webhooks?" (next) } { "Older →" } } }
+    };
+    Page {
+        session: &session,
+        title: "Webhook deliveries".into(),
+        section: "webhooks",
+        notice: None,
+    }
+    .render(content)
+}
+
+/// A page of deliveries, each with its attempts.
+fn deliveries_table(rows: &[DeliveryListing]) -> Markup {
+    html! {
         div.table-wrap { table {
             thead { tr { th { "Created" } th { "Team" } th { "Job" } th { "Event" } th { "URL" } th { "Status" } th { "Attempts" } } }
             tbody {
-                @for d in &rows {
+                @for d in rows {
                     tr {
                         td { (view::time(d.created_at)) }
                         td { a href={ "/console/teams/" (segment(&d.team_id)) } { (d.team_id) } }
@@ -108,13 +122,5 @@ pub async fn list(
                 @if rows.is_empty() { tr { td colspan="7" .muted { "No webhook deliveries." } } }
             }
         } }
-        @if let Some(next) = next { p.pager { a href={ "/console/webhooks?" (next) } { "Older →" } } }
-    };
-    Page {
-        session: &session,
-        title: "Webhook deliveries".into(),
-        section: "webhooks",
-        notice: None,
     }
-    .render(content)
 }

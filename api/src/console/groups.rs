@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::tenants::{admin_only, pushed};
-use crate::console::view::{self, Notice, Page};
+use crate::console::view::{self, Notice, Page, admin_only, pushed};
 use crate::error::ApiError;
+use crate::lookup;
 use crate::state::AppState;
 
 /// `GET /console/model-groups`
@@ -157,14 +157,9 @@ async fn render_group(
     if let Some(page) = admin_only(session) {
         return page;
     }
-    let group = match db::model_groups::find_by_name(&state.db, group_name).await {
-        Ok(Some(group)) => group,
-        Ok(None) => {
-            return view::error_page(&ApiError::NotFound(format!(
-                "Model group '{group_name}' not found"
-            )));
-        }
-        Err(error) => return view::error_page(&error.into()),
+    let group = match lookup::model_group(&state.db, group_name).await {
+        Ok(group) => group,
+        Err(error) => return view::error_page(&error),
     };
     let ids = [group.model_group_id];
     let (models, holders) = match tokio::try_join!(

@@ -7,21 +7,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
-use maud::html;
+use maud::{Markup, html};
 use saasllm_shared::db;
-use saasllm_shared::db::listings::{self, JobFilter};
+use saasllm_shared::db::calls::CallRow;
+use saasllm_shared::db::listings::{self, AttemptRow, JobFilter, JobListing};
 use saasllm_shared::domain::status::JobStatus;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::tenants::pushed;
-use crate::console::view::{self, Notice, Page};
+use crate::console::view::{self, Notice, Page, pushed};
 use crate::error::ApiError;
 use crate::job_access::visible_job;
-use crate::routes::usage_period;
 use crate::state::AppState;
+use crate::usage_period;
 
 const PAGE: i64 = 50;
 const CALLS_PAGE: i64 = 50;
@@ -103,23 +103,7 @@ pub async fn list(
     let next = (jobs.len() as i64 == PAGE)
         .then(|| jobs.last())
         .flatten()
-        .map(|last| {
-            let mut next = url::form_urlencoded::Serializer::new(String::new());
-            for (name, value) in [
-                ("team_id", &query.team_id),
-                ("status", &query.status),
-                ("job_type", &query.job_type),
-                ("from", &query.from),
-                ("to", &query.to),
-            ] {
-                if let Some(value) = value {
-                    next.append_pair(name, value);
-                }
-            }
-            let cursor = format!("{}_{}", last.job.created_at.to_rfc3339(), last.job.job_id);
-            next.append_pair("before", &cursor);
-            next.finish()
-        });
+        .map(|last| next_page(&query, last));
     let content = html! {
         form.filters method="get" action="/console/jobs" hx-get="/console/jobs" hx-target="main" hx-select="main" hx-push-url="true" {
             @if session.is_admin() {
@@ -166,6 +150,25 @@ pub async fn list(
         notice: None,
     }
     .render(content)
+}
+
+/// The query of the next (older) page of the list: the same filters, before `last`.
+fn next_page(query: &ListQuery, last: &JobListing) -> String {
+    let mut next = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in [
+        ("team_id", &query.team_id),
+        ("status", &query.status),
+        ("job_type", &query.job_type),
+        ("from", &query.from),
+        ("to", &query.to),
+    ] {
+        if let Some(value) = value {
+            next.append_pair(name, value);
+        }
+    }
+    let cursor = format!("{}_{}", last.job.created_at.to_rfc3339(), last.job.job_id);
+    next.append_pair("before", &cursor);
+    next.finish()
 }
 
 #[derive(Deserialize)]
@@ -227,11 +230,31 @@ async fn render(
             }
         }
         h2 { "Calls" }
+        (calls_table(&calls, &attempts))
+        @if calls.len() as i64 == CALLS_PAGE {
+            @if let Some(last) = calls.last() {
+                p.pager { a href={ "/console/jobs/" (job.job_id) "?after=" (last.call_id) } { "More calls →" } }
+            }
+        }
+    };
+    let response = Page {
+        session,
+        title: format!("Job {}", job.job_id),
+        section: "jobs",
+        notice,
+    }
+    .render(content);
+    pushed(response, &format!("/console/jobs/{}", job.job_id))
+}
+
+/// A page of the job's calls, each with its attempts.
+fn calls_table(calls: &[CallRow], attempts: &[AttemptRow]) -> Markup {
+    html! {
         div.table-wrap { table {
             thead { tr { th { "Call" } th { "Group" } th { "Status" } th { "Attempts (model: outcome)" } th.num { "Tokens" }
                          th.num { "Cost" } th.num { "Latency" } th { "Error" } } }
             tbody {
-                @for call in &calls {
+                @for call in calls {
                     tr {
                         td { span.mono title=(call.call_id) { (call.call_id.to_string()[..8]) "…" } @if let Some(custom) = &call.custom_id { br; span.muted { (custom) } } }
                         td { (call.model_group) }
@@ -254,20 +277,7 @@ async fn render(
                 @if calls.is_empty() { tr { td colspan="8" .muted { "No calls." } } }
             }
         } }
-        @if calls.len() as i64 == CALLS_PAGE {
-            @if let Some(last) = calls.last() {
-                p.pager { a href={ "/console/jobs/" (job.job_id) "?after=" (last.call_id) } { "More calls →" } }
-            }
-        }
-    };
-    let response = Page {
-        session,
-        title: format!("Job {}", job.job_id),
-        section: "jobs",
-        notice,
     }
-    .render(content);
-    pushed(response, &format!("/console/jobs/{}", job.job_id))
 }
 
 /// `POST /console/jobs/{id}/cancel`: `POST /api/jobs/{id}/cancel`.

@@ -13,8 +13,7 @@ use saasllm_shared::db::listings::{self, MinuteActivity};
 use crate::console::chart::{self, Bar};
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::Session;
-use crate::console::tenants::text;
-use crate::console::view::{self, Page};
+use crate::console::view::{self, Page, text};
 use crate::error::ApiError;
 use crate::state::AppState;
 

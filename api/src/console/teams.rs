@@ -12,9 +12,9 @@ use serde_json::{Value, json};
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::tenants::{admin_only, pushed, refused_page, text};
-use crate::console::view::{self, Notice, Page};
+use crate::console::view::{self, Notice, Page, admin_only, pushed, refused_page, text};
 use crate::error::ApiError;
+use crate::lookup;
 use crate::state::AppState;
 
 /// `GET /console/teams/{id}`
@@ -123,54 +123,11 @@ pub async fn act(
     if let Some(page) = admin_only(session) {
         return page;
     }
-    let team = segment(&team_id);
     let idempotency_key = form.text("idempotency_key");
-    let (method, path, body) = match action.as_str() {
-        "add-credits" => {
-            let credits = match form.required("credits").and_then(whole) {
-                Ok(credits) => credits,
-                Err(error) => return render(session, &api, &team_id, Some(refused(error))).await,
-            };
-            let body = json!({"credits_amount": credits, "reason": form.text("reason")});
-            (
-                Method::POST,
-                format!("/api/credits/teams/{team}/add"),
-                Some(body),
-            )
-        }
-        "limits" => {
-            let mut body = serde_json::Map::new();
-            for name in [
-                "max_concurrent_calls",
-                "requests_per_minute",
-                "tokens_per_minute",
-            ] {
-                let value = match form.text(name).map(whole).transpose() {
-                    Ok(value) => value,
-                    Err(error) => {
-                        return render(session, &api, &team_id, Some(refused(error))).await;
-                    }
-                };
-                body.insert(name.to_owned(), json!(value));
-            }
-            let path = format!("/api/teams/{team}/limits");
-            (Method::PUT, path, Some(Value::Object(body)))
-        }
-        "model-groups" => {
-            let groups: Vec<&str> = form
-                .text("model_groups")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .collect();
-            let path = format!("/api/teams/{team}/model-groups");
-            (Method::PUT, path, Some(json!(groups)))
-        }
-        "suspend" | "resume" | "rotate-key" => {
-            (Method::POST, format!("/api/teams/{team}/{action}"), None)
-        }
-        _ => return view::error_page(&ApiError::NotFound("No such action".into())),
+    let (method, path, body) = match action_request(&action, &team_id, &form) {
+        Some(Ok(request)) => request,
+        Some(Err(error)) => return render(session, &api, &team_id, Some(refused(error))).await,
+        None => return view::error_page(&ApiError::NotFound("No such action".into())),
     };
     let answer = api
         .call(session, method, &path, body, idempotency_key)
@@ -197,6 +154,65 @@ pub async fn act(
             .await
         }
     }
+}
+
+/// An API request: its method, path and body.
+type ApiRequest = (Method, String, Option<Value>);
+
+/// The API request a team action sends: its method, path and body; `None` for no such action,
+/// an error for a form field that is not a whole number.
+fn action_request(
+    action: &str,
+    team_id: &str,
+    form: &ConsoleForm,
+) -> Option<Result<ApiRequest, ApiError>> {
+    let team = segment(team_id);
+    let request = match action {
+        "add-credits" => {
+            let credits = match form.required("credits").and_then(whole) {
+                Ok(credits) => credits,
+                Err(error) => return Some(Err(error)),
+            };
+            let body = json!({"credits_amount": credits, "reason": form.text("reason")});
+            (
+                Method::POST,
+                format!("/api/credits/teams/{team}/add"),
+                Some(body),
+            )
+        }
+        "limits" => {
+            let mut body = serde_json::Map::new();
+            for name in [
+                "max_concurrent_calls",
+                "requests_per_minute",
+                "tokens_per_minute",
+            ] {
+                let value = match form.text(name).map(whole).transpose() {
+                    Ok(value) => value,
+                    Err(error) => return Some(Err(error)),
+                };
+                body.insert(name.to_owned(), json!(value));
+            }
+            let path = format!("/api/teams/{team}/limits");
+            (Method::PUT, path, Some(Value::Object(body)))
+        }
+        "model-groups" => {
+            let groups: Vec<&str> = form
+                .text("model_groups")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .collect();
+            let path = format!("/api/teams/{team}/model-groups");
+            (Method::PUT, path, Some(json!(groups)))
+        }
+        "suspend" | "resume" | "rotate-key" => {
+            (Method::POST, format!("/api/teams/{team}/{action}"), None)
+        }
+        _ => return None,
+    };
+    Some(Ok(request))
 }
 
 fn whole(text: &str) -> Result<i64, ApiError> {
@@ -253,12 +269,10 @@ pub async fn ledger(
         return page;
     }
     let offset = query.offset.unwrap_or(0).clamp(0, 10_000_000);
-    let rows = match db::teams::find(&state.db, &team_id).await {
-        Ok(Some(_)) => db::credits::list_transactions(&state.db, &team_id, 100, offset).await,
-        Ok(None) => return view::error_page(&crate::auth::team_not_found(&team_id)),
-        Err(error) => Err(error),
-    };
-    let rows = match rows {
+    if let Err(error) = lookup::team(&state.db, &team_id).await {
+        return view::error_page(&error);
+    }
+    let rows = match db::credits::list_transactions(&state.db, &team_id, 100, offset).await {
         Ok(rows) => rows,
         Err(error) => return view::error_page(&error.into()),
     };

@@ -1,17 +1,17 @@
 //! Organizations and the teams list (admin): browse, and create through the API.
 
+use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
 use axum::response::Response;
-use axum::{Extension, http::HeaderValue};
 use maud::{Markup, html};
 use saasllm_shared::db::listings;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::view::{self, Notice, Page};
+use crate::console::view::{self, Notice, Page, admin_only, pushed, refused_page, text};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -21,12 +21,6 @@ const PAGE: i64 = 50;
 pub struct After {
     after: Option<String>,
     organization_id: Option<String>,
-}
-
-/// Only the admin manages tenants: for a team, the same 404 page as for a page that is not
-/// there (`Some`), for the admin nothing.
-pub fn admin_only(session: &Session) -> Option<Response> {
-    (!session.is_admin()).then(|| view::error_page(&ApiError::NotFound("No such page".into())))
 }
 
 /// `GET /console/organizations`
@@ -122,14 +116,6 @@ pub async fn create_organization(
     pushed(response, "/console/organizations")
 }
 
-/// Tells htmx which address the rendered page belongs to (an action's answer is its page).
-pub fn pushed(mut response: Response, url: &str) -> Response {
-    if let Ok(value) = HeaderValue::from_str(url) {
-        response.headers_mut().insert("hx-push-url", value);
-    }
-    response
-}
-
 /// `GET /console/organizations/{id}`: the organization, its teams, and a form for a new team.
 pub async fn organization(
     session: Session,
@@ -163,28 +149,6 @@ pub async fn organization(
         notice: None,
     }
     .render(content)
-}
-
-/// A JSON value as text (strings without quotes, null as a dash).
-pub fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.clone(),
-        Value::Null => "–".to_owned(),
-        other => other.to_string(),
-    }
-}
-
-/// A refusal of the API as an error page with the same status.
-pub fn refused_page(refusal: &crate::console::dispatch::Refusal) -> Response {
-    let error = match refusal.status {
-        404 => ApiError::NotFound(refusal.detail.clone()),
-        403 => ApiError::Forbidden(refusal.detail.clone()),
-        401 => ApiError::Unauthorized(refusal.detail.clone()),
-        409 => ApiError::Conflict(refusal.detail.clone()),
-        status if status >= 500 => ApiError::Unavailable(refusal.detail.clone()),
-        _ => ApiError::BadRequest(refusal.detail.clone()),
-    };
-    view::error_page(&error)
 }
 
 fn new_team_form(session: &Session, organization_id: Option<&str>) -> Markup {

@@ -14,8 +14,8 @@ use crate::console::chart::{self, Bar};
 use crate::console::session::Session;
 use crate::console::view::{self, Page};
 use crate::error::ApiError;
-use crate::routes::usage_period;
 use crate::state::AppState;
+use crate::usage_period;
 
 /// Longest range a usage page covers.
 const MAX_DAYS: i64 = 366;
@@ -211,11 +211,13 @@ pub async fn csv(
     }
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/csv; charset=utf-8"),
+    view::set_headers(
+        headers,
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
     );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let name = format!(
         "attachment; filename=\"usage-{}-{}.csv\"",
         scope.from, scope.to

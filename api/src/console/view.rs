@@ -2,10 +2,11 @@
 //! CSRF token, numbers, money and times. Pages are plain HTML that reads without JavaScript;
 //! htmx (vendored) only makes links and forms swap the page body instead of reloading.
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::console::session::Session;
@@ -109,31 +110,34 @@ fn head(title: &str) -> Markup {
 /// A page as a response, with the console's security headers.
 pub fn html_response(status: StatusCode, markup: Markup) -> Response {
     let mut response = (status, markup.into_string()).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    // Not `no-referrer`: with it Chromium sends `Origin: null` on the console's own form posts,
-    // which the origin check must refuse.
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("same-origin"),
+    set_headers(
+        response.headers_mut(),
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+                 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // Not `no-referrer`: with it Chromium sends `Origin: null` on the console's own form
+            // posts, which the origin check must refuse.
+            (header::REFERRER_POLICY, "same-origin"),
+        ],
     );
     response
+}
+
+/// Sets fixed response headers.
+pub fn set_headers<const N: usize>(
+    headers: &mut HeaderMap,
+    pairs: [(HeaderName, &'static str); N],
+) {
+    for (name, value) in pairs {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
 }
 
 /// The sign-in page, with why the last attempt or session ended, if it did.
@@ -268,6 +272,42 @@ pub fn or_dash<T: ToString>(value: Option<T>) -> String {
 /// Raw markup for the few places that build their own (the SVG charts).
 pub fn raw(text: String) -> PreEscaped<String> {
     PreEscaped(text)
+}
+
+/// Only the admin manages tenants: for a team, the same 404 page as for a page that is not
+/// there (`Some`), for the admin nothing.
+pub fn admin_only(session: &Session) -> Option<Response> {
+    (!session.is_admin()).then(|| error_page(&ApiError::NotFound("No such page".into())))
+}
+
+/// Tells htmx which address the rendered page belongs to (an action's answer is its page).
+pub fn pushed(mut response: Response, url: &str) -> Response {
+    if let Ok(value) = HeaderValue::from_str(url) {
+        response.headers_mut().insert("hx-push-url", value);
+    }
+    response
+}
+
+/// A JSON value as text (strings without quotes, null as a dash).
+pub fn text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "–".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// A refusal of the API as an error page with the same status.
+pub fn refused_page(refusal: &crate::console::dispatch::Refusal) -> Response {
+    let error = match refusal.status {
+        404 => ApiError::NotFound(refusal.detail.clone()),
+        403 => ApiError::Forbidden(refusal.detail.clone()),
+        401 => ApiError::Unauthorized(refusal.detail.clone()),
+        409 => ApiError::Conflict(refusal.detail.clone()),
+        status if status >= 500 => ApiError::Unavailable(refusal.detail.clone()),
+        _ => ApiError::BadRequest(refusal.detail.clone()),
+    };
+    error_page(&error)
 }
 
 #[cfg(test)]

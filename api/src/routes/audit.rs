@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::Query;
+use crate::paging;
 use crate::state::AppState;
 use crate::validate::{self, CursorScope};
 
@@ -126,17 +127,10 @@ async fn audit_log(
         query.until.clone(),
     ];
     let scope = CursorScope::new("audit", sent.iter().map(Option::as_deref).collect());
-    let position = query.cursor.as_deref().map(|c| scope.open(c)).transpose()?;
+    let position = paging::opened(&scope, query.cursor.as_deref())?;
     let filter = filter(query, position.as_deref())?;
-    let mut rows = db::audit::list(&state.db, &filter, limit + 1).await?;
-    let next_cursor = match rows.len() as i64 > limit {
-        true => {
-            rows.truncate(limit as usize);
-            rows.last()
-                .map(|row| scope.seal(&Cursor::after(row).encode()))
-        }
-        false => None,
-    };
+    let rows = db::audit::list(&state.db, &filter, limit + 1).await?;
+    let (rows, next_cursor) = paging::page(rows, limit, &scope, |row| Cursor::after(row).encode());
     Ok(JsonResponse(AuditPage {
         entries: rows.into_iter().map(AuditEntry::from).collect(),
         next_cursor,

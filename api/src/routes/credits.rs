@@ -13,9 +13,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::{AdminAuth, Caller, team_not_found};
+use crate::credits_view::{BALANCE_WRITE_WAIT, CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query, RawBody, parse_json_object};
-use crate::routes::teams::{CreditsView, MAX_CREDITS_PER_REQUEST};
+use crate::lookup;
 use crate::state::AppState;
 use crate::validate;
 
@@ -40,9 +41,6 @@ struct BalanceResponse {
     budget_reserved_usd: Usd,
 }
 
-/// Longest a balance read waits for this process's queued spend to be written.
-const BALANCE_WRITE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
 /// The team's credits, and its USD budget and spend on the OpenAI-compatible path.
 #[utoipa::path(
     get,
@@ -58,12 +56,8 @@ async fn balance(
     Path(team_id): Path<String>,
 ) -> Result<JsonResponse<BalanceResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
-    // Spend this process admitted is written in batches after each response: wait for what is
-    // queued, so a balance read right after a response includes it.
     state.budgets.written(BALANCE_WRITE_WAIT).await;
-    let balance = db::credits::find_balance(&state.db, &team_id)
-        .await?
-        .ok_or_else(|| team_not_found(&team_id))?;
+    let balance = lookup::balance(&state.db, &team_id).await?;
     let budget = MicroUsd(
         balance
             .credits_allocated
@@ -264,9 +258,7 @@ async fn check(
             "credits_required must be between 1 and {MAX_CREDITS_PER_REQUEST}"
         )));
     }
-    let balance = db::credits::find_balance(&state.db, &team_id)
-        .await?
-        .ok_or_else(|| team_not_found(&team_id))?;
+    let balance = lookup::balance(&state.db, &team_id).await?;
     Ok(JsonResponse(CheckResponse {
         team_id,
         available: balance.available() >= request.credits_required,
@@ -313,9 +305,7 @@ async fn transactions(
 ) -> Result<JsonResponse<TransactionsResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
     let (limit, offset) = validate::page(page.limit, page.offset, 50)?;
-    if db::teams::find(&state.db, &team_id).await?.is_none() {
-        return Err(team_not_found(&team_id));
-    }
+    lookup::team(&state.db, &team_id).await?;
     let (rows, total) = tokio::try_join!(
         db::credits::list_transactions(&state.db, &team_id, limit, offset),
         db::credits::count_transactions(&state.db, &team_id),

@@ -16,9 +16,10 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AdminAuth;
+use crate::credits_view::CreditsView;
 use crate::error::ApiError;
 use crate::extract::Query;
-use crate::routes::teams::CreditsView;
+use crate::paging::{opened, page};
 use crate::state::AppState;
 use crate::validate::{self, CursorScope};
 
@@ -29,26 +30,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs))
 }
 
-/// The page of `limit` rows out of `rows` (fetched `limit + 1`), and the cursor of the next page
-/// when the extra row shows there is one.
-fn page<T>(
-    mut rows: Vec<T>,
-    limit: i64,
-    scope: &CursorScope<'_>,
-    position: impl Fn(&T) -> String,
-) -> (Vec<T>, Option<String>) {
-    let more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next = more
-        .then(|| rows.last())
-        .flatten()
-        .map(|last| scope.seal(&position(last)));
-    (rows, next)
-}
-
-/// The position a `cursor` of `scope` carries, if one was given.
-fn opened(scope: &CursorScope<'_>, cursor: Option<&str>) -> Result<Option<String>, ApiError> {
-    cursor.map(|c| scope.open(c)).transpose()
+/// The `name_prefix` filter, checked, if one was given.
+fn name_prefix(value: Option<&str>) -> Result<Option<&str>, ApiError> {
+    value.map(validate::name_prefix).transpose()
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -112,11 +96,7 @@ async fn organizations(
     Query(query): Query<OrganizationsQuery>,
 ) -> Result<JsonResponse<OrganizationsPage>, ApiError> {
     let limit = validate::page_limit(query.limit)?;
-    let name_prefix = query
-        .name_prefix
-        .as_deref()
-        .map(validate::name_prefix)
-        .transpose()?;
+    let name_prefix = name_prefix(query.name_prefix.as_deref())?;
     let scope = CursorScope::new("organizations", vec![name_prefix]);
     let filter = OrganizationFilter {
         name_prefix: name_prefix.map(str::to_owned),
@@ -209,11 +189,7 @@ async fn teams(
     if let Some(organization_id) = &query.organization_id {
         validate::identifier("organization_id", organization_id)?;
     }
-    let name_prefix = query
-        .name_prefix
-        .as_deref()
-        .map(validate::name_prefix)
-        .transpose()?;
+    let name_prefix = name_prefix(query.name_prefix.as_deref())?;
     let status = query.status.map(|status| match status {
         TeamStatus::Active => "active",
         TeamStatus::Suspended => "suspended",

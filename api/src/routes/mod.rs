@@ -16,10 +16,10 @@ mod openai_embeddings;
 pub(crate) mod openai_files;
 mod organizations;
 mod team_lifecycle;
+mod team_limits;
 mod team_settings;
 mod teams;
 mod usage;
-pub(crate) mod usage_period;
 mod webhooks;
 
 use axum::Router;
@@ -36,6 +36,7 @@ pub fn router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(organizations::router())
         .merge(model_groups::router())
         .merge(teams::router())
+        .merge(team_limits::router())
         .merge(team_lifecycle::router())
         .merge(team_settings::router())
         .merge(credits::router())

@@ -1,26 +1,27 @@
 //! Model groups: named, priority-ordered model lists with fallback. Admin manages them; a team key
 //! sees only the groups granted to its team.
 
-use std::collections::HashSet;
-
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
-use chrono::{DateTime, Utc};
 use saasllm_shared::db;
-use saasllm_shared::db::model_groups::{ModelEntryRow, ModelGroupRow, NewModelEntry};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{AdminAuth, Caller, team_not_found};
+use crate::auth::{AdminAuth, Caller};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
+use crate::lookup::{self, group_not_found};
+use crate::model_group_input::validate_models;
 use crate::state::AppState;
 use crate::validate;
 
-/// Most models one group may hold.
-const MAX_MODELS_PER_GROUP: usize = 50;
+mod bodies;
+
+use bodies::{
+    CreateModelGroup, GroupDeleted, GroupModels, ModelGroupResponse, ModelList, ReplaceModels,
+};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -29,163 +30,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(show, delete))
         .routes(routes!(models, replace_models))
         .routes(routes!(resolve))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ModelInput {
-    /// 1 to 200 characters, not counting surrounding blanks.
-    #[schema(max_length = 200, pattern = "\\S")]
-    model_name: String,
-    /// 0 is tried first; defaults to the position in the list. Unique within the group.
-    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
-    #[schema(minimum = 0, maximum = 10_000)]
-    priority: Option<i32>,
-    #[schema(value_type = Option<Object>)]
-    config: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateModelGroup {
-    #[schema(min_length = 1, max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
-    group_name: String,
-    display_name: Option<String>,
-    description: Option<String>,
-    /// Model names and priorities unique within the list.
-    #[schema(min_items = 1, max_items = 50)]
-    models: Vec<ModelInput>,
-    #[schema(value_type = Option<Object>)]
-    metadata: Option<serde_json::Value>,
-}
-
-/// A group's models: model names and priorities unique within the list.
-#[derive(Deserialize)]
-struct ModelList(Vec<ModelInput>);
-
-// By hand: utoipa's derive takes no item bounds on a newtype, and the bare list needs them.
-impl utoipa::PartialSchema for ModelList {
-    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
-        utoipa::openapi::schema::ArrayBuilder::new()
-            .items(utoipa::openapi::Ref::from_schema_name("ModelInput"))
-            .min_items(Some(1))
-            .max_items(Some(MAX_MODELS_PER_GROUP))
-            .into()
-    }
-}
-
-impl ToSchema for ModelList {}
-
-/// `PUT .../models` takes the bare array, or `{"models": [...]}`.
-#[derive(Deserialize, ToSchema)]
-#[serde(untagged)]
-enum ReplaceModels {
-    List(ModelList),
-    Object {
-        #[schema(min_items = 1, max_items = 50)]
-        models: Vec<ModelInput>,
-    },
-}
-
-#[derive(Serialize, ToSchema)]
-struct ModelGroupResponse {
-    model_group_id: uuid::Uuid,
-    group_name: String,
-    display_name: Option<String>,
-    description: Option<String>,
-    status: String,
-    models: Vec<ModelResponse>,
-    metadata: serde_json::Value,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct ModelResponse {
-    model_name: String,
-    priority: i32,
-    config: serde_json::Value,
-}
-
-impl ModelGroupResponse {
-    fn new(group: ModelGroupRow, models: Vec<ModelEntryRow>) -> Self {
-        Self {
-            models: models
-                .into_iter()
-                .filter(|m| m.model_group_id == group.model_group_id)
-                .map(|m| ModelResponse {
-                    model_name: m.model_name,
-                    priority: m.priority,
-                    config: m.config,
-                })
-                .collect(),
-            model_group_id: group.model_group_id,
-            group_name: group.group_name,
-            display_name: group.display_name,
-            description: group.description,
-            status: group.status,
-            metadata: group.metadata,
-            created_at: group.created_at,
-            updated_at: group.updated_at,
-        }
-    }
-}
-
-/// Checks a model list and assigns list positions to models given without a priority.
-fn validate_models(models: Vec<ModelInput>) -> Result<Vec<NewModelEntry>, ApiError> {
-    if models.is_empty() {
-        return Err(ApiError::BadRequest(
-            "models must list at least one model".into(),
-        ));
-    }
-    if models.len() > MAX_MODELS_PER_GROUP {
-        return Err(ApiError::BadRequest(format!(
-            "models may list at most {MAX_MODELS_PER_GROUP} models"
-        )));
-    }
-    let mut names = HashSet::new();
-    let mut priorities = HashSet::new();
-    let mut entries = Vec::with_capacity(models.len());
-    for (index, model) in models.into_iter().enumerate() {
-        let model_name = model.model_name.trim().to_owned();
-        if model_name.is_empty() || model_name.chars().count() > 200 {
-            return Err(ApiError::BadRequest(
-                "model_name must be between 1 and 200 characters".into(),
-            ));
-        }
-        let priority = model.priority.unwrap_or(index as i32);
-        if !(0..=10_000).contains(&priority) {
-            return Err(ApiError::BadRequest(format!(
-                "priority of '{model_name}' must be between 0 and 10000"
-            )));
-        }
-        if !names.insert(model_name.clone()) {
-            return Err(ApiError::BadRequest(format!(
-                "model '{model_name}' is listed twice"
-            )));
-        }
-        if !priorities.insert(priority) {
-            return Err(ApiError::BadRequest(format!(
-                "priority {priority} is used twice"
-            )));
-        }
-        let config = match model.config {
-            None | Some(serde_json::Value::Null) => serde_json::json!({}),
-            Some(object @ serde_json::Value::Object(_)) => object,
-            Some(_) => {
-                return Err(ApiError::BadRequest(format!(
-                    "config of '{model_name}' must be a JSON object"
-                )));
-            }
-        };
-        entries.push(NewModelEntry {
-            model_name,
-            priority,
-            config,
-        });
-    }
-    entries.sort_by_key(|m| m.priority);
-    Ok(entries)
 }
 
 /// Creates a model group (admin).
@@ -274,23 +118,6 @@ async fn list(
     ))
 }
 
-/// The group with this name, if the caller may see it (admin: any; team: granted ones).
-async fn visible_group(
-    state: &AppState,
-    caller: &Caller,
-    group_name: &str,
-) -> Result<ModelGroupRow, ApiError> {
-    let group = db::model_groups::find_by_name(&state.db, group_name)
-        .await?
-        .ok_or_else(|| group_not_found(group_name))?;
-    if let Some(team_id) = caller.team_id()
-        && !db::model_groups::team_has_access(&state.db, team_id, group.model_group_id).await?
-    {
-        return Err(group_not_found(group_name));
-    }
-    Ok(group)
-}
-
 /// A model group (a team sees only the groups granted to it).
 #[utoipa::path(
     get,
@@ -305,15 +132,9 @@ async fn show(
     State(state): State<AppState>,
     Path(group_name): Path<String>,
 ) -> Result<JsonResponse<ModelGroupResponse>, ApiError> {
-    let group = visible_group(&state, &caller, &group_name).await?;
+    let group = lookup::visible_model_group(&state.db, &caller, &group_name).await?;
     let models = db::model_groups::models_of(&state.db, &[group.model_group_id]).await?;
     Ok(JsonResponse(ModelGroupResponse::new(group, models)))
-}
-
-#[derive(Serialize, ToSchema)]
-struct GroupModels {
-    group_name: String,
-    models: Vec<ModelResponse>,
 }
 
 /// A model group's models in priority order.
@@ -330,7 +151,7 @@ async fn models(
     State(state): State<AppState>,
     Path(group_name): Path<String>,
 ) -> Result<JsonResponse<GroupModels>, ApiError> {
-    let group = visible_group(&state, &caller, &group_name).await?;
+    let group = lookup::visible_model_group(&state.db, &caller, &group_name).await?;
     let models = db::model_groups::models_of(&state.db, &[group.model_group_id]).await?;
     let response = ModelGroupResponse::new(group, models);
     Ok(JsonResponse(GroupModels {
@@ -362,15 +183,11 @@ async fn replace_models(
         }
     };
     let mut tx = state.db.begin().await?;
-    let group = db::model_groups::lock_by_name(&mut tx, &group_name)
-        .await?
-        .ok_or_else(|| group_not_found(&group_name))?;
+    let group = lookup::lock_model_group(&mut tx, &group_name).await?;
     let before = db::model_groups::models_of(&mut *tx, &[group.model_group_id]).await?;
     let before = ModelGroupResponse::new(group.clone(), before).models;
     let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
-    let group = db::model_groups::find_by_name(&mut *tx, &group_name)
-        .await?
-        .ok_or_else(|| group_not_found(&group_name))?;
+    let group = lookup::model_group(&mut *tx, &group_name).await?;
     let response = ModelGroupResponse::new(group, models);
     admin
         .record(
@@ -383,12 +200,6 @@ async fn replace_models(
         .await?;
     tx.commit().await?;
     Ok(JsonResponse(response))
-}
-
-#[derive(Serialize, ToSchema)]
-struct GroupDeleted {
-    group_name: String,
-    message: String,
 }
 
 /// Deletes a model group no team is granted (admin).
@@ -411,9 +222,7 @@ async fn delete(
 ) -> Result<JsonResponse<GroupDeleted>, ApiError> {
     let mut tx = state.db.begin().await?;
     // Locked: a grant made now waits for this delete (and then finds no group).
-    let group = db::model_groups::lock_by_name(&mut tx, &group_name)
-        .await?
-        .ok_or_else(|| group_not_found(&group_name))?;
+    let group = lookup::lock_model_group(&mut tx, &group_name).await?;
     let in_use = |teams: Vec<String>| {
         ApiError::Conflict(format!(
             "Model group '{group_name}' is assigned to team(s) {}; remove it from them first",
@@ -497,12 +306,10 @@ async fn resolve(
         }
     };
     caller.ensure_acts_for_team(&team_id)?;
-    if matches!(caller, Caller::Admin(_)) && db::teams::find(&state.db, &team_id).await?.is_none() {
-        return Err(team_not_found(&team_id));
+    if matches!(caller, Caller::Admin(_)) {
+        lookup::team(&state.db, &team_id).await?;
     }
-    let group = db::model_groups::find_by_name(&state.db, &group_name)
-        .await?
-        .ok_or_else(|| group_not_found(&group_name))?;
+    let group = lookup::model_group(&state.db, &group_name).await?;
     if !db::model_groups::team_has_access(&state.db, &team_id, group.model_group_id).await? {
         return Ok(JsonResponse(ResolveResponse {
             group_name,
@@ -526,8 +333,4 @@ async fn resolve(
         team_has_access: true,
         error: None,
     }))
-}
-
-fn group_not_found(group_name: &str) -> ApiError {
-    ApiError::NotFound(format!("Model group '{group_name}' not found"))
 }

@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::lookup;
 use crate::state::AppState;
 use crate::validate;
 
@@ -121,9 +122,7 @@ async fn show(
     State(state): State<AppState>,
     Path(organization_id): Path<String>,
 ) -> Result<JsonResponse<OrganizationResponse>, ApiError> {
-    let row = db::organizations::find(&state.db, &organization_id)
-        .await?
-        .ok_or_else(|| organization_not_found(&organization_id))?;
+    let row = lookup::organization(&state.db, &organization_id).await?;
     Ok(JsonResponse(row.into()))
 }
 
@@ -159,9 +158,7 @@ async fn teams(
     State(state): State<AppState>,
     Path(organization_id): Path<String>,
 ) -> Result<JsonResponse<OrganizationTeams>, ApiError> {
-    db::organizations::find(&state.db, &organization_id)
-        .await?
-        .ok_or_else(|| organization_not_found(&organization_id))?;
+    lookup::organization(&state.db, &organization_id).await?;
     let rows = db::teams::list_by_organization(&state.db, &organization_id).await?;
     let mut teams = Vec::with_capacity(rows.len());
     for row in rows {
@@ -182,8 +179,4 @@ async fn teams(
         team_count: teams.len(),
         teams,
     }))
-}
-
-fn organization_not_found(organization_id: &str) -> ApiError {
-    ApiError::NotFound(format!("Organization '{organization_id}' not found"))
 }

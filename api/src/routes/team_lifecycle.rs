@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 use crate::auth::{AdminAuth, team_not_found};
 use crate::error::ApiError;
 use crate::extract::Path;
+use crate::lookup;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -34,12 +35,8 @@ async fn set_status(
         TeamStatus::Suspended => ("suspended", "team.suspend"),
     };
     let mut tx = state.db.begin().await?;
-    if !db::teams::lock(&mut tx, team_id).await? {
-        return Err(team_not_found(team_id));
-    }
-    let mut team = db::teams::find(&mut *tx, team_id)
-        .await?
-        .ok_or_else(|| team_not_found(team_id))?;
+    lookup::lock_team(&mut tx, team_id).await?;
+    let mut team = lookup::team(&mut *tx, team_id).await?;
     if team.status != status {
         let before = json!({"status": team.status});
         team = db::teams::set_status(&mut *tx, team_id, status)
@@ -117,9 +114,7 @@ async fn rotate_key(
     Path(team_id): Path<String>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     let mut tx = state.db.begin().await?;
-    if !db::teams::lock(&mut tx, &team_id).await? {
-        return Err(team_not_found(&team_id));
-    }
+    lookup::lock_team(&mut tx, &team_id).await?;
     let before = db::keys::active_prefix(&mut *tx, &team_id).await?;
     db::keys::revoke_active(&mut tx, &team_id).await?;
     let key = keys::generate();

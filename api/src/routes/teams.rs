@@ -1,11 +1,12 @@
-//! Teams: create (with a virtual key shown once), get, grant model groups, set limits. Suspend,
-//! resume and key rotation are in `team_lifecycle`.
+//! Teams: create (with a virtual key shown once), get, grant model groups. Limits are in
+//! `team_limits`; suspend, resume and key rotation in `team_lifecycle`.
 
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
-use saasllm_shared::db::credits::{BalanceRow, TransactionType};
+use saasllm_shared::db::credits::TransactionType;
+use saasllm_shared::db::teams::TeamRow;
 use saasllm_shared::domain::keys;
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::status::TeamStatus;
@@ -15,24 +16,22 @@ use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
-use crate::auth::{AdminAuth, Caller, team_not_found};
+use crate::auth::{AdminAuth, Caller};
+use crate::credits_view::{BALANCE_WRITE_WAIT, CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
+use crate::lookup;
+use crate::model_group_input::resolve_group_names;
 use crate::routes::team_settings::{self, AlertsView, RefillsView};
 use crate::state::AppState;
 use crate::validate;
-
-/// Largest credit amount accepted in one request.
-pub const MAX_CREDITS_PER_REQUEST: i64 = 1_000_000_000;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create))
         .routes(routes!(show))
         .routes(routes!(assign_model_groups))
-        .routes(routes!(set_limits))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -53,32 +52,6 @@ struct CreateTeam {
     metadata: Option<serde_json::Value>,
 }
 
-/// The credit counters as the guide nests them under `credits`, plus the hold figures.
-#[derive(Serialize, ToSchema)]
-pub struct CreditsView {
-    pub credits_allocated: i64,
-    pub credits_used: i64,
-    pub credits_remaining: i64,
-    pub credits_reserved: i64,
-    pub credits_available: i64,
-    pub credit_limit: Option<i64>,
-    pub auto_refill: bool,
-}
-
-impl From<&BalanceRow> for CreditsView {
-    fn from(b: &BalanceRow) -> Self {
-        Self {
-            credits_allocated: b.credits_allocated,
-            credits_used: b.credits_used,
-            credits_remaining: b.remaining(),
-            credits_reserved: b.credits_reserved,
-            credits_available: b.available(),
-            credit_limit: b.credit_limit,
-            auto_refill: b.auto_refill,
-        }
-    }
-}
-
 #[derive(Serialize, ToSchema)]
 struct CreatedTeam {
     team_id: String,
@@ -96,29 +69,47 @@ struct CreatedTeam {
     message: &'static str,
 }
 
-/// Deduplicates group names (first occurrence wins) and resolves them to ids in that order;
-/// the first unknown name is a 404.
-async fn resolve_group_names(
+/// Inserts the team; an existing team is a 409, a missing organization a 404.
+async fn insert_team(
     conn: &mut PgConnection,
-    names: Vec<String>,
-) -> Result<(Vec<String>, Vec<Uuid>), ApiError> {
-    let mut unique: Vec<String> = Vec::with_capacity(names.len());
-    for name in names {
-        if !unique.contains(&name) {
-            unique.push(name);
-        }
+    team_id: &str,
+    organization_id: &str,
+    team_alias: Option<&str>,
+    metadata: &serde_json::Value,
+) -> Result<TeamRow, ApiError> {
+    db::teams::insert(conn, team_id, organization_id, team_alias, metadata)
+        .await
+        .map_err(|e| {
+            ApiError::from_db(e, |constraint| match constraint {
+                "teams_pkey" => Some(ApiError::Conflict(format!(
+                    "Team '{team_id}' already exists"
+                ))),
+                "teams_organization_fkey" => Some(lookup::organization_not_found(organization_id)),
+                _ => None,
+            })
+        })
+}
+
+/// Allocates a new team's first credits, if any; the credits remaining afterwards.
+async fn allocate_initial_credits(
+    conn: &mut PgConnection,
+    team_id: &str,
+    credits: i64,
+) -> Result<i64, ApiError> {
+    if credits == 0 {
+        return Ok(0);
     }
-    let found = db::model_groups::find_ids_by_names(&mut *conn, &unique).await?;
-    let mut ids = Vec::with_capacity(unique.len());
-    for name in &unique {
-        let id = found
-            .iter()
-            .find(|(_, n)| n == name)
-            .map(|(id, _)| *id)
-            .ok_or_else(|| ApiError::NotFound(format!("Model group '{name}' not found")))?;
-        ids.push(id);
-    }
-    Ok((unique, ids))
+    let (balance, _) = db::credits::allocate(
+        conn,
+        team_id,
+        credits,
+        TransactionType::Allocation,
+        Some("Initial allocation"),
+        &json!({}),
+    )
+    .await?
+    .ok_or_else(|| anyhow::anyhow!("balance row missing right after insert"))?;
+    Ok(balance.remaining())
 }
 
 /// Creates a team with credits and model-group grants (admin). The answer holds the team's
@@ -150,53 +141,20 @@ async fn create(
         )));
     }
     let mut tx = state.db.begin().await?;
-    if db::organizations::find(&mut *tx, &body.organization_id)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound(format!(
-            "Organization '{}' not found",
-            body.organization_id
-        )));
-    }
+    lookup::organization(&mut *tx, &body.organization_id).await?;
     let (group_names, group_ids) = resolve_group_names(&mut tx, body.model_groups).await?;
-    let team = db::teams::insert(
+    let team = insert_team(
         &mut tx,
         &body.team_id,
         &body.organization_id,
         body.team_alias.as_deref(),
         &metadata,
     )
-    .await
-    .map_err(|e| {
-        ApiError::from_db(e, |constraint| match constraint {
-            "teams_pkey" => Some(ApiError::Conflict(format!(
-                "Team '{}' already exists",
-                body.team_id
-            ))),
-            "teams_organization_fkey" => Some(ApiError::NotFound(format!(
-                "Organization '{}' not found",
-                body.organization_id
-            ))),
-            _ => None,
-        })
-    })?;
+    .await?;
     db::teams::replace_model_groups(&mut tx, &team.team_id, &group_ids).await?;
     db::credits::create_balance(&mut tx, &team.team_id).await?;
-    let mut credits_remaining = 0;
-    if body.credits_allocated > 0 {
-        let (balance, _) = db::credits::allocate(
-            &mut tx,
-            &team.team_id,
-            body.credits_allocated,
-            TransactionType::Allocation,
-            Some("Initial allocation"),
-            &json!({}),
-        )
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("balance row missing right after insert"))?;
-        credits_remaining = balance.remaining();
-    }
+    let credits_remaining =
+        allocate_initial_credits(&mut tx, &team.team_id, body.credits_allocated).await?;
     let key = keys::generate();
     db::keys::insert(&mut tx, &team.team_id, &key).await?;
     let allowed_models = db::teams::allowed_models(&mut *tx, &team.team_id).await?;
@@ -274,16 +232,9 @@ async fn show(
     Path(team_id): Path<String>,
 ) -> Result<JsonResponse<TeamResponse>, ApiError> {
     caller.ensure_can_see_team(&team_id)?;
-    state
-        .budgets
-        .written(std::time::Duration::from_secs(2))
-        .await;
-    let team = db::teams::find(&state.db, &team_id)
-        .await?
-        .ok_or_else(|| team_not_found(&team_id))?;
-    let balance = db::credits::find_balance(&state.db, &team_id)
-        .await?
-        .ok_or_else(|| team_not_found(&team_id))?;
+    state.budgets.written(BALANCE_WRITE_WAIT).await;
+    let team = lookup::team(&state.db, &team_id).await?;
+    let balance = lookup::balance(&state.db, &team_id).await?;
     let (model_groups, allowed_models, key_prefix) = tokio::try_join!(
         db::teams::model_group_names(&state.db, &team_id),
         db::teams::allowed_models(&state.db, &team_id),
@@ -310,83 +261,6 @@ async fn show(
     }))
 }
 
-/// Sets the team's limits (admin): calls running at once, upstream requests per minute and tokens
-/// per minute, each 1 to 1,000,000,000 or null for unlimited. Queued calls over a limit wait for
-/// the dispatcher; synchronous requests over it get 429 with `Retry-After`.
-#[utoipa::path(
-    put,
-    path = "/api/teams/{team_id}/limits",
-    tag = "teams",
-    params(("team_id" = String, Path)),
-    request_body(content = LimitsBody, example = json!({"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null})),
-    responses((status = 200, description = "The limits now in force", body = serde_json::Value,
-        example = json!({"team_id": "team_engineering", "limits": {"max_concurrent_calls": 8, "requests_per_minute": 600, "tokens_per_minute": null}}))),
-    security(("admin_key" = []), ("bearer" = []))
-)]
-#[tracing::instrument(skip_all, fields(team_id = %team_id))]
-async fn set_limits(
-    admin: AdminAuth,
-    State(state): State<AppState>,
-    Path(team_id): Path<String>,
-    Json(body): Json<LimitsBody>,
-) -> Result<JsonResponse<serde_json::Value>, ApiError> {
-    let check = |name: &str, value: Option<i64>| -> Result<Option<i32>, ApiError> {
-        match value {
-            None => Ok(None),
-            Some(n) if (1..=1_000_000_000).contains(&n) => Ok(Some(n as i32)),
-            Some(_) => Err(ApiError::BadRequest(format!(
-                "{name} must be between 1 and 1000000000, or null for unlimited"
-            ))),
-        }
-    };
-    let limits = TeamLimits {
-        max_concurrent_calls: check("max_concurrent_calls", body.max_concurrent_calls)?,
-        requests_per_minute: check("requests_per_minute", body.requests_per_minute)?,
-        tokens_per_minute: check("tokens_per_minute", body.tokens_per_minute)?,
-    };
-    let mut tx = state.db.begin().await?;
-    if !db::teams::lock(&mut tx, &team_id).await? {
-        return Err(team_not_found(&team_id));
-    }
-    let before = db::teams::limits(&mut *tx, &team_id)
-        .await?
-        .ok_or_else(|| team_not_found(&team_id))?;
-    let limits = db::teams::set_limits(&mut *tx, &team_id, &limits)
-        .await?
-        .ok_or_else(|| team_not_found(&team_id))?;
-    admin
-        .record(
-            &mut tx,
-            "team.set_limits",
-            ("team", &team_id),
-            Some(json!(before)),
-            Some(json!(limits)),
-        )
-        .await?;
-    tx.commit().await?;
-    // The dispatcher reads limits from Redis; the reconciler copies them there too, so a Redis
-    // error here only delays the change by one reconciler interval.
-    if let Err(e) = state.queue.set_limits(&[(team_id.clone(), limits)]).await {
-        tracing::warn!(error = %e, "could not copy the new limits to Redis; the reconciler will");
-    }
-    Ok(JsonResponse(json!({"team_id": team_id, "limits": limits})))
-}
-
-/// The body of `PUT /api/teams/{team_id}/limits`; a field left out or null is unlimited.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct LimitsBody {
-    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    max_concurrent_calls: Option<i64>,
-    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    requests_per_minute: Option<i64>,
-    #[serde(default, deserialize_with = "crate::extract::whole_number::optional")]
-    #[schema(minimum = 1, maximum = 1_000_000_000)]
-    tokens_per_minute: Option<i64>,
-}
-
 /// Replaces the team's model-group grants (admin).
 #[utoipa::path(
     put,
@@ -406,9 +280,7 @@ async fn assign_model_groups(
     Json(names): Json<Vec<String>>,
 ) -> Result<JsonResponse<serde_json::Value>, ApiError> {
     let mut tx = state.db.begin().await?;
-    if !db::teams::lock(&mut tx, &team_id).await? {
-        return Err(team_not_found(&team_id));
-    }
+    lookup::lock_team(&mut tx, &team_id).await?;
     let before = db::teams::model_group_names(&mut *tx, &team_id).await?;
     let (group_names, group_ids) = resolve_group_names(&mut tx, names).await?;
     db::teams::replace_model_groups(&mut tx, &team_id, &group_ids).await?;

@@ -7,6 +7,7 @@ use saasllm_shared::db::refills::RefillRow;
 use saasllm_shared::db::team_alerts::AlertRow;
 use saasllm_shared::domain::periods::Period;
 use serde::Serialize;
+use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -103,6 +104,22 @@ impl RefillsView {
             last_budget_reset_at: row.and_then(|r| r.last_budget_reset_at),
         }
     }
+}
+
+/// The audit snapshot of a team's alerts (null when none are stored): the admin's view.
+pub(super) fn alerts_snapshot(row: Option<&AlertRow>) -> Result<Option<Value>, ApiError> {
+    snapshot(row.map(|row| AlertsView::new(Some(row), false)))
+}
+
+/// The audit snapshot of a team's refills (null when none are stored).
+pub(super) fn refills_snapshot(row: Option<&RefillRow>) -> Result<Option<Value>, ApiError> {
+    snapshot(row.map(|row| RefillsView::new(Some(row))))
+}
+
+fn snapshot(view: Option<impl Serialize>) -> Result<Option<Value>, ApiError> {
+    view.map(serde_json::to_value)
+        .transpose()
+        .map_err(|e| anyhow::Error::from(e).into())
 }
 
 /// The alerts and refills shown in a team's info; `origin_only` for a team key.

@@ -30,7 +30,7 @@ fn within_years(name: &str, text: &str, day: NaiveDate) -> Result<NaiveDate, Api
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
-pub(super) struct PeriodQuery {
+pub(crate) struct PeriodQuery {
     /// A calendar month, `YYYY-MM` (UTC), year 2000 to 9999. Required unless `from` and `to`
     /// are given.
     #[param(pattern = "^[2-9][0-9]{3}-(0[1-9]|1[0-2])$")]
@@ -44,12 +44,12 @@ pub(super) struct PeriodQuery {
 }
 
 /// A resolved period: its label, the half-open instant range, and its first and last day.
-pub(super) struct Range {
-    pub(super) label: String,
-    pub(super) start: DateTime<Utc>,
-    pub(super) end: DateTime<Utc>,
-    pub(super) first_day: NaiveDate,
-    pub(super) last_day: NaiveDate,
+pub(crate) struct Range {
+    pub(crate) label: String,
+    pub(crate) start: DateTime<Utc>,
+    pub(crate) end: DateTime<Utc>,
+    pub(crate) first_day: NaiveDate,
+    pub(crate) last_day: NaiveDate,
 }
 
 /// Whether `text` has exactly the shape given, `d` standing for an ASCII digit.
@@ -82,7 +82,7 @@ pub(crate) fn at_midnight(day: NaiveDate) -> DateTime<Utc> {
 }
 
 impl PeriodQuery {
-    pub(super) fn range(&self) -> Result<Range, ApiError> {
+    pub(crate) fn range(&self) -> Result<Range, ApiError> {
         match (&self.period, &self.from, &self.to) {
             (Some(period), None, None) => month(Some(period)),
             (None, Some(from), Some(to)) => days(from, to),
