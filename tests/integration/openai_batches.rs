@@ -220,7 +220,7 @@ async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPoo
 
     // The batch's job, visible in the job API; the fallback is among its attempts.
     let job_id = ended["job_id"].as_str().expect("job id");
-    let job = stack.get_job(&key, &job_id).await;
+    let job = stack.get_job(&key, job_id).await;
     assert_eq!(job["job_type"], "openai_batch");
     assert_eq!(job["status"], "completed");
     let fallbacks: i64 = sqlx::query_scalar(

@@ -144,7 +144,7 @@ async fn cancelling_midway_withdraws_queued_lines_and_charges_nothing_for_them(d
     assert_eq!(cancelled_cost, 0);
     let (spent, reserved, recorded) = spend(&db, "team_cancel").await;
     assert_eq!((spent, reserved), (recorded, 0));
-    let job = stack.get_job(&key, &job_id).await;
+    let job = stack.get_job(&key, job_id).await;
     assert_eq!(job["status"], "cancelled");
 }
 
