@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, count, error_detail, ok_json};
-use crate::helpers::stack::{StackOptions, chat, eventually, spawn_stack, spawn_stack_with};
+use crate::helpers::stack::{chat, eventually, spawn_stack, spawn_stack_without_workers};
 
 fn bulk_body(group: &str, count: usize, prefix: &str) -> Value {
     let calls: Vec<Value> = (0..count)
@@ -68,14 +68,7 @@ async fn ten_thousand_calls_in_one_request_are_paged_back_by_custom_id(db: PgPoo
     .await;
     assert!(finished, "the batch did not finish");
 
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&key, &job_id).await;
     assert_eq!(job["progress"]["total"], 10_000);
     assert_eq!(job["progress"]["succeeded"], 10_000);
     assert_eq!(job["progress"]["queued"], 0);
@@ -139,14 +132,7 @@ async fn ten_thousand_calls_in_one_request_are_paged_back_by_custom_id(db: PgPoo
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_bulk_submission_is_all_or_nothing_and_checked_call_by_call(db: PgPool) {
-    let stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let stack = spawn_stack_without_workers(db.clone()).await;
     let key = stack
         .team("team_bulk_errors", 5, &[("ChatAgent", &["gpt-4o"])])
         .await;
@@ -304,6 +290,15 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
     .await
     .expect("counts");
     assert_eq!(succeeded + cancelled_calls, 100);
+    // Every cancelled id has left the queue (dispatched and dropped by a worker)...
+    let queue = stack.queue();
+    let drained = eventually(Duration::from_secs(20), || async {
+        queue.len().await.expect("queue length") == 0
+    })
+    .await;
+    assert!(drained, "cancelled calls still queued");
+    // ...and an absence check needs time to pass: a cancelled call that a worker ran anyway
+    // would reach the upstream within this window.
     let upstream_before = stack.llm.total_requests();
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
@@ -355,14 +350,7 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
         .send()
         .await;
     error_detail(more, StatusCode::CONFLICT).await;
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&key, &job_id).await;
     assert_eq!(job["status"], "cancelled");
     assert_eq!(job["progress"]["cancelled"], cancelled_calls);
 

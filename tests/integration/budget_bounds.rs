@@ -53,32 +53,10 @@ pub async fn team_with_config(
     models: &[&str],
     config: Value,
 ) -> String {
-    let key = stack.team(team_id, credits, &[]).await;
-    let group = format!("group_{team_id}");
-    let models: Vec<Value> = models
-        .iter()
-        .enumerate()
-        .map(|(i, m)| json!({"model_name": m, "priority": i, "config": config}))
-        .collect();
-    ok_json(
-        stack
-            .app
-            .admin(Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": group, "models": models}))
-            .send()
-            .await,
-    )
-    .await;
-    ok_json(
-        stack
-            .app
-            .admin(Method::PUT, &format!("/api/teams/{team_id}/model-groups"))
-            .json(&json!([group]))
-            .send()
-            .await,
-    )
-    .await;
-    key
+    let models: Vec<(&str, Value)> = models.iter().map(|m| (*m, config.clone())).collect();
+    stack
+        .team_with_models(team_id, credits, &format!("group_{team_id}"), &models)
+        .await
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

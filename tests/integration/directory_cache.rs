@@ -11,7 +11,7 @@ use sqlx::PgPool;
 
 use crate::helpers::app::{TestApp, ok_json};
 use crate::helpers::peer::PeerApi;
-use crate::helpers::stack::spawn_stack;
+use crate::helpers::stack::{eventually, spawn_stack};
 
 /// The bound the product promises for a change to reach every process.
 const PROPAGATION: Duration = Duration::from_secs(1);
@@ -35,19 +35,15 @@ async fn chat_status(app: &TestApp, key: &str, model: &str) -> StatusCode {
 
 /// Polls `check` until it holds; how long that took, or `None` past `PROPAGATION` (plus slack
 /// for a loaded machine, reported so the bound itself is asserted by the caller).
-async fn time_until<F, Fut>(mut check: F) -> Option<Duration>
+async fn time_until<F, Fut>(check: F) -> Option<Duration>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let started = Instant::now();
-    while started.elapsed() < PROPAGATION * 3 {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
+    eventually(PROPAGATION * 3, check)
+        .await
+        .then(|| started.elapsed())
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -51,6 +51,8 @@ async fn complete_racing_cancel_never_answers_200_for_a_cancelled_job(db: PgPool
             .json(&json!({"status": "completed"}))
             .send();
         let cancel = async {
+            // The stagger is the arrangement under test: `complete` exposes no sign that it has
+            // begun waiting for the running call, so `cancel` is held back for a while instead.
             tokio::time::sleep(cancel_delay).await;
             stack
                 .app

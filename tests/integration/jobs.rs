@@ -279,26 +279,12 @@ async fn complete_answers_202_completing_and_the_worker_settles_when_the_call_en
     assert_eq!(extra.status(), StatusCode::CONFLICT);
 
     let settled = eventually(Duration::from_secs(15), || async {
-        let job = ok_json(
-            stack
-                .app
-                .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-                .send()
-                .await,
-        )
-        .await;
+        let job = stack.get_job(&key, &job_id).await;
         job["status"] == "completed"
     })
     .await;
     assert!(settled, "the worker did not settle the job");
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&key, &job_id).await;
     assert_eq!(job["credit_applied"], true);
     assert_eq!(job["costs"]["credits_remaining"], 2);
     assert_ledger_consistent(&db, "team_c").await;
@@ -354,14 +340,7 @@ async fn another_teams_key_gets_404_on_every_job_route(db: PgPool) {
     )
     .await;
     assert!(forbidden.contains("does not match"), "{forbidden}");
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&owner, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&owner, &job_id).await;
     assert_eq!(job["status"], "in_progress");
     assert_eq!(job["progress"]["total"], 1);
 }
@@ -423,14 +402,7 @@ async fn jobs_past_their_ttl_expire_and_release_the_hold(db: PgPool) {
         .expect("age the job");
 
     let expired = eventually(Duration::from_secs(10), || async {
-        let job = ok_json(
-            stack
-                .app
-                .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-                .send()
-                .await,
-        )
-        .await;
+        let job = stack.get_job(&key, &job_id).await;
         job["status"] == "expired"
     })
     .await;

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, ok_json};
-use crate::helpers::stack::{Stack, spawn_stack};
+use crate::helpers::stack::{Stack, poll_for, spawn_stack};
 
 /// Uploads `content` as a batch file; its id.
 pub(super) async fn upload(stack: &Stack, key: &str, content: &str) -> String {
@@ -89,17 +89,20 @@ pub(super) async fn wait_within(
     statuses: &[&str],
     deadline: Duration,
 ) -> Value {
-    let until = tokio::time::Instant::now() + deadline;
-    loop {
+    let reached = poll_for(deadline, || async {
         let batch = get(stack, key, batch_id).await;
-        if statuses.iter().any(|s| batch["status"] == *s) {
-            return batch;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "batch never reached {statuses:?}: {batch}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        statuses
+            .iter()
+            .any(|s| batch["status"] == *s)
+            .then_some(batch)
+    })
+    .await;
+    match reached {
+        Some(batch) => batch,
+        None => panic!(
+            "batch never reached {statuses:?}: {}",
+            get(stack, key, batch_id).await
+        ),
     }
 }
 
@@ -217,14 +220,7 @@ async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPoo
 
     // The batch's job, visible in the job API; the fallback is among its attempts.
     let job_id = ended["job_id"].as_str().expect("job id");
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&key, job_id).await;
     assert_eq!(job["job_type"], "openai_batch");
     assert_eq!(job["status"], "completed");
     let fallbacks: i64 = sqlx::query_scalar(

@@ -18,40 +18,6 @@ pub(super) const MODEL: &str = "text-embedding-3-small";
 /// USD per 1M input tokens of the priced test model: one micro-dollar per token is $1 per 1M.
 pub(super) const MICRO_USD_PER_TOKEN: i64 = 1_000;
 
-/// A team with `credits` and one group `group` of these (model, config) pairs; its key.
-pub(super) async fn team_with_models(
-    stack: &Stack,
-    team_id: &str,
-    credits: i64,
-    group: &str,
-    models: &[(&str, Value)],
-) -> String {
-    let key = stack.team(team_id, credits, &[]).await;
-    let models: Vec<Value> = models
-        .iter()
-        .map(|(name, config)| json!({"model_name": name, "config": config}))
-        .collect();
-    ok_json(
-        stack
-            .app
-            .admin(Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": group, "models": models}))
-            .send()
-            .await,
-    )
-    .await;
-    ok_json(
-        stack
-            .app
-            .admin(Method::PUT, &format!("/api/teams/{team_id}/model-groups"))
-            .json(&json!([group]))
-            .send()
-            .await,
-    )
-    .await;
-    key
-}
-
 /// The config pricing a model's input at [`MICRO_USD_PER_TOKEN`].
 pub(super) fn priced() -> Value {
     json!({"input_cost_per_million": MICRO_USD_PER_TOKEN, "output_cost_per_million": 0})
@@ -126,17 +92,17 @@ pub(super) async fn spend_and_open_reservations(stack: &Stack, team_id: &str) ->
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn passes_embeddings_through_and_records_their_spend(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_e",
-        10,
-        "Embedder",
-        &[
-            ("text-embedding-3-small", priced()),
-            ("cost-2500-embed", json!({})),
-        ],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_e",
+            10,
+            "Embedder",
+            &[
+                ("text-embedding-3-small", priced()),
+                ("cost-2500-embed", json!({})),
+            ],
+        )
+        .await;
     let body = json!({"model": "text-embedding-3-small", "input": ["alpha beta", "gamma"],
                       "encoding_format": "float", "dimensions": 4, "user": "user-7"});
 
@@ -221,14 +187,14 @@ async fn passes_embeddings_through_and_records_their_spend(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn upstream_failures_pass_through_and_release_the_budget(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_f",
-        10,
-        "Failing",
-        &[("fail-500-embed", priced()), ("fail-429-embed", priced())],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_f",
+            10,
+            "Failing",
+            &[("fail-500-embed", priced()), ("fail-429-embed", priced())],
+        )
+        .await;
 
     let failed = embed(&stack, &key, r#"{"model": "fail-500-embed", "input": "x"}"#).await;
     let failed = openai_error(failed, StatusCode::INTERNAL_SERVER_ERROR).await;
@@ -265,14 +231,14 @@ async fn upstream_failures_pass_through_and_release_the_budget(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn an_unreachable_upstream_is_a_502_that_costs_nothing(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_gone",
-        10,
-        "Embedder",
-        &[("text-embedding-3-small", priced())],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_gone",
+            10,
+            "Embedder",
+            &[("text-embedding-3-small", priced())],
+        )
+        .await;
     let app = stack.app;
     stack.llm.shutdown().await.expect("the upstream stops");
 

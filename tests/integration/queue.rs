@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, ok_json};
-use crate::helpers::stack::{StackOptions, chat, eventually, spawn_stack_with};
+use crate::helpers::stack::{chat, eventually, spawn_stack_without_workers};
 
 /// Inserts `count` queued calls for one job straight into PostgreSQL and pushes their ids, as
 /// the API would, but without an HTTP round trip per call.
@@ -35,7 +35,8 @@ async fn queue_calls(
         .fetch_one(&stack.app.db)
         .await
         .expect("team");
-    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
+    stack
+        .queue()
         .push(&team_id, &Default::default(), &ids)
         .await
         .expect("push");
@@ -51,19 +52,13 @@ async fn unfinished(db: &PgPool) -> i64 {
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn two_workers_run_a_thousand_calls_each_exactly_once(db: PgPool) {
-    let mut stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let mut stack = spawn_stack_without_workers(db.clone()).await;
     let key = stack.team("team_q", 5, &[("ChatAgent", &["gpt-4o"])]).await;
     let job_id = stack.create_job(&key, "team_q").await;
     let ids = queue_calls(&stack, &job_id, 1_000).await;
     // Duplicate messages for a tenth of them: the claim must drop the copies.
-    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
+    stack
+        .queue()
         .push("team_q", &Default::default(), &ids[..100])
         .await
         .expect("push duplicates");
@@ -113,14 +108,7 @@ async fn two_workers_run_a_thousand_calls_each_exactly_once(db: PgPool) {
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_backlog_of_twenty_thousand_calls_drains_with_one_worker(db: PgPool) {
-    let mut stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let mut stack = spawn_stack_without_workers(db.clone()).await;
     let key = stack
         .team("team_backlog", 5, &[("ChatAgent", &["gpt-4o"])])
         .await;
@@ -151,14 +139,7 @@ async fn a_backlog_of_twenty_thousand_calls_drains_with_one_worker(db: PgPool) {
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn calls_lost_from_redis_are_found_again_by_the_reconciler(db: PgPool) {
-    let mut stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let mut stack = spawn_stack_without_workers(db.clone()).await;
     let key = stack
         .team("team_lost", 5, &[("ChatAgent", &["gpt-4o"])])
         .await;
@@ -183,14 +164,7 @@ async fn calls_lost_from_redis_are_found_again_by_the_reconciler(db: PgPool) {
 
     assert!(drained, "lost calls were not recovered");
     assert_eq!(stack.llm.total_requests(), 5);
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&key, &job_id).await;
     assert_eq!(job["progress"]["succeeded"], 5);
     stack.stop_workers().await;
 }
@@ -218,14 +192,7 @@ async fn forget_queue(redis: &saasllm_shared::redis_conn::RedisHandle) -> usize 
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn calls_waiting_in_line_are_not_taken_for_lost(db: PgPool) {
-    let mut stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let mut stack = spawn_stack_without_workers(db.clone()).await;
     let key = stack
         .team("team_in_line", 5, &[("ChatAgent", &["gpt-4o"])])
         .await;
@@ -243,7 +210,7 @@ async fn calls_waiting_in_line_are_not_taken_for_lost(db: PgPool) {
     .execute(&db)
     .await
     .expect("age the backlog");
-    let queue = saasllm_shared::queue::CallQueue::new(stack.redis.clone());
+    let queue = stack.queue();
     assert_eq!(
         queue.next_in_line("team_in_line").await.expect("lindex"),
         Some(ids[0])

@@ -8,7 +8,7 @@ use saasllm_shared::queue::CallQueue;
 use saasllm_worker::{ReconcilerSettings, ReconcilerTurn, reconcile_unless_done};
 use sqlx::PgPool;
 
-use crate::helpers::stack::{StackOptions, spawn_stack_with};
+use crate::helpers::stack::spawn_stack_without_workers;
 
 async fn last_started(db: &PgPool) -> chrono::DateTime<chrono::Utc> {
     sqlx::query_scalar("select last_started_at from reconciler_passes")
@@ -19,15 +19,8 @@ async fn last_started(db: &PgPool) -> chrono::DateTime<chrono::Utc> {
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn the_fleet_runs_one_reconciler_pass_at_a_time_and_one_per_interval(db: PgPool) {
-    let stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
-    let queue = CallQueue::new(stack.redis.clone());
+    let stack = spawn_stack_without_workers(db.clone()).await;
+    let queue = stack.queue();
     let settings = ReconcilerSettings {
         interval: Duration::from_secs(60),
         grace: Duration::from_secs(3),

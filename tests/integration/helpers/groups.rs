@@ -12,6 +12,7 @@ use saasllm_shared::group_commit::GroupError;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::helpers::app::spawn_app;
+use crate::helpers::stack::poll_for;
 
 pub type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub type Created = Result<Option<JobRow>, GroupError>;
@@ -72,25 +73,18 @@ pub async fn balance(db: &PgPool, team_id: &str) -> (i64, i64, i64) {
 
 /// Waits until a flush is blocked on the locked balance row, then ends its connection.
 pub async fn kill_the_blocked_flush(db: &PgPool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let pid: i32 = loop {
-        let blocked = sqlx::query_scalar(
+    let pid: i32 = poll_for(Duration::from_secs(10), || async {
+        sqlx::query_scalar(
             "select pid from pg_stat_activity
              where datname = current_database() and wait_event_type = 'Lock'
                and query like '%credit_balances%' and pid <> pg_backend_pid()",
         )
         .fetch_optional(db)
         .await
-        .expect("activity");
-        if let Some(pid) = blocked {
-            break pid;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no flush waited on the balance row"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+        .expect("activity")
+    })
+    .await
+    .expect("no flush waited on the balance row");
     let ended: bool = sqlx::query_scalar("select pg_terminate_backend($1)")
         .bind(pid)
         .fetch_one(db)

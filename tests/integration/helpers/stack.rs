@@ -8,6 +8,7 @@ use saasllm_api::Application;
 use saasllm_api::startup::ApiSettings;
 use saasllm_fake_llm::FakeLlm;
 use saasllm_shared::config::{LlmConfig, RedisConfig};
+use saasllm_shared::queue::CallQueue;
 use saasllm_shared::redis_conn::RedisHandle;
 use saasllm_worker::{Upstream, WorkerOptions};
 use secrecy::SecretString;
@@ -86,6 +87,15 @@ pub async fn spawn_stack(db: PgPool) -> Stack {
     spawn_stack_with(db, StackOptions::default()).await
 }
 
+/// A stack whose workers a test starts itself (`start_worker`), after queuing work.
+pub async fn spawn_stack_without_workers(db: PgPool) -> Stack {
+    let options = StackOptions {
+        workers: 0,
+        ..StackOptions::default()
+    };
+    spawn_stack_with(db, options).await
+}
+
 pub async fn spawn_stack_with(db: PgPool, options: StackOptions) -> Stack {
     let llm = FakeLlm::start();
     let redis = RedisHandle::new(&options.redis).expect("valid redis settings");
@@ -154,6 +164,11 @@ impl Stack {
         self.workers.push((cancel, handle));
     }
 
+    /// The call queue of the stack's API and workers.
+    pub fn queue(&self) -> CallQueue {
+        CallQueue::new(self.redis.clone())
+    }
+
     /// Stops every worker gracefully and checks none of them failed.
     pub async fn stop_workers(&mut self) {
         for (cancel, handle) in self.workers.drain(..) {
@@ -192,6 +207,40 @@ impl Stack {
             .to_owned()
     }
 
+    /// A team with `credits` whose one group `group` holds these models, tried in this order,
+    /// each with its config (prices, limits); its key.
+    pub async fn team_with_models(
+        &self,
+        team_id: &str,
+        credits: i64,
+        group: &str,
+        models: &[(&str, Value)],
+    ) -> String {
+        let key = self.team(team_id, credits, &[]).await;
+        let models: Vec<Value> = models
+            .iter()
+            .enumerate()
+            .map(|(i, (name, config))| json!({"model_name": name, "priority": i, "config": config}))
+            .collect();
+        ok_json(
+            self.app
+                .admin(Method::POST, "/api/model-groups/create")
+                .json(&json!({"group_name": group, "models": models}))
+                .send()
+                .await,
+        )
+        .await;
+        ok_json(
+            self.app
+                .admin(Method::PUT, &format!("/api/teams/{team_id}/model-groups"))
+                .json(&json!([group]))
+                .send()
+                .await,
+        )
+        .await;
+        key
+    }
+
     pub async fn create_job(&self, key: &str, team_id: &str) -> String {
         let body = json!({"team_id": team_id, "job_type": "document_analysis", "metadata": {"document_id": "doc_1"}});
         let job = ok_json(
@@ -203,6 +252,17 @@ impl Stack {
         )
         .await;
         job["job_id"].as_str().expect("job_id").to_owned()
+    }
+
+    /// The job as `GET /api/jobs/{id}` answers it (asserting a 200).
+    pub async fn get_job(&self, key: &str, job_id: &str) -> Value {
+        ok_json(
+            self.app
+                .with_key(key, Method::GET, &format!("/api/jobs/{job_id}"))
+                .send()
+                .await,
+        )
+        .await
     }
 
     pub async fn llm_call(&self, key: &str, job_id: &str, body: Value) -> Response {
@@ -229,20 +289,38 @@ pub fn chat(group: &str, text: &str) -> Value {
     json!({"model_group": group, "messages": [{"role": "user", "content": text}], "purpose": "test"})
 }
 
+/// How long the polling helpers wait between looks: short against their deadlines, long enough
+/// not to keep the database and Redis busy.
+const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
 /// Polls `check` until it returns true or `deadline` passes.
 pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
+    poll_for(deadline, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// Polls `probe` until it yields a value, or `None` once `deadline` passes.
+pub async fn poll_for<T, F, Fut>(deadline: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
     let until = tokio::time::Instant::now() + deadline;
     loop {
-        if check().await {
-            return true;
+        if let Some(value) = probe().await {
+            return Some(value);
         }
         if tokio::time::Instant::now() >= until {
-            return false;
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        tokio::time::sleep(POLL_INTERVAL).await;
     }
 }

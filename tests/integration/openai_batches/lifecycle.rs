@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::Method;
-use saasllm_shared::queue::CallQueue;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -145,14 +144,7 @@ async fn cancelling_midway_withdraws_queued_lines_and_charges_nothing_for_them(d
     assert_eq!(cancelled_cost, 0);
     let (spent, reserved, recorded) = spend(&db, "team_cancel").await;
     assert_eq!((spent, reserved), (recorded, 0));
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, &format!("/api/jobs/{job_id}"))
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack.get_job(&key, job_id).await;
     assert_eq!(job["status"], "cancelled");
 }
 
@@ -171,7 +163,7 @@ async fn a_batch_past_its_window_expires_with_what_did_not_run_in_the_error_file
     wait_for(&stack, &key, &batch_id, &["in_progress"]).await;
 
     // A day and an hour later, as the workers' clock would see it.
-    let queue = CallQueue::new(stack.redis.clone());
+    let queue = stack.queue();
     saasllm_worker::batch_pass_at(&db, &queue, Utc::now() + chrono::Duration::hours(25))
         .await
         .expect("pass");

@@ -6,23 +6,20 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{
-    MODEL, embed, openai_error, priced, spend_and_open_reservations, spend_records,
-    team_with_models,
-};
+use super::{MODEL, embed, openai_error, priced, spend_and_open_reservations, spend_records};
 use crate::helpers::stack::spawn_stack;
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn refuses_models_outside_the_teams_groups_and_the_admin_key(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_m",
-        10,
-        "Embedder",
-        &[("text-embedding-3-small", priced())],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_m",
+            10,
+            "Embedder",
+            &[("text-embedding-3-small", priced())],
+        )
+        .await;
     let body = r#"{"model": "text-embedding-3-large", "input": "hello"}"#;
 
     let refused = openai_error(embed(&stack, &key, body).await, StatusCode::FORBIDDEN).await;
@@ -54,17 +51,17 @@ async fn refuses_a_request_that_could_cost_more_than_the_budget(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
     // 1 credit x $0.10 = $0.10, and every input token is priced at $0.10: a two-token input
     // could cost $0.20.
-    let key = team_with_models(
-        &stack,
-        "team_poor",
-        1,
-        "Dear",
-        &[(
-            "text-embedding-3-small",
-            json!({"input_cost_per_million": 100_000, "output_cost_per_million": 0}),
-        )],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_poor",
+            1,
+            "Dear",
+            &[(
+                "text-embedding-3-small",
+                json!({"input_cost_per_million": 100_000, "output_cost_per_million": 0}),
+            )],
+        )
+        .await;
 
     let refused = openai_error(
         embed(
@@ -97,14 +94,14 @@ async fn refuses_a_request_that_could_cost_more_than_the_budget(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn invalid_bodies_get_openai_shaped_400s(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = team_with_models(
-        &stack,
-        "team_bad",
-        10,
-        "Embedder",
-        &[("text-embedding-3-small", priced())],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_bad",
+            10,
+            "Embedder",
+            &[("text-embedding-3-small", priced())],
+        )
+        .await;
     let bad_inputs = [
         r#"null"#,
         r#"[]"#,

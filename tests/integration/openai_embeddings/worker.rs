@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{MICRO_USD_PER_TOKEN, priced, team_with_models};
-use crate::helpers::stack::{Stack, StackOptions, eventually, spawn_stack_with};
+use super::{MICRO_USD_PER_TOKEN, priced};
+use crate::helpers::stack::{Stack, eventually, spawn_stack_without_workers};
 
 /// Inserts a queued embeddings call of `group` in a new job of the team and pushes it to the
 /// queue, as a batch of embeddings lines would; returns its id.
@@ -28,7 +28,8 @@ async fn queue_embeddings_call(stack: &Stack, key: &str, team_id: &str, group: &
     .fetch_one(&stack.app.db)
     .await
     .expect("insert call");
-    saasllm_shared::queue::CallQueue::new(stack.redis.clone())
+    stack
+        .queue()
         .push(team_id, &Default::default(), &[call_id])
         .await
         .expect("push");
@@ -51,26 +52,19 @@ struct CallRow {
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn the_worker_runs_an_embeddings_call_with_fallback_and_stores_the_whole_answer(db: PgPool) {
-    let mut stack = spawn_stack_with(
-        db.clone(),
-        StackOptions {
-            workers: 0,
-            ..StackOptions::default()
-        },
-    )
-    .await;
+    let mut stack = spawn_stack_without_workers(db.clone()).await;
     // The first model fails: the chain falls back to the next as it does for chat.
-    let key = team_with_models(
-        &stack,
-        "team_w",
-        10,
-        "Embedder",
-        &[
-            ("fail-503-embed", priced()),
-            ("text-embedding-3-small", priced()),
-        ],
-    )
-    .await;
+    let key = stack
+        .team_with_models(
+            "team_w",
+            10,
+            "Embedder",
+            &[
+                ("fail-503-embed", priced()),
+                ("text-embedding-3-small", priced()),
+            ],
+        )
+        .await;
     let call_id = queue_embeddings_call(&stack, &key, "team_w", "Embedder").await;
 
     stack.start_worker();
