@@ -11,7 +11,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::load::{Op, Steps};
-use crate::report::{Results, comparison, print_run, print_step, run_json, target};
+use crate::report::{Results, comparison, print_step, run_json, target};
 use crate::requests::{Ctx, group_call_body, send};
 use crate::stack::Session;
 use crate::teams::Team;
@@ -101,16 +101,10 @@ pub async fn sync(s: &Session<'_>, results: &mut Results) -> anyhow::Result<()> 
     let mut by_c = Vec::new();
     for c in s.plan.sync_concurrency {
         let jobs = s.ctx.jobs_per_task(c).await?;
-        let direct = s
-            .measure
-            .run("sync: upstream direct", c, s.ctx.direct_op())
-            .await?;
-        print_run(&direct);
+        let direct = s.run("sync: upstream direct", c, s.ctx.direct_op()).await?;
         let via = s
-            .measure
             .run("sync: llm-call via api", c, sync_op(&s.ctx, jobs))
             .await?;
-        print_run(&via);
         let added = |q| via.ms(q) - direct.ms(q);
         results.targets.push(target(
             format!("sync llm-call added p50, c={c}"),
@@ -172,15 +166,11 @@ pub async fn lifecycle(s: &Session<'_>, results: &mut Results) -> anyhow::Result
     s.reset_peak();
     let c = s.plan.lifecycle_concurrency;
     let direct = s
-        .measure
         .run("lifecycle: upstream direct", c, s.ctx.direct_op())
         .await?;
-    print_run(&direct);
     let via = s
-        .measure
         .run("lifecycle: job via api", c, lifecycle_op(&s.ctx))
         .await?;
-    print_run(&via);
     let mut steps = serde_json::Map::new();
     for step in LIFECYCLE_STEPS {
         print_step(&via, step);

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::load::Op;
-use crate::report::{Results, comparison, print_run, print_step, target};
+use crate::report::{Results, comparison, print_step, target};
 use crate::requests::{Ctx, chat_body};
 use crate::stack::Session;
 use crate::upstreams;
@@ -78,15 +78,11 @@ async fn plain(s: &Session<'_>, results: &mut Results) -> anyhow::Result<()> {
     let [first_c, _] = s.plan.passthrough_concurrency;
     for c in s.plan.passthrough_concurrency {
         let direct = s
-            .measure
             .run("passthrough: upstream direct", c, s.ctx.direct_op())
             .await?;
-        print_run(&direct);
         let via = s
-            .measure
             .run("passthrough: /v1 via api", c, s.ctx.via_api_op())
             .await?;
-        print_run(&via);
         results.targets.push(if c == first_c {
             let added_p99 = via.ms(0.99) - direct.ms(0.99);
             target(
@@ -131,16 +127,12 @@ async fn streamed(s: &Session<'_>, results: &mut Results) -> anyhow::Result<()> 
     let mut by_c = Vec::new();
     for c in s.plan.passthrough_concurrency {
         let direct = s
-            .measure
             .run("stream: upstream direct", c, s.ctx.stream_op(false))
             .await?;
-        print_run(&direct);
         print_step(&direct, FIRST_BYTE);
         let via = s
-            .measure
             .run("stream: /v1 via api", c, s.ctx.stream_op(true))
             .await?;
-        print_run(&via);
         print_step(&via, FIRST_BYTE);
         let added_first = |q| via.step_ms(FIRST_BYTE, q) - direct.step_ms(FIRST_BYTE, q);
         let mut row = comparison(&via, &direct);

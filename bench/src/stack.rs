@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cli::{Cli, Plan};
-use crate::load::Measure;
+use crate::load::{Measure, Op, Run};
 use crate::procs::{Api, ApiSettings, Proc, RssSampler, free_port, rss_kib};
+use crate::report::print_run;
 use crate::requests::Ctx;
 use crate::teams::Teams;
 
@@ -129,6 +130,13 @@ impl<'a> Session<'a> {
             sampler: RssSampler::start(stack.api_pid),
             api_pid: stack.api_pid,
         }
+    }
+
+    /// Measures a run of `op` from `concurrency` tasks and prints its row.
+    pub async fn run(&self, label: &str, concurrency: usize, op: Op) -> anyhow::Result<Run> {
+        let run = self.measure.run(label, concurrency, op).await?;
+        print_run(&run);
+        Ok(run)
     }
 
     /// Starts a new period of the API's peak memory (a scenario's).
