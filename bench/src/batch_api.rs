@@ -10,16 +10,20 @@
 //! `completed_at` are the start times of the transactions that validate and finalize it, so they
 //! do not tell how long those took.
 
-use std::collections::HashSet;
+mod files;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::drain::{DrainSetup, Stage, Workers, empty_calls};
+use crate::drain::DrainSetup;
 use crate::procs::cpu_json;
-use crate::{GROUP, cpu_text, send};
+use crate::report::cpu_text;
+use crate::requests::send;
+use crate::stage::{Stage, Workers, empty_calls};
+use files::{check_output, input_file, upload};
 
 /// Lines of the batch: OpenAI's most per batch, and a smoke run's.
 const LINES: usize = 50_000;
@@ -226,46 +230,6 @@ async fn one_batch(
     })
 }
 
-/// `lines` chat completions on the benchmark's model group, `custom_id` `line-<n>`.
-fn input_file(lines: usize) -> Vec<u8> {
-    let mut body = crate::chat_body();
-    body["model"] = json!(GROUP);
-    let mut file = Vec::new();
-    for n in 0..lines {
-        let line = json!({"custom_id": format!("line-{n}"), "method": "POST",
-                          "url": "/v1/chat/completions", "body": body});
-        // Serializing a `Value` cannot fail.
-        file.extend(serde_json::to_vec(&line).unwrap_or_default());
-        file.push(b'\n');
-    }
-    file
-}
-
-async fn upload(
-    client: &reqwest::Client,
-    stage: &Stage<'_>,
-    file: &[u8],
-) -> anyhow::Result<String> {
-    let part = reqwest::multipart::Part::bytes(file.to_vec())
-        .file_name("bench-batch.jsonl")
-        .mime_str("application/jsonl")?;
-    let form = reqwest::multipart::Form::new()
-        .text("purpose", "batch")
-        .part("file", part);
-    let url = format!("{}/v1/files", stage.url);
-    let uploaded = send(client.post(url).bearer_auth(&stage.key).multipart(form)).await?;
-    ensure!(
-        uploaded["bytes"].as_u64() == Some(file.len() as u64),
-        "the upload stored {} bytes of {}",
-        uploaded["bytes"],
-        file.len()
-    );
-    uploaded["id"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no id in the upload answer")
-}
-
 /// Waits until the workers' batch loops have started (at least `count` connections have run
 /// the step that takes batches to validate; each worker runs it every second), so that their
 /// start-up is not counted as validation.
@@ -352,66 +316,4 @@ async fn follow(
             batch["request_counts"]
         );
     }
-}
-
-/// Checks the completed batch and its output file: every line succeeded, one output line per
-/// input line with a 200 answer, each `custom_id` of the input exactly once. Returns the output
-/// file's size in bytes.
-async fn check_output(
-    client: &reqwest::Client,
-    stage: &Stage<'_>,
-    batch: &Value,
-    lines: usize,
-) -> anyhow::Result<usize> {
-    let counts = &batch["request_counts"];
-    ensure!(
-        counts["total"].as_u64() == Some(lines as u64)
-            && counts["completed"].as_u64() == Some(lines as u64)
-            && counts["failed"].as_u64() == Some(0)
-            && batch["error_file_id"].is_null(),
-        "batch {} of {lines} lines: request_counts {counts}, error file {}",
-        batch["id"],
-        batch["error_file_id"]
-    );
-    let output_id = batch["output_file_id"]
-        .as_str()
-        .context("the completed batch has no output file")?;
-    let content = client
-        .get(format!("{}/v1/files/{output_id}/content", stage.url))
-        .bearer_auth(&stage.key)
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
-    let mut ids = HashSet::with_capacity(lines);
-    for (n, line) in content
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .enumerate()
-    {
-        let line: Value = serde_json::from_slice(line)
-            .with_context(|| format!("output line {} is not JSON", n + 1))?;
-        let id = line["custom_id"].as_str().unwrap_or_default();
-        let known = id
-            .strip_prefix("line-")
-            .and_then(|i| i.parse::<usize>().ok())
-            .is_some_and(|i| i < lines);
-        ensure!(
-            known && line["response"]["status_code"] == json!(200),
-            "output line {}: custom_id {id:?}, response status {}",
-            n + 1,
-            line["response"]["status_code"]
-        );
-        ensure!(
-            ids.insert(id.to_owned()),
-            "custom_id {id} is in the output twice"
-        );
-    }
-    ensure!(
-        ids.len() == lines,
-        "the output file has {} lines for {lines} input lines",
-        ids.len()
-    );
-    Ok(content.len())
 }

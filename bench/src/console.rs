@@ -11,7 +11,8 @@ use reqwest::header::{CONTENT_TYPE, COOKIE, ORIGIN, SET_COOKIE};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::{ADMIN_KEY, send};
+use crate::ADMIN_KEY;
+use crate::requests::send;
 
 const ORG: &str = "org_console";
 const GROUP: &str = "ConsoleAgent";
@@ -61,6 +62,47 @@ pub async fn run(
         .redirect(reqwest::redirect::Policy::none())
         .tcp_nodelay(true)
         .build()?;
+    let team_key = create_tenant(&client, api).await?;
+    let seed = seed(database_url, jobs).await?;
+    let counts: Vec<String> = seed.rows.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    println!(
+        "\nconsole: {jobs} jobs seeded in {:.1} s, then vacuum analyze; rows: {}; {requests} requests per page",
+        seed.secs,
+        counts.join(", ")
+    );
+
+    let admin_cookie = sign_in(&client, api, ADMIN_KEY).await?;
+    let team_cookie = sign_in(&client, api, &team_key).await?;
+    // The deep page: the jobs list's "Older →" link followed DEEP_PAGES times.
+    let mut deep = "/console/jobs".to_owned();
+    for _ in 0..DEEP_PAGES {
+        let (_, _, body) = get(&client, api, &admin_cookie, &deep).await?;
+        deep = older_link(&body).with_context(|| format!("no \"Older\" link on {deep}"))?;
+    }
+    let team_pages = [
+        ("team: overview", "/console".to_owned()),
+        ("team: jobs", "/console/jobs".to_owned()),
+        ("team: usage", "/console/usage".to_owned()),
+    ];
+    let pages = (admin_pages(&seed, deep)
+        .into_iter()
+        .map(|p| (p, &admin_cookie)))
+    .chain(team_pages.into_iter().map(|p| (p, &team_cookie)));
+
+    println!(
+        "{:<34} {:>4} {:>9} {:>8} {:>8} {:>10} {:>8}  max < {LIMIT_MS} ms",
+        "console page (server ms)", "n", "first", "p50", "p99", "max", "client p50"
+    );
+    let mut timed = Vec::new();
+    for ((label, path), cookie) in pages {
+        timed.push(time_page(&client, api, cookie, label, path, requests).await?);
+    }
+    report(&timed, &seed, jobs, requests)
+}
+
+/// Creates the organization, the model group and `TEAMS` teams; returns the key of the first
+/// team, whose pages are measured.
+async fn create_tenant(client: &reqwest::Client, api: &str) -> anyhow::Result<String> {
     let admin = |path: &str, body: Value| {
         let req = client.post(format!("{api}{path}"));
         send(req.header("X-Admin-Key", ADMIN_KEY).json(&body))
@@ -88,12 +130,27 @@ pub async fn run(
         .await?;
         team_keys.push(team["virtual_key"].as_str().map(str::to_owned));
     }
-    // The first team has the most jobs: its pages are the team pages measured.
-    let team = "team_console_000";
-    let team_key = team_keys[0]
+    team_keys[0]
         .clone()
-        .context("no virtual_key in a team create answer")?;
+        .context("no virtual_key in a team create answer")
+}
 
+/// The first team has the most jobs: its pages are the team pages measured.
+const TEAM: &str = "team_console_000";
+
+/// What the seed wrote, and what the measured pages' addresses need of it.
+struct Seed {
+    secs: f64,
+    /// Rows of each of `TABLES`.
+    rows: serde_json::Map<String, Value>,
+    /// A job of `TEAM` with two calls, one of which fell back.
+    job_with_calls: String,
+    week_ago: String,
+    today: String,
+}
+
+/// Seeds `jobs` jobs with `console.sql`, then vacuums and counts the tables.
+async fn seed(database_url: &str, jobs: usize) -> anyhow::Result<Seed> {
     let mut db = PgConnection::connect(database_url)
         .await
         .context("cannot connect to the benchmark database")?;
@@ -128,7 +185,7 @@ pub async fn run(
          where a.outcome = 'fallback' and c.team_id = $1
            and (select count(*) from llm_calls o where o.job_id = c.job_id) = 2
          order by a.attempt_id desc limit 1"#,
-        team
+        TEAM
     )
     .fetch_one(&mut db)
     .await
@@ -140,23 +197,26 @@ pub async fn run(
     )
     .fetch_one(&mut db)
     .await?;
-    let (week_ago, today) = (dates.week_ago, dates.today);
     db.close().await?;
-    let counts: Vec<String> = rows.iter().map(|(t, n)| format!("{n} {t}")).collect();
-    println!(
-        "\nconsole: {jobs} jobs seeded in {seed_secs:.1} s, then vacuum analyze; rows: {}; {requests} requests per page",
-        counts.join(", ")
-    );
+    Ok(Seed {
+        secs: seed_secs,
+        rows,
+        job_with_calls,
+        week_ago: dates.week_ago,
+        today: dates.today,
+    })
+}
 
-    let admin_cookie = sign_in(&client, api, ADMIN_KEY).await?;
-    let team_cookie = sign_in(&client, api, &team_key).await?;
-    // The deep page: the jobs list's "Older →" link followed DEEP_PAGES times.
-    let mut deep = "/console/jobs".to_owned();
-    for _ in 0..DEEP_PAGES {
-        let (_, _, body) = get(&client, api, &admin_cookie, &deep).await?;
-        deep = older_link(&body).with_context(|| format!("no \"Older\" link on {deep}"))?;
-    }
-    let admin_pages = [
+/// The pages measured signed in as the admin; `deep` is page 20 of the jobs list.
+fn admin_pages(seed: &Seed, deep: String) -> [(&'static str, String); 18] {
+    let Seed {
+        job_with_calls,
+        week_ago,
+        today,
+        ..
+    } = seed;
+    let team = TEAM;
+    [
         ("overview", "/console".to_owned()),
         ("overview, live part", "/console/live".to_owned()),
         ("organizations", "/console/organizations".to_owned()),
@@ -185,46 +245,50 @@ pub async fn run(
         ("usage, one team", format!("/console/usage?team_id={team}")),
         ("usage.csv, all teams", "/console/usage.csv".to_owned()),
         ("webhooks", "/console/webhooks".to_owned()),
-    ];
-    let team_pages = [
-        ("team: overview", "/console".to_owned()),
-        ("team: jobs", "/console/jobs".to_owned()),
-        ("team: usage", "/console/usage".to_owned()),
-    ];
-    let pages = (admin_pages.into_iter().map(|p| (p, &admin_cookie)))
-        .chain(team_pages.into_iter().map(|p| (p, &team_cookie)));
+    ]
+}
 
-    println!(
-        "{:<34} {:>4} {:>9} {:>8} {:>8} {:>10} {:>8}  max < {LIMIT_MS} ms",
-        "console page (server ms)", "n", "first", "p50", "p99", "max", "client p50"
-    );
-    let mut timed = Vec::new();
-    for ((label, path), cookie) in pages {
-        let (first_ms, _, _) = get(&client, api, cookie, &path).await?;
-        let (mut server, mut round_trips) = (Vec::new(), Vec::new());
-        for _ in 0..requests {
-            let (ms, client_ms, _) = get(&client, api, cookie, &path).await?;
-            server.push(ms);
-            round_trips.push(client_ms);
-        }
-        let max = pct(&server, 1.0);
-        println!(
-            "{label:<34} {:>4} {first_ms:>9.2} {:>8.2} {:>8.2} {max:>10.2} {:>8.2}  {}",
-            server.len(),
-            pct(&server, 0.5),
-            pct(&server, 0.99),
-            pct(&round_trips, 0.5),
-            if max < LIMIT_MS { "PASS" } else { "MISS" }
-        );
-        timed.push(Timed {
-            label: label.to_owned(),
-            path,
-            first_ms,
-            server,
-            client: round_trips,
-        });
+/// One unmeasured request of `path`, then `requests` timed ones; prints the page's row.
+async fn time_page(
+    client: &reqwest::Client,
+    api: &str,
+    cookie: &str,
+    label: &str,
+    path: String,
+    requests: usize,
+) -> anyhow::Result<Timed> {
+    let (first_ms, _, _) = get(client, api, cookie, &path).await?;
+    let (mut server, mut round_trips) = (Vec::new(), Vec::new());
+    for _ in 0..requests {
+        let (ms, client_ms, _) = get(client, api, cookie, &path).await?;
+        server.push(ms);
+        round_trips.push(client_ms);
     }
+    let max = pct(&server, 1.0);
+    println!(
+        "{label:<34} {:>4} {first_ms:>9.2} {:>8.2} {:>8.2} {max:>10.2} {:>8.2}  {}",
+        server.len(),
+        pct(&server, 0.5),
+        pct(&server, 0.99),
+        pct(&round_trips, 0.5),
+        if max < LIMIT_MS { "PASS" } else { "MISS" }
+    );
+    Ok(Timed {
+        label: label.to_owned(),
+        path,
+        first_ms,
+        server,
+        client: round_trips,
+    })
+}
 
+/// The scenario's report and its target row (the slowest page's maximum).
+fn report(
+    timed: &[Timed],
+    seed: &Seed,
+    jobs: usize,
+    requests: usize,
+) -> anyhow::Result<(Value, Value)> {
     let slowest = timed
         .iter()
         .max_by(|a, b| pct(&a.server, 1.0).total_cmp(&pct(&b.server, 1.0)))
@@ -249,7 +313,7 @@ pub async fn run(
         })
         .collect();
     let report = json!({
-        "jobs_seeded": jobs, "teams": TEAMS, "seed_secs": seed_secs, "rows": rows,
+        "jobs_seeded": jobs, "teams": TEAMS, "seed_secs": seed.secs, "rows": seed.rows,
         "requests_per_page": requests, "limit_ms": LIMIT_MS,
         "all_under_limit": slowest_ms < LIMIT_MS, "pages": pages,
     });

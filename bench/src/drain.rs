@@ -12,19 +12,13 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 
-use crate::procs::{CpuMeter, Proc, RssSampler, cpu_json, free_port, rss_kib};
-use crate::{ADMIN_KEY, group_call_body, send};
+use crate::procs::{cpu_json, rss_kib};
+use crate::report::{Results, cpu_text, target};
+use crate::requests::{group_call_body, send};
+use crate::stage::{Stage, Workers, empty_calls};
 
 /// The most calls one bulk request may carry.
 const CALLS_PER_REQUEST: usize = 50_000;
-
-/// Worker processes get these names (and log files) in order.
-const WORKER_NAMES: [&str; 4] = [
-    "saasllm-worker-1",
-    "saasllm-worker-2",
-    "saasllm-worker-3",
-    "saasllm-worker-4",
-];
 
 /// A drain that has not finished after this long is reported as a failure.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
@@ -64,6 +58,51 @@ impl DrainRun {
         self.per_sec() / self.workers as f64
     }
 
+    /// Prints the run's row of the drain table.
+    fn print(&self) {
+        println!(
+            "{:<34} {:>8} {:>9.1} {:>10.2} {:>9.0} {:>10.0}  {}  claim batch {:.1}, result group {:.1}",
+            format!("drain: {} worker process(es)", self.workers),
+            self.calls,
+            self.submit_secs,
+            self.drain_secs,
+            self.per_sec(),
+            self.per_worker_per_sec(),
+            cpu_text(&self.cpu),
+            self.claim_batch_mean,
+            self.result_group_mean,
+        );
+    }
+
+    /// The run's target row; `one_worker` is the calls/s of the drain with one worker, if any.
+    fn target(&self, one_worker: Option<f64>) -> Value {
+        match (self.workers, one_worker) {
+            (1, _) => target(
+                "drain calls/s, 1 worker".to_owned(),
+                self.per_sec(),
+                "calls/s",
+                ">=",
+                3000.0,
+            ),
+            // On a machine of a few cores more processes cannot add throughput; they must not
+            // lose any.
+            (n, Some(one)) => target(
+                format!("drain calls/s, {n} workers, as a share of 1 worker's"),
+                self.per_sec() / one,
+                "ratio",
+                ">=",
+                1.0,
+            ),
+            (n, None) => target(
+                format!("drain calls/s per worker, {n} workers"),
+                self.per_worker_per_sec(),
+                "calls/s",
+                ">=",
+                3000.0,
+            ),
+        }
+    }
+
     pub fn to_json(&self) -> Value {
         json!({
             "workers": self.workers,
@@ -86,178 +125,46 @@ pub struct DrainReport {
     pub runs: Vec<DrainRun>,
 }
 
-/// An API process without embedded workers (`EMBEDDED_WORKER=false`) on a database and queue
-/// of its own, with the benchmark's team: what it accepts waits until worker processes started
-/// beside it take it. The drain and the batch scenario run on one each.
-pub struct Stage<'a> {
-    setup: &'a DrainSetup<'a>,
-    api: Proc,
-    pub url: String,
-    pub key: String,
-    pub db_url: String,
-}
-
-impl<'a> Stage<'a> {
-    /// Starts the API process `name` on `setup.db` and creates the team.
-    pub async fn start(setup: &'a DrainSetup<'a>, name: &'static str) -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let db_url = format!("{}/{}", setup.postgres_url, setup.db);
-        let mut api = Proc::spawn(
-            name,
-            &setup.bin_dir.join("saasllm-api"),
-            &[],
-            &[
-                ("DATABASE_URL", db_url.clone()),
-                ("QUEUE_NAME", setup.db.to_owned()),
-                ("BIND_ADDR", format!("127.0.0.1:{port}")),
-                ("ADMIN_API_KEY", ADMIN_KEY.into()),
-                ("LLM_BASE_URL", setup.fake_url.to_owned()),
-                ("EMBEDDED_WORKER", "false".into()),
-                ("RUST_LOG", "warn".into()),
-            ],
-            setup.log_dir,
-        )?;
-        api.wait_healthy(
-            setup.client,
-            &format!("{url}/health"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        let key = crate::teams::Teams::create(setup.client, &url, 1)
-            .await?
-            .get(0)
-            .key
-            .clone();
-        Ok(Self {
-            setup,
-            api,
-            url,
-            key,
-            db_url,
-        })
+/// The `drain` scenario: prints a row for each drain and adds their targets, the workers'
+/// memory and the scenario's report to `results`.
+pub async fn scenario(
+    setup: &DrainSetup<'_>,
+    worker_counts: &[usize],
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    println!(
+        "\n{:<34} {:>8} {:>9} {:>10} {:>9} {:>10}  cpu cores",
+        "drain", "calls", "submit s", "drain s", "calls/s", "per worker"
+    );
+    let report = run(setup, worker_counts).await?;
+    let one_worker = report
+        .runs
+        .iter()
+        .find(|r| r.workers == 1)
+        .map(DrainRun::per_sec);
+    for r in &report.runs {
+        r.print();
+        results.targets.push(r.target(one_worker));
     }
-
-    pub fn api_pid(&self) -> anyhow::Result<u32> {
-        self.api.pid()
-    }
-
-    /// A connection to the stage's database.
-    pub async fn connect(&self) -> anyhow::Result<PgConnection> {
-        PgConnection::connect(&self.db_url)
-            .await
-            .with_context(|| format!("cannot connect to {}", self.setup.db))
-    }
-
-    /// A `saasllm-worker` process (default settings) on the stage's database and queue.
-    pub fn spawn_worker(&self, name: &'static str) -> anyhow::Result<Proc> {
-        Proc::spawn(
-            name,
-            &self.setup.bin_dir.join("saasllm-worker"),
-            &[],
-            &[
-                ("DATABASE_URL", self.db_url.clone()),
-                ("QUEUE_NAME", self.setup.db.to_owned()),
-                ("LLM_BASE_URL", self.setup.fake_url.to_owned()),
-                ("RUST_LOG", "warn".into()),
-            ],
-            self.setup.log_dir,
-        )
-    }
-
-    /// Starts `count` worker processes, named from `WORKER_NAMES` in order.
-    pub fn start_workers(&self, count: usize) -> anyhow::Result<Workers> {
-        let Some(names) = WORKER_NAMES.get(..count) else {
-            bail!("at most {} worker processes", WORKER_NAMES.len());
-        };
-        let procs = names
-            .iter()
-            .map(|name| self.spawn_worker(name))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let pids = procs
-            .iter()
-            .map(Proc::pid)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let samplers = pids.iter().map(|&pid| RssSampler::start(pid)).collect();
-        Ok(Workers {
-            procs,
-            pids,
-            samplers,
-            fake_pid: self.setup.fake_pid,
-        })
-    }
-
-    pub async fn stop(self) {
-        self.api.stop().await;
-    }
-}
-
-/// Worker processes at work, their memory sampled.
-pub struct Workers {
-    procs: Vec<Proc>,
-    pids: Vec<u32>,
-    samplers: Vec<RssSampler>,
-    fake_pid: u32,
-}
-
-impl Workers {
-    /// Measures the CPU of the workers, the fake upstream and `others` from now on.
-    pub fn meter(&self, others: &[(&'static str, u32)]) -> CpuMeter {
-        let mut probes: Vec<(&'static str, u32)> = self
-            .procs
-            .iter()
-            .map(|p| p.name)
-            .zip(self.pids.iter().copied())
-            .collect();
-        probes.extend_from_slice(others);
-        probes.push(("fake", self.fake_pid));
-        CpuMeter::start(&probes)
-    }
-
-    /// Fails if a worker has exited (it would never finish its share).
-    pub fn check_running(&mut self) -> anyhow::Result<()> {
-        for p in &mut self.procs {
-            if let Some(status) = p.child.try_wait()? {
-                bail!("{} exited with {status}; see {}", p.name, p.log.display());
-            }
-        }
-        Ok(())
-    }
-
-    /// Stops them; returns the highest RSS any of them reached, in MiB.
-    pub async fn stop(self) -> f64 {
-        let peak_kib = self
-            .samplers
-            .iter()
-            .zip(&self.pids)
-            .map(|(s, &pid)| s.take_peak().max(rss_kib(pid).unwrap_or(0)))
-            .max()
-            .unwrap_or(0);
-        drop(self.samplers);
-        for p in self.procs {
-            p.stop().await;
-        }
-        peak_kib as f64 / 1024.0
-    }
-}
-
-/// Empties the calls table, so that a run does not go over an earlier run's rows and their dead
-/// row versions (measured: the second of two drains ran 25-30 % slower than the same drain run
-/// first, whichever came first).
-pub async fn empty_calls(db: &mut PgConnection) -> anyhow::Result<()> {
-    sqlx::query!("truncate llm_calls cascade")
-        .execute(&mut *db)
-        .await
-        .context("cannot empty the calls of the previous run")?;
-    sqlx::query!("vacuum analyze")
-        .execute(&mut *db)
-        .await
-        .context("cannot vacuum the database")?;
+    let peak = report
+        .runs
+        .iter()
+        .map(|r| r.worker_rss_peak_mib)
+        .fold(report.worker_rss_idle_mib, f64::max);
+    results.worker_rss = Some((report.worker_rss_idle_mib, peak));
+    results.scenarios.insert(
+        "async_drain".into(),
+        json!({
+            "calls_per_drain": setup.calls,
+            "worker_rss_idle_mib": report.worker_rss_idle_mib,
+            "runs": report.runs.iter().map(DrainRun::to_json).collect::<Vec<_>>(),
+        }),
+    );
     Ok(())
 }
 
 /// Submits `setup.calls` calls and drains them, once for each entry of `worker_counts`.
-pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Result<DrainReport> {
+async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Result<DrainReport> {
     let stage = Stage::start(setup, "saasllm-api-drain").await?;
     let mut db = stage.connect().await?;
 
@@ -270,71 +177,7 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
 
     let mut runs = Vec::new();
     for &workers in worker_counts {
-        empty_calls(&mut db).await?;
-        let submitted = Instant::now();
-        let jobs = submit(setup, &stage.url, &stage.key).await?;
-        let submit_secs = submitted.elapsed().as_secs_f64();
-
-        let mut fleet = stage.start_workers(workers)?;
-        let meter = fleet.meter(&[]);
-        let until = Instant::now() + DRAIN_TIMEOUT;
-        loop {
-            let left = sqlx::query_scalar!(
-                r#"select count(*) as "left!" from llm_calls
-                   where finished_at is null and status in ('queued', 'running')"#
-            )
-            .fetch_one(&mut db)
-            .await?;
-            if left == 0 {
-                break;
-            }
-            fleet.check_running()?;
-            if Instant::now() > until {
-                bail!("{left} calls still unfinished after {DRAIN_TIMEOUT:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        let cpu = meter.cores();
-        let worker_rss_peak_mib = fleet.stop().await;
-
-        // A statement's `now()` is its transaction's start: the calls of one claim share their
-        // `started_at`, the results of one commit their `finished_at`.
-        // The job ids are the API's text, bound as text[] and cast as before; the span is null
-        // when no call matched.
-        let counted = sqlx::query!(
-            r#"select count(*) filter (where status = 'succeeded') as "succeeded!", count(*) as "total!",
-                    extract(epoch from max(finished_at) - min(started_at))::float8 as "drain_secs?",
-                    count(distinct (worker_id, started_at)) as "claims!",
-                    count(distinct (worker_id, finished_at)) as "commits!"
-             from llm_calls where job_id = any($1::text[]::uuid[])"#,
-            &jobs[..]
-        )
-        .fetch_one(&mut db)
-        .await?;
-        let (succeeded, total, drain_secs, claims, commits) = (
-            counted.succeeded,
-            counted.total,
-            counted.drain_secs,
-            counted.claims,
-            counted.commits,
-        );
-        if succeeded != total || total != setup.calls as i64 {
-            bail!(
-                "drain with {workers} worker(s): {succeeded} of {total} calls succeeded, {} submitted; see {}",
-                setup.calls,
-                setup.log_dir.display()
-            );
-        }
-        runs.push(DrainRun {
-            workers,
-            calls: u64::try_from(total).unwrap_or(0),
-            submit_secs,
-            drain_secs: drain_secs.context("no call has start and finish times")?,
-            worker_rss_peak_mib,
-            cpu,
-            claim_batch_mean: total as f64 / claims.max(1) as f64,
-            result_group_mean: total as f64 / commits.max(1) as f64,
-        });
+        runs.push(one_drain(setup, &stage, &mut db, workers).await?);
     }
     db.close().await?;
     stage.stop().await;
@@ -342,6 +185,81 @@ pub async fn run(setup: &DrainSetup<'_>, worker_counts: &[usize]) -> anyhow::Res
         worker_rss_idle_mib,
         runs,
     })
+}
+
+/// One submission and drain with `workers` worker processes, on an empty calls table.
+async fn one_drain(
+    setup: &DrainSetup<'_>,
+    stage: &Stage<'_>,
+    db: &mut PgConnection,
+    workers: usize,
+) -> anyhow::Result<DrainRun> {
+    empty_calls(db).await?;
+    let submitted = Instant::now();
+    let jobs = submit(setup, &stage.url, &stage.key).await?;
+    let submit_secs = submitted.elapsed().as_secs_f64();
+
+    let mut fleet = stage.start_workers(workers)?;
+    let meter = fleet.meter(&[]);
+    wait_drained(db, &mut fleet).await?;
+    let cpu = meter.cores();
+    let worker_rss_peak_mib = fleet.stop().await;
+
+    // A statement's `now()` is its transaction's start: the calls of one claim share their
+    // `started_at`, the results of one commit their `finished_at`.
+    // The job ids are the API's text, bound as text[] and cast as before; the span is null
+    // when no call matched.
+    let counted = sqlx::query!(
+        r#"select count(*) filter (where status = 'succeeded') as "succeeded!", count(*) as "total!",
+                    extract(epoch from max(finished_at) - min(started_at))::float8 as "drain_secs?",
+                    count(distinct (worker_id, started_at)) as "claims!",
+                    count(distinct (worker_id, finished_at)) as "commits!"
+             from llm_calls where job_id = any($1::text[]::uuid[])"#,
+        &jobs[..]
+    )
+    .fetch_one(&mut *db)
+    .await?;
+    let (succeeded, total) = (counted.succeeded, counted.total);
+    if succeeded != total || total != setup.calls as i64 {
+        bail!(
+            "drain with {workers} worker(s): {succeeded} of {total} calls succeeded, {} submitted; see {}",
+            setup.calls,
+            setup.log_dir.display()
+        );
+    }
+    Ok(DrainRun {
+        workers,
+        calls: u64::try_from(total).unwrap_or(0),
+        submit_secs,
+        drain_secs: counted
+            .drain_secs
+            .context("no call has start and finish times")?,
+        worker_rss_peak_mib,
+        cpu,
+        claim_batch_mean: total as f64 / counted.claims.max(1) as f64,
+        result_group_mean: total as f64 / counted.commits.max(1) as f64,
+    })
+}
+
+/// Waits until no call is queued or running; fails if a worker exits or `DRAIN_TIMEOUT` passes.
+async fn wait_drained(db: &mut PgConnection, fleet: &mut Workers) -> anyhow::Result<()> {
+    let until = Instant::now() + DRAIN_TIMEOUT;
+    loop {
+        let left = sqlx::query_scalar!(
+            r#"select count(*) as "left!" from llm_calls
+                   where finished_at is null and status in ('queued', 'running')"#
+        )
+        .fetch_one(&mut *db)
+        .await?;
+        if left == 0 {
+            return Ok(());
+        }
+        fleet.check_running()?;
+        if Instant::now() > until {
+            bail!("{left} calls still unfinished after {DRAIN_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
 
 /// Submits `setup.calls` calls in as few bulk requests as allowed, one job per request; returns

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use hdrhistogram::Histogram;
 
+use crate::procs::CpuMeter;
+
 /// Named sub-steps of one operation with their durations (empty for single-request operations).
 pub type Steps = Vec<(&'static str, Duration)>;
 
@@ -69,6 +71,54 @@ struct TaskResult {
     steps: BTreeMap<&'static str, Histogram<u64>>,
 }
 
+/// One task's operations, one after the other until `deadline`; those that start at or after
+/// `measure_from` and end by `deadline` are measured.
+async fn task_loop(
+    op: Op,
+    task: usize,
+    measure_from: Instant,
+    deadline: Instant,
+) -> anyhow::Result<TaskResult> {
+    let mut r = TaskResult {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        total: histogram()?,
+        steps: BTreeMap::new(),
+    };
+    loop {
+        let began = Instant::now();
+        if began >= deadline {
+            break;
+        }
+        let outcome = op(task).await;
+        let ended = Instant::now();
+        match outcome {
+            Err(err) => {
+                r.errors += 1;
+                r.first_error.get_or_insert_with(|| format!("{err:#}"));
+                // Do not spin on a broken service.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(steps) => {
+                if began < measure_from || ended > deadline {
+                    continue;
+                }
+                r.ok += 1;
+                r.total.saturating_record(micros(ended - began));
+                for (name, d) in steps {
+                    let h = match r.steps.entry(name) {
+                        std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::btree_map::Entry::Vacant(e) => e.insert(histogram()?),
+                    };
+                    h.saturating_record(micros(d));
+                }
+            }
+        }
+    }
+    Ok(r)
+}
+
 /// Runs `op` from `concurrency` tasks for `warmup + duration`; only operations that start after
 /// the warm-up and end before the deadline are measured. Each task first runs one operation
 /// that is not timed at all: what a first request pays once (connections, state a process builds
@@ -86,52 +136,9 @@ pub async fn run(
     let start = Instant::now();
     let measure_from = start + warmup;
     let deadline = measure_from + duration;
-    let mut tasks = Vec::with_capacity(concurrency);
-    for task in 0..concurrency {
-        let op = Arc::clone(&op);
-        tasks.push(tokio::spawn(async move {
-            let mut r = TaskResult {
-                ok: 0,
-                errors: 0,
-                first_error: None,
-                total: histogram()?,
-                steps: BTreeMap::new(),
-            };
-            loop {
-                let began = Instant::now();
-                if began >= deadline {
-                    break;
-                }
-                let outcome = op(task).await;
-                let ended = Instant::now();
-                match outcome {
-                    Err(err) => {
-                        r.errors += 1;
-                        r.first_error.get_or_insert_with(|| format!("{err:#}"));
-                        // Do not spin on a broken service.
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                    Ok(steps) => {
-                        if began < measure_from || ended > deadline {
-                            continue;
-                        }
-                        r.ok += 1;
-                        r.total.saturating_record(micros(ended - began));
-                        for (name, d) in steps {
-                            let h = match r.steps.entry(name) {
-                                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-                                std::collections::btree_map::Entry::Vacant(e) => {
-                                    e.insert(histogram()?)
-                                }
-                            };
-                            h.saturating_record(micros(d));
-                        }
-                    }
-                }
-            }
-            anyhow::Ok(r)
-        }));
-    }
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| tokio::spawn(task_loop(Arc::clone(&op), task, measure_from, deadline)))
+        .collect();
     let mut run = Run {
         label: label.into(),
         concurrency,
@@ -161,4 +168,27 @@ pub async fn run(
         }
     }
     Ok(run)
+}
+
+/// How the scenarios measure a run: its warm-up and measured window, and the processes whose
+/// CPU is reported beside it.
+pub struct Measure {
+    pub warmup: Duration,
+    pub duration: Duration,
+    pub probes: Vec<(&'static str, u32)>,
+}
+
+impl Measure {
+    /// [`run`] with the CPU the probes used over it.
+    pub async fn run(
+        &self,
+        label: impl Into<String>,
+        concurrency: usize,
+        op: Op,
+    ) -> anyhow::Result<Run> {
+        let meter = CpuMeter::start(&self.probes);
+        let mut run = run(label, concurrency, self.warmup, self.duration, op).await?;
+        run.cpu = meter.cores();
+        Ok(run)
+    }
 }

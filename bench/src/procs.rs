@@ -10,6 +10,8 @@ use anyhow::{Context, bail};
 use sqlx::Connection;
 use tokio::process::{Child, Command};
 
+use crate::ADMIN_KEY;
+
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -109,6 +111,72 @@ impl Proc {
     pub async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+/// How long an API process may take to answer its health check.
+const API_START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A `saasllm-api` process to start with the benchmark's admin key: its name (and log file),
+/// port, database, queue name and upstream, and any further settings.
+pub struct ApiSettings<'a> {
+    pub name: &'static str,
+    pub port: u16,
+    pub database_url: String,
+    pub queue: String,
+    pub upstream: &'a str,
+    pub extra_env: Vec<(&'static str, String)>,
+}
+
+/// A started `saasllm-api` process and the URL it serves.
+pub struct Api {
+    pub proc: Proc,
+    pub url: String,
+}
+
+impl Api {
+    /// Starts the API from `bin_dir` and waits until it is healthy (stopping it if it does not
+    /// become so).
+    pub async fn start(
+        client: &reqwest::Client,
+        bin_dir: &Path,
+        log_dir: &Path,
+        settings: ApiSettings<'_>,
+    ) -> anyhow::Result<Self> {
+        let port = settings.port;
+        let url = format!("http://127.0.0.1:{port}");
+        let mut env = vec![
+            ("DATABASE_URL", settings.database_url),
+            ("QUEUE_NAME", settings.queue),
+            ("BIND_ADDR", format!("127.0.0.1:{port}")),
+            ("ADMIN_API_KEY", ADMIN_KEY.into()),
+            ("LLM_BASE_URL", settings.upstream.to_owned()),
+            ("RUST_LOG", "warn".into()),
+        ];
+        env.extend(settings.extra_env);
+        let mut proc = Proc::spawn(
+            settings.name,
+            &bin_dir.join("saasllm-api"),
+            &[],
+            &env,
+            log_dir,
+        )?;
+        let healthy = proc
+            .wait_healthy(client, &format!("{url}/health"), API_START_TIMEOUT)
+            .await;
+        if let Err(err) = healthy {
+            proc.stop().await;
+            return Err(err);
+        }
+        Ok(Self { proc, url })
+    }
+
+    pub fn pid(&self) -> anyhow::Result<u32> {
+        self.proc.pid()
+    }
+
+    pub async fn stop(self) {
+        self.proc.stop().await;
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::Context;
 use serde_json::{Value, json};
 
-use crate::{ADMIN_KEY, GROUP, MODEL, TEAM, send};
+use crate::requests::send;
+use crate::{ADMIN_KEY, GROUP, MODEL, TEAM};
 
 /// Credits each team starts with: far more than any run spends.
 const CREDITS: u64 = 10_000_000;

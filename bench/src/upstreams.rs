@@ -12,7 +12,7 @@
 //! Each starts its upstream and an API process of its own (the run's database, its own queue
 //! name) whose `LLM_BASE_URL` points at that upstream.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -23,10 +23,11 @@ use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::load::{self, Op, Run};
-use crate::procs::{CpuMeter, Proc, free_port};
+use crate::load::{self, Measure, Op, Run};
+use crate::procs::{Api, ApiSettings, Proc, free_port};
+use crate::report::{Results, comparison, print_run, print_step};
+use crate::requests::chat_op;
 use crate::teams::Teams;
-use crate::{ADMIN_KEY, chat_op, comparison, print_run, print_step};
 
 /// What the scenarios share with the rest of the run.
 pub struct Setup<'a> {
@@ -59,15 +60,39 @@ const LITELLM_ENV: [(&str, &str); 8] = [
     ("PYTHONDONTWRITEBYTECODE", "1"),
 ];
 
+/// The `python` and `litellm` scenarios, those of them `python` and `litellm` ask for.
+pub async fn scenarios(
+    s: &Setup<'_>,
+    python: bool,
+    litellm: bool,
+    results: &mut Results,
+) -> anyhow::Result<()> {
+    if python {
+        let (report, mut runs) = self::python(s).await?;
+        results
+            .scenarios
+            .insert("passthrough_python".into(), report);
+        results.runs.append(&mut runs);
+    }
+    if litellm {
+        let (report, mut runs) = self::litellm(s).await?;
+        results
+            .scenarios
+            .insert("passthrough_litellm".into(), report);
+        results.runs.append(&mut runs);
+    }
+    Ok(())
+}
+
 /// The Python upstream scenario: its JSON report and its runs.
-pub async fn python(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
-    let venv = s.root.join("target/bench-venv");
-    ensure_venv(
-        &venv,
-        &s.root.join("bench/python/requirements.txt"),
-        "python",
-    )
-    .await?;
+async fn python(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
+    let venv = s
+        .venv(
+            "target/bench-venv",
+            "bench/python/requirements.txt",
+            "python",
+        )
+        .await?;
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let script = s.root.join("bench/python/upstream.py");
@@ -85,37 +110,27 @@ pub async fn python(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
     upstream
         .wait_healthy(s.client, &format!("{url}/health"), Duration::from_secs(30))
         .await?;
-    let upstream_pid = upstream.pid()?;
-    let result = async {
-        let api = s.start_api("saasllm-api-python", &url, None).await?;
-        let api_pid = api.pid()?;
-        let result = s
-            .compare(
-                "python",
-                chat_op(s.client, &url, None, None),
-                &api.url,
-                &[("api", api_pid), ("python", upstream_pid)],
-            )
-            .await;
-        api.stop().await;
-        result
-    }
-    .await;
-    upstream.stop().await;
-    let (mut report, runs) = result?;
-    report["upstream"] = json!("aiohttp (bench/python/upstream.py)");
-    Ok((report, runs))
+    let pid = upstream.pid()?;
+    let upstream = Upstream {
+        proc: upstream,
+        url,
+        key: None,
+        probes: vec![("python", pid)],
+        description: "aiohttp (bench/python/upstream.py)",
+    };
+    s.through_api("python", "saasllm-api-python", upstream)
+        .await
 }
 
 /// The LiteLLM scenario: its JSON report and its runs.
-pub async fn litellm(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
-    let venv = s.root.join("target/litellm-venv");
-    ensure_venv(
-        &venv,
-        &s.root.join("tests/e2e/litellm/requirements.txt"),
-        "litellm",
-    )
-    .await?;
+async fn litellm(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
+    let venv = s
+        .venv(
+            "target/litellm-venv",
+            "tests/e2e/litellm/requirements.txt",
+            "litellm",
+        )
+        .await?;
     let port = free_port()?;
     let url = format!("http://127.0.0.1:{port}");
     let master_key = format!("sk-bench-litellm-{}", std::process::id());
@@ -154,85 +169,74 @@ pub async fn litellm(s: &Setup<'_>) -> anyhow::Result<(Value, Vec<Run>)> {
         "LiteLLM proxy up in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let proxy_pid = proxy.pid()?;
-    let result = async {
-        let api = s
-            .start_api("saasllm-api-litellm", &url, Some(&master_key))
-            .await?;
-        let api_pid = api.pid()?;
-        let result = s
-            .compare(
-                "litellm",
-                chat_op(s.client, &url, None, Some(master_key.clone())),
-                &api.url,
-                &[
-                    ("api", api_pid),
-                    ("litellm", proxy_pid),
-                    ("fake", s.fake_pid),
-                ],
-            )
-            .await;
-        api.stop().await;
-        result
-    }
-    .await;
-    proxy.stop().await;
-    let (mut report, runs) = result?;
-    report["upstream"] = json!("LiteLLM proxy -> fake (tests/e2e/litellm/config.yaml)");
-    Ok((report, runs))
+    let pid = proxy.pid()?;
+    let upstream = Upstream {
+        proc: proxy,
+        url,
+        key: Some(master_key),
+        probes: vec![("litellm", pid), ("fake", s.fake_pid)],
+        description: "LiteLLM proxy -> fake (tests/e2e/litellm/config.yaml)",
+    };
+    s.through_api("litellm", "saasllm-api-litellm", upstream)
+        .await
 }
 
-/// An API process started by [`Setup::start_api`], with the URL it serves.
-struct Api {
+/// An upstream process started for a scenario, healthy.
+struct Upstream {
     proc: Proc,
     url: String,
-}
-
-impl Api {
-    fn pid(&self) -> anyhow::Result<u32> {
-        self.proc.pid()
-    }
-
-    async fn stop(self) {
-        self.proc.stop().await;
-    }
+    /// The key it wants, if any (the API is given it too).
+    key: Option<String>,
+    /// Its processes, for the CPU columns.
+    probes: Vec<(&'static str, u32)>,
+    /// What it is, for the report.
+    description: &'static str,
 }
 
 impl Setup<'_> {
-    /// An API process on the run's database whose upstream is `upstream`.
-    async fn start_api(
+    /// Makes the virtualenv `dir` with `requirements` (both from the workspace root) unless it
+    /// is up to date (see [`ensure_venv`]); returns its path.
+    async fn venv(&self, dir: &str, requirements: &str, program: &str) -> anyhow::Result<PathBuf> {
+        let venv = self.root.join(dir);
+        ensure_venv(&venv, &self.root.join(requirements), program).await?;
+        Ok(venv)
+    }
+
+    /// Puts an API process on the run's database in front of `upstream` and compares the two
+    /// (see [`Setup::compare`]); stops both whatever the outcome.
+    async fn through_api(
         &self,
-        name: &'static str,
-        upstream: &str,
-        upstream_key: Option<&str>,
-    ) -> anyhow::Result<Api> {
-        let port = free_port()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let mut env = vec![
-            ("DATABASE_URL", self.database_url.clone()),
-            ("QUEUE_NAME", format!("{}_{}", self.db, port)),
-            ("BIND_ADDR", format!("127.0.0.1:{port}")),
-            ("ADMIN_API_KEY", ADMIN_KEY.into()),
-            ("LLM_BASE_URL", upstream.to_owned()),
-            ("RUST_LOG", "warn".into()),
-        ];
-        if let Some(key) = upstream_key {
-            env.push(("LLM_API_KEY", key.to_owned()));
+        name: &str,
+        api_name: &'static str,
+        upstream: Upstream,
+    ) -> anyhow::Result<(Value, Vec<Run>)> {
+        let result = async {
+            let port = free_port()?;
+            let settings = ApiSettings {
+                name: api_name,
+                port,
+                database_url: self.database_url.clone(),
+                queue: format!("{}_{}", self.db, port),
+                upstream: &upstream.url,
+                extra_env: upstream
+                    .key
+                    .iter()
+                    .map(|key| ("LLM_API_KEY", key.clone()))
+                    .collect(),
+            };
+            let api = Api::start(self.client, self.bin_dir, self.log_dir, settings).await?;
+            let mut probes = vec![("api", api.pid()?)];
+            probes.extend_from_slice(&upstream.probes);
+            let direct = chat_op(self.client, &upstream.url, None, upstream.key.clone());
+            let result = self.compare(name, direct, &api.url, probes).await;
+            api.stop().await;
+            result
         }
-        let mut proc = Proc::spawn(
-            name,
-            &self.bin_dir.join("saasllm-api"),
-            &[],
-            &env,
-            self.log_dir,
-        )?;
-        proc.wait_healthy(
-            self.client,
-            &format!("{url}/health"),
-            Duration::from_secs(60),
-        )
-        .await?;
-        Ok(Api { proc, url })
+        .await;
+        upstream.proc.stop().await;
+        let (mut report, runs) = result?;
+        report["upstream"] = json!(upstream.description);
+        Ok((report, runs))
     }
 
     /// At each concurrency: `direct` (the upstream called directly), then `/v1` through the API
@@ -242,18 +246,18 @@ impl Setup<'_> {
         name: &str,
         direct: Op,
         api: &str,
-        probes: &[(&'static str, u32)],
+        probes: Vec<(&'static str, u32)>,
     ) -> anyhow::Result<(Value, Vec<Run>)> {
+        let measure = Measure {
+            warmup: self.warmup,
+            duration: self.duration,
+            probes,
+        };
         let mut by_c = Vec::new();
         let mut paired = Value::Null;
         let mut runs = Vec::new();
         for c in self.concurrency {
-            let measure = |label: String, op: Op| async move {
-                let meter = CpuMeter::start(probes);
-                let mut run = load::run(label, c, self.warmup, self.duration, op).await?;
-                run.cpu = meter.cores();
-                anyhow::Ok(run)
-            };
+            let measure = |label: String, op: Op| measure.run(label, c, op);
             let base = measure(format!("{name}: upstream direct"), Arc::clone(&direct)).await?;
             print_run(&base);
             let via = measure(

@@ -56,7 +56,8 @@ async fn main() -> anyhow::Result<()> {
         recording = !cli.no_record,
         "fake LLM listening"
     );
-    shutdown_signal().await;
+    // Ctrl-C locally, SIGTERM under docker/Kubernetes.
+    saasllm_shared::shutdown::signal().await;
     tracing::info!(
         total_requests = llm.total_requests(),
         max_concurrent = llm.max_concurrent(),
@@ -64,32 +65,4 @@ async fn main() -> anyhow::Result<()> {
     );
     llm.shutdown().await?;
     Ok(())
-}
-
-/// Ctrl-C locally, SIGTERM under docker/Kubernetes.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(err) = tokio::signal::ctrl_c().await {
-            tracing::error!(%err, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(err) => {
-                tracing::error!(%err, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
 }
