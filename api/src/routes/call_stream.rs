@@ -15,6 +15,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
+use saasllm_shared::domain::outcomes::AttemptOutcome;
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
 use saasllm_worker::{
@@ -147,7 +148,7 @@ async fn run(
     if let Some(last) = attempts.last_mut() {
         last.latency_ms += streaming_started.elapsed().as_millis() as i64;
         if stream_error.is_some() {
-            last.outcome = "fatal";
+            last.outcome = AttemptOutcome::Fatal;
             last.error.clone_from(&stream_error);
         }
     }

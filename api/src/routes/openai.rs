@@ -16,6 +16,7 @@ use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::estimate::{self, OutputLimit};
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::outcomes::CostSource;
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallEndpoint;
 use serde_json::{Map, Value, json};
@@ -329,7 +330,7 @@ async fn chat_completions(
         Err(e) => {
             ticket.finish(Usage {
                 error: Some(e.to_string()),
-                cost_source: "price_table",
+                cost_source: CostSource::PriceTable,
                 ..Usage::default()
             });
             return Err(OpenAiError::new(
@@ -405,12 +406,12 @@ async fn chat_completions(
         Ok(body) => Usage {
             http_status: Some(i32::from(status.as_u16())),
             error: Some(String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         },
         Err(e) => Usage {
             error: Some(e.message.clone()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         },
     };

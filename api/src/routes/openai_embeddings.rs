@@ -13,6 +13,7 @@ use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::estimate;
 use saasllm_shared::domain::estimate_embeddings::{MAX_EMBEDDING_INPUTS, embedding_input_bound};
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::outcomes::CostSource;
 use saasllm_shared::domain::pricing::{self, UNKNOWN_MODEL_PRICE};
 use saasllm_shared::domain::status::CallEndpoint;
 use serde_json::{Map, Value};
@@ -207,7 +208,7 @@ async fn forward(
         Err(e) => {
             ticket.finish(Usage {
                 error: Some(e.to_string()),
-                cost_source: "price_table",
+                cost_source: CostSource::PriceTable,
                 ..Usage::default()
             });
             return Err(OpenAiError::new(
@@ -237,12 +238,12 @@ async fn forward(
         Ok(body) => Usage {
             http_status: Some(i32::from(status.as_u16())),
             error: Some(String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         },
         Err(message) => Usage {
             error: Some(message.clone()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         },
     };

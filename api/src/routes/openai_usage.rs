@@ -8,6 +8,7 @@ use crate::limits::Admission;
 use crate::sse::SseScan;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::outcomes::CostSource;
 use saasllm_shared::domain::pricing::{self, Price};
 use serde_json::{Value, json};
 
@@ -38,10 +39,10 @@ pub(crate) fn usage_of(
     };
     let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
     let (cost, source) = match (reported_cost, pricing.price) {
-        (Some(cost), _) => (cost.0, "header"),
+        (Some(cost), _) => (cost.0, CostSource::Header),
         (None, Some(price)) => (
             pricing::cost(price, prompt.unwrap_or(0), completion.unwrap_or(0)).0,
-            "price_table",
+            CostSource::PriceTable,
         ),
         (None, None) => {
             tracing::warn!(model = %pricing.model, config = %pricing.config, "no price known; recording at the default price");
@@ -52,7 +53,7 @@ pub(crate) fn usage_of(
                     completion.unwrap_or(0),
                 )
                 .0,
-                "default_price",
+                CostSource::DefaultPrice,
             )
         }
     };
