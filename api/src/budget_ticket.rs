@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use saasllm_shared::db::budget_slices::{SliceChange, SpendEntry};
 use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::outcomes::CostSource;
 use saasllm_shared::domain::status::CallEndpoint;
 use uuid::Uuid;
 
@@ -104,7 +105,7 @@ impl Drop for Ticket {
     fn drop(&mut self) {
         self.settle(Usage {
             error: Some("the request ended before the upstream answered (client gone)".into()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         });
     }

@@ -17,6 +17,7 @@ use axum::response::Response;
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::outcomes::AttemptOutcome;
 use saasllm_shared::domain::pricing;
 use saasllm_shared::domain::status::CallStatus;
 use saasllm_worker::{
@@ -190,7 +191,7 @@ fn cover_the_stream(
     if let Some(last) = attempts.last_mut() {
         last.latency_ms += streaming_started.elapsed().as_millis() as i64;
         if stream_error.is_some() {
-            last.outcome = "fatal";
+            last.outcome = AttemptOutcome::Fatal;
             last.error.clone_from(stream_error);
         }
     }

@@ -405,7 +405,10 @@ pub struct QueueConsumer {
 }
 
 impl QueueConsumer {
-    /// Up to `max` calls, waiting up to `wait` for a first one. Malformed entries are skipped.
+    /// Up to `max` calls, waiting up to `wait` for a first one. An entry that is not a call id is
+    /// left out of the answer, but the dispatch script has already started it as a request of
+    /// its team: it holds a concurrency slot until `hold` lapses and counts towards the team's
+    /// requests per minute.
     pub async fn take(
         &mut self,
         max: usize,

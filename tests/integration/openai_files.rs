@@ -212,7 +212,7 @@ async fn lists_page_by_after_limit_and_order_and_filter_by_purpose(db: PgPool) {
         &mut tx,
         &output_id,
         "team_l",
-        "batch_output",
+        saasllm_shared::domain::batch_api::FilePurpose::BatchOutput,
         "batch_out.jsonl",
     )
     .await

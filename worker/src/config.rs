@@ -8,6 +8,7 @@ use saasllm_shared::config::{DatabaseConfig, LlmConfig, RedisConfig, TelemetryCo
 use saasllm_shared::domain::net_policy::TargetPolicy;
 
 use crate::engine::Engine;
+use crate::leases;
 use crate::reconciler::ReconcilerSettings;
 use crate::resilience::{Cooldowns, RetryPolicy};
 use crate::upstream::Upstream;
@@ -167,7 +168,7 @@ pub struct WorkerOptions {
 
 impl WorkerOptions {
     pub fn lease(&self) -> Duration {
-        Duration::from_secs(self.lease_secs.max(3))
+        Duration::from_secs(self.lease_secs).max(leases::MIN_LEASE)
     }
 
     pub fn retry_policy(&self) -> RetryPolicy {

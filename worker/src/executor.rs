@@ -15,7 +15,7 @@ use saasllm_shared::queue::{CallQueue, Dispatched};
 
 use crate::backend::Claimed;
 use crate::engine::{Engine, OwnedResult, WholeCompletion, WholeEmbedding};
-use crate::leases::InFlight;
+use crate::leases::{self, InFlight};
 use crate::results::ResultWriter;
 // The chain's attempt records and metrics live with the chain; callers still find them here.
 pub use crate::engine::{AttemptRecord, record_metrics};
@@ -153,7 +153,7 @@ impl Executor {
 pub fn keep_lease(db: PgPool, call: &ClaimedCall, lease: Duration) -> tokio::task::JoinHandle<()> {
     let (call_id, token) = (call.call_id, call.lease_token);
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval(lease / 3);
+        let mut interval = tokio::time::interval(leases::extension_interval(lease));
         interval.tick().await;
         loop {
             interval.tick().await;

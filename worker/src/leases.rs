@@ -13,6 +13,17 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Extensions per lease: a lease outlives one or two failed extensions (a database hiccup).
+const EXTENSIONS_PER_LEASE: u32 = 3;
+
+/// Shortest lease: the interval between extensions is then at least a second.
+pub(crate) const MIN_LEASE: Duration = Duration::from_secs(EXTENSIONS_PER_LEASE as u64);
+
+/// How often a lease of length `lease` is extended.
+pub(crate) fn extension_interval(lease: Duration) -> Duration {
+    lease / EXTENSIONS_PER_LEASE
+}
+
 /// A claimed call's lease, and the team whose concurrency slot it holds (if its team has a
 /// concurrency limit).
 struct Held {
@@ -77,7 +88,7 @@ impl InFlight {
     }
 }
 
-/// Extends the leases and team slots of every call in flight, every third of a lease, until
+/// Extends the leases and team slots of every call in flight, at the `extension_interval`, until
 /// `stop` fires. Runs until the worker has drained, so calls finishing during a shutdown keep
 /// their leases.
 pub async fn keep(
@@ -87,7 +98,7 @@ pub async fn keep(
     lease: Duration,
     stop: CancellationToken,
 ) {
-    let mut interval = tokio::time::interval(lease / 3);
+    let mut interval = tokio::time::interval(extension_interval(lease));
     interval.tick().await;
     loop {
         tokio::select! {

@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures::StreamExt;
 use saasllm_shared::db::spend::Usage;
+use saasllm_shared::domain::outcomes::CostSource;
 use serde_json::Value;
 
 use saasllm_worker::reported_cost;
@@ -21,7 +22,7 @@ use crate::limits::Admission;
 pub(crate) fn upstream_unreachable(ticket: Ticket, error: reqwest::Error) -> OpenAiError {
     ticket.finish(Usage {
         error: Some(error.to_string()),
-        cost_source: "price_table",
+        cost_source: CostSource::PriceTable,
         ..Usage::default()
     });
     OpenAiError::bad_gateway(format!("Upstream request failed: {error}"))
@@ -54,12 +55,12 @@ pub(crate) async fn pass_on_whole(
         Ok(body) => Usage {
             http_status: Some(i32::from(status.as_u16())),
             error: Some(String::from_utf8_lossy(&body[..body.len().min(500)]).into_owned()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         },
         Err(message) => Usage {
             error: Some(message.clone()),
-            cost_source: "price_table",
+            cost_source: CostSource::PriceTable,
             ..Usage::default()
         },
     };

@@ -8,6 +8,7 @@ use crate::limits::Admission;
 use crate::sse::SseScan;
 use saasllm_shared::db::spend::Usage;
 use saasllm_shared::domain::money::MicroUsd;
+use saasllm_shared::domain::outcomes::CostSource;
 use saasllm_shared::domain::pricing::{self, Price, UNKNOWN_MODEL_PRICE};
 use serde_json::{Value, json};
 
@@ -35,10 +36,10 @@ pub(crate) fn usage_of(
     };
     let (prompt, completion) = (tokens("prompt_tokens"), tokens("completion_tokens"));
     let (cost, source) = match (reported_cost, pricing.price) {
-        (Some(cost), _) => (cost.0, "header"),
+        (Some(cost), _) => (cost.0, CostSource::Header),
         (None, Some(price)) => (
             pricing::cost(price, prompt.unwrap_or(0), completion.unwrap_or(0)).0,
-            "price_table",
+            CostSource::PriceTable,
         ),
         // The default price for a model the price table does not know (the record says so).
         (None, None) => {
@@ -50,7 +51,7 @@ pub(crate) fn usage_of(
                     completion.unwrap_or(0),
                 )
                 .0,
-                "default_price",
+                CostSource::DefaultPrice,
             )
         }
     };

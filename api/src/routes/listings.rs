@@ -65,7 +65,7 @@ impl From<OrganizationSummary> for OrganizationItem {
         Self {
             organization_id: row.organization_id,
             name: row.name,
-            status: row.status,
+            status: row.status.as_str().to_owned(),
             team_count: row.teams,
             created_at: row.created_at,
         }
@@ -155,7 +155,7 @@ impl From<TeamSummary> for TeamItem {
             team_id: row.team_id,
             organization_id: row.organization_id,
             team_alias: row.team_alias,
-            status: row.status,
+            status: row.status.as_str().to_owned(),
             key_prefix: row.key_prefix,
             created_at: row.created_at,
         }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Json, Response};
 use chrono::{DateTime, Utc};
 use saasllm_shared::db;
 use saasllm_shared::db::batches::{BatchRow, Cancel, NewBatch};
-use saasllm_shared::domain::status::CallEndpoint;
+use saasllm_shared::domain::batch_api::{BatchEndpoint, FilePurpose};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use utoipa::{IntoParams, ToSchema};
@@ -87,15 +87,15 @@ async fn create_batch(
         Some(Value::String(text)) if !text.contains('\0') => Ok(text.as_str()),
         _ => Err(invalid(field, format!("`{field}` must be a string"))),
     };
-    let endpoint = text("endpoint")?;
-    if CallEndpoint::from_path(endpoint).is_none() {
+    let requested_endpoint = text("endpoint")?;
+    let Some(endpoint) = BatchEndpoint::from_path(requested_endpoint) else {
         return Err(invalid(
             "endpoint",
             format!(
-                "Unsupported endpoint '{endpoint}': a batch runs /v1/chat/completions or /v1/embeddings"
+                "Unsupported endpoint '{requested_endpoint}': a batch runs /v1/chat/completions or /v1/embeddings"
             ),
         ));
-    }
+    };
     let window = text("completion_window")?;
     if window != COMPLETION_WINDOW {
         return Err(invalid(
@@ -112,7 +112,7 @@ async fn create_batch(
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| OpenAiError::not_found(format!("No such File object: {input_file_id}")))?;
-    if file.purpose != "batch" {
+    if file.purpose != FilePurpose::Batch {
         return Err(invalid(
             "input_file_id",
             format!(

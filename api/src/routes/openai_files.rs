@@ -15,6 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Json, Response};
 use saasllm_shared::db::files::{self, FileRow};
+use saasllm_shared::domain::batch_api;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -96,10 +97,9 @@ struct FileObject {
 impl From<FileRow> for FileObject {
     fn from(row: FileRow) -> Self {
         Self {
-            purpose: if row.purpose == "batch_output" {
-                FilePurpose::BatchOutput
-            } else {
-                FilePurpose::Batch
+            purpose: match row.purpose {
+                batch_api::FilePurpose::Batch => FilePurpose::Batch,
+                batch_api::FilePurpose::BatchOutput => FilePurpose::BatchOutput,
             },
             id: row.file_id,
             object: FileKind::File,

@@ -151,8 +151,14 @@ pub(super) async fn create_file(
                     Some(tx) => tx,
                     None => tx.insert(state.db.begin().await.map_err(ApiError::from)?),
                 };
-                let started =
-                    ChunkWriter::start(conn, &file_id, &team_id, "batch", &filename).await;
+                let started = ChunkWriter::start(
+                    conn,
+                    &file_id,
+                    &team_id,
+                    saasllm_shared::domain::batch_api::FilePurpose::Batch,
+                    &filename,
+                )
+                .await;
                 let mut file = started.map_err(ApiError::from)?;
                 store_content(&mut field, conn, &mut file).await?;
                 writer = Some(file);

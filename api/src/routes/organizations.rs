@@ -51,7 +51,7 @@ impl From<OrganizationRow> for OrganizationResponse {
         Self {
             organization_id: row.organization_id,
             name: row.name,
-            status: row.status,
+            status: row.status.as_str().to_owned(),
             metadata: row.metadata,
             created_at: row.created_at,
             updated_at: row.updated_at,

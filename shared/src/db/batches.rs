@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::batch_api::{BatchEnding, BatchEndpoint};
 use crate::domain::status::BatchStatus;
 
 /// A stored batch.
@@ -14,11 +15,12 @@ pub struct BatchRow {
     pub batch_id: String,
     pub team_id: String,
     pub job_id: Option<Uuid>,
-    pub endpoint: String,
+    pub endpoint: BatchEndpoint,
     pub input_file_id: String,
     pub completion_window: String,
     pub status: BatchStatus,
-    pub ending: Option<BatchStatus>,
+    /// How the batch is to end, once that is known and before it is finalized.
+    pub ending: Option<BatchEnding>,
     /// OpenAI's `errors.data` items, when validation failed.
     pub errors: Option<serde_json::Value>,
     pub output_file_id: Option<String>,
@@ -48,9 +50,10 @@ macro_rules! query_batch {
         sqlx::query_as!(
             $crate::db::batches::BatchRow,
             $head
-                + r#"batch_id, team_id, job_id, endpoint, input_file_id, completion_window,
+                + r#"batch_id, team_id, job_id, endpoint as "endpoint: crate::domain::batch_api::BatchEndpoint",
+                     input_file_id, completion_window,
                      status as "status: crate::domain::status::BatchStatus",
-                     ending as "ending: crate::domain::status::BatchStatus", errors, output_file_id,
+                     ending as "ending: crate::domain::batch_api::BatchEnding", errors, output_file_id,
                      error_file_id, metadata, total_lines, completed_lines, failed_lines,
                      budget_slice_id, usd_per_credit_micro, created_at, in_progress_at, expires_at,
                      finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at"#
@@ -70,7 +73,7 @@ pub fn new_batch_id() -> String {
 pub struct NewBatch<'a> {
     pub batch_id: &'a str,
     pub team_id: &'a str,
-    pub endpoint: &'a str,
+    pub endpoint: BatchEndpoint,
     pub input_file_id: &'a str,
     pub completion_window: &'a str,
     pub window_secs: f64,
@@ -88,7 +91,7 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch<'_>) -> sqlx::Resu
         "",
         batch.batch_id,
         batch.team_id,
-        batch.endpoint,
+        batch.endpoint as BatchEndpoint,
         batch.input_file_id,
         batch.completion_window,
         batch.metadata,

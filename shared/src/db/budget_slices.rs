@@ -273,12 +273,12 @@ async fn insert_records(conn: &mut PgConnection, entries: &[SpendEntry]) -> sqlx
         models.push(e.model.as_str());
         streams.push(e.stream);
         reserved.push(e.reserved_micro_usd);
-        statuses.push(e.usage.status());
+        statuses.push(e.usage.status().as_str());
         prompt.push(e.usage.prompt_tokens);
         completion.push(e.usage.completion_tokens);
         total.push(e.usage.total_tokens);
         costs.push(e.usage.cost_micro_usd);
-        sources.push(e.usage.cost_source);
+        sources.push(e.usage.cost_source.as_str());
         http.push(e.usage.http_status);
         errors.push(e.usage.error.as_deref());
         endpoints.push(e.endpoint.as_str());

@@ -5,6 +5,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::calls::CALL_FINISHED_CHANNEL;
+use crate::domain::outcomes::AttemptOutcome;
 use crate::domain::status::{CallEndpoint, CallStatus};
 
 /// A call claimed by a worker.
@@ -93,7 +94,7 @@ pub async fn extend_lease(
 pub struct Attempt<'a> {
     pub model_name: &'a str,
     pub http_status: Option<i32>,
-    pub outcome: &'a str,
+    pub outcome: AttemptOutcome,
     pub latency_ms: i64,
     pub error: Option<&'a str>,
 }
@@ -125,7 +126,7 @@ pub async fn finish(
 ) -> sqlx::Result<bool> {
     let models: Vec<&str> = attempts.iter().map(|a| a.model_name).collect();
     let statuses: Vec<Option<i32>> = attempts.iter().map(|a| a.http_status).collect();
-    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome).collect();
+    let outcomes: Vec<&str> = attempts.iter().map(|a| a.outcome.as_str()).collect();
     let latencies: Vec<i64> = attempts.iter().map(|a| a.latency_ms).collect();
     let errors: Vec<Option<&str>> = attempts.iter().map(|a| a.error).collect();
     // The arrays of borrowed or optional elements are typed by their casts: sqlx's check

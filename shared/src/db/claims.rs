@@ -285,7 +285,7 @@ impl<'a> AttemptColumns<'a> {
         self.lease_tokens.push(call.lease_token);
         self.models.push(attempt.model_name);
         self.http_statuses.push(attempt.http_status);
-        self.outcomes.push(attempt.outcome);
+        self.outcomes.push(attempt.outcome.as_str());
         self.latencies.push(attempt.latency_ms);
         self.errors.push(attempt.error);
     }

@@ -19,7 +19,7 @@ pub struct BalanceRow {
 }
 
 impl BalanceRow {
-    /// Allocated minus used: what the guide calls `credits_remaining`.
+    /// Allocated minus used: what answers call `credits_remaining`.
     pub fn remaining(&self) -> i64 {
         self.credits_allocated - self.credits_used
     }

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::batch_api::FilePurpose;
+
 /// Largest chunk stored in one row.
 pub const CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -15,8 +17,7 @@ pub const CHUNK_BYTES: usize = 1024 * 1024;
 pub struct FileRow {
     pub file_id: String,
     pub team_id: String,
-    /// `batch` (uploaded) or `batch_output` (a batch's output or error file).
-    pub purpose: String,
+    pub purpose: FilePurpose,
     pub filename: String,
     pub bytes: i64,
     pub line_count: i64,
@@ -29,7 +30,10 @@ macro_rules! query_file {
     ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             FileRow,
-            $head + "file_id, team_id, purpose, filename, bytes, line_count, created_at" + $tail
+            $head
+                + r#"file_id, team_id, purpose as "purpose: FilePurpose", filename, bytes, line_count,
+                     created_at"#
+                + $tail
             $(, $arg)*
         )
     };
@@ -59,7 +63,7 @@ impl ChunkWriter {
         conn: &mut PgConnection,
         file_id: &str,
         team_id: &str,
-        purpose: &str,
+        purpose: FilePurpose,
         filename: &str,
     ) -> sqlx::Result<Self> {
         sqlx::query!(
@@ -67,7 +71,7 @@ impl ChunkWriter {
              values ($1, $2, $3, $4, 0, 0)",
             file_id,
             team_id,
-            purpose,
+            purpose as FilePurpose,
             filename
         )
         .execute(conn)

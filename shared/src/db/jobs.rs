@@ -9,6 +9,7 @@ use uuid::Uuid;
 use crate::db::job_creation::{self, JobToCreate};
 use crate::db::settlement::{self, SettleAnswer, SettleRequest, settling_update};
 use crate::db::{credits, webhooks};
+use crate::domain::outcomes::CreditHold;
 use crate::domain::status::JobStatus;
 
 /// A stored job.
@@ -20,7 +21,7 @@ pub struct JobRow {
     pub job_type: String,
     pub status: JobStatus,
     pub requested_status: Option<JobStatus>,
-    pub credit_hold: String,
+    pub credit_hold: CreditHold,
     pub metadata: serde_json::Value,
     pub completion_metadata: Option<serde_json::Value>,
     pub error_message: Option<String>,
@@ -35,7 +36,7 @@ pub struct JobRow {
 impl JobRow {
     /// Whether the job's credit was charged.
     pub fn credit_applied(&self) -> bool {
-        self.credit_hold == "charged"
+        self.credit_hold == CreditHold::Charged
     }
 }
 
@@ -48,7 +49,8 @@ macro_rules! query_job {
             $crate::db::jobs::JobRow,
             $head
                 + r#"job_id, team_id, user_id, job_type, status as "status: JobStatus",
-                     requested_status as "requested_status: JobStatus", credit_hold, metadata,
+                     requested_status as "requested_status: JobStatus",
+                     credit_hold as "credit_hold: crate::domain::outcomes::CreditHold", metadata,
                      completion_metadata, error_message, created_at, updated_at, completed_at,
                      expires_at, callback_url"#
                 + $tail

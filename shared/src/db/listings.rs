@@ -11,7 +11,9 @@ pub use crate::db::activity::{
 };
 use crate::db::credits::BalanceRow;
 use crate::db::jobs::JobRow;
-use crate::domain::status::{JobStatus, TeamStatus};
+use crate::db::webhooks::DeliveryStatus;
+use crate::domain::outcomes::AttemptOutcome;
+use crate::domain::status::{JobStatus, OrganizationStatus, TeamStatus};
 
 /// A row's place in a newest-first list, `<created_at RFC 3339>_<id>`: the console's `before`
 /// parameter, and what the API's job cursors carry.
@@ -34,7 +36,7 @@ pub fn parse_position(text: &str) -> Option<(DateTime<Utc>, Uuid)> {
 pub struct OrganizationSummary {
     pub organization_id: String,
     pub name: String,
-    pub status: String,
+    pub status: OrganizationStatus,
     pub created_at: DateTime<Utc>,
     pub teams: i64,
 }
@@ -70,7 +72,7 @@ pub async fn organizations_matching(
 ) -> sqlx::Result<Vec<OrganizationSummary>> {
     sqlx::query_as!(
         OrganizationSummary,
-        r#"select o.organization_id, o.name, o.status, o.created_at,
+        r#"select o.organization_id, o.name, o.status as "status: OrganizationStatus", o.created_at,
                 (select count(*) from teams t where t.organization_id = o.organization_id) as "teams!"
          from organizations o
          where ($1::text is null or o.organization_id > $1)
@@ -90,7 +92,7 @@ pub struct TeamSummary {
     pub team_id: String,
     pub organization_id: String,
     pub team_alias: Option<String>,
-    pub status: String,
+    pub status: TeamStatus,
     pub created_at: DateTime<Utc>,
     pub credits_available: i64,
     pub credits_used: i64,
@@ -135,7 +137,7 @@ pub async fn teams_matching(
 ) -> sqlx::Result<Vec<TeamSummary>> {
     // `!` on each `coalesce` with a constant: never null.
     let rows = sqlx::query!(
-        r#"select t.team_id, t.organization_id, t.team_alias, t.status, t.created_at,
+        r#"select t.team_id, t.organization_id, t.team_alias, t.status as "status: TeamStatus", t.created_at,
                 coalesce(b.credits_allocated - b.credits_used - b.credits_reserved, 0) as "credits_available!",
                 coalesce(b.credits_allocated, 0) as "credits_allocated!",
                 coalesce(b.credits_used, 0) as "credits_used!",
@@ -293,7 +295,7 @@ pub struct AttemptRow {
     pub call_id: Uuid,
     pub model_name: String,
     pub http_status: Option<i32>,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub latency_ms: i64,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -303,8 +305,8 @@ pub struct AttemptRow {
 pub async fn attempts(db: impl PgExecutor<'_>, call_ids: &[Uuid]) -> sqlx::Result<Vec<AttemptRow>> {
     sqlx::query_as!(
         AttemptRow,
-        "select call_id, model_name, http_status, outcome, latency_ms, error, created_at
-         from llm_call_attempts where call_id = any($1) order by attempt_id",
+        r#"select call_id, model_name, http_status, outcome as "outcome: AttemptOutcome", latency_ms, error, created_at
+         from llm_call_attempts where call_id = any($1) order by attempt_id"#,
         call_ids
     )
     .fetch_all(db)
@@ -320,7 +322,7 @@ pub struct DeliveryListing {
     pub team_id: String,
     pub event_type: String,
     pub url: String,
-    pub status: String,
+    pub status: DeliveryStatus,
     pub attempts: i32,
     pub last_http_status: Option<i32>,
     pub last_error: Option<String>,
@@ -340,7 +342,7 @@ pub async fn deliveries(
     // `attempt_log!`: a `coalesce` with a constant.
     sqlx::query_as!(
         DeliveryListing,
-        r#"select d.delivery_id, d.job_id, d.team_id, d.event_type, d.url, d.status, d.attempts,
+        r#"select d.delivery_id, d.job_id, d.team_id, d.event_type, d.url, d.status as "status: DeliveryStatus", d.attempts,
                 d.last_http_status, d.last_error, d.created_at, d.delivered_at,
                 coalesce((select jsonb_agg(jsonb_build_object('attempt', a.attempt_number,
                           'at', a.attempted_at, 'http_status', a.http_status, 'error', a.error,

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
+use crate::domain::status::ModelGroupStatus;
+
 /// A stored model group (without its models).
 #[derive(Debug, Clone)]
 pub struct ModelGroupRow {
@@ -11,7 +13,7 @@ pub struct ModelGroupRow {
     pub group_name: String,
     pub display_name: Option<String>,
     pub description: Option<String>,
-    pub status: String,
+    pub status: ModelGroupStatus,
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -41,8 +43,8 @@ macro_rules! query_group {
         sqlx::query_as!(
             ModelGroupRow,
             $head
-                + "model_group_id, group_name, display_name, description, status, metadata,
-                   created_at, updated_at"
+                + r#"model_group_id, group_name, display_name, description,
+                     status as "status: ModelGroupStatus", metadata, created_at, updated_at"#
                 + $tail
             $(, $arg)*
         )
@@ -171,8 +173,8 @@ pub async fn find_with_access(
 ) -> sqlx::Result<Option<(ModelGroupRow, bool)>> {
     // The group's columns are written out: `query_group!` reads into `ModelGroupRow` alone.
     let found = sqlx::query!(
-        r#"select model_group_id, group_name, display_name, description, status, metadata,
-                  created_at, updated_at,
+        r#"select model_group_id, group_name, display_name, description,
+                  status as "status: ModelGroupStatus", metadata, created_at, updated_at,
                   exists (select 1 from team_model_groups t
                           where t.team_id = $2 and t.model_group_id = g.model_group_id) as "granted!"
            from model_groups g where group_name = $1"#,
@@ -278,10 +280,10 @@ pub async fn granted_to(
     // The columns are written out qualified: `created_at` is also a column of the grants.
     let groups = sqlx::query_as!(
         ModelGroupRow,
-        "select g.model_group_id, g.group_name, g.display_name, g.description, g.status,
-                g.metadata, g.created_at, g.updated_at
+        r#"select g.model_group_id, g.group_name, g.display_name, g.description,
+                g.status as "status: ModelGroupStatus", g.metadata, g.created_at, g.updated_at
          from team_model_groups t join model_groups g using (model_group_id)
-         where t.team_id = $1 order by t.position",
+         where t.team_id = $1 order by t.position"#,
         team_id
     )
     .fetch_all(&mut *conn)

@@ -3,12 +3,14 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use crate::domain::status::OrganizationStatus;
+
 /// A stored organization.
 #[derive(Debug, Clone)]
 pub struct OrganizationRow {
     pub organization_id: String,
     pub name: String,
-    pub status: String,
+    pub status: OrganizationStatus,
     pub metadata: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -23,8 +25,8 @@ pub async fn insert(
 ) -> sqlx::Result<OrganizationRow> {
     sqlx::query_as!(
         OrganizationRow,
-        "insert into organizations (organization_id, name, metadata) values ($1, $2, $3)
-         returning organization_id, name, status, metadata, created_at, updated_at",
+        r#"insert into organizations (organization_id, name, metadata) values ($1, $2, $3)
+         returning organization_id, name, status as "status: OrganizationStatus", metadata, created_at, updated_at"#,
         organization_id,
         name,
         metadata
@@ -40,8 +42,8 @@ pub async fn find(
 ) -> sqlx::Result<Option<OrganizationRow>> {
     sqlx::query_as!(
         OrganizationRow,
-        "select organization_id, name, status, metadata, created_at, updated_at
-         from organizations where organization_id = $1",
+        r#"select organization_id, name, status as "status: OrganizationStatus", metadata, created_at, updated_at
+         from organizations where organization_id = $1"#,
         organization_id
     )
     .fetch_optional(db)

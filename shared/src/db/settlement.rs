@@ -17,6 +17,7 @@ use crate::db::jobs::{
     CallCounts, Cancellation, JOB_SETTLED_CHANNEL, JobRow, Settlement, query_job,
 };
 use crate::db::{calls, credits, webhooks};
+use crate::domain::outcomes::CreditHold;
 use crate::domain::status::JobStatus;
 
 /// What to do to a job.
@@ -73,7 +74,7 @@ pub async fn settle_group(
     let counts = finished_counts(&mut tx, &locked, requests).await?;
     let mut current: HashMap<Uuid, (JobStatus, bool)> = locked
         .iter()
-        .map(|j| (j.job_id, (j.status, j.credit_hold == "held")))
+        .map(|j| (j.job_id, (j.status, j.credit_hold == CreditHold::Held)))
         .collect();
     let by_id: HashMap<Uuid, &JobRow> = locked.iter().map(|j| (j.job_id, j)).collect();
 
@@ -238,7 +239,14 @@ async fn move_jobs(
     let statuses: Vec<&str> = transitions.iter().map(|t| t.status.as_str()).collect();
     let holds: Vec<&str> = transitions
         .iter()
-        .map(|t| if t.charge { "charged" } else { "released" })
+        .map(|t| {
+            let hold = if t.charge {
+                CreditHold::Charged
+            } else {
+                CreditHold::Released
+            };
+            hold.as_str()
+        })
         .collect();
     // The arrays of borrowed elements are typed by their casts: sqlx's check expects `Vec<String>`.
     settling_update!(

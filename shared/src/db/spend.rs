@@ -5,6 +5,8 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::domain::outcomes::{CostSource, SpendStatus};
+
 /// What a finished request cost.
 #[derive(Debug, Clone, Default)]
 pub struct Usage {
@@ -12,7 +14,7 @@ pub struct Usage {
     pub completion_tokens: Option<i64>,
     pub total_tokens: Option<i64>,
     pub cost_micro_usd: i64,
-    pub cost_source: &'static str,
+    pub cost_source: CostSource,
     pub http_status: Option<i32>,
     pub error: Option<String>,
 }
@@ -20,11 +22,11 @@ pub struct Usage {
 impl Usage {
     /// The spend record's final status: `released` for a failed request that cost nothing,
     /// `recorded` otherwise.
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> SpendStatus {
         if self.error.is_some() && self.cost_micro_usd == 0 {
-            "released"
+            SpendStatus::Released
         } else {
-            "recorded"
+            SpendStatus::Recorded
         }
     }
 }
@@ -47,12 +49,12 @@ async fn settle(db: &PgPool, request_id: Uuid, usage: &Usage) -> sqlx::Result<bo
              spend_micro_usd = least(b.spend_micro_usd::numeric + $6, 9223372036854775807)::int8, updated_at = now()
          from settled s where b.team_id = s.team_id",
         request_id,
-        status,
+        status as SpendStatus,
         usage.prompt_tokens,
         usage.completion_tokens,
         usage.total_tokens,
         usage.cost_micro_usd,
-        usage.cost_source,
+        usage.cost_source as CostSource,
         usage.http_status,
         usage.error.as_deref()
     )
@@ -75,7 +77,7 @@ pub async fn release_stale(db: &PgPool, max_age_secs: f64, limit: i64) -> sqlx::
     .await?;
     let mut released = 0;
     let usage = Usage {
-        cost_source: "price_table",
+        cost_source: CostSource::PriceTable,
         error: Some("reservation expired: the request never finished".into()),
         ..Usage::default()
     };

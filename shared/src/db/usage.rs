@@ -4,6 +4,8 @@
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 
+use crate::domain::status::CallEndpoint;
+
 /// Totals of one team's jobs of one type created in the period.
 #[derive(Debug, Clone)]
 pub struct UsageRow {
@@ -118,7 +120,7 @@ pub async fn by_day(
 #[derive(Debug, Clone)]
 pub struct OpenAiUsageRow {
     pub team_id: String,
-    pub endpoint: String,
+    pub endpoint: CallEndpoint,
     pub requests: i64,
     pub cost_micro_usd: i64,
     pub tokens: i64,
@@ -133,7 +135,7 @@ pub async fn openai_by_endpoint(
 ) -> sqlx::Result<Vec<OpenAiUsageRow>> {
     sqlx::query_as!(
         OpenAiUsageRow,
-        r#"select team_id, endpoint, count(*) as "requests!",
+        r#"select team_id, endpoint as "endpoint: CallEndpoint", count(*) as "requests!",
                 coalesce(sum(cost_micro_usd), 0)::int8 as "cost_micro_usd!",
                 coalesce(sum(total_tokens), 0)::int8 as "tokens!"
          from spend_records

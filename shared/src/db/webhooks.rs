@@ -11,6 +11,9 @@ use sqlx::{PgConnection, PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::domain::money::MicroUsd;
+use crate::domain::outcomes::CreditHold;
+use crate::domain::status::JobStatus;
+use crate::domain::stored_names::stored_names;
 
 /// The event sent when a job reaches its final status.
 pub const JOB_SETTLED: &str = "job.settled";
@@ -20,8 +23,8 @@ struct SettledJob {
     job_id: Uuid,
     team_id: String,
     job_type: String,
-    status: String,
-    credit_hold: String,
+    status: JobStatus,
+    credit_hold: CreditHold,
     metadata: serde_json::Value,
     created_at: DateTime<Utc>,
     completed_at: Option<DateTime<Utc>>,
@@ -41,7 +44,8 @@ struct SettledJob {
 pub async fn enqueue_job_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx::Result<()> {
     let job = sqlx::query_as!(
         SettledJob,
-        r#"select j.job_id, j.team_id, j.job_type, j.status, j.credit_hold, j.metadata, j.created_at,
+        r#"select j.job_id, j.team_id, j.job_type, j.status as "status: JobStatus",
+                j.credit_hold as "credit_hold: CreditHold", j.metadata, j.created_at,
                 j.completed_at, j.callback_url,
                 count(c.call_id) as "calls_total!",
                 count(*) filter (where c.status = 'succeeded') as "calls_succeeded!",
@@ -69,7 +73,7 @@ pub async fn enqueue_job_settled(conn: &mut PgConnection, job_id: Uuid) -> sqlx:
             "team_id": job.team_id,
             "job_type": job.job_type,
             "status": job.status,
-            "credits_charged": i32::from(job.credit_hold == "charged"),
+            "credits_charged": i32::from(job.credit_hold == CreditHold::Charged),
             "calls": {
                 "total": job.calls_total,
                 "succeeded": job.calls_succeeded,
@@ -176,16 +180,11 @@ pub enum DeliveryStatus {
     Failed,
 }
 
-impl DeliveryStatus {
-    /// The stored and wire name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
-    }
-}
+stored_names!(DeliveryStatus {
+    Pending => "pending",
+    Delivered => "delivered",
+    Failed => "failed",
+});
 
 /// Records an attempt and moves the delivery on: `delivered` on success; otherwise the next
 /// attempt `retry_delay` from now, but no later than the end of the retry window (so the last

@@ -1,6 +1,23 @@
-//! Lifecycle states of teams, jobs and calls, as stored in PostgreSQL.
+//! Lifecycle states of organizations, teams, model groups, jobs, calls and batches, as stored
+//! in PostgreSQL.
 
 use serde::{Deserialize, Serialize};
+
+use crate::domain::batch_api::BatchEndpoint;
+use crate::domain::stored_names::stored_names;
+
+/// Whether an organization is active or suspended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum OrganizationStatus {
+    Active,
+    Suspended,
+}
+
+stored_names!(OrganizationStatus {
+    Active => "active",
+    Suspended => "suspended",
+});
 
 /// Whether a team's key is accepted.
 #[derive(
@@ -12,6 +29,24 @@ pub enum TeamStatus {
     Active,
     Suspended,
 }
+
+stored_names!(TeamStatus {
+    Active => "active",
+    Suspended => "suspended",
+});
+
+/// Whether a model group is active or inactive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum ModelGroupStatus {
+    Active,
+    Inactive,
+}
+
+stored_names!(ModelGroupStatus {
+    Active => "active",
+    Inactive => "inactive",
+});
 
 /// A job's lifecycle: pending -> in_progress -> (completing ->) completed | failed, or expired,
 /// or cancelled by the client.
@@ -127,17 +162,7 @@ impl CallEndpoint {
 
     /// The OpenAI path of the endpoint, as batch files and batches name it.
     pub fn path(self) -> &'static str {
-        match self {
-            CallEndpoint::Chat => "/v1/chat/completions",
-            CallEndpoint::Embeddings => "/v1/embeddings",
-        }
-    }
-
-    /// The endpoint of an OpenAI path, if it is one a call can use.
-    pub fn from_path(path: &str) -> Option<Self> {
-        [CallEndpoint::Chat, CallEndpoint::Embeddings]
-            .into_iter()
-            .find(|e| e.path() == path)
+        BatchEndpoint::from(self).as_str()
     }
 }
 
@@ -211,6 +236,24 @@ mod tests {
         ] {
             let json = serde_json::to_value(status).expect("serializes");
             assert_eq!(json, status.as_str());
+        }
+    }
+
+    #[test]
+    fn stored_names_are_the_bound_ones() {
+        use crate::domain::stored_names::bound_text;
+        for status in TeamStatus::ALL {
+            assert_eq!(bound_text(status), status.as_str());
+            assert_eq!(
+                serde_json::to_value(status).expect("serializes"),
+                status.as_str()
+            );
+        }
+        for status in OrganizationStatus::ALL {
+            assert_eq!(bound_text(status), status.as_str());
+        }
+        for status in ModelGroupStatus::ALL {
+            assert_eq!(bound_text(status), status.as_str());
         }
     }
 

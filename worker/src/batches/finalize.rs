@@ -6,6 +6,7 @@
 use saasllm_shared::db::batch_endings::{self, Ending, FinishedLine};
 use saasllm_shared::db::batch_runs;
 use saasllm_shared::db::files::{self, ChunkWriter};
+use saasllm_shared::domain::batch_api::{BatchEnding, FilePurpose};
 use saasllm_shared::domain::status::{BatchStatus, CallStatus};
 use serde_json::{Value, json};
 use sqlx::{PgConnection, PgPool};
@@ -33,7 +34,9 @@ pub async fn finalize(db: &PgPool, batch_id: &str) -> anyhow::Result<bool> {
     }
     let (completed, failed) = (output.completed, output.failed);
     let (output_file_id, error_file_id) = output.finish(&mut tx).await?;
-    let status = batch.ending.unwrap_or(BatchStatus::Completed);
+    let status = batch
+        .ending
+        .map_or(BatchStatus::Completed, BatchEnding::status);
     batch_endings::end(
         &mut tx,
         &batch,
@@ -92,7 +95,10 @@ impl<'a> Output<'a> {
         if file.is_none() {
             let name = format!("{}_{suffix}.jsonl", self.batch_id);
             let id = files::new_file_id();
-            *file = Some(ChunkWriter::start(conn, &id, self.team_id, "batch_output", &name).await?);
+            *file = Some(
+                ChunkWriter::start(conn, &id, self.team_id, FilePurpose::BatchOutput, &name)
+                    .await?,
+            );
         }
         let writer = file.as_mut().ok_or_else(|| anyhow::anyhow!("no writer"))?;
         let mut text = serde_json::to_vec(&output_line(line))?;

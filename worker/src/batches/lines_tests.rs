@@ -2,7 +2,7 @@ use std::collections::HashSet;
 
 use chrono::Utc;
 use saasllm_shared::db::model_groups::{ModelEntryRow, ModelGroupRow};
-use saasllm_shared::domain::status::CallEndpoint;
+use saasllm_shared::domain::status::{CallEndpoint, ModelGroupStatus};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -17,7 +17,7 @@ fn grants() -> Grants {
             group_name: name.to_owned(),
             display_name: None,
             description: None,
-            status: "active".into(),
+            status: ModelGroupStatus::Active,
             metadata: json!({}),
             created_at: Utc::now(),
             updated_at: Utc::now(),

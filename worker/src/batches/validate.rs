@@ -73,9 +73,7 @@ struct Ready {
 
 /// Reads and checks the file, inserting its lines as the job's calls page by page.
 async fn load(conn: &mut PgConnection, batch: &BatchRow) -> anyhow::Result<Loaded> {
-    let endpoint = CallEndpoint::from_path(&batch.endpoint).ok_or_else(|| {
-        anyhow::anyhow!("batch {} has endpoint {}", batch.batch_id, batch.endpoint)
-    })?;
+    let endpoint = batch.endpoint.call_endpoint();
     if db::files::find(&mut *conn, &batch.team_id, &batch.input_file_id)
         .await?
         .is_none()

@@ -14,6 +14,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
+use saasllm_shared::domain::outcomes::AttemptOutcome;
 use serde_json::Value;
 
 use crate::fallback::Next;
@@ -95,7 +96,7 @@ impl Engine {
                 attempts.push(AttemptRecord {
                     model: model.clone(),
                     http_status: None,
-                    outcome: "skipped",
+                    outcome: AttemptOutcome::Skipped,
                     latency_ms: 0,
                     error: Some("model cooling down after repeated failures".into()),
                 });
@@ -116,7 +117,7 @@ impl Engine {
                         attempts.push(AttemptRecord {
                             model: model.clone(),
                             http_status: Some(200),
-                            outcome: "succeeded",
+                            outcome: AttemptOutcome::Succeeded,
                             latency_ms,
                             error: None,
                         });
@@ -139,9 +140,9 @@ impl Engine {
                     model: model.clone(),
                     http_status: error.http_status(),
                     outcome: match (retry_in, next) {
-                        (Some(_), _) => "retry",
-                        (None, Next::Fallback) => "fallback",
-                        (None, Next::Stop) => "fatal",
+                        (Some(_), _) => AttemptOutcome::Retry,
+                        (None, Next::Fallback) => AttemptOutcome::Fallback,
+                        (None, Next::Stop) => AttemptOutcome::Fatal,
                     },
                     latency_ms,
                     error: Some(error.to_string()),

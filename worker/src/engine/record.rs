@@ -1,13 +1,14 @@
 //! What the chain keeps of each attempt, and the metrics of a finished chain.
 
 use saasllm_shared::db::calls::Attempt;
+use saasllm_shared::domain::outcomes::AttemptOutcome;
 use saasllm_shared::domain::status::CallStatus;
 
 /// One attempt, kept until the result is written with it.
 pub struct AttemptRecord {
     pub model: String,
     pub http_status: Option<i32>,
-    pub outcome: &'static str,
+    pub outcome: AttemptOutcome,
     pub latency_ms: i64,
     pub error: Option<String>,
 }
@@ -35,13 +36,13 @@ pub fn record_metrics(model_group: &str, attempts: &[AttemptRecord], status: Cal
     };
     metrics::counter!("llm_calls_total", "model_group" => model_group.to_owned(), "outcome" => outcome).increment(1);
     for attempt in attempts {
-        metrics::counter!("llm_upstream_attempts_total", "model" => attempt.model.clone(), "outcome" => attempt.outcome)
+        metrics::counter!("llm_upstream_attempts_total", "model" => attempt.model.clone(), "outcome" => attempt.outcome.as_str())
             .increment(1);
-        if attempt.outcome != "skipped" {
+        if attempt.outcome != AttemptOutcome::Skipped {
             metrics::histogram!("llm_upstream_duration_seconds", "model" => attempt.model.clone())
                 .record(attempt.latency_ms as f64 / 1000.0);
         }
-        if attempt.outcome == "fallback" {
+        if attempt.outcome == AttemptOutcome::Fallback {
             metrics::counter!("llm_fallbacks_total", "model_group" => model_group.to_owned())
                 .increment(1);
         }

@@ -81,7 +81,7 @@ fn outcomes(chain: &ChainOutcome<()>) -> Vec<(&str, &str)> {
     chain
         .attempts
         .iter()
-        .map(|a| (a.model.as_str(), a.outcome))
+        .map(|a| (a.model.as_str(), a.outcome.as_str()))
         .collect()
 }
 

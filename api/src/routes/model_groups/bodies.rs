@@ -85,7 +85,7 @@ impl ModelGroupResponse {
             group_name: group.group_name,
             display_name: group.display_name,
             description: group.description,
-            status: group.status,
+            status: group.status.as_str().to_owned(),
             metadata: group.metadata,
             created_at: group.created_at,
             updated_at: group.updated_at,

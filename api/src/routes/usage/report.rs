@@ -56,7 +56,9 @@ pub(super) struct OpenAiEndpointUsage {
 pub(super) fn openai_report<'a>(rows: impl Iterator<Item = &'a OpenAiUsageRow>) -> OpenAiUsage {
     let mut endpoints: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for row in rows {
-        let entry = endpoints.entry(row.endpoint.clone()).or_default();
+        let entry = endpoints
+            .entry(row.endpoint.as_str().to_owned())
+            .or_default();
         entry.0 += row.requests;
         entry.1 += row.cost_micro_usd;
         entry.2 += row.tokens;
