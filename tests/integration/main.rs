@@ -1,4 +1,10 @@
 //! The one integration-test binary: real PostgreSQL (a fresh database per test) and real Redis.
+//!
+//! The tests read and arrange the database with runtime `sqlx::query(...)`, not the compile-checked
+//! macros the service uses: a test's SQL often writes states the service never writes (a lapsed
+//! lease, a forged row, a broken foreign value) to see what the code does with them, and a test
+//! whose SQL no longer matches the schema fails at once when it runs, which is the check the
+//! macros would give. Keeping it out of `.sqlx/` also keeps that data to the statements that ship.
 
 mod helpers;
 
