@@ -162,6 +162,8 @@ from seed_deliveries d cross join generate_series(1, d.attempts) as a
 order by d.created_at, a;
 
 -- What settlement keeps on a settled job's row: its calls' totals, when they had all finished.
+-- The seed writes its rows after the migrations ran, so it fills them with the same statement
+-- as the backfill in migrations/20261203120000_console.sql (migrations stay as they shipped).
 update jobs j set calls_cost_micro_usd = s.cost, calls_tokens = s.tokens
 from (select c.job_id, coalesce(sum(c.cost_micro_usd), 0)::int8 as cost,
              coalesce(sum(c.total_tokens), 0)::int8 as tokens

@@ -11,7 +11,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::load::{Op, Steps};
-use crate::report::{Results, comparison, print_step, run_json, target};
+use crate::report::{Results, keep_compared, print_step, run_json, target};
 use crate::requests::{Ctx, group_call_body, send};
 use crate::stack::Session;
 use crate::teams::Team;
@@ -120,9 +120,7 @@ pub async fn sync(s: &Session<'_>, results: &mut Results) -> anyhow::Result<()> 
             "<=",
             15.0,
         ));
-        by_c.push(Value::Object(comparison(&via, &direct)));
-        results.runs.push(direct);
-        results.runs.push(via);
+        by_c.push(Value::Object(keep_compared(&mut results.runs, direct, via)));
     }
     results
         .scenarios

@@ -9,7 +9,7 @@ use futures::FutureExt;
 use serde_json::{Value, json};
 
 use crate::load::Op;
-use crate::report::{Results, comparison, print_step, target};
+use crate::report::{Results, keep_compared, print_step, target};
 use crate::requests::{Ctx, chat_body};
 use crate::stack::Session;
 use crate::upstreams;
@@ -101,9 +101,7 @@ async fn plain(s: &Session<'_>, results: &mut Results) -> anyhow::Result<()> {
                 5000.0,
             )
         });
-        by_c.push(Value::Object(comparison(&via, &direct)));
-        results.runs.push(direct);
-        results.runs.push(via);
+        by_c.push(Value::Object(keep_compared(&mut results.runs, direct, via)));
         if c == 1 {
             let op = upstreams::paired_op(s.ctx.direct_op(), s.ctx.via_api_op());
             let both = s
@@ -135,18 +133,17 @@ async fn streamed(s: &Session<'_>, results: &mut Results) -> anyhow::Result<()> 
             .await?;
         print_step(&via, FIRST_BYTE);
         let added_first = |q| via.step_ms(FIRST_BYTE, q) - direct.step_ms(FIRST_BYTE, q);
-        let mut row = comparison(&via, &direct);
-        for (name, value) in [
+        let first_byte = [
             ("first_byte_added_p50_ms", added_first(0.5)),
             ("first_byte_added_p99_ms", added_first(0.99)),
             ("first_byte_p50_ms", via.step_ms(FIRST_BYTE, 0.5)),
             ("first_byte_p99_ms", via.step_ms(FIRST_BYTE, 0.99)),
-        ] {
+        ];
+        let mut row = keep_compared(&mut results.runs, direct, via);
+        for (name, value) in first_byte {
             row.insert(name.into(), json!(value));
         }
         by_c.push(Value::Object(row));
-        results.runs.push(direct);
-        results.runs.push(via);
     }
     results
         .scenarios

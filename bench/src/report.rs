@@ -177,6 +177,15 @@ pub fn comparison(via: &Run, direct: &Run) -> serde_json::Map<String, Value> {
     .collect()
 }
 
+/// Keeps a direct-upstream run and the same load through the API, in that order, and returns
+/// their [`comparison`] row.
+pub fn keep_compared(runs: &mut Vec<Run>, direct: Run, via: Run) -> serde_json::Map<String, Value> {
+    let row = comparison(&via, &direct);
+    runs.push(direct);
+    runs.push(via);
+    row
+}
+
 pub fn run_json(r: &Run) -> Value {
     json!({
         "concurrency": r.concurrency,

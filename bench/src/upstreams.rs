@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::load::{self, Measure, Op, Run};
 use crate::procs::{Api, ApiSettings, Proc, free_port};
-use crate::report::{Results, comparison, print_run, print_step};
+use crate::report::{Results, keep_compared, print_run, print_step};
 use crate::requests::chat_op;
 use crate::teams::Teams;
 
@@ -266,9 +266,7 @@ impl Setup<'_> {
             )
             .await?;
             print_run(&via);
-            by_c.push(Value::Object(comparison(&via, &base)));
-            runs.push(base);
-            runs.push(via);
+            by_c.push(Value::Object(keep_compared(&mut runs, base, via)));
             if c == 1 {
                 let op = paired_op(
                     Arc::clone(&direct),

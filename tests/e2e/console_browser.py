@@ -171,171 +171,201 @@ def main() -> None:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
-
-        # Without a session the console sends the browser to the sign-in page.
-        page.goto(BASE_URL + "/console")
-        page.wait_for_url(re.compile(r"/console/sign-in"))
-        expect(page.locator("input#key")).to_be_visible()
-        shot(page, "sign-in")
-        sign_in(page, ADMIN_KEY)
-        expect(page.locator("main h1")).to_have_text("Overview")
-        expect(page.locator(".signout .who")).to_have_text("admin bootstrap (owner)")
-        expect(card(page, "Workers seen (5 min)")).to_be_visible()
-        shot(page, "overview")
-
-        # An organization, a model group and a team, each through its form.
-        visit(page, "/console/organizations", "Organizations")
-        page.fill("input[name=organization_id]", org)
-        page.fill("input[name=name]", "Console Check Inc")
-        submit(page, "Create")
-        done(page, f"Organization '{org}' created")
-        expect(page.locator("tbody tr", has_text=org)).to_contain_text("Console Check Inc")
-        shot(page, "organizations")
-        assert api("GET", f"/api/organizations/{org}")["name"] == "Console Check Inc"
-
-        visit(page, "/console/model-groups", "Model groups")
-        page.fill("input[name=group_name]", group)
-        page.fill("textarea[name=models]", "\n".join(MODELS))
-        submit(page, "Create")
-        done(page, f"Model group '{group}' created")
-        expect(page.locator("tbody tr", has_text=group)).to_contain_text(" → ".join(MODELS))
-
-        visit(page, f"/console/organizations/{org}", f"Organization {org}")
-        expect(page.locator("input[name=organization_id]")).to_have_value(org)
-        page.fill("input[name=team_id]", team)
-        page.fill("input[name=team_alias]", "Console Team")
-        page.fill("input[name=model_groups]", group)
-        page.fill("input[name=credits_allocated]", "100")
-        submit(page, "Create team")
-        expect(page.locator("main h1")).to_have_text(f"Team {team} created")
-        key = page.locator("#new-key").inner_text().strip()
-        assert re.fullmatch(r"sk-[0-9a-f]{64}", key), "the new key is not shown"
-        visit(page, f"/console/organizations/{org}", f"Organization {org}", "organization")
-        expect(page.locator("tbody tr", has_text=team)).to_contain_text("active")
-
-        # Credits added on the team page: the card, the balance and the ledger agree.
-        visit(page, f"/console/teams/{team}", f"Team {team}")
-        expect(card(page, "Credits available")).to_have_text("100")
-        page.fill("input[name=credits]", "50")
-        page.fill("input[name=reason]", "console top-up")
-        submit(page, "Add credits")
-        done(page, "Credits added")
-        expect(card(page, "Credits available")).to_have_text("150")
-        shot(page, "team")
-        balance = api("GET", f"/api/credits/teams/{team}/balance")
-        assert balance["credits_available"] == 150, balance
-        rows = api("GET", f"/api/credits/teams/{team}/transactions")["transactions"]
-        assert any(r["transaction_type"] == "addition" and r["credits_amount"] == 50
-                   and r["reason"] == "console top-up" for r in rows), rows
-        visit(page, f"/console/teams/{team}/ledger", f"Ledger of {team}", "team-ledger")
-        expect(page.locator("tbody tr", has_text="console top-up")).to_contain_text("addition")
-        visit(page, "/console/teams", "Teams", "teams")
-        expect(page.locator("tbody tr", has_text=team)).to_contain_text("150")
-        visit(page, "/console/model-groups", "Model groups", "model-groups")
-        expect(page.locator("tbody tr", has_text=group)).to_contain_text(team)
-        visit(page, f"/console/model-groups/{group}", f"Model group {group}", "model-group")
-        expect(page.locator("textarea[name=models]")).to_have_value("\n".join(MODELS))
-
-        # A job run through the JSON API with the team's key, found in the console.
-        job_id, costs = run_job(key, team, group)
-        visit(page, "/console/jobs", "Jobs")
-        page.fill("input[name=team_id]", team)
-        page.get_by_role("button", name="Filter").click()
-        page.wait_for_url(re.compile(rf"/console/jobs\?.*team_id={team}"))
-        expect(page.locator("tbody tr")).to_have_count(1)
-        expect(page.locator("tbody tr")).to_contain_text("completed")
-        shot(page, "jobs")
-        page.locator(f'a[href="/console/jobs/{job_id}"]').click()
-        page.wait_for_url(f"{BASE_URL}/console/jobs/{job_id}")
-        expect(page.locator("main h1")).to_have_text(f"Job {job_id}")
-        expect(card(page, "Status")).to_have_text("completed")
-        expect(card(page, "Tokens")).to_have_text(f"{costs['total_tokens']:,}")
-        expect(card(page, "Cost of calls")).to_have_text(usd(round(costs["total_cost_usd"] * 1_000_000)))
-        call = page.locator("tbody tr")
-        expect(call).to_have_count(1)
-        expect(call.locator("td").nth(2)).to_have_text("succeeded")
-        expect(call.locator("td").nth(3)).to_contain_text(f"{MODELS[0]}: succeeded")
-        expect(call.locator("td").nth(4)).to_have_text(f"{costs['total_tokens']:,}")
-        shot(page, "job")
-
+        sign_in_as_admin(page)
+        key = create_team_in_console(page, org, group, team)
+        add_credits_in_console(page, team, group)
+        job_id = find_job_in_console(page, key, team, group)
         visit(page, f"/console/usage?team_id={team}", "Usage", "usage")
         visit(page, "/console/webhooks", "Webhook deliveries", "webhooks")
-
-        # Suspend from the team page: the API refuses the key; resume: it is accepted again.
-        visit(page, f"/console/teams/{team}", f"Team {team}")
-        submit(page, "Suspend team")
-        done(page, "Team suspended")
-        expect(page.locator("main span.status")).to_have_text("suspended")
-        api("GET", f"/api/credits/teams/{team}/balance", key, status=403)
-        assert team_status(team) == "suspended"
-        submit(page, "Resume team")
-        done(page, "Team resumed")
-        expect(page.locator("main span.status")).to_have_text("active")
-        api("GET", f"/api/credits/teams/{team}/balance", key, status=200)
-
-        # CSRF: a form posted from another origin while the admin is signed in is refused.
-        suspend_url = f"{BASE_URL}/console/teams/{team}/suspend"
-        with other_origin(suspend_url) as elsewhere:
-            intruder = context.new_page()
-            with intruder.expect_response(lambda r: r.url == suspend_url) as posted:
-                intruder.goto(elsewhere)
-            assert posted.value.request.method == "POST"
-            assert posted.value.status == 403, posted.value.status
-            # The refusal names the form, so the session cookie did reach the server.
-            expect(intruder.locator("[role=alert]")).to_contain_text(re.compile("Cross-origin|CSRF"))
-            intruder.close()
-        assert team_status(team) == "active"
-        # ...and so is a same-origin post without the token.
-        refusal = page.evaluate(
-            """async url => {
-                const r = await fetch(url, {method: "POST", body: new URLSearchParams({reason: "x"})});
-                return {status: r.status, text: await r.text()};
-            }""",
-            suspend_url,
-        )
-        assert refusal["status"] == 403 and "CSRF token" in refusal["text"], refusal["status"]
-        assert team_status(team) == "active"
-
-        # The overview and a job on a phone-sized screen.
-        page.set_viewport_size({"width": 390, "height": 844})
-        visit(page, "/console", "Overview", "phone-overview")
-        visit(page, f"/console/jobs/{job_id}", f"Job {job_id}", "phone-job")
-        page.set_viewport_size({"width": 1280, "height": 900})
-
-        # Sign out: the console asks to sign in again.
-        submit(page, "Sign out")
-        expect(page.locator("input#key")).to_be_visible()
-        page.goto(BASE_URL + "/console")
-        page.wait_for_url(re.compile(r"/console/sign-in"))
-
-        # Another team with a job of its own, through the JSON API with the admin key.
-        api("POST", "/api/teams/create", json={"organization_id": org, "team_id": other,
-                                                "model_groups": [group], "credits_allocated": 10})
-        other_job, _ = run_job(None, other, group)
-
-        # Signed in with the team's key: its own overview and jobs, 404 for everything else.
-        sign_in(page, key)
-        expect(page.locator("main h1")).to_have_text(f"Team {team}")
-        expect(page.locator(".signout .who")).to_have_text(f"team {team}")
-        expect(card(page, "Credits available")).to_have_text("149")
-        expect(page.locator("header nav a")).to_have_text(["overview", "jobs", "usage", "model groups"])
-        shot(page, "team-overview")
-        visit(page, "/console/jobs", "Jobs", "team-jobs")
-        expect(page.locator(f'a[href="/console/jobs/{job_id}"]')).to_be_visible()
-        expect(page.locator(f'a[href="/console/jobs/{other_job}"]')).to_have_count(0)
-        expect(page.locator("input[name=team_id]")).to_have_count(0)
-        expect(page.locator("tbody tr")).to_have_count(1)
-        visit(page, "/console/usage", "Usage", "team-usage")
-        expect(page.locator("main")).to_contain_text(f"team {team}")
-        for path in ("/console/teams", "/console/organizations", f"/console/jobs/{other_job}",
-                     f"/console/teams/{other}"):
-            status = refused_status(page, path)
-            assert status == 404, f"{path} as a team: {status}"
+        suspend_and_resume(page, team, key)
+        check_csrf_refused(context, page, team)
+        phone_views(page, job_id)
+        sign_out(page)
+        check_team_view(page, key, org, group, team, other, job_id)
         browser.close()
 
     print(f"console: {len(screenshots)} pages in Chromium as admin and as a team, credits, a job, "
           f"suspend/resume, sign-out, CSRF refused; screenshots in {SCREENSHOTS}/ "
           f"({time.monotonic() - started:.1f} s)")
+
+
+def sign_in_as_admin(page: Page) -> None:
+    """Without a session the console sends the browser to the sign-in page; the admin signs in."""
+    page.goto(BASE_URL + "/console")
+    page.wait_for_url(re.compile(r"/console/sign-in"))
+    expect(page.locator("input#key")).to_be_visible()
+    shot(page, "sign-in")
+    sign_in(page, ADMIN_KEY)
+    expect(page.locator("main h1")).to_have_text("Overview")
+    expect(page.locator(".signout .who")).to_have_text("admin bootstrap (owner)")
+    expect(card(page, "Workers seen (5 min)")).to_be_visible()
+    shot(page, "overview")
+
+
+def create_team_in_console(page: Page, org: str, group: str, team: str) -> str:
+    """An organization, a model group and a team, each through its form; returns the team's key
+    (shown once)."""
+    visit(page, "/console/organizations", "Organizations")
+    page.fill("input[name=organization_id]", org)
+    page.fill("input[name=name]", "Console Check Inc")
+    submit(page, "Create")
+    done(page, f"Organization '{org}' created")
+    expect(page.locator("tbody tr", has_text=org)).to_contain_text("Console Check Inc")
+    shot(page, "organizations")
+    assert api("GET", f"/api/organizations/{org}")["name"] == "Console Check Inc"
+
+    visit(page, "/console/model-groups", "Model groups")
+    page.fill("input[name=group_name]", group)
+    page.fill("textarea[name=models]", "\n".join(MODELS))
+    submit(page, "Create")
+    done(page, f"Model group '{group}' created")
+    expect(page.locator("tbody tr", has_text=group)).to_contain_text(" → ".join(MODELS))
+
+    visit(page, f"/console/organizations/{org}", f"Organization {org}")
+    expect(page.locator("input[name=organization_id]")).to_have_value(org)
+    page.fill("input[name=team_id]", team)
+    page.fill("input[name=team_alias]", "Console Team")
+    page.fill("input[name=model_groups]", group)
+    page.fill("input[name=credits_allocated]", "100")
+    submit(page, "Create team")
+    expect(page.locator("main h1")).to_have_text(f"Team {team} created")
+    key = page.locator("#new-key").inner_text().strip()
+    assert re.fullmatch(r"sk-[0-9a-f]{64}", key), "the new key is not shown"
+    visit(page, f"/console/organizations/{org}", f"Organization {org}", "organization")
+    expect(page.locator("tbody tr", has_text=team)).to_contain_text("active")
+    return key
+
+
+def add_credits_in_console(page: Page, team: str, group: str) -> None:
+    """Credits added on the team page: the card, the balance and the ledger agree."""
+    visit(page, f"/console/teams/{team}", f"Team {team}")
+    expect(card(page, "Credits available")).to_have_text("100")
+    page.fill("input[name=credits]", "50")
+    page.fill("input[name=reason]", "console top-up")
+    submit(page, "Add credits")
+    done(page, "Credits added")
+    expect(card(page, "Credits available")).to_have_text("150")
+    shot(page, "team")
+    balance = api("GET", f"/api/credits/teams/{team}/balance")
+    assert balance["credits_available"] == 150, balance
+    rows = api("GET", f"/api/credits/teams/{team}/transactions")["transactions"]
+    assert any(r["transaction_type"] == "addition" and r["credits_amount"] == 50
+               and r["reason"] == "console top-up" for r in rows), rows
+    visit(page, f"/console/teams/{team}/ledger", f"Ledger of {team}", "team-ledger")
+    expect(page.locator("tbody tr", has_text="console top-up")).to_contain_text("addition")
+    visit(page, "/console/teams", "Teams", "teams")
+    expect(page.locator("tbody tr", has_text=team)).to_contain_text("150")
+    visit(page, "/console/model-groups", "Model groups", "model-groups")
+    expect(page.locator("tbody tr", has_text=group)).to_contain_text(team)
+    visit(page, f"/console/model-groups/{group}", f"Model group {group}", "model-group")
+    expect(page.locator("textarea[name=models]")).to_have_value("\n".join(MODELS))
+
+
+def find_job_in_console(page: Page, key: str, team: str, group: str) -> str:
+    """A job run through the JSON API with the team's key, found in the console."""
+    job_id, costs = run_job(key, team, group)
+    visit(page, "/console/jobs", "Jobs")
+    page.fill("input[name=team_id]", team)
+    page.get_by_role("button", name="Filter").click()
+    page.wait_for_url(re.compile(rf"/console/jobs\?.*team_id={team}"))
+    expect(page.locator("tbody tr")).to_have_count(1)
+    expect(page.locator("tbody tr")).to_contain_text("completed")
+    shot(page, "jobs")
+    page.locator(f'a[href="/console/jobs/{job_id}"]').click()
+    page.wait_for_url(f"{BASE_URL}/console/jobs/{job_id}")
+    expect(page.locator("main h1")).to_have_text(f"Job {job_id}")
+    expect(card(page, "Status")).to_have_text("completed")
+    expect(card(page, "Tokens")).to_have_text(f"{costs['total_tokens']:,}")
+    expect(card(page, "Cost of calls")).to_have_text(usd(round(costs["total_cost_usd"] * 1_000_000)))
+    call = page.locator("tbody tr")
+    expect(call).to_have_count(1)
+    expect(call.locator("td").nth(2)).to_have_text("succeeded")
+    expect(call.locator("td").nth(3)).to_contain_text(f"{MODELS[0]}: succeeded")
+    expect(call.locator("td").nth(4)).to_have_text(f"{costs['total_tokens']:,}")
+    shot(page, "job")
+    return job_id
+
+
+def suspend_and_resume(page: Page, team: str, key: str) -> None:
+    """Suspend from the team page: the API refuses the key; resume: it is accepted again."""
+    visit(page, f"/console/teams/{team}", f"Team {team}")
+    submit(page, "Suspend team")
+    done(page, "Team suspended")
+    expect(page.locator("main span.status")).to_have_text("suspended")
+    api("GET", f"/api/credits/teams/{team}/balance", key, status=403)
+    assert team_status(team) == "suspended"
+    submit(page, "Resume team")
+    done(page, "Team resumed")
+    expect(page.locator("main span.status")).to_have_text("active")
+    api("GET", f"/api/credits/teams/{team}/balance", key, status=200)
+
+
+def check_csrf_refused(context, page: Page, team: str) -> None:
+    """CSRF: a form posted from another origin while the admin is signed in is refused."""
+    suspend_url = f"{BASE_URL}/console/teams/{team}/suspend"
+    with other_origin(suspend_url) as elsewhere:
+        intruder = context.new_page()
+        with intruder.expect_response(lambda r: r.url == suspend_url) as posted:
+            intruder.goto(elsewhere)
+        assert posted.value.request.method == "POST"
+        assert posted.value.status == 403, posted.value.status
+        # The refusal names the form, so the session cookie did reach the server.
+        expect(intruder.locator("[role=alert]")).to_contain_text(re.compile("Cross-origin|CSRF"))
+        intruder.close()
+    assert team_status(team) == "active"
+    # ...and so is a same-origin post without the token.
+    refusal = page.evaluate(
+        """async url => {
+            const r = await fetch(url, {method: "POST", body: new URLSearchParams({reason: "x"})});
+            return {status: r.status, text: await r.text()};
+        }""",
+        suspend_url,
+    )
+    assert refusal["status"] == 403 and "CSRF token" in refusal["text"], refusal["status"]
+    assert team_status(team) == "active"
+
+
+def phone_views(page: Page, job_id: str) -> None:
+    """The overview and a job on a phone-sized screen."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    visit(page, "/console", "Overview", "phone-overview")
+    visit(page, f"/console/jobs/{job_id}", f"Job {job_id}", "phone-job")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def sign_out(page: Page) -> None:
+    """Sign out: the console asks to sign in again."""
+    submit(page, "Sign out")
+    expect(page.locator("input#key")).to_be_visible()
+    page.goto(BASE_URL + "/console")
+    page.wait_for_url(re.compile(r"/console/sign-in"))
+
+
+def check_team_view(page: Page, key: str, org: str, group: str, team: str, other: str, job_id: str) -> None:
+    """The console as a team sees it, next to another team's job."""
+    # Another team with a job of its own, through the JSON API with the admin key.
+    api("POST", "/api/teams/create", json={"organization_id": org, "team_id": other,
+                                           "model_groups": [group], "credits_allocated": 10})
+    other_job, _ = run_job(None, other, group)
+
+    # Signed in with the team's key: its own overview and jobs, 404 for everything else.
+    sign_in(page, key)
+    expect(page.locator("main h1")).to_have_text(f"Team {team}")
+    expect(page.locator(".signout .who")).to_have_text(f"team {team}")
+    expect(card(page, "Credits available")).to_have_text("149")
+    expect(page.locator("header nav a")).to_have_text(["overview", "jobs", "usage", "model groups"])
+    shot(page, "team-overview")
+    visit(page, "/console/jobs", "Jobs", "team-jobs")
+    expect(page.locator(f'a[href="/console/jobs/{job_id}"]')).to_be_visible()
+    expect(page.locator(f'a[href="/console/jobs/{other_job}"]')).to_have_count(0)
+    expect(page.locator("input[name=team_id]")).to_have_count(0)
+    expect(page.locator("tbody tr")).to_have_count(1)
+    visit(page, "/console/usage", "Usage", "team-usage")
+    expect(page.locator("main")).to_contain_text(f"team {team}")
+    for path in ("/console/teams", "/console/organizations", f"/console/jobs/{other_job}",
+                 f"/console/teams/{other}"):
+        status = refused_status(page, path)
+        assert status == 404, f"{path} as a team: {status}"
 
 
 if __name__ == "__main__":

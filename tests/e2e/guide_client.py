@@ -7,6 +7,7 @@ import sys
 from typing import Any, Dict, List
 
 import requests
+from tenant import create_team
 
 BASE_URL = os.environ["SAASLLM_URL"]
 ADMIN = {"X-Admin-Key": os.environ["SAASLLM_ADMIN_KEY"]}
@@ -59,15 +60,8 @@ def admin_setup() -> str:
         r.raise_for_status()
         return r.json()
 
-    post("/api/organizations/create", {"organization_id": "org_your_company", "name": "Your Company"})
-    post("/api/model-groups/create", {
-        "group_name": "ResumeAgent",
-        "models": [{"model_name": "fail-503", "priority": 0}, {"model_name": "gpt-3.5-turbo", "priority": 1}],
-    })
-    team = post("/api/teams/create", {
-        "organization_id": "org_your_company", "team_id": "team_engineering",
-        "model_groups": ["ResumeAgent"], "credits_allocated": 1000,
-    })
+    team = create_team(post, "org_your_company", "Your Company", "ResumeAgent",
+                       ["fail-503", "gpt-3.5-turbo"], "team_engineering", 1000)
     return team["virtual_key"]
 
 

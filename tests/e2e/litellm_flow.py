@@ -22,12 +22,14 @@ from decimal import Decimal
 
 import requests
 from openai import OpenAI
+from tenant import create_team
 
 BASE_URL = os.environ["SAASLLM_URL"]
 ADMIN = {"X-Admin-Key": os.environ["SAASLLM_ADMIN_KEY"]}
 PROXY_URL = os.environ["LITELLM_URL"]
 PROXY_KEY = os.environ["LITELLM_MASTER_KEY"]
 DATABASE_URL = os.environ["DATABASE_URL"]
+TEAM_ID = "team_litellm"
 
 # Must match tests/e2e/litellm/config.yaml.
 INPUT_USD_PER_TOKEN = Decimal("0.000002")
@@ -100,25 +102,31 @@ def direct_stream_cost(body):
 
 def main() -> int:
     summary = {}
-    post("/api/organizations/create", {"organization_id": "org_litellm", "name": "LiteLLM e2e"})
-    post("/api/model-groups/create", {
-        "group_name": "ThroughLiteLLM",
-        "models": [{"model_name": "broken-model", "priority": 0}, {"model_name": "gpt-4o-mini", "priority": 1}],
-    })
-    team = post("/api/teams/create", {
-        "organization_id": "org_litellm", "team_id": "team_litellm",
-        "model_groups": ["ThroughLiteLLM"], "credits_allocated": 100,
-    })
+    team = create_team(post, "org_litellm", "LiteLLM e2e", "ThroughLiteLLM", ["broken-model", "gpt-4o-mini"],
+                       TEAM_ID, 100)
     key = {"Authorization": f"Bearer {team['virtual_key']}"}
+    check_job_call(key, summary)
+    check_streamed_job_call(key, summary)
+    client = OpenAI(api_key=team["virtual_key"], base_url=f"{BASE_URL}/v1", max_retries=0)
+    check_sdk_call(client, summary)
+    check_sdk_stream(client, summary)
 
-    def balance():
-        r = requests.get(f"{BASE_URL}/api/credits/teams/team_litellm/balance", headers=key, timeout=30)
-        r.raise_for_status()
-        return r.json()["credits_remaining"]
+    for name, value in summary.items():
+        print(f"  {name}: {value}")
+    print(f"litellm-e2e: {len(checks)} passed, 0 failed")
+    return 0
 
-    # --- Job path: fallback from broken-model to gpt-4o-mini, one credit, the proxy's cost.
-    before = balance()
-    job_id = post("/api/jobs/create", {"team_id": "team_litellm", "job_type": "litellm_e2e"}, key)["job_id"]
+
+def balance(key):
+    r = requests.get(f"{BASE_URL}/api/credits/teams/{TEAM_ID}/balance", headers=key, timeout=30)
+    r.raise_for_status()
+    return r.json()["credits_remaining"]
+
+
+def check_job_call(key, summary):
+    """Job path: fallback from broken-model to gpt-4o-mini, one credit, the proxy's cost."""
+    before = balance(key)
+    job_id = post("/api/jobs/create", {"team_id": TEAM_ID, "job_type": "litellm_e2e"}, key)["job_id"]
     messages = [{"role": "system", "content": "You are terse."},
                 {"role": "user", "content": "Summarise the LiteLLM proxy in one line"}]
     result = post(f"/api/jobs/{job_id}/llm-call",
@@ -141,7 +149,7 @@ def main() -> int:
           attempts)
 
     completion_result = post(f"/api/jobs/{job_id}/complete", {"status": "completed"}, key)
-    after = balance()
+    after = balance(key)
     check("job charged exactly one credit",
           after == before - 1 == completion_result["costs"]["credits_remaining"], (before, after, completion_result))
 
@@ -157,8 +165,10 @@ def main() -> int:
           (cost, prompt, completion))
     summary["job call"] = f"{cost} micro-USD (header {header}, {prompt}+{completion} tokens)"
 
-    # --- Job path, streamed: same fallback, and the cost from LiteLLM's final usage chunk.
-    job_id = post("/api/jobs/create", {"team_id": "team_litellm", "job_type": "litellm_e2e_stream"}, key)["job_id"]
+
+def check_streamed_job_call(key, summary):
+    """Job path, streamed: same fallback, and the cost from LiteLLM's final usage chunk."""
+    job_id = post("/api/jobs/create", {"team_id": TEAM_ID, "job_type": "litellm_e2e_stream"}, key)["job_id"]
     stream_messages = [{"role": "user", "content": "Stream the job answer"}]
     events = []
     with requests.post(
@@ -192,8 +202,9 @@ def main() -> int:
     post(f"/api/jobs/{job_id}/complete", {"status": "completed"}, key)
     summary["streamed job call"] = f"{cost} micro-USD (usage.cost {reported})"
 
-    # --- OpenAI-compatible path with the team's key, through the proxy.
-    client = OpenAI(api_key=team["virtual_key"], base_url=f"{BASE_URL}/v1", max_retries=0)
+
+def check_sdk_call(client, summary):
+    """OpenAI-compatible path with the team's key, through the proxy."""
     sdk_messages = [{"role": "user", "content": "Hello from the openai SDK"}]
     response = client.chat.completions.create(model="gpt-4o-mini", messages=sdk_messages)
     check("SDK non-streaming answer", response.choices[0].message.content == "echo: Hello from the openai SDK",
@@ -209,6 +220,9 @@ def main() -> int:
           (cost, prompt, completion))
     summary["/v1 non-streaming"] = f"{cost} micro-USD (header {header})"
 
+
+def check_sdk_stream(client, summary):
+    """The same, streamed: the cost from LiteLLM's final usage chunk."""
     stream_messages = [{"role": "user", "content": "Stream this back please"}]
     stream = client.chat.completions.create(model="gpt-4o-mini", messages=stream_messages, stream=True)
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
@@ -229,11 +243,6 @@ def main() -> int:
     check("SDK streaming cost == configured prices x tokens", cost == priced(prompt, completion),
           (cost, prompt, completion))
     summary["/v1 streaming"] = f"{cost} micro-USD (usage.cost {reported})"
-
-    for name, value in summary.items():
-        print(f"  {name}: {value}")
-    print(f"litellm-e2e: {len(checks)} passed, 0 failed")
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import sys
 import openai
 import requests
 from openai import OpenAI
+from tenant import create_team
 
 BASE_URL = os.environ["SAASLLM_URL"]
 ADMIN = {"X-Admin-Key": os.environ["SAASLLM_ADMIN_KEY"]}
@@ -19,14 +20,8 @@ def post(path, body):
 
 
 def main() -> int:
-    post("/api/organizations/create", {"organization_id": "org_sdk", "name": "SDK users"})
-    post("/api/model-groups/create", {"group_name": "SdkAgent", "models": [
-        {"model_name": "gpt-3.5-turbo", "priority": 0},
-        {"model_name": "chunkdelay-50", "priority": 1},
-    ]})
-    team = post("/api/teams/create", {
-        "organization_id": "org_sdk", "team_id": "team_sdk", "model_groups": ["SdkAgent"], "credits_allocated": 1,
-    })
+    team = create_team(post, "org_sdk", "SDK users", "SdkAgent", ["gpt-3.5-turbo", "chunkdelay-50"],
+                       "team_sdk", 1)
     assert team["allowed_models"] == ["gpt-3.5-turbo", "chunkdelay-50"], team
 
     client = OpenAI(api_key=team["virtual_key"], base_url=f"{BASE_URL}/v1", max_retries=0)

@@ -268,13 +268,9 @@ def _object(text: str, i: int, where: str) -> tuple[dict, int]:
             if not text.startswith(":", i):
                 raise ReadmeError(f"{where}: expected ':' after {key!r}")
             result[key], i = _value(text, _skip(text, i + 1), where)
-        i = _skip(text, i)
-        if text.startswith(",", i):
-            i += 1
-        elif text.startswith("}", i):
-            return result, i + 1
-        else:
-            raise ReadmeError(f"{where}: expected ',' or '}}' at {text[i:i + 30]!r}")
+        ended, i = _separator(text, i, "}", where)
+        if ended:
+            return result, i
 
 
 def _array(text: str, i: int, where: str) -> tuple[list, int]:
@@ -285,13 +281,21 @@ def _array(text: str, i: int, where: str) -> tuple[list, int]:
     while True:
         item, i = _value(text, _skip(text, i), where)
         result.append(item)
-        i = _skip(text, i)
-        if text.startswith(",", i):
-            i += 1
-        elif text.startswith("]", i):
-            return result, i + 1
-        else:
-            raise ReadmeError(f"{where}: expected ',' or ']' at {text[i:i + 30]!r}")
+        ended, i = _separator(text, i, "]", where)
+        if ended:
+            return result, i
+
+
+
+def _separator(text: str, i: int, close: str, where: str) -> tuple[bool, int]:
+    """After an item of an object or an array: (True, the index past `close`) at its end, or
+    (False, the index past the ',') when another item follows."""
+    i = _skip(text, i)
+    if text.startswith(",", i):
+        return False, i + 1
+    if text.startswith(close, i):
+        return True, i + 1
+    raise ReadmeError(f"{where}: expected ',' or '{close}' at {text[i:i + 30]!r}")
 
 
 def last_json(output: str) -> tuple[bool, object]:

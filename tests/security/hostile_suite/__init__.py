@@ -1,0 +1,1 @@
+"""The hostile-tenant suite, by concern (tests/security/hostile.py is its command line)."""
