@@ -9,11 +9,12 @@
 //! Events: `data: {"content": "<delta>"}` per delta, then `data: {"call_id", "response",
 //! "metadata"}` (or `{"call_id", "error"}`), then `data: [DONE]`.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use saasllm_shared::config::CALL_LEASE;
 use saasllm_shared::db;
 use saasllm_shared::db::calls::{CallResult, ClaimedCall};
 use saasllm_shared::domain::money::MicroUsd;
@@ -32,9 +33,6 @@ use crate::limits::Admission;
 use crate::sse::SseScan;
 use crate::state::AppState;
 
-/// Lease of a call streamed by the API process.
-const STREAM_LEASE: Duration = Duration::from_secs(30);
-
 /// Worker id recorded on calls streamed by an API process.
 const STREAMING_WORKER_ID: &str = "api-stream";
 
@@ -49,7 +47,7 @@ pub async fn claim_and_stream(
         &state.db,
         call_id,
         STREAMING_WORKER_ID,
-        STREAM_LEASE.as_secs_f64(),
+        CALL_LEASE.as_secs_f64(),
     )
     .await?
     .ok_or_else(|| anyhow::anyhow!("a just-created call could not be claimed"))?;
@@ -112,7 +110,7 @@ async fn run(
     // The team's limit slot, held while the call runs and given back when this task ends.
     admission: Option<Admission>,
 ) {
-    let keeper = keep_lease(state.db.clone(), &call, STREAM_LEASE);
+    let keeper = keep_lease(state.db.clone(), &call, CALL_LEASE);
     let started = Instant::now();
     let request = streaming_request(&call.request);
     let attempt = StreamStart {
@@ -127,7 +125,7 @@ async fn run(
         Ok(served) => served,
         Err(error) => {
             keeper.abort();
-            let result = failed(&error, started.elapsed().as_millis() as i64);
+            let result = CallResult::failed(&error, started.elapsed().as_millis() as i64);
             write(&state, &call, &attempts, &result).await;
             // Nothing was streamed: the request answers 502 instead of an event stream.
             let _ = started_tx.send(Err(error));
@@ -163,7 +161,13 @@ async fn run(
             })
         }
         Some(error) => {
-            write(&state, &call, &attempts, &failed(&error, latency_ms)).await;
+            write(
+                &state,
+                &call,
+                &attempts,
+                &CallResult::failed(&error, latency_ms),
+            )
+            .await;
             json!({"call_id": call.call_id, "error": format!("LLM call failed: {error}")})
         }
     };
@@ -264,23 +268,6 @@ impl<'a> Streamed<'a> {
             latency_ms,
             error: None,
         }
-    }
-}
-
-/// The result of a call no model served.
-fn failed(error: &str, latency_ms: i64) -> CallResult<'_> {
-    CallResult {
-        status: CallStatus::Failed,
-        model_used: None,
-        response_content: None,
-        finish_reason: None,
-        response: None,
-        prompt_tokens: None,
-        completion_tokens: None,
-        total_tokens: None,
-        cost_micro_usd: None,
-        latency_ms,
-        error: Some(error),
     }
 }
 

@@ -2,9 +2,7 @@
 
 use std::net::SocketAddr;
 
-use saasllm_shared::config::{
-    BillingConfig, DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig,
-};
+use saasllm_shared::config::{BillingConfig, ProcessConfig};
 use saasllm_worker::WorkerOptions;
 use secrecy::SecretString;
 
@@ -101,15 +99,9 @@ pub struct ApiConfig {
     #[command(flatten)]
     pub worker: WorkerOptions,
     #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub redis: RedisConfig,
-    #[command(flatten)]
-    pub llm: LlmConfig,
+    pub process: ProcessConfig,
     #[command(flatten)]
     pub billing: BillingConfig,
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
 }
 
 /// A slice size between one micro-dollar and $1,000,000.

@@ -1,6 +1,7 @@
 //! Per-team limits on the synchronous paths: a request over the team's concurrency, requests-per-
 //! minute or tokens-per-minute limit is refused with 429 and `Retry-After`, while queued work
-//! simply waits for the dispatcher (see `saasllm_shared::queue`). Teams without limits cost
+//! simply waits for the dispatcher. The accounting itself (Redis keys, scripts, slot members) is
+//! shared with the dispatcher in `saasllm_shared::queue::team_slots`. Teams without limits cost
 //! nothing here: Redis is not asked.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use saasllm_shared::domain::limits::TeamLimits;
 use saasllm_shared::queue::CallQueue;
-use uuid::Uuid;
+use saasllm_shared::queue::team_slots::request_member;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -79,7 +80,7 @@ pub async fn admit(
     if !limits.any() {
         return Ok(None);
     }
-    let member = format!("request:{}", Uuid::new_v4());
+    let member = request_member();
     let waited = state
         .queue
         .admit(team_id, limits, &member, reserve, SLOT_HOLD)

@@ -6,10 +6,10 @@ use saasllm_api::{ApiConfig, Application};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = ApiConfig::parse();
-    saasllm_shared::telemetry::init(&config.telemetry);
+    saasllm_shared::telemetry::init(&config.process.telemetry);
     if config.migrate_only {
         // The database layer logs how many migrations it applied, if any.
-        saasllm_shared::db::connect_and_migrate(&config.database).await?;
+        saasllm_shared::db::connect_and_migrate(&config.process.database).await?;
         return Ok(());
     }
     let app = Application::build(&config).await?;

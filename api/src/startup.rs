@@ -123,8 +123,8 @@ pub struct Application {
 impl Application {
     /// Connects to PostgreSQL (creating and migrating the database) and Redis, and binds.
     pub async fn build(config: &ApiConfig) -> anyhow::Result<Self> {
-        let pool = db::connect_and_migrate(&config.database).await?;
-        let redis = RedisHandle::new(&config.redis)?;
+        let pool = db::connect_and_migrate(&config.process.database).await?;
+        let redis = RedisHandle::new(&config.process.redis)?;
         let admin_api_key = match &config.admin_api_key {
             Some(key) => key.clone(),
             None => generated_admin_key(),
@@ -138,7 +138,7 @@ impl Application {
             job_ttl: Duration::from_secs(config.job_ttl_secs),
             sync_call_timeout: Duration::from_secs(config.sync_call_timeout_secs),
             complete_wait: Duration::from_secs(config.complete_wait_secs),
-            llm: config.llm.clone(),
+            llm: config.process.llm.clone(),
             upstream_retry: config.worker.retry_policy(),
             model_cooldowns: Arc::clone(&model_cooldowns),
             connections: ConnectionLimits {
@@ -155,7 +155,7 @@ impl Application {
             Self::build_with(pool.clone(), redis.clone(), settings, config.bind_addr).await?;
         if config.embedded_worker {
             let engine = Engine::new(
-                Upstream::new(&config.llm)?,
+                Upstream::new(&config.process.llm)?,
                 config.worker.retry_policy(),
                 model_cooldowns,
             );

@@ -2,14 +2,34 @@
 //! Each binary flattens the parts it needs; tests build these structs directly.
 
 use std::convert::Infallible;
+use std::time::Duration;
 
 use secrecy::SecretString;
 
 use crate::domain::money::MicroUsd;
 
+/// Lease of a running call: a call whose holder stops renewing it is re-queued this long after
+/// the last renewal. Workers take it as their default (`CALL_LEASE_SECS` overrides it); an API
+/// process streaming a call itself always holds it this long.
+pub const CALL_LEASE: Duration = Duration::from_secs(30);
+
 /// Parses a secret flag or variable without ever echoing its value.
 pub fn parse_secret(value: &str) -> Result<SecretString, Infallible> {
     Ok(SecretString::from(value.to_owned()))
+}
+
+/// What every process reads, the API and the worker alike: where its PostgreSQL, Redis and
+/// upstream are, and how it logs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProcessConfig {
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+    #[command(flatten)]
+    pub redis: RedisConfig,
+    #[command(flatten)]
+    pub llm: LlmConfig,
+    #[command(flatten)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// PostgreSQL, the source of truth.

@@ -9,6 +9,7 @@
 //! the handlers, with no retries of its own: redelivery is the lease's job.
 
 use std::convert::Infallible;
+use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tower::layer::util::Identity;
 
-use crate::leases::InFlight;
+use crate::leases::{InFlight, give_back_team_slot};
 
 /// How long one wait for a wake-up blocks in Redis before looking again (teams whose limits
 /// eased, shutdown).
@@ -117,7 +118,7 @@ impl CallBackend {
             }
             for claimed in &unstarted {
                 in_flight.remove(claimed.call.call_id);
-                end_slot(&queue, &claimed.dispatched).await;
+                give_back_team_slot(&queue, &claimed.dispatched, 0).await;
             }
         })
     }
@@ -186,78 +187,137 @@ async fn fetch(
     tasks: mpsc::UnboundedSender<Task<Claimed>>,
     stop: CancellationToken,
 ) {
-    let slots = Arc::new(Semaphore::new(settings.concurrency.max(1)));
-    let mut consumer: Option<QueueConsumer> = None;
-    let mut failures = FailurePause::default();
-    while !stop.is_cancelled() {
+    let mut fetcher = Fetcher {
+        slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
+        consumer: None,
+        failures: FailurePause::default(),
+        settings,
+        in_flight,
+        tasks,
+        stop,
+    };
+    while !fetcher.stop.is_cancelled() {
+        if fetcher.round().await.is_break() {
+            return;
+        }
+    }
+}
+
+/// The state of the fetch loop.
+struct Fetcher {
+    settings: FetchSettings,
+    in_flight: Arc<InFlight>,
+    tasks: mpsc::UnboundedSender<Task<Claimed>>,
+    stop: CancellationToken,
+    /// The process's slots: a call is taken only for a free one.
+    slots: Arc<Semaphore>,
+    /// Connected on first use, and again after an error.
+    consumer: Option<QueueConsumer>,
+    failures: FailurePause,
+}
+
+impl Fetcher {
+    /// One round: waits for free slots, takes calls for them, claims them and hands them to
+    /// apalis. Breaks when the fetcher is to stop.
+    async fn round(&mut self) -> ControlFlow<()> {
         let first = tokio::select! {
-            () = stop.cancelled() => return,
-            slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            () = self.stop.cancelled() => return ControlFlow::Break(()),
+            slot = self.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
         };
-        let mut free = gather_slots(
-            &slots,
+        let free = gather_slots(
+            &self.slots,
             first,
-            settings.batch_size.max(1),
-            settings.claim_wait,
+            self.settings.batch_size.max(1),
+            self.settings.claim_wait,
         )
         .await;
-        let conn = match &mut consumer {
+        let Some(dispatched) = self.take(free.len()).await else {
+            return ControlFlow::Continue(());
+        };
+        if dispatched.is_empty() {
+            return ControlFlow::Continue(());
+        }
+        let Some(claimed) = self.claim(&dispatched).await else {
+            return ControlFlow::Continue(());
+        };
+        self.hand_out(dispatched, claimed, free).await
+    }
+
+    /// Up to `max` calls from the queue, connecting first if need be; `None` after an error
+    /// (paused for already).
+    async fn take(&mut self, max: usize) -> Option<Vec<Dispatched>> {
+        let conn = match &mut self.consumer {
             Some(conn) => conn,
-            None => match settings.queue.consumer(settings.lease).await {
-                Ok(conn) => consumer.insert(conn),
+            None => match self.settings.queue.consumer(self.settings.lease).await {
+                Ok(conn) => self.consumer.insert(conn),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot connect to Redis; retrying");
-                    failures.pause(&stop).await;
-                    continue;
+                    self.failures.pause(&self.stop).await;
+                    return None;
                 }
             },
         };
         // Not cut short by `stop`: a script interrupted after it ran would lose the ids it took
         // until the reconciler finds them. The wait is bounded by WAKE_WAIT.
-        let dispatched = match conn.take(free.len(), WAKE_WAIT).await {
-            Ok(dispatched) => dispatched,
+        match conn.take(max, WAKE_WAIT).await {
+            Ok(dispatched) => Some(dispatched),
             Err(e) => {
                 tracing::warn!(error = %e, "Redis queue read failed; reconnecting");
-                consumer = None;
-                failures.pause(&stop).await;
-                continue;
+                self.consumer = None;
+                self.failures.pause(&self.stop).await;
+                None
             }
-        };
-        if dispatched.is_empty() {
-            continue;
         }
+    }
+
+    /// Claims the dispatched calls in one statement; `None` after an error (paused for
+    /// already), their team slots given back.
+    async fn claim(&mut self, dispatched: &[Dispatched]) -> Option<Vec<ClaimedCall>> {
+        let settings = &self.settings;
         let ids: Vec<_> = dispatched.iter().map(|d| d.call_id).collect();
         let lease_secs = settings.lease.as_secs_f64();
-        let mut claimed =
+        let claimed =
             match db::claims::claim_many(&settings.db, &ids, &settings.worker_id, lease_secs).await
             {
                 Ok(claimed) => claimed,
                 Err(e) => {
                     // The calls stay queued in PostgreSQL; the reconciler pushes them again.
                     tracing::warn!(error = %e, "could not claim calls; retrying");
-                    for next in &dispatched {
-                        end_slot(&settings.queue, next).await;
+                    for next in dispatched {
+                        give_back_team_slot(&settings.queue, next, 0).await;
                     }
-                    failures.pause(&stop).await;
-                    continue;
+                    self.failures.pause(&self.stop).await;
+                    return None;
                 }
             };
-        failures.reset();
+        self.failures.reset();
         // Their ratio is the mean batch claimed: how well claims are shared.
         metrics::counter!("worker_claim_statements_total").increment(1);
         metrics::counter!("worker_claimed_calls_total").increment(claimed.len() as u64);
         // Test-only crash point: nothing unless built with `crash-points` (see `fault`).
         crate::fault::crash_point(crate::fault::AFTER_CLAIM);
+        Some(claimed)
+    }
+
+    /// Hands each claimed call to apalis with one of the free slots; a dispatched call that was
+    /// not claimed gives back its team slot. Breaks when the worker is gone.
+    async fn hand_out(
+        &self,
+        dispatched: Vec<Dispatched>,
+        mut claimed: Vec<ClaimedCall>,
+        mut free: Vec<OwnedSemaphorePermit>,
+    ) -> ControlFlow<()> {
         for next in dispatched {
             let Some(at) = claimed.iter().position(|c| c.call_id == next.call_id) else {
                 // Not queued any more: a duplicate entry, or a call of a cancelled job.
                 tracing::debug!(call_id = %next.call_id, "call is not queued; duplicate entry dropped");
-                end_slot(&settings.queue, &next).await;
+                give_back_team_slot(&self.settings.queue, &next, 0).await;
                 continue;
             };
             let call = claimed.swap_remove(at);
             let team_slot = next.holds_slot.then(|| next.team_id.clone());
-            in_flight.insert(call.call_id, call.lease_token, team_slot);
+            self.in_flight
+                .insert(call.call_id, call.lease_token, team_slot);
             let Some(slot) = free.pop() else {
                 unreachable!("no more calls are taken than slots are free")
             };
@@ -270,11 +330,12 @@ async fn fetch(
             })
             .task_id(task_id)
             .build();
-            if tasks.send(task).is_err() {
+            if self.tasks.send(task).is_err() {
                 // The worker is gone; `close` gives back what it had not started.
-                return;
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
     }
 }
 
@@ -303,20 +364,6 @@ async fn gather_slots(
         }
     }
     free
-}
-
-/// Gives back a dispatched call's hold on its team's limits without running it.
-pub async fn end_slot(queue: &CallQueue, next: &Dispatched) {
-    if !(next.holds_slot || next.counts_tokens) {
-        return;
-    }
-    if let Err(e) = queue
-        .finish(&next.team_id, &next.call_id.to_string(), 0)
-        .await
-    {
-        // The slot lapses by itself when its hold expires.
-        tracing::warn!(error = %e, "could not give back the team's concurrency slot");
-    }
 }
 
 /// Pause after consecutive failures: 100 ms doubling to 5 s, reset by a success.

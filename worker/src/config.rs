@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use saasllm_shared::config::{DatabaseConfig, LlmConfig, RedisConfig, TelemetryConfig};
+use saasllm_shared::config::{CALL_LEASE, ProcessConfig};
 use saasllm_shared::domain::net_policy::TargetPolicy;
 
 use crate::engine::Engine;
@@ -48,7 +48,7 @@ pub struct WorkerOptions {
     #[arg(
         long = "call-lease-secs",
         env = "CALL_LEASE_SECS",
-        default_value_t = 30
+        default_value_t = CALL_LEASE.as_secs()
     )]
     pub lease_secs: u64,
     /// Seconds between reconciler passes (lost queue entries, expired leases, expired jobs).
@@ -229,13 +229,7 @@ pub struct WorkerConfig {
     #[command(flatten)]
     pub worker: WorkerOptions,
     #[command(flatten)]
-    pub database: DatabaseConfig,
-    #[command(flatten)]
-    pub redis: RedisConfig,
-    #[command(flatten)]
-    pub llm: LlmConfig,
-    #[command(flatten)]
-    pub telemetry: TelemetryConfig,
+    pub process: ProcessConfig,
     /// Address to serve Prometheus metrics on (`GET /metrics`), e.g. 0.0.0.0:9100; off when unset.
     /// Gauges of shared state (queue depth, credits held) are on the API's `/metrics`.
     #[arg(long = "metrics-addr", env = "METRICS_ADDR")]

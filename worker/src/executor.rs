@@ -81,8 +81,8 @@ impl Executor {
         crate::fault::crash_point(crate::fault::AFTER_UPSTREAM);
         let tokens = match &outcome {
             Ok((attempts, result)) => {
-                record_metrics(&call.model_group, attempts, result.status);
-                result.total_tokens.unwrap_or(0)
+                record_metrics(&call.model_group, attempts, result.status());
+                result.total_tokens().unwrap_or(0)
             }
             Err(_) => 0,
         };
@@ -108,16 +108,11 @@ impl Executor {
 
     /// Frees the call's team concurrency slot and counts its tokens towards the team's minute.
     async fn end_team_slot(&self, next: &Dispatched, tokens: i64) {
-        if !(next.holds_slot || next.counts_tokens) {
+        if !next.holds_limits() {
             return;
         }
         self.in_flight.slot_ended(next.call_id);
-        let tokens = if next.counts_tokens { tokens } else { 0 };
-        let member = next.call_id.to_string();
-        if let Err(e) = self.queue.finish(&next.team_id, &member, tokens).await {
-            // The slot lapses by itself when its hold expires.
-            tracing::warn!(error = %e, "could not give back the team's concurrency slot");
-        }
+        leases::give_back_team_slot(&self.queue, next, tokens).await;
     }
 
     async fn run_chain(

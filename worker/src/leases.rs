@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use saasllm_shared::db;
-use saasllm_shared::queue::CallQueue;
+use saasllm_shared::queue::team_slots::call_member;
+use saasllm_shared::queue::{CallQueue, Dispatched};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -74,7 +75,7 @@ impl InFlight {
         let leases = calls.iter().map(|(id, h)| (*id, h.lease_token)).collect();
         let slots = calls
             .iter()
-            .filter_map(|(id, h)| Some((h.slot_of_team.clone()?, id.to_string())))
+            .filter_map(|(id, h)| Some((h.slot_of_team.clone()?, call_member(*id))))
             .collect();
         (leases, slots)
     }
@@ -123,5 +124,14 @@ pub async fn keep(
                 tracing::warn!(error = %e, "could not extend the team's concurrency slot");
             }
         }
+    }
+}
+
+/// Gives back a dispatched call's hold on its team's limits (see
+/// [`CallQueue::finish_dispatched`]), counting `tokens` towards the team's minute.
+pub(crate) async fn give_back_team_slot(queue: &CallQueue, call: &Dispatched, tokens: i64) {
+    if let Err(e) = queue.finish_dispatched(call, tokens).await {
+        // The slot lapses by itself when its hold expires.
+        tracing::warn!(error = %e, "could not give back the team's concurrency slot");
     }
 }

@@ -97,61 +97,23 @@ pub async fn run(
     let fetch_settings = FetchSettings {
         queue: queue.clone(),
         db: batch_db.clone(),
-        worker_id: worker_id.clone(),
+        worker_id,
         lease: options.lease(),
         concurrency,
         batch_size,
         claim_wait: Duration::from_millis(options.claim_wait_ms),
     };
-    // apalis's monitor runs the worker and stops it gracefully; the factory would also rebuild
-    // it, but the backend never fails (it retries Redis and PostgreSQL itself).
-    let monitor = {
-        let (executor, in_flight) = (executor.clone(), in_flight.clone());
-        Monitor::new()
-            .shutdown_timeout(Duration::from_secs(options.shutdown_timeout_secs))
-            .register(move |_restarts| {
-                WorkerBuilder::new(fetch_settings.worker_id.as_str())
-                    .backend(CallBackend::start(
-                        fetch_settings.clone(),
-                        in_flight.clone(),
-                    ))
-                    .concurrency(concurrency)
-                    .enable_tracing()
-                    .build(CallService {
-                        executor: executor.clone(),
-                    })
-            })
-    };
+    let monitor = call_monitor(
+        fetch_settings,
+        executor.clone(),
+        in_flight.clone(),
+        Duration::from_secs(options.shutdown_timeout_secs),
+    );
+    let loops = BackgroundLoops::start(&db, queue, &options, &cancel);
 
-    let batch_steps = tokio::spawn(batches::run(db.clone(), queue.clone(), cancel.clone()));
-    let reconciler = tokio::spawn(reconciler::run(
-        db.clone(),
-        queue,
-        options.reconciler(),
-        cancel.clone(),
-    ));
-    let webhooks = tokio::spawn(webhooks::run(
-        db.clone(),
-        options.webhooks(),
-        cancel.clone(),
-    ));
-
-    let stop_signal = {
-        let cancel = cancel.clone();
-        let db = db.clone();
-        async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                // The pool closes only when its owner is going away (an embedding process or a test).
-                () = db.close_event() => cancel.cancel(),
-            }
-            tracing::info!("worker stopping: no new calls are taken; waiting for in-flight calls");
-            Ok::<(), std::io::Error>(())
-        }
-    };
     // Returns once every call has finished, or at the shutdown timeout: calls still running
     // then are re-queued when their lease expires.
-    if let Err(e) = monitor.run_with_signal(stop_signal).await {
+    if let Err(e) = monitor.run_with_signal(stop_signal(cancel, db)).await {
         tracing::error!(error = %e, "worker ended with an error");
     }
     let unfinished = in_flight.len();
@@ -166,13 +128,85 @@ pub async fn run(
     drop(executor);
     // Bounded: after a shutdown timeout a call may still hold a connection.
     let _ = tokio::time::timeout(Duration::from_secs(5), batch_db.close()).await;
-    let _ = reconciler.await;
-    let _ = batch_steps.await;
-    // Deliveries in flight end within their request timeout; one cut short is sent again when
-    // its claim expires.
-    let _ = webhooks.await;
+    loops.join().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// apalis's monitor of the worker running claimed calls: it runs the worker and stops it
+/// gracefully; the factory would also rebuild it, but the backend never fails (it retries Redis
+/// and PostgreSQL itself).
+fn call_monitor(
+    fetch_settings: FetchSettings,
+    executor: Arc<Executor>,
+    in_flight: Arc<InFlight>,
+    shutdown_timeout: Duration,
+) -> Monitor {
+    let concurrency = fetch_settings.concurrency;
+    Monitor::new()
+        .shutdown_timeout(shutdown_timeout)
+        .register(move |_restarts| {
+            WorkerBuilder::new(fetch_settings.worker_id.as_str())
+                .backend(CallBackend::start(
+                    fetch_settings.clone(),
+                    in_flight.clone(),
+                ))
+                .concurrency(concurrency)
+                .enable_tracing()
+                .build(CallService {
+                    executor: executor.clone(),
+                })
+        })
+}
+
+/// Resolves when the worker is to stop taking calls: `cancel` fired, or the pool was closed.
+async fn stop_signal(cancel: CancellationToken, db: PgPool) -> std::io::Result<()> {
+    tokio::select! {
+        () = cancel.cancelled() => {}
+        // The pool closes only when its owner is going away (an embedding process or a test).
+        () = db.close_event() => cancel.cancel(),
+    }
+    tracing::info!("worker stopping: no new calls are taken; waiting for in-flight calls");
+    Ok(())
+}
+
+/// The loops a worker runs beside its calls, until `cancel` fires.
+struct BackgroundLoops {
+    batch_steps: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
+    webhooks: tokio::task::JoinHandle<()>,
+}
+
+impl BackgroundLoops {
+    fn start(
+        db: &PgPool,
+        queue: CallQueue,
+        options: &WorkerOptions,
+        cancel: &CancellationToken,
+    ) -> Self {
+        Self {
+            batch_steps: tokio::spawn(batches::run(db.clone(), queue.clone(), cancel.clone())),
+            reconciler: tokio::spawn(reconciler::run(
+                db.clone(),
+                queue,
+                options.reconciler(),
+                cancel.clone(),
+            )),
+            webhooks: tokio::spawn(webhooks::run(
+                db.clone(),
+                options.webhooks(),
+                cancel.clone(),
+            )),
+        }
+    }
+
+    async fn join(self) {
+        let _ = self.reconciler.await;
+        let _ = self.batch_steps.await;
+        // Deliveries in flight end within their request timeout; one cut short is sent again
+        // when its claim expires.
+        let _ = self.webhooks.await;
+    }
 }
 
 /// The apalis service running one claimed call.

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = WorkerConfig::parse();
-    saasllm_shared::telemetry::init(&config.telemetry);
+    saasllm_shared::telemetry::init(&config.process.telemetry);
     if let Some(addr) = config.metrics_addr {
         saasllm_shared::telemetry::prometheus_builder()
             .with_http_listener(addr)
@@ -18,9 +18,9 @@ async fn main() -> anyhow::Result<()> {
         metrics::gauge!("worker_calls_in_flight").set(0.0);
         tracing::info!(%addr, "metrics listening");
     }
-    let db = saasllm_shared::db::connect_and_migrate(&config.database).await?;
-    let redis = RedisHandle::new(&config.redis)?;
-    let engine = config.worker.engine(Upstream::new(&config.llm)?);
+    let db = saasllm_shared::db::connect_and_migrate(&config.process.database).await?;
+    let redis = RedisHandle::new(&config.process.redis)?;
+    let engine = config.worker.engine(Upstream::new(&config.process.llm)?);
     let cancel = CancellationToken::new();
     let on_signal = cancel.clone();
     tokio::spawn(async move {

@@ -154,16 +154,7 @@ impl Upstream {
 
     /// Sends one chat-completions request of a call.
     pub async fn chat(&self, body: &Value, call_id: Uuid) -> Result<Completion, UpstreamError> {
-        let response = self
-            .send_for_call(CallEndpoint::Chat, body, call_id)
-            .await?;
-        let status = response.status();
-        let reported_cost = reported_cost(&response);
-        let retry_after = retry_after(response.headers());
-        let bytes = response.bytes().await.map_err(cut_off)?;
-        if !status.is_success() {
-            return Err(status_error(status.as_u16(), &bytes, retry_after));
-        }
+        let (bytes, reported_cost) = self.send_whole(CallEndpoint::Chat, body, call_id).await?;
         let body: Value = serde_json::from_slice(&bytes)
             .map_err(|e| UpstreamError::InvalidResponse(e.to_string()))?;
         let choice = body
@@ -216,8 +207,27 @@ impl Upstream {
         })
     }
 
+    /// Sends one request of a call to `endpoint` and reads its whole answer: the body of a
+    /// successful one with the cost the upstream reported, else the error the answer stands for.
+    pub(crate) async fn send_whole(
+        &self,
+        endpoint: CallEndpoint,
+        body: &Value,
+        call_id: Uuid,
+    ) -> Result<(Bytes, Option<MicroUsd>), UpstreamError> {
+        let response = self.send_for_call(endpoint, body, call_id).await?;
+        let status = response.status();
+        let reported_cost = reported_cost(&response);
+        let retry_after = retry_after(response.headers());
+        let bytes = response.bytes().await.map_err(cut_off)?;
+        if !status.is_success() {
+            return Err(status_error(status.as_u16(), &bytes, retry_after));
+        }
+        Ok((bytes, reported_cost))
+    }
+
     /// Sends one request of a call to `endpoint`, tagged with the call's id.
-    pub(crate) async fn send_for_call(
+    async fn send_for_call(
         &self,
         endpoint: CallEndpoint,
         body: &Value,
@@ -265,7 +275,7 @@ impl OpenedStream {
 }
 
 /// A body that could not be read to its end.
-pub(crate) fn cut_off(e: reqwest::Error) -> UpstreamError {
+fn cut_off(e: reqwest::Error) -> UpstreamError {
     UpstreamError::Transport {
         timed_out: e.is_timeout(),
         message: format!("upstream response was cut off: {}", root_cause(&e)),
@@ -273,11 +283,7 @@ pub(crate) fn cut_off(e: reqwest::Error) -> UpstreamError {
 }
 
 /// An error answer, keeping the start of its body for classification.
-pub(crate) fn status_error(
-    status: u16,
-    bytes: &[u8],
-    retry_after: Option<Duration>,
-) -> UpstreamError {
+fn status_error(status: u16, bytes: &[u8], retry_after: Option<Duration>) -> UpstreamError {
     let body = String::from_utf8_lossy(&bytes[..bytes.len().min(ERROR_BODY_LIMIT)]).into_owned();
     UpstreamError::Status {
         status,

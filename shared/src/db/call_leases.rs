@@ -114,6 +114,25 @@ pub struct CallResult<'a> {
     pub error: Option<&'a str>,
 }
 
+impl<'a> CallResult<'a> {
+    /// The result of a call no model served, `error` saying why.
+    pub fn failed(error: &'a str, latency_ms: i64) -> Self {
+        Self {
+            status: CallStatus::Failed,
+            model_used: None,
+            response_content: None,
+            finish_reason: None,
+            response: None,
+            prompt_tokens: None,
+            completion_tokens: None,
+            total_tokens: None,
+            cost_micro_usd: None,
+            latency_ms,
+            error: Some(error),
+        }
+    }
+}
+
 /// Writes the result and the attempts, if the lease is still ours, and notifies waiting API
 /// processes on commit when a request waits for it: one statement, so one round trip and one
 /// commit. Returns false (writing nothing) when the lease was lost: another worker owns the call

@@ -33,17 +33,6 @@ impl TeamLimits {
             || self.requests_per_minute.is_some()
             || self.tokens_per_minute.is_some()
     }
-
-    /// The form kept in Redis next to the team's queue: "concurrency rpm tpm", 0 for unlimited.
-    pub fn encode(&self) -> String {
-        let n = |v: Option<i32>| v.unwrap_or(0).max(0);
-        format!(
-            "{} {} {}",
-            n(self.max_concurrent_calls),
-            n(self.requests_per_minute),
-            n(self.tokens_per_minute)
-        )
-    }
 }
 
 #[cfg(test)]
@@ -51,14 +40,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn limits_encode_with_zero_for_unlimited() {
-        assert_eq!(TeamLimits::default().encode(), "0 0 0");
+    fn any_is_true_once_one_limit_is_set() {
         let limits = TeamLimits {
-            max_concurrent_calls: Some(4),
+            max_concurrent_calls: None,
             requests_per_minute: None,
             tokens_per_minute: Some(10_000),
         };
-        assert_eq!(limits.encode(), "4 0 10000");
         assert!(limits.any());
         assert!(!TeamLimits::default().any());
     }

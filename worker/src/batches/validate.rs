@@ -5,6 +5,7 @@
 //! The lines to run are queued after it commits. A malformed file fails the batch instead.
 
 use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use saasllm_shared::db;
@@ -73,7 +74,6 @@ struct Ready {
 
 /// Reads and checks the file, inserting its lines as the job's calls page by page.
 async fn load(conn: &mut PgConnection, batch: &BatchRow) -> anyhow::Result<Loaded> {
-    let endpoint = batch.endpoint.call_endpoint();
     if db::files::find(&mut *conn, &batch.team_id, &batch.input_file_id)
         .await?
         .is_none()
@@ -90,74 +90,121 @@ async fn load(conn: &mut PgConnection, batch: &BatchRow) -> anyhow::Result<Loade
     let job_id = Uuid::now_v7();
     batch_runs::insert_job(&mut *conn, job_id, batch).await?;
 
+    let mut loading = Loading {
+        batch,
+        job_id,
+        endpoint: batch.endpoint.call_endpoint(),
+        grants,
+        seen: HashSet::new(),
+        errors: Vec::new(),
+        runnable: Vec::new(),
+        total: 0,
+    };
     let mut reader = LineReader::default();
-    let mut seen = HashSet::new();
-    let mut errors = Vec::new();
-    let mut runnable = Vec::new();
-    let mut total = 0usize;
     let mut seq = 0;
     loop {
         let chunk = db::files::chunk(&mut *conn, &batch.input_file_id, seq).await?;
-        let last = chunk.is_none();
         seq += 1;
-        let page = match &chunk {
-            Some(bytes) => match reader.push(bytes) {
-                Ok(page) => page,
-                Err(LineTooLong(line)) => {
-                    errors.push(FileError {
-                        code: "line_too_long",
-                        message: format!(
-                            "line {line} is longer than {MAX_LINE_BYTES} bytes, the most one request may take"
-                        ),
-                        line,
-                    });
-                    break;
-                }
-            },
-            None => reader.finish(),
+        let Some(page) = loading.lines_of(&mut reader, chunk.as_deref()) else {
+            break;
         };
-        if !page.is_empty() {
-            let first = total + 1;
-            total += page.len();
-            if total > MAX_LINES {
-                errors.push(FileError {
-                    code: "too_many_lines",
-                    message: format!("a batch file holds at most {MAX_LINES} requests"),
-                    line: MAX_LINES + 1,
-                });
-                break;
-            }
-            let (checked, seen_after, page_errors) =
-                check_page(page, first, endpoint, Arc::clone(&grants), seen).await?;
-            seen = seen_after;
-            errors.extend(page_errors);
-            if errors.len() >= MAX_REPORTED_ERRORS {
-                break;
-            }
-            if errors.is_empty() {
-                runnable.extend(insert_page(conn, batch, job_id, endpoint, &checked).await?);
-            }
-        }
-        if last {
+        if loading.take_page(conn, page).await?.is_break() || chunk.is_none() {
             break;
         }
     }
-    if errors.is_empty() && total == 0 {
-        errors.push(FileError {
-            code: "empty_file",
-            message: "the input file holds no requests".into(),
-            line: 0,
-        });
+    Ok(loading.end())
+}
+
+/// A file being read: what its lines so far came to.
+struct Loading<'a> {
+    batch: &'a BatchRow,
+    job_id: Uuid,
+    endpoint: CallEndpoint,
+    grants: Arc<Grants>,
+    /// Custom ids met so far (each must be unique in the file).
+    seen: HashSet<String>,
+    errors: Vec<FileError>,
+    runnable: Vec<(Uuid, i64)>,
+    /// Lines read so far.
+    total: usize,
+}
+
+impl Loading<'_> {
+    /// The lines `chunk` completes (the last line at the end of the file, `chunk` being `None`);
+    /// `None` when a line is too long, which fails the file.
+    fn lines_of(&mut self, reader: &mut LineReader, chunk: Option<&[u8]>) -> Option<Vec<Vec<u8>>> {
+        let Some(bytes) = chunk else {
+            return Some(reader.finish());
+        };
+        match reader.push(bytes) {
+            Ok(page) => Some(page),
+            Err(LineTooLong(line)) => {
+                self.errors.push(FileError {
+                    code: "line_too_long",
+                    message: format!(
+                        "line {line} is longer than {MAX_LINE_BYTES} bytes, the most one request may take"
+                    ),
+                    line,
+                });
+                None
+            }
+        }
     }
-    if !errors.is_empty() {
-        errors.truncate(MAX_REPORTED_ERRORS);
-        return Ok(Loaded::Failed(errors));
+
+    /// Checks a page of lines and, while the file has no error, inserts them. Breaks when the
+    /// file has too many lines or errors to go on.
+    async fn take_page(
+        &mut self,
+        conn: &mut PgConnection,
+        page: Vec<Vec<u8>>,
+    ) -> anyhow::Result<ControlFlow<()>> {
+        if page.is_empty() {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let first = self.total + 1;
+        self.total += page.len();
+        if self.total > MAX_LINES {
+            self.errors.push(FileError {
+                code: "too_many_lines",
+                message: format!("a batch file holds at most {MAX_LINES} requests"),
+                line: MAX_LINES + 1,
+            });
+            return Ok(ControlFlow::Break(()));
+        }
+        let seen = std::mem::take(&mut self.seen);
+        let (checked, seen_after, page_errors) =
+            check_page(page, first, self.endpoint, Arc::clone(&self.grants), seen).await?;
+        self.seen = seen_after;
+        self.errors.extend(page_errors);
+        if self.errors.len() >= MAX_REPORTED_ERRORS {
+            return Ok(ControlFlow::Break(()));
+        }
+        if self.errors.is_empty() {
+            let inserted = insert_page(conn, self.batch, self.job_id, self.endpoint, &checked);
+            self.runnable.extend(inserted.await?);
+        }
+        Ok(ControlFlow::Continue(()))
     }
-    Ok(Loaded::Ready(Ready {
-        job_id,
-        total_lines: total as i32,
-        runnable,
-    }))
+
+    /// The file read: its errors (an empty file is one), or the job ready to run.
+    fn end(mut self) -> Loaded {
+        if self.errors.is_empty() && self.total == 0 {
+            self.errors.push(FileError {
+                code: "empty_file",
+                message: "the input file holds no requests".into(),
+                line: 0,
+            });
+        }
+        if !self.errors.is_empty() {
+            self.errors.truncate(MAX_REPORTED_ERRORS);
+            return Loaded::Failed(self.errors);
+        }
+        Loaded::Ready(Ready {
+            job_id: self.job_id,
+            total_lines: self.total as i32,
+            runnable: self.runnable,
+        })
+    }
 }
 
 /// Checks a page of raw lines on a blocking thread.

@@ -9,44 +9,47 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::Attempt;
-use crate::upstream::{
-    Completion, OpenedStream, Upstream, UpstreamError, cut_off, reported_cost, retry_after,
-    status_error,
-};
+use crate::upstream::{Completion, OpenedStream, Upstream, UpstreamError};
 
-/// Asks for a whole chat completion.
-pub struct WholeCompletion {
-    pub call_id: Uuid,
+/// Declares a kind of attempt: a type carrying the call's id, whose attempt is `send` (called
+/// with the upstream, the request body and the call's id).
+macro_rules! attempt_kind {
+    ($(#[$doc:meta])* $name:ident -> $output:ty = $send:path) => {
+        $(#[$doc])*
+        pub struct $name {
+            pub call_id: Uuid,
+        }
+
+        impl Attempt for $name {
+            type Output = $output;
+
+            fn send(
+                &self,
+                upstream: &Upstream,
+                body: &Value,
+            ) -> impl Future<Output = Result<$output, UpstreamError>> + Send {
+                $send(upstream, body, self.call_id)
+            }
+        }
+    };
 }
 
-impl Attempt for WholeCompletion {
-    type Output = Completion;
-
-    fn send(
-        &self,
-        upstream: &Upstream,
-        body: &Value,
-    ) -> impl Future<Output = Result<Completion, UpstreamError>> + Send {
-        upstream.chat(body, self.call_id)
-    }
+attempt_kind! {
+    /// Asks for a whole chat completion.
+    WholeCompletion -> Completion = Upstream::chat
 }
 
-/// Asks for the embeddings of a call's input (`POST /v1/embeddings`). The answer is kept whole
-/// as the completion's body; it has no content or finish reason, and bills no output tokens.
-pub struct WholeEmbedding {
-    pub call_id: Uuid,
+attempt_kind! {
+    /// Asks for the embeddings of a call's input (`POST /v1/embeddings`). The answer is kept
+    /// whole as the completion's body; it has no content or finish reason, and bills no output
+    /// tokens.
+    WholeEmbedding -> Completion = embeddings
 }
 
-impl Attempt for WholeEmbedding {
-    type Output = Completion;
-
-    fn send(
-        &self,
-        upstream: &Upstream,
-        body: &Value,
-    ) -> impl Future<Output = Result<Completion, UpstreamError>> + Send {
-        embeddings(upstream, body, self.call_id)
-    }
+attempt_kind! {
+    /// Opens a streamed chat completion and waits for its first byte. The request must ask for a
+    /// stream (`"stream": true`).
+    StreamStart -> OpenedStream = Upstream::open_stream
 }
 
 /// Sends one embeddings request of a call; errors are classified as a chat completion's are.
@@ -55,16 +58,9 @@ async fn embeddings(
     body: &Value,
     call_id: Uuid,
 ) -> Result<Completion, UpstreamError> {
-    let response = upstream
-        .send_for_call(CallEndpoint::Embeddings, body, call_id)
+    let (bytes, reported_cost) = upstream
+        .send_whole(CallEndpoint::Embeddings, body, call_id)
         .await?;
-    let status = response.status();
-    let reported_cost = reported_cost(&response);
-    let retry_after = retry_after(response.headers());
-    let bytes = response.bytes().await.map_err(cut_off)?;
-    if !status.is_success() {
-        return Err(status_error(status.as_u16(), &bytes, retry_after));
-    }
     let body: Value = serde_json::from_slice(&bytes)
         .map_err(|e| UpstreamError::InvalidEmbeddings(e.to_string()))?;
     if !body.get("data").is_some_and(Value::is_array) {
@@ -82,22 +78,4 @@ async fn embeddings(
         reported_cost,
         body,
     })
-}
-
-/// Opens a streamed chat completion and waits for its first byte. The request must ask for a
-/// stream (`"stream": true`).
-pub struct StreamStart {
-    pub call_id: Uuid,
-}
-
-impl Attempt for StreamStart {
-    type Output = OpenedStream;
-
-    fn send(
-        &self,
-        upstream: &Upstream,
-        body: &Value,
-    ) -> impl Future<Output = Result<OpenedStream, UpstreamError>> + Send {
-        upstream.open_stream(body, self.call_id)
-    }
 }

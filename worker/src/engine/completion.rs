@@ -12,18 +12,26 @@ use super::Served;
 use crate::upstream::Completion;
 
 /// The result of the chain, owned until it is written.
-pub(crate) struct OwnedResult {
-    pub(crate) status: CallStatus,
-    pub(crate) model_used: Option<String>,
-    pub(crate) content: Option<String>,
-    pub(crate) finish_reason: Option<String>,
-    pub(crate) response: Option<Value>,
-    pub(crate) prompt_tokens: Option<i64>,
-    pub(crate) completion_tokens: Option<i64>,
-    pub(crate) total_tokens: Option<i64>,
-    pub(crate) cost_micro_usd: Option<i64>,
-    pub(crate) latency_ms: i64,
-    pub(crate) error: Option<String>,
+pub(crate) enum OwnedResult {
+    Succeeded(Succeeded),
+    /// No model served the call.
+    Failed {
+        error: String,
+        latency_ms: i64,
+    },
+}
+
+/// A served call's result.
+pub(crate) struct Succeeded {
+    model_used: String,
+    content: Option<String>,
+    finish_reason: Option<String>,
+    response: Value,
+    prompt_tokens: Option<i64>,
+    completion_tokens: Option<i64>,
+    total_tokens: Option<i64>,
+    cost_micro_usd: Option<i64>,
+    latency_ms: i64,
 }
 
 impl OwnedResult {
@@ -34,24 +42,35 @@ impl OwnedResult {
     ) -> Self {
         let latency_ms = elapsed.as_millis() as i64;
         match result {
-            Ok(served) => Self::succeeded(served, latency_ms),
-            Err(error) => Self {
-                status: CallStatus::Failed,
-                model_used: None,
-                content: None,
-                finish_reason: None,
-                response: None,
-                prompt_tokens: None,
-                completion_tokens: None,
-                total_tokens: None,
-                cost_micro_usd: None,
-                latency_ms,
-                error: Some(error),
-            },
+            Ok(served) => Self::Succeeded(Succeeded::priced(served, latency_ms)),
+            Err(error) => Self::Failed { error, latency_ms },
         }
     }
 
-    fn succeeded(served: Served<Completion>, latency_ms: i64) -> Self {
+    pub(crate) fn status(&self) -> CallStatus {
+        match self {
+            Self::Succeeded(_) => CallStatus::Succeeded,
+            Self::Failed { .. } => CallStatus::Failed,
+        }
+    }
+
+    pub(crate) fn total_tokens(&self) -> Option<i64> {
+        match self {
+            Self::Succeeded(succeeded) => succeeded.total_tokens,
+            Self::Failed { .. } => None,
+        }
+    }
+
+    pub(crate) fn as_row(&self) -> CallResult<'_> {
+        match self {
+            Self::Succeeded(succeeded) => succeeded.as_row(),
+            Self::Failed { error, latency_ms } => CallResult::failed(error, *latency_ms),
+        }
+    }
+}
+
+impl Succeeded {
+    fn priced(served: Served<Completion>, latency_ms: i64) -> Self {
         let Served {
             output: completion,
             model,
@@ -72,33 +91,31 @@ impl OwnedResult {
             .total_tokens
             .or_else(|| Some(completion.prompt_tokens? + completion.completion_tokens?));
         Self {
-            status: CallStatus::Succeeded,
-            model_used: Some(model),
+            model_used: model,
             content: completion.content,
             finish_reason: completion.finish_reason,
-            response: Some(completion.body),
+            response: completion.body,
             prompt_tokens: completion.prompt_tokens,
             completion_tokens: completion.completion_tokens,
             total_tokens,
             cost_micro_usd: cost.map(|c| c.0),
             latency_ms,
-            error: None,
         }
     }
 
-    pub(crate) fn as_row(&self) -> CallResult<'_> {
+    fn as_row(&self) -> CallResult<'_> {
         CallResult {
-            status: self.status,
-            model_used: self.model_used.as_deref(),
+            status: CallStatus::Succeeded,
+            model_used: Some(&self.model_used),
             response_content: self.content.as_deref(),
             finish_reason: self.finish_reason.as_deref(),
-            response: self.response.as_ref(),
+            response: Some(&self.response),
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             total_tokens: self.total_tokens,
             cost_micro_usd: self.cost_micro_usd,
             latency_ms: self.latency_ms,
-            error: self.error.as_deref(),
+            error: None,
         }
     }
 }

@@ -91,7 +91,7 @@ impl Engine {
         let all_cooling = models
             .iter()
             .all(|(model, _)| self.cooldowns.is_cooling(model));
-        'models: for (model, config) in models {
+        for (model, config) in models {
             if !all_cooling && self.cooldowns.is_cooling(model) {
                 attempts.push(AttemptRecord {
                     model: model.clone(),
@@ -102,62 +102,85 @@ impl Engine {
                 });
                 continue;
             }
-            let mut body = request.clone();
-            if let Value::Object(fields) = &mut body {
-                fields.insert("model".into(), Value::String(model.clone()));
-            }
-            let mut retries = 0;
-            loop {
-                let attempt_started = Instant::now();
-                let answer = attempt.send(&self.upstream, &body).await;
-                let latency_ms = attempt_started.elapsed().as_millis() as i64;
-                let error = match answer {
-                    Ok(output) => {
-                        self.cooldowns.succeeded(model);
-                        attempts.push(AttemptRecord {
-                            model: model.clone(),
-                            http_status: Some(200),
-                            outcome: AttemptOutcome::Succeeded,
-                            latency_ms,
-                            error: None,
-                        });
-                        let served = Served {
-                            output,
-                            model: model.clone(),
-                            config: config.clone(),
-                        };
-                        return ChainOutcome {
-                            attempts,
-                            result: Ok(served),
-                        };
+            match self
+                .try_model(model, config, request, attempt, &mut attempts)
+                .await
+            {
+                Ok(served) => {
+                    return ChainOutcome {
+                        attempts,
+                        result: Ok(served),
+                    };
+                }
+                Err((error, next)) => {
+                    last_error = error;
+                    if next == Next::Stop {
+                        break;
                     }
-                    Err(error) => error,
-                };
-                let next = error.next();
-                let retry_in = self.after_failure(model, &error, &mut retries);
-                tracing::info!(model, error = %error, ?next, ?retry_in, "upstream attempt failed");
-                attempts.push(AttemptRecord {
-                    model: model.clone(),
-                    http_status: error.http_status(),
-                    outcome: match (retry_in, next) {
-                        (Some(_), _) => AttemptOutcome::Retry,
-                        (None, Next::Fallback) => AttemptOutcome::Fallback,
-                        (None, Next::Stop) => AttemptOutcome::Fatal,
-                    },
-                    latency_ms,
-                    error: Some(error.to_string()),
-                });
-                last_error = error.to_string();
-                match (retry_in, next) {
-                    (Some(delay), _) => tokio::time::sleep(delay).await,
-                    (None, Next::Fallback) => continue 'models,
-                    (None, Next::Stop) => break 'models,
                 }
             }
         }
         ChainOutcome {
             attempts,
             result: Err(last_error),
+        }
+    }
+
+    /// Tries one model, retrying it while its failures are transient, and records each attempt.
+    /// On failure, the last error's text and whether the chain goes on to the next model.
+    async fn try_model<A: Attempt>(
+        &self,
+        model: &str,
+        config: &Value,
+        request: &Value,
+        attempt: &A,
+        attempts: &mut Vec<AttemptRecord>,
+    ) -> Result<Served<A::Output>, (String, Next)> {
+        let mut body = request.clone();
+        if let Value::Object(fields) = &mut body {
+            fields.insert("model".into(), Value::String(model.to_owned()));
+        }
+        let mut retries = 0;
+        loop {
+            let attempt_started = Instant::now();
+            let answer = attempt.send(&self.upstream, &body).await;
+            let latency_ms = attempt_started.elapsed().as_millis() as i64;
+            let error = match answer {
+                Ok(output) => {
+                    self.cooldowns.succeeded(model);
+                    attempts.push(AttemptRecord {
+                        model: model.to_owned(),
+                        http_status: Some(200),
+                        outcome: AttemptOutcome::Succeeded,
+                        latency_ms,
+                        error: None,
+                    });
+                    return Ok(Served {
+                        output,
+                        model: model.to_owned(),
+                        config: config.clone(),
+                    });
+                }
+                Err(error) => error,
+            };
+            let next = error.next();
+            let retry_in = self.after_failure(model, &error, &mut retries);
+            tracing::info!(model, error = %error, ?next, ?retry_in, "upstream attempt failed");
+            attempts.push(AttemptRecord {
+                model: model.to_owned(),
+                http_status: error.http_status(),
+                outcome: match (retry_in, next) {
+                    (Some(_), _) => AttemptOutcome::Retry,
+                    (None, Next::Fallback) => AttemptOutcome::Fallback,
+                    (None, Next::Stop) => AttemptOutcome::Fatal,
+                },
+                latency_ms,
+                error: Some(error.to_string()),
+            });
+            match retry_in {
+                Some(delay) => tokio::time::sleep(delay).await,
+                None => return Err((error.to_string(), next)),
+            }
         }
     }
 
