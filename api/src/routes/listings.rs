@@ -30,6 +30,20 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs))
 }
 
+/// Declares a page of a list: its rows under `$rows`, the limit it was cut at, and the cursor
+/// of the next page.
+macro_rules! keyset_page {
+    ($page:ident, $rows:ident, $item:ty) => {
+        #[derive(Serialize, ToSchema)]
+        struct $page {
+            $rows: Vec<$item>,
+            limit: i64,
+            /// Pass as `cursor` for the next page; null on the last page.
+            next_cursor: Option<String>,
+        }
+    };
+}
+
 /// The `name_prefix` filter, checked, if one was given.
 fn name_prefix(value: Option<&str>) -> Result<Option<&str>, ApiError> {
     value.map(validate::name_prefix).transpose()
@@ -72,13 +86,7 @@ impl From<OrganizationSummary> for OrganizationItem {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-struct OrganizationsPage {
-    organizations: Vec<OrganizationItem>,
-    limit: i64,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
+keyset_page!(OrganizationsPage, organizations, OrganizationItem);
 
 /// Organizations in id order (admin).
 #[utoipa::path(
@@ -162,13 +170,7 @@ impl From<TeamSummary> for TeamItem {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-struct TeamsPage {
-    teams: Vec<TeamItem>,
-    limit: i64,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
+keyset_page!(TeamsPage, teams, TeamItem);
 
 /// Teams in id order with their credits (admin).
 #[utoipa::path(
@@ -274,13 +276,7 @@ impl From<JobListing> for JobItem {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-struct JobsPage {
-    jobs: Vec<JobItem>,
-    limit: i64,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
+keyset_page!(JobsPage, jobs, JobItem);
 
 /// The filter of a jobs query, each part checked.
 fn job_filter(query: &JobsQuery) -> Result<JobFilter, ApiError> {
