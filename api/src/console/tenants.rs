@@ -118,7 +118,8 @@ pub async fn organization(
 ) -> PageResult {
     admin_only(&session)?;
     let path = format!("/api/organizations/{}", segment(&organization_id));
-    let org = (api.call(&session, Method::GET, &path, None, None).await).map_err(refused)?;
+    let org = api.call(&session, Method::GET, &path, None, None).await;
+    let org = org.map_err(refused)?;
     let teams = listings::teams(&state.db, Some(&organization_id), None, 500).await?;
     let content = html! {
         p { "Name: " strong { (text(&org["name"])) } " · status " span.status { (text(&org["status"])) } " · "
