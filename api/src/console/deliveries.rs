@@ -2,7 +2,6 @@
 //! went, and every attempt.
 
 use axum::extract::{Query, State};
-use axum::response::Response;
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use saasllm_shared::db::listings::{self, DeliveryListing};
@@ -11,7 +10,7 @@ use uuid::Uuid;
 
 use crate::console::dispatch::segment;
 use crate::console::session::Session;
-use crate::console::view::{self, Page, admin_only, text};
+use crate::console::view::{self, Page, PageResult, admin_only, text};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -40,29 +39,20 @@ pub async fn list(
     session: Session,
     State(state): State<AppState>,
     Query(query): Query<DeliveriesQuery>,
-) -> Response {
-    if let Some(page) = admin_only(&session) {
-        return page;
-    }
+) -> PageResult {
+    admin_only(&session)?;
     let team = query
         .team_id
         .as_deref()
         .map(str::trim)
         .filter(|t| !t.is_empty());
-    let before = match query
+    let before = query
         .before
         .as_deref()
         .filter(|b| !b.is_empty())
         .map(cursor)
-        .transpose()
-    {
-        Ok(before) => before,
-        Err(error) => return view::error_page(&error),
-    };
-    let rows = match listings::deliveries(&state.db, team, before, PAGE).await {
-        Ok(rows) => rows,
-        Err(error) => return view::error_page(&error.into()),
-    };
+        .transpose()?;
+    let rows = listings::deliveries(&state.db, team, before, PAGE).await?;
     let next = (rows.len() as i64 == PAGE)
         .then(|| rows.last())
         .flatten()
@@ -83,13 +73,13 @@ pub async fn list(
         (deliveries_table(&rows))
         @if let Some(next) = next { p.pager { a href={ "/console/webhooks?" (next) } { "Older →" } } }
     };
-    Page {
+    Ok(Page {
         session: &session,
         title: "Webhook deliveries".into(),
         section: "webhooks",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }
 
 /// A page of deliveries, each with its attempts.

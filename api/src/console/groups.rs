@@ -4,7 +4,7 @@
 use axum::Extension;
 use axum::extract::{Path, State};
 use axum::http::Method;
-use axum::response::Response;
+use axum::response::IntoResponse;
 use maud::{Markup, html};
 use saasllm_shared::db;
 use saasllm_shared::db::listings;
@@ -13,29 +13,22 @@ use serde_json::{Value, json};
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::view::{self, Notice, Page, admin_only, pushed};
+use crate::console::view::{self, Notice, Page, PageResult, admin_only, pushed};
 use crate::error::ApiError;
 use crate::lookup;
 use crate::state::AppState;
 
 /// `GET /console/model-groups`
-pub async fn list(session: Session, State(state): State<AppState>) -> Response {
+pub async fn list(session: Session, State(state): State<AppState>) -> PageResult {
     render_list(&session, &state, None).await
 }
 
-async fn render_list(session: &Session, state: &AppState, notice: Option<Notice>) -> Response {
+async fn render_list(session: &Session, state: &AppState, notice: Option<Notice>) -> PageResult {
     let groups = match session.caller.team_id() {
-        None => db::model_groups::list_all(&state.db).await,
-        Some(team) => db::model_groups::list_for_team(&state.db, team).await,
+        None => db::model_groups::list_all(&state.db).await?,
+        Some(team) => db::model_groups::list_for_team(&state.db, team).await?,
     };
-    let groups = match groups {
-        Ok(groups) => groups,
-        Err(error) => return view::error_page(&error.into()),
-    };
-    let table = match groups_table(session, state, &groups).await {
-        Ok(table) => table,
-        Err(error) => return view::error_page(&error),
-    };
+    let table = groups_table(session, state, &groups).await?;
     let content = html! {
         @if session.is_admin() {
             fieldset {
@@ -50,13 +43,13 @@ async fn render_list(session: &Session, state: &AppState, notice: Option<Notice>
         }
         (table)
     };
-    Page {
+    Ok(Page {
         session,
         title: "Model groups".into(),
         section: "model groups",
         notice,
     }
-    .render(content)
+    .render(content))
 }
 
 async fn groups_table(
@@ -110,11 +103,9 @@ pub async fn create(
     State(state): State<AppState>,
     Extension(api): Extension<Api>,
     form: ConsoleForm,
-) -> Response {
+) -> PageResult {
     let session = &form.session;
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
+    admin_only(session)?;
     let body = json!({
         "group_name": form.text("group_name").unwrap_or_default(),
         "models": models_from(form.text("models").unwrap_or_default()),
@@ -133,10 +124,12 @@ pub async fn create(
             },
         )
         .await;
-    pushed(
-        render_list(session, &state, Some(notice)).await,
+    Ok(pushed(
+        render_list(session, &state, Some(notice))
+            .await
+            .into_response(),
         "/console/model-groups",
-    )
+    ))
 }
 
 /// `GET /console/model-groups/{name}`: the group's models, editable, and who holds it.
@@ -144,7 +137,7 @@ pub async fn page(
     session: Session,
     State(state): State<AppState>,
     Path(group_name): Path<String>,
-) -> Response {
+) -> PageResult {
     render_group(&session, &state, &group_name, None).await
 }
 
@@ -153,22 +146,14 @@ async fn render_group(
     state: &AppState,
     group_name: &str,
     notice: Option<Notice>,
-) -> Response {
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
-    let group = match lookup::model_group(&state.db, group_name).await {
-        Ok(group) => group,
-        Err(error) => return view::error_page(&error),
-    };
+) -> PageResult {
+    admin_only(session)?;
+    let group = lookup::model_group(&state.db, group_name).await?;
     let ids = [group.model_group_id];
-    let (models, holders) = match tokio::try_join!(
+    let (models, holders) = tokio::try_join!(
         db::model_groups::models_of(&state.db, &ids),
         listings::group_holders(&state.db, &ids)
-    ) {
-        Ok(found) => found,
-        Err(error) => return view::error_page(&error.into()),
-    };
+    )?;
     let lines: Vec<&str> = models.iter().map(|m| m.model_name.as_str()).collect();
     let content = html! {
         form method="post" action={ "/console/model-groups/" (segment(group_name)) } {
@@ -187,10 +172,10 @@ async fn render_group(
         notice,
     }
     .render(content);
-    pushed(
+    Ok(pushed(
         response,
         &format!("/console/model-groups/{}", segment(group_name)),
-    )
+    ))
 }
 
 /// `POST /console/model-groups/{name}`: `PUT /api/model-groups/{name}/models`.
@@ -199,11 +184,9 @@ pub async fn update(
     Extension(api): Extension<Api>,
     Path(group_name): Path<String>,
     form: ConsoleForm,
-) -> Response {
+) -> PageResult {
     let session = &form.session;
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
+    admin_only(session)?;
     let path = format!("/api/model-groups/{}/models", segment(&group_name));
     let body = models_from(form.text("models").unwrap_or_default());
     let notice = api

@@ -5,7 +5,6 @@
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::Response;
 use chrono::{DateTime, NaiveDate, Utc};
 use maud::{Markup, html};
 use saasllm_shared::db;
@@ -17,7 +16,7 @@ use uuid::Uuid;
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::view::{self, Notice, Page, pushed};
+use crate::console::view::{self, Notice, Page, PageResult, pushed};
 use crate::error::ApiError;
 use crate::job_access::visible_job;
 use crate::state::AppState;
@@ -91,15 +90,9 @@ pub async fn list(
     session: Session,
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
-) -> Response {
-    let filter = match filter_of(&session, &query) {
-        Ok(filter) => filter,
-        Err(error) => return view::error_page(&error),
-    };
-    let jobs = match listings::jobs(&state.db, &filter, PAGE).await {
-        Ok(jobs) => jobs,
-        Err(error) => return view::error_page(&error.into()),
-    };
+) -> PageResult {
+    let filter = filter_of(&session, &query)?;
+    let jobs = listings::jobs(&state.db, &filter, PAGE).await?;
     let next = (jobs.len() as i64 == PAGE)
         .then(|| jobs.last())
         .flatten()
@@ -143,13 +136,13 @@ pub async fn list(
             p.pager { a href={ "/console/jobs?" (next) } { "Older →" } }
         }
     };
-    Page {
+    Ok(Page {
         session: &session,
         title: "Jobs".into(),
         section: "jobs",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }
 
 /// The query of the next (older) page of the list: the same filters, before `last`.
@@ -182,7 +175,7 @@ pub async fn page(
     State(state): State<AppState>,
     Path(job_id): Path<String>,
     Query(query): Query<CallsQuery>,
-) -> Response {
+) -> PageResult {
     render(&session, &state, &job_id, query.after, None).await
 }
 
@@ -192,24 +185,14 @@ async fn render(
     job_id: &str,
     after: Option<Uuid>,
     notice: Option<Notice>,
-) -> Response {
-    let job = match visible_job(state, &session.caller, job_id).await {
-        Ok(job) => job,
-        Err(error) => return view::error_page(&error),
-    };
-    let calls = match db::calls::page_for_job(&state.db, job.job_id, None, after, CALLS_PAGE).await
-    {
-        Ok(calls) => calls,
-        Err(error) => return view::error_page(&error.into()),
-    };
+) -> PageResult {
+    let job = visible_job(state, &session.caller, job_id).await?;
+    let calls = db::calls::page_for_job(&state.db, job.job_id, None, after, CALLS_PAGE).await?;
     let ids: Vec<Uuid> = calls.iter().map(|c| c.call_id).collect();
-    let (attempts, totals) = match tokio::try_join!(
+    let (attempts, totals) = tokio::try_join!(
         listings::attempts(&state.db, &ids),
         db::calls::totals_for_job(&state.db, job.job_id)
-    ) {
-        Ok(found) => found,
-        Err(error) => return view::error_page(&error.into()),
-    };
+    )?;
     let open = job.status.accepts_calls();
     let content = html! {
         div.cards {
@@ -244,7 +227,7 @@ async fn render(
         notice,
     }
     .render(content);
-    pushed(response, &format!("/console/jobs/{}", job.job_id))
+    Ok(pushed(response, &format!("/console/jobs/{}", job.job_id)))
 }
 
 /// A page of the job's calls, each with its attempts.
@@ -286,7 +269,7 @@ pub async fn cancel(
     Extension(api): Extension<Api>,
     Path(job_id): Path<String>,
     form: ConsoleForm,
-) -> Response {
+) -> PageResult {
     let session = &form.session;
     let path = format!("/api/jobs/{}/cancel", segment(&job_id));
     let notice = match api.call(session, Method::POST, &path, None, None).await {
@@ -294,7 +277,7 @@ pub async fn cancel(
             "Job cancelled: its queued calls will not run and its credit is released".into(),
         ),
         Err(refusal) if refusal.status == 404 => {
-            return view::error_page(&ApiError::NotFound(refusal.detail));
+            return Err(ApiError::NotFound(refusal.detail).into());
         }
         Err(refusal) => Notice::Refused(refusal.detail),
     };

@@ -5,7 +5,6 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{Method, StatusCode};
-use axum::response::Response;
 use chrono::{Duration, DurationRound, Utc};
 use maud::{Markup, html};
 use saasllm_shared::db::listings::{self, MinuteActivity};
@@ -13,7 +12,7 @@ use saasllm_shared::db::listings::{self, MinuteActivity};
 use crate::console::chart::{self, Bar};
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::Session;
-use crate::console::view::{self, Page, text};
+use crate::console::view::{self, Page, PageResult, text};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -24,11 +23,8 @@ pub async fn page(
     session: Session,
     State(state): State<AppState>,
     Extension(api): Extension<Api>,
-) -> Response {
-    let live = match live_markup(&session, &state, &api).await {
-        Ok(live) => live,
-        Err(error) => return view::error_page(&error),
-    };
+) -> PageResult {
+    let live = live_markup(&session, &state, &api).await?;
     let content = html! {
         div #live hx-get="/console/live" hx-trigger="every 10s" hx-swap="innerHTML" { (live) }
     };
@@ -36,13 +32,13 @@ pub async fn page(
         Some(team) => format!("Team {team}"),
         None => "Overview".to_owned(),
     };
-    Page {
+    Ok(Page {
         session: &session,
         title,
         section: "overview",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }
 
 /// `GET /console/live`: the part of the overview that refreshes.
@@ -50,11 +46,9 @@ pub async fn live(
     session: Session,
     State(state): State<AppState>,
     Extension(api): Extension<Api>,
-) -> Response {
-    match live_markup(&session, &state, &api).await {
-        Ok(live) => view::html_response(StatusCode::OK, live),
-        Err(error) => view::error_page(&error),
-    }
+) -> PageResult {
+    let live = live_markup(&session, &state, &api).await?;
+    Ok(view::html_response(StatusCode::OK, live))
 }
 
 async fn live_markup(session: &Session, state: &AppState, api: &Api) -> Result<Markup, ApiError> {

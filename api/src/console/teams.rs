@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::view::{self, Notice, Page, admin_only, pushed, refused_page, text};
+use crate::console::view::{self, Notice, Page, PageResult, admin_only, pushed, text};
 use crate::error::ApiError;
 use crate::lookup;
 use crate::state::AppState;
@@ -22,14 +22,12 @@ pub async fn page(
     session: Session,
     Extension(api): Extension<Api>,
     Path(team_id): Path<String>,
-) -> Response {
-    if let Some(page) = admin_only(&session) {
-        return page;
-    }
+) -> PageResult {
+    admin_only(&session)?;
     render(&session, &api, &team_id, None).await
 }
 
-async fn render(session: &Session, api: &Api, team_id: &str, notice: Option<Notice>) -> Response {
+async fn render(session: &Session, api: &Api, team_id: &str, notice: Option<Notice>) -> PageResult {
     let team_path = format!("/api/teams/{}", segment(team_id));
     let balance_path = format!("/api/credits/teams/{}/balance", segment(team_id));
     let (team, balance) = tokio::join!(
@@ -38,7 +36,7 @@ async fn render(session: &Session, api: &Api, team_id: &str, notice: Option<Noti
     );
     let (team, balance) = match (team, balance) {
         (Ok(team), Ok(balance)) => (team, balance),
-        (Err(refusal), _) | (_, Err(refusal)) => return refused_page(&refusal),
+        (Err(refusal), _) | (_, Err(refusal)) => return Err(view::refused(refusal)),
     };
     let credits = &team["credits"];
     let limits = &team["limits"];
@@ -106,7 +104,7 @@ async fn render(session: &Session, api: &Api, team_id: &str, notice: Option<Noti
         notice,
     }
     .render(content);
-    pushed(response, &base)
+    Ok(pushed(response, &base))
 }
 
 fn card(label: &str, value: &str) -> maud::Markup {
@@ -118,22 +116,22 @@ pub async fn act(
     Extension(api): Extension<Api>,
     Path((team_id, action)): Path<(String, String)>,
     form: ConsoleForm,
-) -> Response {
+) -> PageResult {
     let session = &form.session;
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
+    admin_only(session)?;
     let idempotency_key = form.text("idempotency_key");
     let (method, path, body) = match action_request(&action, &team_id, &form) {
         Some(Ok(request)) => request,
         Some(Err(error)) => return render(session, &api, &team_id, Some(refused(error))).await,
-        None => return view::error_page(&ApiError::NotFound("No such action".into())),
+        None => return Err(ApiError::NotFound("No such action".into()).into()),
     };
     let answer = api
         .call(session, method, &path, body, idempotency_key)
         .await;
     match (action.as_str(), answer) {
-        ("rotate-key", Ok(rotated)) => key_shown_once(session, &team_id, &rotated, "rotated").await,
+        ("rotate-key", Ok(rotated)) => {
+            Ok(key_shown_once(session, &team_id, &rotated, "rotated").await)
+        }
         (_, Ok(_)) => {
             let done = match action.as_str() {
                 "add-credits" => "Credits added",
@@ -264,18 +262,11 @@ pub async fn ledger(
     State(state): State<AppState>,
     Path(team_id): Path<String>,
     Query(query): Query<LedgerQuery>,
-) -> Response {
-    if let Some(page) = admin_only(&session) {
-        return page;
-    }
+) -> PageResult {
+    admin_only(&session)?;
     let offset = query.offset.unwrap_or(0).clamp(0, 10_000_000);
-    if let Err(error) = lookup::team(&state.db, &team_id).await {
-        return view::error_page(&error);
-    }
-    let rows = match db::credits::list_transactions(&state.db, &team_id, 100, offset).await {
-        Ok(rows) => rows,
-        Err(error) => return view::error_page(&error.into()),
-    };
+    lookup::team(&state.db, &team_id).await?;
+    let rows = db::credits::list_transactions(&state.db, &team_id, 100, offset).await?;
     let content = html! {
         p { a href={ "/console/teams/" (segment(&team_id)) } { "← team" } }
         div.table-wrap { table {
@@ -298,11 +289,11 @@ pub async fn ledger(
             p.pager { a href={ "?offset=" (offset + 100) } { "Older →" } }
         }
     };
-    Page {
+    Ok(Page {
         session: &session,
         title: format!("Ledger of {team_id}"),
         section: "teams",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }

@@ -3,7 +3,7 @@
 use axum::Extension;
 use axum::extract::{Path, Query, State};
 use axum::http::Method;
-use axum::response::Response;
+use axum::response::IntoResponse;
 use maud::{Markup, html};
 use saasllm_shared::db::listings;
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::console::dispatch::{Api, segment};
 use crate::console::session::{ConsoleForm, Session};
-use crate::console::view::{self, Notice, Page, admin_only, pushed, refused_page, text};
+use crate::console::view::{self, Notice, Page, PageResult, admin_only, pushed, refused, text};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -28,7 +28,7 @@ pub async fn organizations(
     session: Session,
     State(state): State<AppState>,
     Query(query): Query<After>,
-) -> Response {
+) -> PageResult {
     render_organizations(&session, &state, query.after.as_deref(), None).await
 }
 
@@ -37,14 +37,9 @@ async fn render_organizations(
     state: &AppState,
     after: Option<&str>,
     notice: Option<Notice>,
-) -> Response {
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
-    let rows = match listings::organizations(&state.db, after, PAGE).await {
-        Ok(rows) => rows,
-        Err(error) => return view::error_page(&error.into()),
-    };
+) -> PageResult {
+    admin_only(session)?;
+    let rows = listings::organizations(&state.db, after, PAGE).await?;
     let next = (rows.len() as i64 == PAGE)
         .then(|| rows.last().map(|r| r.organization_id.clone()))
         .flatten();
@@ -77,13 +72,13 @@ async fn render_organizations(
             p.pager { a href={ "/console/organizations?after=" (segment(&next)) } { "Next page →" } }
         }
     };
-    Page {
+    Ok(Page {
         session,
         title: "Organizations".into(),
         section: "organizations",
         notice,
     }
-    .render(content)
+    .render(content))
 }
 
 /// `POST /console/organizations`: `POST /api/organizations/create`.
@@ -91,11 +86,9 @@ pub async fn create_organization(
     State(state): State<AppState>,
     Extension(api): Extension<Api>,
     form: ConsoleForm,
-) -> Response {
+) -> PageResult {
     let session = &form.session;
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
+    admin_only(session)?;
     let body = json!({
         "organization_id": form.text("organization_id").unwrap_or_default(),
         "name": form.text("name").unwrap_or_default(),
@@ -113,7 +106,7 @@ pub async fn create_organization(
         )
         .await;
     let response = render_organizations(session, &state, None, Some(notice)).await;
-    pushed(response, "/console/organizations")
+    Ok(pushed(response.into_response(), "/console/organizations"))
 }
 
 /// `GET /console/organizations/{id}`: the organization, its teams, and a form for a new team.
@@ -122,19 +115,12 @@ pub async fn organization(
     State(state): State<AppState>,
     Extension(api): Extension<Api>,
     Path(organization_id): Path<String>,
-) -> Response {
-    if let Some(page) = admin_only(&session) {
-        return page;
-    }
+) -> PageResult {
+    admin_only(&session)?;
     let path = format!("/api/organizations/{}", segment(&organization_id));
-    let org = match api.call(&session, Method::GET, &path, None, None).await {
-        Ok(org) => org,
-        Err(refusal) => return refused_page(&refusal),
-    };
-    let teams = match listings::teams(&state.db, Some(&organization_id), None, 500).await {
-        Ok(teams) => teams,
-        Err(error) => return view::error_page(&error.into()),
-    };
+    let org = api.call(&session, Method::GET, &path, None, None).await;
+    let org = org.map_err(refused)?;
+    let teams = listings::teams(&state.db, Some(&organization_id), None, 500).await?;
     let content = html! {
         p { "Name: " strong { (text(&org["name"])) } " · status " span.status { (text(&org["status"])) } " · "
             a href={ "/console/usage?organization_id=" (segment(&organization_id)) } { "usage" } }
@@ -142,13 +128,13 @@ pub async fn organization(
         h2 { "Teams" }
         (teams_table(&teams))
     };
-    Page {
+    Ok(Page {
         session: &session,
         title: format!("Organization {organization_id}"),
         section: "organizations",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }
 
 fn new_team_form(session: &Session, organization_id: Option<&str>) -> Markup {
@@ -198,15 +184,10 @@ pub async fn teams(
     session: Session,
     State(state): State<AppState>,
     Query(query): Query<After>,
-) -> Response {
-    if let Some(page) = admin_only(&session) {
-        return page;
-    }
+) -> PageResult {
+    admin_only(&session)?;
     let org = query.organization_id.as_deref().filter(|o| !o.is_empty());
-    let rows = match listings::teams(&state.db, org, query.after.as_deref(), PAGE).await {
-        Ok(rows) => rows,
-        Err(error) => return view::error_page(&error.into()),
-    };
+    let rows = listings::teams(&state.db, org, query.after.as_deref(), PAGE).await?;
     let next = (rows.len() as i64 == PAGE)
         .then(|| rows.last().map(|r| r.team_id.clone()))
         .flatten();
@@ -217,21 +198,19 @@ pub async fn teams(
             p.pager { a href={ "/console/teams?after=" (segment(&next)) "&organization_id=" (segment(org.unwrap_or_default())) } { "Next page →" } }
         }
     };
-    Page {
+    Ok(Page {
         session: &session,
         title: "Teams".into(),
         section: "teams",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }
 
 /// `POST /console/teams`: `POST /api/teams/create`; the new key is shown on this page only.
-pub async fn create_team(Extension(api): Extension<Api>, form: ConsoleForm) -> Response {
+pub async fn create_team(Extension(api): Extension<Api>, form: ConsoleForm) -> PageResult {
     let session = &form.session;
-    if let Some(page) = admin_only(session) {
-        return page;
-    }
+    admin_only(session)?;
     let groups: Vec<String> = form
         .text("model_groups")
         .unwrap_or_default()
@@ -243,9 +222,7 @@ pub async fn create_team(Extension(api): Extension<Api>, form: ConsoleForm) -> R
         None => 0,
         Some(Ok(credits)) => credits,
         Some(Err(_)) => {
-            return view::error_page(&ApiError::BadRequest(
-                "Credits must be a whole number".into(),
-            ));
+            return Err(ApiError::BadRequest("Credits must be a whole number".into()).into());
         }
     };
     let body = json!({
@@ -264,11 +241,7 @@ pub async fn create_team(Extension(api): Extension<Api>, form: ConsoleForm) -> R
             form.text("idempotency_key"),
         )
         .await;
-    match answer {
-        Ok(team) => {
-            let team_id = text(&team["team_id"]);
-            crate::console::teams::key_shown_once(session, &team_id, &team, "created").await
-        }
-        Err(refusal) => refused_page(&refusal),
-    }
+    let team = answer.map_err(refused)?;
+    let team_id = text(&team["team_id"]);
+    Ok(crate::console::teams::key_shown_once(session, &team_id, &team, "created").await)
 }

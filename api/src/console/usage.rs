@@ -3,7 +3,7 @@
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use chrono::{Duration, NaiveDate, Utc};
 use maud::html;
 use saasllm_shared::db;
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::console::chart::{self, Bar};
 use crate::console::session::Session;
-use crate::console::view::{self, Page};
+use crate::console::view::{self, Page, PageResult};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::usage_period;
@@ -117,11 +117,8 @@ pub async fn page(
     session: Session,
     State(state): State<AppState>,
     Query(query): Query<UsageQuery>,
-) -> Response {
-    let (scope, days) = match report(&session, &state, &query).await {
-        Ok(report) => report,
-        Err(error) => return view::error_page(&error),
-    };
+) -> PageResult {
+    let (scope, days) = report(&session, &state, &query).await?;
     let series = |f: fn(&DailyUsageRow) -> i64| -> Vec<Bar> {
         let mut bars = Vec::new();
         let mut day = scope.from;
@@ -177,13 +174,13 @@ pub async fn page(
             }
         } }
     };
-    Page {
+    Ok(Page {
         session: &session,
         title: "Usage".into(),
         section: "usage",
         notice: None,
     }
-    .render(content)
+    .render(content))
 }
 
 /// `GET /console/usage.csv`: the usage page's rows as CSV.
@@ -191,11 +188,8 @@ pub async fn csv(
     session: Session,
     State(state): State<AppState>,
     Query(query): Query<UsageQuery>,
-) -> Response {
-    let (scope, days) = match report(&session, &state, &query).await {
-        Ok(report) => report,
-        Err(error) => return view::error_page(&error),
-    };
+) -> PageResult {
+    let (scope, days) = report(&session, &state, &query).await?;
     let mut body = String::from("day,jobs,completed,failed,tokens,cost_usd\n");
     for d in &days {
         body.push_str(&format!(
@@ -225,5 +219,5 @@ pub async fn csv(
     if let Ok(value) = HeaderValue::from_str(&name) {
         headers.insert(header::CONTENT_DISPOSITION, value);
     }
-    response
+    Ok(response)
 }

@@ -274,10 +274,32 @@ pub fn raw(text: String) -> PreEscaped<String> {
     PreEscaped(text)
 }
 
+/// A failure shown as the error page (see `error_page`), so that a page can stop at its first
+/// failure with `?`.
+pub struct ErrorPage(ApiError);
+
+impl<E: Into<ApiError>> From<E> for ErrorPage {
+    fn from(error: E) -> Self {
+        Self(error.into())
+    }
+}
+
+impl IntoResponse for ErrorPage {
+    fn into_response(self) -> Response {
+        error_page(&self.0)
+    }
+}
+
+/// A page, or the error page of what kept it from being made.
+pub type PageResult = Result<Response, ErrorPage>;
+
 /// Only the admin manages tenants: for a team, the same 404 page as for a page that is not
-/// there (`Some`), for the admin nothing.
-pub fn admin_only(session: &Session) -> Option<Response> {
-    (!session.is_admin()).then(|| error_page(&ApiError::NotFound("No such page".into())))
+/// there.
+pub fn admin_only(session: &Session) -> Result<(), ErrorPage> {
+    match session.is_admin() {
+        true => Ok(()),
+        false => Err(ApiError::NotFound("No such page".into()).into()),
+    }
 }
 
 /// Tells htmx which address the rendered page belongs to (an action's answer is its page).
@@ -298,16 +320,16 @@ pub fn text(value: &Value) -> String {
 }
 
 /// A refusal of the API as an error page with the same status.
-pub fn refused_page(refusal: &crate::console::dispatch::Refusal) -> Response {
+pub fn refused(refusal: crate::console::dispatch::Refusal) -> ErrorPage {
     let error = match refusal.status {
-        404 => ApiError::NotFound(refusal.detail.clone()),
-        403 => ApiError::Forbidden(refusal.detail.clone()),
-        401 => ApiError::Unauthorized(refusal.detail.clone()),
-        409 => ApiError::Conflict(refusal.detail.clone()),
-        status if status >= 500 => ApiError::Unavailable(refusal.detail.clone()),
-        _ => ApiError::BadRequest(refusal.detail.clone()),
+        404 => ApiError::NotFound(refusal.detail),
+        403 => ApiError::Forbidden(refusal.detail),
+        401 => ApiError::Unauthorized(refusal.detail),
+        409 => ApiError::Conflict(refusal.detail),
+        status if status >= 500 => ApiError::Unavailable(refusal.detail),
+        _ => ApiError::BadRequest(refusal.detail),
     };
-    error_page(&error)
+    ErrorPage(error)
 }
 
 #[cfg(test)]

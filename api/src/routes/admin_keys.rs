@@ -15,6 +15,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audited::{commit_created, commit_recorded, conflict_on};
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::{Path, RawBody, parse_json_object};
@@ -115,28 +116,23 @@ async fn create(
         &admin_auth.admin.actor_id(),
     )
     .await
-    .map_err(|e| {
-        ApiError::from_db(e, |constraint| {
-            (constraint == "admin_keys_active_name_key").then(|| {
-                ApiError::Conflict(format!(
-                    "An admin key named '{}' is in force; revoke it first or choose another name",
-                    body.name
-                ))
-            })
-        })
-    })?;
+    .map_err(conflict_on("admin_keys_active_name_key", || {
+        format!(
+            "An admin key named '{}' is in force; revoke it first or choose another name",
+            body.name
+        )
+    }))?;
     let view = AdminKeyView::from(row);
     let target_id = view.admin_key_id.to_string();
-    admin_auth
-        .record(
-            &mut tx,
-            "admin_key.create",
-            ("admin_key", &target_id),
-            None,
-            Some(view.snapshot()),
-        )
-        .await?;
-    tx.commit().await?;
+    let target = ("admin_key", target_id.as_str());
+    commit_created(
+        &admin_auth,
+        tx,
+        "admin_key.create",
+        target,
+        &view.snapshot(),
+    )
+    .await?;
     tracing::info!(key_prefix = %view.key_prefix, name = %view.name, role = %view.role, "admin key created");
     Ok((
         StatusCode::CREATED,
@@ -200,16 +196,15 @@ async fn revoke(
         .await?
         .map(AdminKeyView::from)
         .ok_or_else(|| anyhow::anyhow!("a locked key in force could not be revoked"))?;
-    admin_auth
-        .record(
-            &mut tx,
-            "admin_key.revoke",
-            ("admin_key", &admin_key_id.to_string()),
-            Some(before.snapshot()),
-            Some(after.snapshot()),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin_auth,
+        tx,
+        "admin_key.revoke",
+        ("admin_key", &admin_key_id.to_string()),
+        Some(before.snapshot()),
+        Some(after.snapshot()),
+    )
+    .await?;
     tracing::info!(key_prefix = %after.key_prefix, name = %after.name, "admin key revoked");
     Ok(JsonResponse(after))
 }

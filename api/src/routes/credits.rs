@@ -12,6 +12,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use uuid::Uuid;
 
+use super::audited::commit_recorded;
 use crate::auth::{AdminAuth, Caller, team_not_found};
 use crate::credits_view::{BALANCE_WRITE_WAIT, CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::error::ApiError;
@@ -169,19 +170,18 @@ async fn add(
     let counters = |allocated: i64, remaining: i64| serde_json::json!({"credits_allocated": allocated, "credits_remaining": remaining});
     let mut after = counters(balance.credits_allocated, balance.remaining());
     after["transaction_id"] = serde_json::json!(transaction.transaction_id);
-    admin
-        .record(
-            &mut tx,
-            "credits.add",
-            ("team", &team_id),
-            Some(counters(
-                balance.credits_allocated - body.credits_amount,
-                balance.remaining() - body.credits_amount,
-            )),
-            Some(after),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "credits.add",
+        ("team", &team_id),
+        Some(counters(
+            balance.credits_allocated - body.credits_amount,
+            balance.remaining() - body.credits_amount,
+        )),
+        Some(after),
+    )
+    .await?;
     tracing::info!(
         credits = body.credits_amount,
         balance_after = transaction.balance_after,

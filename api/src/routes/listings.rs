@@ -3,25 +3,23 @@
 
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
-use chrono::{DateTime, Utc};
-use saasllm_shared::db::listings::{
-    self, JobFilter, JobListing, OrganizationFilter, OrganizationSummary, TeamFilter, TeamSummary,
-};
-use saasllm_shared::domain::money::{MicroUsd, Usd};
+use saasllm_shared::db::listings::{self, JobFilter, OrganizationFilter, TeamFilter};
 use saasllm_shared::domain::status::{JobStatus, TeamStatus};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use crate::auth::AdminAuth;
-use crate::credits_view::CreditsView;
 use crate::error::ApiError;
 use crate::extract::Query;
 use crate::paging::{opened, page};
 use crate::state::AppState;
 use crate::validate::{self, CursorScope};
+
+mod items;
+
+use items::{JobsPage, OrganizationsPage, TeamsPage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -30,55 +28,35 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs))
 }
 
+/// Declares the query of a list: its own filters, then the `limit` and `cursor` of a page.
+macro_rules! keyset_query {
+    ($query:ident { $($filters:tt)* }) => {
+        #[derive(Deserialize, IntoParams)]
+        #[into_params(parameter_in = Query)]
+        #[serde(deny_unknown_fields)]
+        struct $query {
+            $($filters)*
+            /// Rows per page, 1..=500, default 50.
+            #[param(minimum = 1, maximum = 500)]
+            limit: Option<i64>,
+            /// `next_cursor` of the previous page, with the same filters.
+            #[param(max_length = 1024)]
+            cursor: Option<String>,
+        }
+    };
+}
+
 /// The `name_prefix` filter, checked, if one was given.
 fn name_prefix(value: Option<&str>) -> Result<Option<&str>, ApiError> {
     value.map(validate::name_prefix).transpose()
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct OrganizationsQuery {
+keyset_query!(OrganizationsQuery {
     /// Only organizations whose id or name starts with this text (case-sensitive; `%` and `_`
     /// are plain characters).
     #[param(min_length = 1, max_length = 200)]
     name_prefix: Option<String>,
-    /// Rows per page, 1..=500, default 50.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page, with the same filters.
-    #[param(max_length = 1024)]
-    cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct OrganizationItem {
-    organization_id: String,
-    name: String,
-    status: String,
-    team_count: i64,
-    created_at: DateTime<Utc>,
-}
-
-impl From<OrganizationSummary> for OrganizationItem {
-    fn from(row: OrganizationSummary) -> Self {
-        Self {
-            organization_id: row.organization_id,
-            name: row.name,
-            status: row.status.as_str().to_owned(),
-            team_count: row.teams,
-            created_at: row.created_at,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-struct OrganizationsPage {
-    organizations: Vec<OrganizationItem>,
-    limit: i64,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
+});
 
 /// Organizations in id order (admin).
 #[utoipa::path(
@@ -111,10 +89,7 @@ async fn organizations(
     }))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct TeamsQuery {
+keyset_query!(TeamsQuery {
     /// Only the teams of this organization.
     #[param(max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     organization_id: Option<String>,
@@ -124,51 +99,7 @@ struct TeamsQuery {
     /// plain characters).
     #[param(min_length = 1, max_length = 200)]
     name_prefix: Option<String>,
-    /// Rows per page, 1..=500, default 50.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page, with the same filters.
-    #[param(max_length = 1024)]
-    cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-struct TeamItem {
-    team_id: String,
-    organization_id: String,
-    team_alias: Option<String>,
-    #[schema(value_type = TeamStatus)]
-    status: String,
-    /// As `GET /api/teams/{team_id}` reports them.
-    credits: CreditsView,
-    /// Spend of the OpenAI-compatible path.
-    spend_usd: Usd,
-    key_prefix: Option<String>,
-    created_at: DateTime<Utc>,
-}
-
-impl From<TeamSummary> for TeamItem {
-    fn from(row: TeamSummary) -> Self {
-        Self {
-            credits: CreditsView::from(&row.balance),
-            spend_usd: MicroUsd(row.spend_micro_usd).usd(),
-            team_id: row.team_id,
-            organization_id: row.organization_id,
-            team_alias: row.team_alias,
-            status: row.status.as_str().to_owned(),
-            key_prefix: row.key_prefix,
-            created_at: row.created_at,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-struct TeamsPage {
-    teams: Vec<TeamItem>,
-    limit: i64,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
+});
 
 /// Teams in id order with their credits (admin).
 #[utoipa::path(
@@ -213,10 +144,7 @@ async fn teams(
     }))
 }
 
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-struct JobsQuery {
+keyset_query!(JobsQuery {
     #[param(max_length = 200, pattern = "^[A-Za-z0-9_.:-]+$")]
     team_id: Option<String>,
     /// Only the jobs of this organization's teams.
@@ -232,55 +160,7 @@ struct JobsQuery {
     /// Only jobs created before this instant (RFC 3339).
     #[param(format = DateTime)]
     created_before: Option<String>,
-    /// Rows per page, 1..=500, default 50.
-    #[param(minimum = 1, maximum = 500)]
-    limit: Option<i64>,
-    /// `next_cursor` of the previous page, with the same filters.
-    #[param(max_length = 1024)]
-    cursor: Option<String>,
-}
-
-/// A job as `GET /api/teams/{team_id}/jobs` lists it, with the number of its calls.
-#[derive(Serialize, ToSchema)]
-struct JobItem {
-    job_id: Uuid,
-    team_id: String,
-    user_id: Option<String>,
-    job_type: String,
-    status: JobStatus,
-    #[schema(value_type = Object)]
-    metadata: serde_json::Value,
-    credit_applied: bool,
-    created_at: DateTime<Utc>,
-    completed_at: Option<DateTime<Utc>>,
-    calls: i64,
-}
-
-impl From<JobListing> for JobItem {
-    fn from(listing: JobListing) -> Self {
-        let job = listing.job;
-        Self {
-            credit_applied: job.credit_applied(),
-            job_id: job.job_id,
-            team_id: job.team_id,
-            user_id: job.user_id,
-            job_type: job.job_type,
-            status: job.status,
-            metadata: job.metadata,
-            created_at: job.created_at,
-            completed_at: job.completed_at,
-            calls: listing.calls,
-        }
-    }
-}
-
-#[derive(Serialize, ToSchema)]
-struct JobsPage {
-    jobs: Vec<JobItem>,
-    limit: i64,
-    /// Pass as `cursor` for the next page; null on the last page.
-    next_cursor: Option<String>,
-}
+});
 
 /// The filter of a jobs query, each part checked.
 fn job_filter(query: &JobsQuery) -> Result<JobFilter, ApiError> {

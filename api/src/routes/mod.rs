@@ -2,6 +2,7 @@
 
 mod admin_keys;
 mod audit;
+mod audited;
 pub(crate) mod batch;
 mod calls;
 mod credits;

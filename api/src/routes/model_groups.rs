@@ -9,6 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audited::{commit_created, commit_recorded, conflict_on};
 use crate::auth::{AdminAuth, Caller};
 use crate::error::ApiError;
 use crate::extract::{Json, Path, Query};
@@ -63,25 +64,13 @@ async fn create(
         &metadata,
     )
     .await
-    .map_err(|e| {
-        ApiError::from_db(e, |constraint| {
-            (constraint == "model_groups_group_name_key").then(|| {
-                ApiError::Conflict(format!("Model group '{}' already exists", body.group_name))
-            })
-        })
-    })?;
+    .map_err(conflict_on("model_groups_group_name_key", || {
+        format!("Model group '{}' already exists", body.group_name)
+    }))?;
     let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
     let response = ModelGroupResponse::new(group, models);
-    admin
-        .record(
-            &mut tx,
-            "model_group.create",
-            ("model_group", &response.group_name),
-            None,
-            Some(serde_json::json!(response)),
-        )
-        .await?;
-    tx.commit().await?;
+    let target = ("model_group", response.group_name.as_str());
+    commit_created(&admin, tx, "model_group.create", target, &response).await?;
     Ok(JsonResponse(response))
 }
 
@@ -189,16 +178,15 @@ async fn replace_models(
     let models = db::model_groups::replace_models(&mut tx, group.model_group_id, &models).await?;
     let group = lookup::model_group(&mut *tx, &group_name).await?;
     let response = ModelGroupResponse::new(group, models);
-    admin
-        .record(
-            &mut tx,
-            "model_group.replace_models",
-            ("model_group", &group_name),
-            Some(serde_json::json!({"models": before})),
-            Some(serde_json::json!({"models": response.models})),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "model_group.replace_models",
+        ("model_group", &group_name),
+        Some(serde_json::json!({"models": before})),
+        Some(serde_json::json!({"models": response.models})),
+    )
+    .await?;
     Ok(JsonResponse(response))
 }
 
@@ -246,16 +234,15 @@ async fn delete(
         }
         Err(e) => return Err(e.into()),
     }
-    admin
-        .record(
-            &mut tx,
-            "model_group.delete",
-            ("model_group", &group_name),
-            Some(snapshot),
-            None,
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "model_group.delete",
+        ("model_group", &group_name),
+        Some(snapshot),
+        None,
+    )
+    .await?;
     Ok(JsonResponse(GroupDeleted {
         message: format!("Model group '{group_name}' deleted successfully"),
         group_name,

@@ -123,69 +123,119 @@ pub(super) async fn create_file(
     span.record("team_id", team_id.as_str());
     span.record("file_id", file_id.as_str());
 
-    // The transaction starts with the file's content, so a body that is refused before it
-    // holds no connection.
-    let mut tx: Option<Transaction<'static, Postgres>> = None;
-    let mut writer: Option<ChunkWriter> = None;
-    let mut purpose_seen = false;
-    // Held while the content streams in (with the transaction's connection).
-    let mut upload_slot = None;
+    let mut upload = Upload::new(team_id, file_id);
     while let Some(mut field) = multipart.next_field().await.map_err(multipart_error)? {
+        upload.read_field(&state, &mut field).await?;
+    }
+    let row = upload.finish().await?;
+    Ok(Json(FileObject::from(row)).into_response())
+}
+
+/// What the body has brought so far, field by field.
+struct Upload {
+    // Declared first so that a refused upload gives its place back before its connection.
+    /// Held while the content streams in (with the transaction's connection).
+    slot: Option<UploadSlot>,
+    /// Starts with the file's content, so a body that is refused before it holds no connection.
+    tx: Option<Transaction<'static, Postgres>>,
+    writer: Option<ChunkWriter>,
+    purpose_seen: bool,
+    team_id: String,
+    file_id: String,
+}
+
+impl Upload {
+    fn new(team_id: String, file_id: String) -> Self {
+        Self {
+            slot: None,
+            tx: None,
+            writer: None,
+            purpose_seen: false,
+            team_id,
+            file_id,
+        }
+    }
+
+    /// Takes in one multipart field: `purpose` is checked, `file` is stored, other plainly
+    /// named fields are skipped.
+    async fn read_field(
+        &mut self,
+        state: &AppState,
+        field: &mut Field<'_>,
+    ) -> Result<(), OpenAiError> {
         match field.name() {
-            Some("purpose") if purpose_seen => {
-                return Err(invalid("purpose", "`purpose` was sent twice"));
+            Some("purpose") if self.purpose_seen => {
+                Err(invalid("purpose", "`purpose` was sent twice"))
             }
             Some("purpose") => {
                 // Checked as soon as it is read: sent after the file, a wrong purpose drops the
                 // transaction and with it everything written.
-                check_purpose(&read_short_text(&mut field).await?)?;
-                purpose_seen = true;
+                check_purpose(&read_short_text(field).await?)?;
+                self.purpose_seen = true;
+                Ok(())
             }
-            Some("file") if writer.is_some() => {
-                return Err(invalid("file", "`file` was sent twice"));
-            }
-            Some("file") => {
-                let filename = checked_filename(field.file_name())?;
-                upload_slot = Some(UploadSlot::take(&team_id)?);
-                let conn = match &mut tx {
-                    Some(tx) => tx,
-                    None => tx.insert(state.db.begin().await.map_err(ApiError::from)?),
-                };
-                let started = ChunkWriter::start(
-                    conn,
-                    &file_id,
-                    &team_id,
-                    saasllm_shared::domain::batch_api::FilePurpose::Batch,
-                    &filename,
-                )
-                .await;
-                let mut file = started.map_err(ApiError::from)?;
-                store_content(&mut field, conn, &mut file).await?;
-                writer = Some(file);
-            }
+            Some("file") if self.writer.is_some() => Err(invalid("file", "`file` was sent twice")),
+            Some("file") => self.store_file(state, field).await,
             // Other fields are ignored, as OpenAI does (their data is skipped unread), if their
             // names are the plain ASCII that the document allows.
-            name if name.is_some_and(plain_field_name) => {}
-            _ => {
-                return Err(OpenAiError::invalid_request(
-                    "Every multipart field needs a name of ASCII letters, digits and `_.[]-`",
-                ));
-            }
+            name if name.is_some_and(plain_field_name) => Ok(()),
+            _ => Err(OpenAiError::invalid_request(
+                "Every multipart field needs a name of ASCII letters, digits and `_.[]-`",
+            )),
         }
     }
-    let (Some(mut tx), Some(file)) = (tx, writer) else {
-        return Err(invalid("file", "`file` is required"));
-    };
-    if !purpose_seen {
-        return Err(invalid("purpose", "`purpose` is required"));
+
+    /// Takes an upload place, opens the transaction and streams the `file` field into it.
+    async fn store_file(
+        &mut self,
+        state: &AppState,
+        field: &mut Field<'_>,
+    ) -> Result<(), OpenAiError> {
+        let filename = checked_filename(field.file_name())?;
+        self.slot = Some(UploadSlot::take(&self.team_id)?);
+        let conn = match &mut self.tx {
+            Some(tx) => tx,
+            None => self
+                .tx
+                .insert(state.db.begin().await.map_err(ApiError::from)?),
+        };
+        let started = ChunkWriter::start(
+            conn,
+            &self.file_id,
+            &self.team_id,
+            saasllm_shared::domain::batch_api::FilePurpose::Batch,
+            &filename,
+        )
+        .await;
+        let mut file = started.map_err(ApiError::from)?;
+        store_content(field, conn, &mut file).await?;
+        self.writer = Some(file);
+        Ok(())
     }
-    if file.bytes() == 0 {
-        return Err(invalid("file", "The file is empty"));
+
+    /// Checks that the body was whole (a non-empty file and its purpose) and commits the file.
+    async fn finish(self) -> Result<files::FileRow, OpenAiError> {
+        let Self {
+            slot,
+            tx,
+            writer,
+            purpose_seen,
+            ..
+        } = self;
+        let (Some(mut tx), Some(file)) = (tx, writer) else {
+            return Err(invalid("file", "`file` is required"));
+        };
+        if !purpose_seen {
+            return Err(invalid("purpose", "`purpose` is required"));
+        }
+        if file.bytes() == 0 {
+            return Err(invalid("file", "The file is empty"));
+        }
+        let row = file.finish(&mut tx).await.map_err(ApiError::from)?;
+        tx.commit().await.map_err(ApiError::from)?;
+        drop(slot);
+        Ok(row)
     }
-    let row = file.finish(&mut tx).await.map_err(ApiError::from)?;
-    tx.commit().await.map_err(ApiError::from)?;
-    drop(upload_slot);
-    Ok(Json(FileObject::from(row)).into_response())
 }
 
 /// Names of the extra fields accepted (and ignored), as `FileUpload` documents them.

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audited::{commit_created, conflict_on};
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
@@ -84,27 +85,12 @@ async fn create(
     let row =
         db::organizations::insert(&mut *tx, &body.organization_id, body.name.trim(), &metadata)
             .await
-            .map_err(|e| {
-                ApiError::from_db(e, |constraint| {
-                    (constraint == "organizations_pkey").then(|| {
-                        ApiError::Conflict(format!(
-                            "Organization '{}' already exists",
-                            body.organization_id
-                        ))
-                    })
-                })
-            })?;
+            .map_err(conflict_on("organizations_pkey", || {
+                format!("Organization '{}' already exists", body.organization_id)
+            }))?;
     let response = OrganizationResponse::from(row);
-    admin
-        .record(
-            &mut tx,
-            "organization.create",
-            ("organization", &response.organization_id),
-            None,
-            Some(serde_json::json!(response)),
-        )
-        .await?;
-    tx.commit().await?;
+    let target = ("organization", response.organization_id.as_str());
+    commit_created(&admin, tx, "organization.create", target, &response).await?;
     Ok(JsonResponse(response))
 }
 

@@ -10,6 +10,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audited::commit_recorded;
 use crate::auth::{AdminAuth, team_not_found};
 use crate::error::ApiError;
 use crate::extract::Path;
@@ -119,17 +120,16 @@ async fn rotate_key(
     db::keys::revoke_active(&mut tx, &team_id).await?;
     let key = keys::generate();
     db::keys::insert(&mut tx, &team_id, &key).await?;
-    admin
-        .record(
-            &mut tx,
-            "team.rotate_key",
-            ("team", &team_id),
-            Some(json!({"key_prefix": before})),
-            // Names the revoked key too: a new key's prefix may, rarely, equal the old one's.
-            Some(json!({"key_prefix": key.display_prefix, "revoked_key_prefix": before})),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "team.rotate_key",
+        ("team", &team_id),
+        Some(json!({"key_prefix": before})),
+        // Names the revoked key too: a new key's prefix may, rarely, equal the old one's.
+        Some(json!({"key_prefix": key.display_prefix, "revoked_key_prefix": before})),
+    )
+    .await?;
     tracing::info!(key_prefix = %key.display_prefix, "virtual key rotated");
     Ok(JsonResponse(json!({
         "team_id": team_id,

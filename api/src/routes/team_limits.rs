@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audited::commit_recorded;
 use crate::auth::{AdminAuth, team_not_found};
 use crate::error::ApiError;
 use crate::extract::{Json, Path};
@@ -62,16 +63,15 @@ async fn set_limits(
     let limits = db::teams::set_limits(&mut *tx, &team_id, &limits)
         .await?
         .ok_or_else(|| team_not_found(&team_id))?;
-    admin
-        .record(
-            &mut tx,
-            "team.set_limits",
-            ("team", &team_id),
-            Some(json!(before)),
-            Some(json!(limits)),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "team.set_limits",
+        ("team", &team_id),
+        Some(json!(before)),
+        Some(json!(limits)),
+    )
+    .await?;
     // The dispatcher reads limits from Redis; the reconciler copies them there too, so a Redis
     // error here only delays the change by one reconciler interval.
     if let Err(e) = state.queue.set_limits(&[(team_id.clone(), limits)]).await {

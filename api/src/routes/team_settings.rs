@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audited::commit_recorded;
 use crate::auth::AdminAuth;
 use crate::error::ApiError;
 use crate::extract::{Path, RawBody, parse_json_object};
@@ -107,16 +108,15 @@ async fn set_alerts(
         view.insert("secret_set".into(), Value::Bool(true));
     }
     let changed = before != after;
-    admin
-        .record(
-            &mut tx,
-            "team.set_alerts",
-            ("team", &team_id),
-            before,
-            after,
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "team.set_alerts",
+        ("team", &team_id),
+        before,
+        after,
+    )
+    .await?;
     tracing::info!(
         changed,
         secret_set = new_secret.is_some(),
@@ -176,16 +176,15 @@ async fn set_refills(
     let alerts = db::team_alerts::find(&mut *tx, &team_id).await?;
     let after = refills_snapshot(row.as_ref())?;
     let changed = before != after;
-    admin
-        .record(
-            &mut tx,
-            "team.set_refills",
-            ("team", &team_id),
-            before,
-            after,
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "team.set_refills",
+        ("team", &team_id),
+        before,
+        after,
+    )
+    .await?;
     tracing::info!(changed, "team refills set");
     Ok(JsonResponse(TeamSettingsResponse {
         alerts: AlertsView::new(alerts.as_ref(), false),

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::audited::{commit_created, commit_recorded};
 use crate::auth::{AdminAuth, Caller};
 use crate::credits_view::{BALANCE_WRITE_WAIT, CreditsView, MAX_CREDITS_PER_REQUEST};
 use crate::error::ApiError;
@@ -168,16 +169,14 @@ async fn create(
         "key_prefix": key.display_prefix,
         "metadata": team.metadata,
     });
-    admin
-        .record(
-            &mut tx,
-            "team.create",
-            ("team", &team.team_id),
-            None,
-            Some(snapshot),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_created(
+        &admin,
+        tx,
+        "team.create",
+        ("team", &team.team_id),
+        &snapshot,
+    )
+    .await?;
     tracing::info!(key_prefix = %key.display_prefix, "team created");
     Ok(JsonResponse(CreatedTeam {
         team_id: team.team_id,
@@ -285,16 +284,15 @@ async fn assign_model_groups(
     let (group_names, group_ids) = resolve_group_names(&mut tx, names).await?;
     db::teams::replace_model_groups(&mut tx, &team_id, &group_ids).await?;
     let allowed_models = db::teams::allowed_models(&mut *tx, &team_id).await?;
-    admin
-        .record(
-            &mut tx,
-            "team.set_model_groups",
-            ("team", &team_id),
-            Some(json!({"model_groups": before})),
-            Some(json!({"model_groups": group_names})),
-        )
-        .await?;
-    tx.commit().await?;
+    commit_recorded(
+        &admin,
+        tx,
+        "team.set_model_groups",
+        ("team", &team_id),
+        Some(json!({"model_groups": before})),
+        Some(json!({"model_groups": group_names})),
+    )
+    .await?;
     Ok(JsonResponse(json!({
         "team_id": team_id,
         "model_groups": group_names,
