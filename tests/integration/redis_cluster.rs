@@ -288,14 +288,7 @@ async fn an_api_and_a_worker_on_a_cluster_run_a_job_to_its_settlement(db: PgPool
     let key = stack
         .team("team_cluster", 5, &[("ChatAgent", &["gpt-4o"])])
         .await;
-    let limits = stack
-        .app
-        .admin_ok_with(
-            Method::PUT,
-            "/api/teams/team_cluster/limits",
-            &json!({"max_concurrent_calls": 2}),
-        )
-        .await;
+    let limits = stack.app.limit_concurrent_calls("team_cluster", 2).await;
     assert_eq!(limits["limits"]["max_concurrent_calls"], 2);
     let health = ok_json(stack.app.anonymous(Method::GET, "/health").send().await).await;
     assert_eq!(health["checks"]["redis"]["status"], "ok");

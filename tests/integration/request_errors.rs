@@ -4,7 +4,7 @@ mod fields;
 mod routes;
 
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{count, error_detail};
@@ -45,6 +45,26 @@ impl Arranged {
     /// Asserts that no create endpoint wrote a row since the arrangement.
     pub(super) async fn assert_nothing_written(&self) {
         assert_eq!(written_rows(&self.db).await, self.before);
+    }
+
+    /// Posts each `(path, body, field)` as the admin and asserts a 400 whose detail starts with
+    /// `expected_start(field)`, and that none of them wrote a row.
+    pub(super) async fn assert_refused_writing_nothing(
+        &self,
+        cases: &[(&str, Value, &str)],
+        expected_start: impl Fn(&str) -> String,
+    ) {
+        for (path, body, field) in cases {
+            let detail = self
+                .app
+                .admin_refused(Method::POST, path, Some(body), StatusCode::BAD_REQUEST)
+                .await;
+            assert!(
+                detail.starts_with(&expected_start(field)),
+                "{path} {body}: {detail}"
+            );
+        }
+        self.assert_nothing_written().await;
     }
 }
 

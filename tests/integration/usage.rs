@@ -88,10 +88,7 @@ async fn team_and_organization_usage_sum_the_months_jobs_and_calls(db: PgPool) {
     let team = team_usage(&stack, &key_a, "team_ua", &format!("period={period}")).await;
     let org = stack
         .app
-        .admin_ok(
-            Method::GET,
-            &format!("/api/organizations/org_team_ua/usage?period={period}"),
-        )
+        .organization_usage("org_team_ua", &format!("period={period}"))
         .await;
 
     let (tokens_a, tokens_all): (i64, i64) = sqlx::query_as(
@@ -223,10 +220,7 @@ async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) 
     );
     let month = stack
         .app
-        .admin_ok(
-            Method::GET,
-            "/api/organizations/org_team_ud/usage?period=2025-03",
-        )
+        .organization_usage("org_team_ud", "period=2025-03")
         .await;
     assert_eq!(month["summary"]["total_jobs"], 5);
     assert_eq!(month["from"], "2025-03-01");
@@ -299,10 +293,7 @@ async fn the_openai_block_sums_v1_spend_by_endpoint(db: PgPool) {
     assert_eq!(openai["total_tokens"], tokens);
     let organization = stack
         .app
-        .admin_ok(
-            Method::GET,
-            &format!("/api/organizations/org_team_uo/usage?period={period}"),
-        )
+        .organization_usage("org_team_uo", &format!("period={period}"))
         .await;
     assert_eq!(organization["openai"], report["openai"]);
     assert_eq!(organization["teams"]["team_uo"]["openai"], report["openai"]);

@@ -18,14 +18,7 @@ async fn slow_team(stack: &Stack, team_id: &str) -> String {
     let key = stack
         .team(team_id, 100, &[("SlowAgent", &["slow-150-gpt-3.5-turbo"])])
         .await;
-    stack
-        .app
-        .admin_ok_with(
-            Method::PUT,
-            &format!("/api/teams/{team_id}/limits"),
-            &json!({"max_concurrent_calls": 2}),
-        )
-        .await;
+    stack.app.limit_concurrent_calls(team_id, 2).await;
     key
 }
 

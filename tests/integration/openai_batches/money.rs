@@ -120,14 +120,7 @@ async fn lines_costing_more_than_estimated_stop_the_batch_before_it_spends_far_p
             &[("Pricey", &["slow-1000-cost-50000-gpt"])],
         )
         .await;
-    stack
-        .app
-        .admin_ok_with(
-            Method::PUT,
-            "/api/teams/team_overrun/limits",
-            &json!({"max_concurrent_calls": 1}),
-        )
-        .await;
+    stack.app.limit_concurrent_calls("team_overrun", 1).await;
     let lines: Vec<Value> = (0..20)
         .map(|i| costly_line(&format!("l-{i}"), "Pricey", 1))
         .collect();

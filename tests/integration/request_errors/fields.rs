@@ -6,8 +6,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::Arranged;
-use crate::helpers::fixtures::requests::assert_each_refused;
 
+// Long only because of its table of cases.
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn fields_of_the_wrong_type_are_400(db: PgPool) {
     let arranged = Arranged::new(&db).await;
@@ -96,7 +96,6 @@ async fn fields_of_the_wrong_type_are_400(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_missing_required_field_is_400_naming_the_field(db: PgPool) {
     let arranged = Arranged::new(&db).await;
-    let app = &arranged.app;
     let cases = [
         (
             "/api/organizations/create",
@@ -136,17 +135,16 @@ async fn a_missing_required_field_is_400_naming_the_field(db: PgPool) {
         ("/api/credits/teams/team_a/add", json!({}), "credits_amount"),
     ];
 
-    assert_each_refused(app, &cases, |field| {
-        format!("Invalid request body: missing field `{field}`")
-    })
-    .await;
-    arranged.assert_nothing_written().await;
+    arranged
+        .assert_refused_writing_nothing(&cases, |field| {
+            format!("Invalid request body: missing field `{field}`")
+        })
+        .await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn an_unknown_field_on_a_create_body_is_400_naming_it(db: PgPool) {
     let arranged = Arranged::new(&db).await;
-    let app = &arranged.app;
     let cases = [
         (
             "/api/organizations/create",
@@ -180,11 +178,11 @@ async fn an_unknown_field_on_a_create_body_is_400_naming_it(db: PgPool) {
         ),
     ];
 
-    assert_each_refused(app, &cases, |field| {
-        format!("Invalid request body: unknown field `{field}`")
-    })
-    .await;
-    arranged.assert_nothing_written().await;
+    arranged
+        .assert_refused_writing_nothing(&cases, |field| {
+            format!("Invalid request body: unknown field `{field}`")
+        })
+        .await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -224,7 +222,6 @@ async fn metadata_that_is_not_an_object_is_400(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn path_identifiers_with_unsafe_characters_are_400_on_create(db: PgPool) {
     let arranged = Arranged::new(&db).await;
-    let app = &arranged.app;
     let long = "x".repeat(201);
     let cases = [
         (
@@ -259,6 +256,7 @@ async fn path_identifiers_with_unsafe_characters_are_400_on_create(db: PgPool) {
         ),
     ];
 
-    assert_each_refused(app, &cases, |field| format!("{field} ")).await;
-    arranged.assert_nothing_written().await;
+    arranged
+        .assert_refused_writing_nothing(&cases, |field| format!("{field} "))
+        .await;
 }
