@@ -3,13 +3,14 @@
 //! index entry. PostgreSQL counts the updates of the current transaction, HOT ones apart, in
 //! `pg_stat_xact_user_tables`.
 
-use saasllm_shared::db::calls::{self, CallResult, Insertion, NewCall};
+use saasllm_shared::db::calls::{self, Insertion, NewCall};
 use saasllm_shared::db::jobs;
-use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use saasllm_shared::domain::status::JobStatus;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
+use crate::helpers::fixtures::calls::succeeded_result;
 
 /// Updates of `table` in the current transaction: (all, HOT).
 async fn updates_in_transaction(conn: &mut PgConnection, table: &str) -> (i64, i64) {
@@ -82,19 +83,7 @@ async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPoo
 
     // The finish sets `finished_at`, which the index of unfinished calls filters by: it must
     // leave that index, so it is no HOT update (and the counters do tell them apart).
-    let result = CallResult {
-        status: CallStatus::Succeeded,
-        model_used: Some("gpt-3.5-turbo"),
-        response_content: Some("hi"),
-        finish_reason: Some("stop"),
-        response: None,
-        prompt_tokens: Some(1),
-        completion_tokens: Some(1),
-        total_tokens: Some(2),
-        cost_micro_usd: Some(10),
-        latency_ms: 5,
-        error: None,
-    };
+    let result = succeeded_result(1, 1, 10);
     assert!(
         calls::finish(&mut *tx, &claimed, &[], &result)
             .await

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, error_detail, ok_json};
+use crate::helpers::fixtures::requests::is_replayed;
 use crate::helpers::stack::{chat, spawn_stack};
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -98,13 +99,7 @@ async fn retried_llm_call_complete_and_credit_addition_have_one_effect(db: PgPoo
         .send()
         .await
         .expect("sent");
-    assert_eq!(
-        retry
-            .headers()
-            .get("idempotent-replayed")
-            .map(|v| v.as_bytes()),
-        Some(&b"true"[..])
-    );
+    assert!(is_replayed(&retry));
     let retry: Value = retry.json().await.expect("json");
     assert_eq!(retry, first);
     assert_eq!(stack.llm.total_requests(), 1);

@@ -4,14 +4,14 @@
 //! a second time after its lease lapsed.
 
 use futures::future::join_all;
-use saasllm_shared::db::calls::{self, CallResult, ClaimedCall, Insertion, NewCall};
+use saasllm_shared::db::calls::{self, ClaimedCall, Insertion, NewCall};
 use saasllm_shared::db::claims::{self, Finished};
-use saasllm_shared::domain::status::CallStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
+use crate::helpers::fixtures::calls::succeeded_result;
 
 const CALLS: usize = 64;
 const ROUNDS: usize = 60;
@@ -95,19 +95,7 @@ async fn lease_extensions_and_results_over_the_same_calls_in_any_order_never_dea
     }
 
     // Results written in reverse order while leases are extended in call order.
-    let result = CallResult {
-        status: CallStatus::Succeeded,
-        model_used: Some("gpt-3.5-turbo"),
-        response_content: Some("hi"),
-        finish_reason: Some("stop"),
-        response: None,
-        prompt_tokens: Some(1),
-        completion_tokens: Some(1),
-        total_tokens: Some(2),
-        cost_micro_usd: Some(10),
-        latency_ms: 5,
-        error: None,
-    };
+    let result = succeeded_result(1, 1, 10);
     let finished: Vec<Finished<'_>> = claimed
         .iter()
         .rev()

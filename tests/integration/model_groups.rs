@@ -1,15 +1,18 @@
 //! Model groups: create, list, get, replace models, delete, resolve; admin manages, a team key sees
 //! only the groups granted to its team.
 
+mod changes;
+mod resolve;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::app::{count, error_detail, ok_json};
+use crate::helpers::app::count;
 use crate::helpers::spawn_app;
 
 /// The model names of a group as stored, by priority.
-async fn stored_models(db: &PgPool, group_name: &str) -> Vec<(String, i32)> {
+pub(super) async fn stored_models(db: &PgPool, group_name: &str) -> Vec<(String, i32)> {
     sqlx::query_as(
         "select m.model_name, m.priority from model_group_models m join model_groups g using (model_group_id)
          where g.group_name = $1 order by m.priority",
@@ -20,7 +23,7 @@ async fn stored_models(db: &PgPool, group_name: &str) -> Vec<(String, i32)> {
     .expect("models")
 }
 
-fn model_names(group: &Value) -> Vec<&str> {
+pub(super) fn model_names(group: &Value) -> Vec<&str> {
     group["models"]
         .as_array()
         .expect("models array")
@@ -51,19 +54,12 @@ async fn creates_a_model_group_in_the_guide_shape_with_models_ordered_by_priorit
         "metadata": {"owner": "research"},
     });
 
-    let created = ok_json(
-        app.admin(Method::POST, "/api/model-groups/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
-    let fetched = ok_json(
-        app.admin(Method::GET, "/api/model-groups/ResearchAgent")
-            .send()
-            .await,
-    )
-    .await;
+    let created = app
+        .admin_ok_with(Method::POST, "/api/model-groups/create", &body)
+        .await;
+    let fetched = app
+        .admin_ok(Method::GET, "/api/model-groups/ResearchAgent")
+        .await;
 
     for group in [&created, &fetched] {
         assert!(
@@ -115,13 +111,9 @@ async fn models_without_priority_take_their_list_position_and_display_name_is_ke
         "models": [{"model_name": "gpt-4o"}, {"model_name": "gpt-3.5-turbo"}],
     });
 
-    let created = ok_json(
-        app.admin(Method::POST, "/api/model-groups/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
+    let created = app
+        .admin_ok_with(Method::POST, "/api/model-groups/create", &body)
+        .await;
 
     assert_eq!(created["display_name"], "Chat Agent");
     assert_eq!(created["metadata"], json!({}));
@@ -138,14 +130,14 @@ async fn duplicate_group_name_is_409_and_keeps_the_first_group(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.create_group("ChatAgent", &["gpt-4o"]).await;
 
-    let detail = error_detail(
-        app.admin(Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": "ChatAgent", "models": [{"model_name": "claude-3"}]}))
-            .send()
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    let detail = app
+        .admin_refused(
+            Method::POST,
+            "/api/model-groups/create",
+            Some(&json!({"group_name": "ChatAgent", "models": [{"model_name": "claude-3"}]})),
+            StatusCode::CONFLICT,
+        )
+        .await;
 
     assert_eq!(detail, "Model group 'ChatAgent' already exists");
     assert_eq!(count(&db, "select count(*) from model_groups").await, 1);
@@ -168,13 +160,8 @@ async fn admin_lists_every_group_and_a_team_key_only_its_granted_groups(db: PgPo
         .await;
     let key = team["virtual_key"].as_str().expect("key");
 
-    let all = ok_json(app.admin(Method::GET, "/api/model-groups").send().await).await;
-    let granted = ok_json(
-        app.with_key(key, Method::GET, "/api/model-groups")
-            .send()
-            .await,
-    )
-    .await;
+    let all = app.admin_ok(Method::GET, "/api/model-groups").await;
+    let granted = app.key_ok(key, Method::GET, "/api/model-groups").await;
 
     assert_eq!(
         group_names(&all),
@@ -195,24 +182,15 @@ async fn a_team_key_gets_a_granted_group_and_404_for_any_other(db: PgPool) {
     let team = app.create_team("org_a", "team_a", &["ChatAgent"], 0).await;
     let key = team["virtual_key"].as_str().expect("key");
 
-    let group = ok_json(
-        app.with_key(key, Method::GET, "/api/model-groups/ChatAgent")
-            .send()
-            .await,
-    )
-    .await;
-    let models = ok_json(
-        app.with_key(key, Method::GET, "/api/model-groups/ChatAgent/models")
-            .send()
-            .await,
-    )
-    .await;
-    let admin_models = ok_json(
-        app.admin(Method::GET, "/api/model-groups/ResearchAgent/models")
-            .send()
-            .await,
-    )
-    .await;
+    let group = app
+        .key_ok(key, Method::GET, "/api/model-groups/ChatAgent")
+        .await;
+    let models = app
+        .key_ok(key, Method::GET, "/api/model-groups/ChatAgent/models")
+        .await;
+    let admin_models = app
+        .admin_ok(Method::GET, "/api/model-groups/ResearchAgent/models")
+        .await;
 
     assert_eq!(group["group_name"], "ChatAgent");
     assert_eq!(model_names(&group), vec!["gpt-4o", "gpt-4o-mini"]);
@@ -223,431 +201,15 @@ async fn a_team_key_gets_a_granted_group_and_404_for_any_other(db: PgPool) {
         "/api/model-groups/ResearchAgent",
         "/api/model-groups/ResearchAgent/models",
     ] {
-        let detail = error_detail(
-            app.with_key(key, Method::GET, path).send().await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        let detail = app
+            .key_refused(key, Method::GET, path, None, StatusCode::NOT_FOUND)
+            .await;
         assert_eq!(detail, "Model group 'ResearchAgent' not found");
     }
     for path in ["/api/model-groups/Nope", "/api/model-groups/Nope/models"] {
-        let detail = error_detail(
-            app.admin(Method::GET, path).send().await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        let detail = app
+            .admin_refused(Method::GET, path, None, StatusCode::NOT_FOUND)
+            .await;
         assert_eq!(detail, "Model group 'Nope' not found");
     }
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn replacing_the_models_changes_the_stored_list_and_what_resolve_returns(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_a", 0).await;
-    let before = ok_json(
-        app.with_key(&key, Method::GET, "/api/model-groups/ChatAgent/resolve")
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(before["primary_model"], "gpt-3.5-turbo");
-
-    let replaced = ok_json(
-        app.admin(Method::PUT, "/api/model-groups/ChatAgent/models")
-            .json(&json!([
-                {"model_name": "claude-3-haiku", "priority": 5},
-                {"model_name": "gpt-4o", "priority": 1},
-                {"model_name": "gpt-4o-mini", "priority": 3},
-            ]))
-            .send()
-            .await,
-    )
-    .await;
-    let resolved = ok_json(
-        app.with_key(&key, Method::GET, "/api/model-groups/ChatAgent/resolve")
-            .send()
-            .await,
-    )
-    .await;
-
-    assert_eq!(replaced["group_name"], "ChatAgent");
-    assert_eq!(
-        model_names(&replaced),
-        vec!["gpt-4o", "gpt-4o-mini", "claude-3-haiku"]
-    );
-    assert_eq!(
-        stored_models(&db, "ChatAgent").await,
-        vec![
-            ("gpt-4o".to_owned(), 1),
-            ("gpt-4o-mini".to_owned(), 3),
-            ("claude-3-haiku".to_owned(), 5)
-        ]
-    );
-    assert_eq!(resolved["group_name"], "ChatAgent");
-    assert_eq!(resolved["team_has_access"], true);
-    assert_eq!(resolved["primary_model"], "gpt-4o");
-    assert_eq!(
-        resolved["fallback_models"],
-        json!(["gpt-4o-mini", "claude-3-haiku"])
-    );
-    assert!(resolved.get("error").is_none());
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn replacing_the_models_accepts_an_object_with_a_models_field(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    app.create_group("ChatAgent", &["gpt-4o", "gpt-4o-mini"])
-        .await;
-
-    let replaced = ok_json(
-        app.admin(Method::PUT, "/api/model-groups/ChatAgent/models")
-            .json(&json!({"models": [{"model_name": "claude-3-haiku"}]}))
-            .send()
-            .await,
-    )
-    .await;
-
-    assert_eq!(model_names(&replaced), vec!["claude-3-haiku"]);
-    assert_eq!(
-        stored_models(&db, "ChatAgent").await,
-        vec![("claude-3-haiku".to_owned(), 0)]
-    );
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn replacing_the_models_of_an_unknown_group_is_404(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-
-    let detail = error_detail(
-        app.admin(Method::PUT, "/api/model-groups/Nope/models")
-            .json(&json!([{"model_name": "gpt-4o"}]))
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-
-    assert_eq!(detail, "Model group 'Nope' not found");
-    assert_eq!(
-        count(&db, "select count(*) from model_group_models").await,
-        0
-    );
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn invalid_model_lists_and_group_names_are_400_and_change_nothing(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    app.create_group("ChatAgent", &["gpt-4o", "gpt-4o-mini"])
-        .await;
-    let cases = [
-        (json!([]), "models must list at least one model"),
-        (
-            json!([{"model_name": "gpt-4o", "priority": 0}, {"model_name": "gpt-4o", "priority": 1}]),
-            "model 'gpt-4o' is listed twice",
-        ),
-        (
-            json!([{"model_name": "gpt-4o", "priority": 0}, {"model_name": "claude-3", "priority": 0}]),
-            "priority 0 is used twice",
-        ),
-        (
-            json!([{"model_name": "  "}]),
-            "model_name must be between 1 and 200 characters",
-        ),
-        (
-            json!([{"model_name": "gpt-4o", "priority": -1}]),
-            "priority of 'gpt-4o' must be between 0 and 10000",
-        ),
-        (
-            json!([{"model_name": "gpt-4o", "config": [1]}]),
-            "config of 'gpt-4o' must be a JSON object",
-        ),
-    ];
-
-    for (models, expected) in &cases {
-        let create = app
-            .admin(Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": "NewGroup", "models": models}))
-            .send()
-            .await;
-        assert_eq!(
-            error_detail(create, StatusCode::BAD_REQUEST).await,
-            *expected,
-            "create with {models}"
-        );
-        let replace = app
-            .admin(Method::PUT, "/api/model-groups/ChatAgent/models")
-            .json(models)
-            .send()
-            .await;
-        assert_eq!(
-            error_detail(replace, StatusCode::BAD_REQUEST).await,
-            *expected,
-            "replace with {models}"
-        );
-    }
-    for bad_name in ["", "has space", "slash/name", "ümlaut"] {
-        let detail = error_detail(
-            app.admin(Method::POST, "/api/model-groups/create")
-                .json(&json!({"group_name": bad_name, "models": [{"model_name": "gpt-4o"}]}))
-                .send()
-                .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(detail.starts_with("group_name "), "{bad_name:?}: {detail}");
-    }
-
-    assert_eq!(count(&db, "select count(*) from model_groups").await, 1);
-    assert_eq!(
-        stored_models(&db, "ChatAgent").await,
-        vec![("gpt-4o".to_owned(), 0), ("gpt-4o-mini".to_owned(), 1)]
-    );
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_group_assigned_to_a_team_is_409_on_delete_until_it_is_unassigned(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    app.create_org("org_a").await;
-    app.create_group("ChatAgent", &["gpt-4o", "gpt-4o-mini"])
-        .await;
-    app.create_team("org_a", "team_a", &["ChatAgent"], 0).await;
-
-    let detail = error_detail(
-        app.admin(Method::DELETE, "/api/model-groups/ChatAgent")
-            .send()
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    assert_eq!(
-        detail,
-        "Model group 'ChatAgent' is assigned to team(s) team_a; remove it from them first"
-    );
-    assert_eq!(count(&db, "select count(*) from model_groups").await, 1);
-    assert_eq!(
-        count(&db, "select count(*) from model_group_models").await,
-        2
-    );
-
-    ok_json(
-        app.admin(Method::PUT, "/api/teams/team_a/model-groups")
-            .json(&json!([]))
-            .send()
-            .await,
-    )
-    .await;
-    let deleted = ok_json(
-        app.admin(Method::DELETE, "/api/model-groups/ChatAgent")
-            .send()
-            .await,
-    )
-    .await;
-
-    assert_eq!(deleted["group_name"], "ChatAgent");
-    assert_eq!(
-        deleted["message"],
-        "Model group 'ChatAgent' deleted successfully"
-    );
-    assert_eq!(count(&db, "select count(*) from model_groups").await, 0);
-    assert_eq!(
-        count(&db, "select count(*) from model_group_models").await,
-        0
-    );
-    error_detail(
-        app.admin(Method::GET, "/api/model-groups/ChatAgent")
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn deleting_an_unknown_group_is_404(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    app.create_group("ChatAgent", &["gpt-4o"]).await;
-
-    let detail = error_detail(
-        app.admin(Method::DELETE, "/api/model-groups/Nope")
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-
-    assert_eq!(detail, "Model group 'Nope' not found");
-    assert_eq!(count(&db, "select count(*) from model_groups").await, 1);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn resolve_with_a_team_key_defaults_to_its_team_and_rejects_another_team_id(db: PgPool) {
-    let app = spawn_app(db).await;
-    let key = app.team_with_key("team_a", 0).await;
-    app.team_with_key("team_b", 0).await;
-
-    let implicit = ok_json(
-        app.with_key(&key, Method::GET, "/api/model-groups/ChatAgent/resolve")
-            .send()
-            .await,
-    )
-    .await;
-    let explicit = ok_json(
-        app.with_key(
-            &key,
-            Method::GET,
-            "/api/model-groups/ChatAgent/resolve?team_id=team_a",
-        )
-        .send()
-        .await,
-    )
-    .await;
-    let detail = error_detail(
-        app.with_key(
-            &key,
-            Method::GET,
-            "/api/model-groups/ChatAgent/resolve?team_id=team_b",
-        )
-        .send()
-        .await,
-        StatusCode::FORBIDDEN,
-    )
-    .await;
-
-    for resolved in [&implicit, &explicit] {
-        assert_eq!(resolved["group_name"], "ChatAgent");
-        assert_eq!(resolved["team_has_access"], true);
-        assert_eq!(resolved["primary_model"], "gpt-3.5-turbo");
-        assert_eq!(resolved["fallback_models"], json!(["gpt-4"]));
-    }
-    assert_eq!(
-        detail,
-        "team_id 'team_b' does not match the team of this API key"
-    );
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn resolve_for_a_group_the_team_lacks_is_200_without_access_or_models(db: PgPool) {
-    let app = spawn_app(db).await;
-    let key = app.team_with_key("team_a", 0).await;
-    app.create_group("ResearchAgent", &["claude-3-opus", "gpt-4o"])
-        .await;
-
-    let by_team = ok_json(
-        app.with_key(&key, Method::GET, "/api/model-groups/ResearchAgent/resolve")
-            .send()
-            .await,
-    )
-    .await;
-    let by_admin = ok_json(
-        app.admin(
-            Method::GET,
-            "/api/model-groups/ResearchAgent/resolve?team_id=team_a",
-        )
-        .send()
-        .await,
-    )
-    .await;
-
-    for resolved in [&by_team, &by_admin] {
-        assert_eq!(resolved["group_name"], "ResearchAgent");
-        assert_eq!(resolved["team_has_access"], false);
-        assert_eq!(resolved["primary_model"], Value::Null);
-        assert_eq!(resolved["fallback_models"], json!([]));
-        assert_eq!(
-            resolved["error"],
-            "Team 'team_a' does not have access to model group 'ResearchAgent'"
-        );
-    }
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn admin_resolve_needs_a_team_id_of_an_existing_team_and_an_existing_group(db: PgPool) {
-    let app = spawn_app(db).await;
-    app.team_with_key("team_a", 0).await;
-
-    let resolved = ok_json(
-        app.admin(
-            Method::GET,
-            "/api/model-groups/ChatAgent/resolve?team_id=team_a",
-        )
-        .send()
-        .await,
-    )
-    .await;
-    let missing_team_id = error_detail(
-        app.admin(Method::GET, "/api/model-groups/ChatAgent/resolve")
-            .send()
-            .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    let unknown_team = error_detail(
-        app.admin(
-            Method::GET,
-            "/api/model-groups/ChatAgent/resolve?team_id=team_nope",
-        )
-        .send()
-        .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    let unknown_group = error_detail(
-        app.admin(Method::GET, "/api/model-groups/Nope/resolve?team_id=team_a")
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-
-    assert_eq!(resolved["team_has_access"], true);
-    assert_eq!(resolved["primary_model"], "gpt-3.5-turbo");
-    assert_eq!(missing_team_id, "team_id query parameter is required");
-    assert_eq!(unknown_team, "Team 'team_nope' not found");
-    assert_eq!(unknown_group, "Model group 'Nope' not found");
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn resolve_with_a_team_key_for_an_unknown_group_is_404(db: PgPool) {
-    let app = spawn_app(db).await;
-    let key = app.team_with_key("team_a", 0).await;
-
-    let detail = error_detail(
-        app.with_key(&key, Method::GET, "/api/model-groups/Nope/resolve")
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-
-    assert_eq!(detail, "Model group 'Nope' not found");
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn team_keys_cannot_create_replace_or_delete_groups(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_a", 0).await;
-    app.create_group("Unassigned", &["gpt-4o"]).await;
-
-    let attempts = [
-        app.with_key(&key, Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": "Mine", "models": [{"model_name": "gpt-4o"}]})),
-        app.with_key(&key, Method::PUT, "/api/model-groups/ChatAgent/models")
-            .json(&json!([{"model_name": "gpt-4o"}])),
-        app.with_key(&key, Method::DELETE, "/api/model-groups/Unassigned"),
-    ];
-    for attempt in attempts {
-        let detail = error_detail(attempt.send().await, StatusCode::FORBIDDEN).await;
-        assert_eq!(detail, "This endpoint requires the admin key");
-    }
-
-    let groups: Vec<String> =
-        sqlx::query_scalar("select group_name from model_groups order by group_name")
-            .fetch_all(&db)
-            .await
-            .expect("groups");
-    assert_eq!(groups, vec!["ChatAgent", "Unassigned"]);
-    assert_eq!(
-        stored_models(&db, "ChatAgent").await,
-        vec![("gpt-3.5-turbo".to_owned(), 0), ("gpt-4".to_owned(), 1)]
-    );
 }

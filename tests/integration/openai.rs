@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::ok_json;
+use crate::helpers::fixtures::requests::openai_error;
+use crate::helpers::fixtures::spend::spend_and_open_reservations;
 use crate::helpers::stack::{Stack, eventually, spawn_stack};
 
 async fn chat(stack: &Stack, key: &str, body: Value) -> reqwest::Response {
@@ -22,31 +24,10 @@ async fn chat(stack: &Stack, key: &str, body: Value) -> reqwest::Response {
         .expect("request sent")
 }
 
-async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(status, expected, "{body}");
-    assert!(
-        body["error"]["message"].is_string() && body["error"]["type"].is_string(),
-        "{body}"
-    );
-    body["error"].clone()
-}
-
-/// (reserved by requests, spend) of a team once the app's queued spend is written: what is
-/// reserved beyond the budget slices (the unused budget an API process holds for the team).
+/// (reserved beyond the budget slices, spend) of a team once the app's queued spend is written.
 async fn open_reservations(stack: &Stack, team_id: &str) -> (i64, i64) {
-    stack.app.spend_written().await;
-    sqlx::query_as(
-        "select b.budget_reserved_micro_usd
-                - coalesce((select sum(s.reserved_micro_usd) from budget_slices s where s.team_id = b.team_id), 0)::int8,
-                spend_micro_usd
-         from credit_balances b where team_id = $1",
-    )
-    .bind(team_id)
-    .fetch_one(&stack.app.db)
-    .await
-    .expect("balance")
+    let (spend, reserved) = spend_and_open_reservations(stack, team_id).await;
+    (reserved, spend)
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -56,14 +37,7 @@ async fn passes_completions_through_and_lists_only_allowed_models(db: PgPool) {
         .team("team_o", 10, &[("ChatAgent", &["gpt-3.5-turbo", "gpt-4"])])
         .await;
 
-    let models = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/v1/models")
-            .send()
-            .await,
-    )
-    .await;
+    let models = stack.app.key_ok(&key, Method::GET, "/v1/models").await;
     let completion = ok_json(Ok(chat(
         &stack,
         &key,
@@ -164,24 +138,15 @@ async fn fifty_concurrent_requests_cannot_overspend_a_one_dollar_budget(db: PgPo
     // 10 credits x $0.10 = $1.00. Each request is estimated at exactly $0.05 (no input price,
     // $50 per 1M output tokens, max_tokens 1000) and the upstream reports $0.05 as its cost.
     let key = stack.team("team_b", 10, &[]).await;
-    ok_json(
-        stack
-            .app
-            .admin(Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": "Priced", "models": [{"model_name": "cost-50000", "config": {"input_cost_per_million": 0, "output_cost_per_million": 50}}]}))
-            .send()
-            .await,
-    )
-    .await;
-    ok_json(
-        stack
-            .app
-            .admin(Method::PUT, "/api/teams/team_b/model-groups")
-            .json(&json!(["Priced"]))
-            .send()
-            .await,
-    )
-    .await;
+    stack.app.admin_ok_with(Method::POST, "/api/model-groups/create", &json!({"group_name": "Priced", "models": [{"model_name": "cost-50000", "config": {"input_cost_per_million": 0, "output_cost_per_million": 50}}]})).await;
+    stack
+        .app
+        .admin_ok_with(
+            Method::PUT,
+            "/api/teams/team_b/model-groups",
+            &json!(["Priced"]),
+        )
+        .await;
     let body = json!({"model": "cost-50000", "max_tokens": 1000, "messages": [{"role": "user", "content": "spend"}]});
 
     let responses = join_all((0..50).map(|_| chat(&stack, &key, body.clone()))).await;
@@ -214,27 +179,22 @@ async fn fifty_concurrent_requests_cannot_overspend_a_one_dollar_budget(db: PgPo
     assert_eq!(spend, 1_000_000, "recorded spend is exactly the budget");
 
     // Adding credits raises the budget at once.
-    ok_json(
-        stack
-            .app
-            .admin(Method::POST, "/api/credits/teams/team_b/add")
-            .json(&json!({"credits_amount": 1}))
-            .send()
-            .await,
-    )
-    .await;
+    stack
+        .app
+        .admin_ok_with(
+            Method::POST,
+            "/api/credits/teams/team_b/add",
+            &json!({"credits_amount": 1}),
+        )
+        .await;
     assert_eq!(
         chat(&stack, &key, body.clone()).await.status(),
         StatusCode::OK
     );
-    let balance = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/api/credits/teams/team_b/balance")
-            .send()
-            .await,
-    )
-    .await;
+    let balance = stack
+        .app
+        .key_ok(&key, Method::GET, "/api/credits/teams/team_b/balance")
+        .await;
     assert_eq!(balance["spend_usd"], 1.05);
     assert_eq!(balance["budget_usd"], 1.1);
 }
@@ -369,14 +329,10 @@ async fn a_suspended_team_gets_403_and_abandoned_reservations_are_released(db: P
     .execute(&db)
     .await
     .expect("record");
-    ok_json(
-        stack
-            .app
-            .admin(Method::POST, "/api/teams/team_x/suspend")
-            .send()
-            .await,
-    )
-    .await;
+    stack
+        .app
+        .admin_ok(Method::POST, "/api/teams/team_x/suspend")
+        .await;
 
     let refused = chat(
         &stack,

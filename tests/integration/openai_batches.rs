@@ -51,29 +51,28 @@ pub(super) fn jsonl(lines: &[Value]) -> String {
 
 /// Creates a batch of the file; the batch object.
 pub(super) async fn create(stack: &Stack, key: &str, file_id: &str, endpoint: &str) -> Value {
-    ok_json(
-        stack
-            .app
-            .with_key(key, Method::POST, "/v1/batches")
-            .json(
-                &json!({"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h",
-                          "metadata": {"pipeline": "tests"}}),
-            )
-            .send()
-            .await,
-    )
-    .await
+    let body = json!({"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h",
+                      "metadata": {"pipeline": "tests"}});
+    stack
+        .app
+        .key_ok_with(key, Method::POST, "/v1/batches", &body)
+        .await
+}
+
+/// Uploads `content` as a batch file and creates a batch of it; the batch's id.
+pub(super) async fn start(stack: &Stack, key: &str, content: &str, endpoint: &str) -> String {
+    let file_id = upload(stack, key, content).await;
+    create(stack, key, &file_id, endpoint).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned()
 }
 
 pub(super) async fn get(stack: &Stack, key: &str, batch_id: &str) -> Value {
-    ok_json(
-        stack
-            .app
-            .with_key(key, Method::GET, &format!("/v1/batches/{batch_id}"))
-            .send()
-            .await,
-    )
-    .await
+    stack
+        .app
+        .key_ok(key, Method::GET, &format!("/v1/batches/{batch_id}"))
+        .await
 }
 
 /// Waits until the batch has one of `statuses`; the batch object.
@@ -145,19 +144,10 @@ pub(super) async fn spend(db: &PgPool, team_id: &str) -> (i64, i64, i64) {
     .expect("balance")
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = stack
-        .team(
-            "team_batch",
-            100,
-            &[
-                ("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]),
-                ("FallbackAgent", &["fail-500-first", "gpt-3.5-turbo"]),
-            ],
-        )
-        .await;
+/// Lines of every kind for the `ChatAgent` and `FallbackAgent` groups: ten through the group,
+/// five naming a model of it, one that falls back, two naming models the team may not use, and
+/// one sent to the wrong URL.
+fn chat_lines_of_every_kind() -> Vec<Value> {
     let mut lines: Vec<Value> = (0..10)
         .map(|i| chat_line(&format!("group-{i}"), "ChatAgent", &format!("document {i}")))
         .collect();
@@ -168,23 +158,13 @@ async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPoo
     let mut wrong_url = chat_line("wrong-url", "ChatAgent", "hello");
     wrong_url["url"] = json!("/v1/embeddings");
     lines.push(wrong_url);
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
+    lines
+}
 
-    let created = create(&stack, &key, &file_id, "/v1/chat/completions").await;
-    assert_eq!(created["object"], "batch");
-    assert_eq!(created["status"], "validating");
-    assert_eq!(created["metadata"], json!({"pipeline": "tests"}));
-    let batch_id = created["id"].as_str().expect("id").to_owned();
-    let ended = wait_for(&stack, &key, &batch_id, &["completed"]).await;
-    assert_eq!(
-        ended["request_counts"],
-        json!({"total": 19, "completed": 16, "failed": 3})
-    );
-    for field in ["in_progress_at", "finalizing_at", "completed_at"] {
-        assert!(ended[field].is_i64(), "{field}: {ended}");
-    }
-
-    let output = file_lines(&stack, &key, &ended["output_file_id"]).await;
+/// Asserts the output file (the 16 lines that ran, answered 200) and the error file (the three
+/// refused lines, with their codes) of a batch of `chat_lines_of_every_kind`.
+async fn assert_chat_output_and_errors(stack: &Stack, key: &str, ended: &Value) {
+    let output = file_lines(stack, key, &ended["output_file_id"]).await;
     let expected: BTreeSet<String> = (0..10)
         .map(|i| format!("group-{i}"))
         .chain((0..5).map(|i| format!("direct-{i}")))
@@ -203,7 +183,7 @@ async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPoo
         "gpt-3.5-turbo"
     );
 
-    let errors = file_lines(&stack, &key, &ended["error_file_id"]).await;
+    let errors = file_lines(stack, key, &ended["error_file_id"]).await;
     let codes: BTreeMap<&str, &str> = errors
         .iter()
         .map(|(id, line)| (id.as_str(), line["error"]["code"].as_str().expect("code")))
@@ -217,6 +197,57 @@ async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPoo
         ])
     );
     assert!(errors.values().all(|l| l["response"].is_null()));
+}
+
+/// Asserts that `records` spend records of chat lines are the team's whole spend, nothing
+/// stays reserved, and no credit was charged.
+async fn assert_spent_without_credit(db: &PgPool, team_id: &str, records: i64) {
+    let (spent, reserved, recorded) = spend(db, team_id).await;
+    assert!(spent > 0);
+    assert_eq!(spent, recorded);
+    assert_eq!(reserved, 0);
+    let (recorded_lines, credits_used): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from spend_records where team_id = $1 and endpoint = 'chat'),
+                (select credits_used from credit_balances where team_id = $1)",
+    )
+    .bind(team_id)
+    .fetch_one(db)
+    .await
+    .expect("records");
+    assert_eq!((recorded_lines, credits_used), (records, 0));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team(
+            "team_batch",
+            100,
+            &[
+                ("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]),
+                ("FallbackAgent", &["fail-500-first", "gpt-3.5-turbo"]),
+            ],
+        )
+        .await;
+    let lines = chat_lines_of_every_kind();
+    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
+
+    let created = create(&stack, &key, &file_id, "/v1/chat/completions").await;
+    assert_eq!(created["object"], "batch");
+    assert_eq!(created["status"], "validating");
+    assert_eq!(created["metadata"], json!({"pipeline": "tests"}));
+    let batch_id = created["id"].as_str().expect("id").to_owned();
+    let ended = wait_for(&stack, &key, &batch_id, &["completed"]).await;
+    assert_eq!(
+        ended["request_counts"],
+        json!({"total": 19, "completed": 16, "failed": 3})
+    );
+    for field in ["in_progress_at", "finalizing_at", "completed_at"] {
+        assert!(ended[field].is_i64(), "{field}: {ended}");
+    }
+
+    assert_chat_output_and_errors(&stack, &key, &ended).await;
 
     // The batch's job, visible in the job API; the fallback is among its attempts.
     let job_id = ended["job_id"].as_str().expect("job id");
@@ -234,20 +265,56 @@ async fn a_chat_batch_runs_its_lines_and_writes_output_and_error_files(db: PgPoo
     assert_eq!(fallbacks, 1);
 
     // Spend: every line that ran is a spend record; nothing stays reserved; no credit charged.
-    let (spent, reserved, recorded) = spend(&db, "team_batch").await;
-    assert!(spent > 0);
-    assert_eq!(spent, recorded);
-    assert_eq!(reserved, 0);
-    let (records, credits_used): (i64, i64) = sqlx::query_as(
-        "select (select count(*) from spend_records where team_id = $1 and endpoint = 'chat'),
-                (select credits_used from credit_balances where team_id = $1)",
-    )
-    .bind("team_batch")
-    .fetch_one(&db)
-    .await
-    .expect("records");
-    assert_eq!((records, credits_used), (16, 0));
+    assert_spent_without_credit(&db, "team_batch", 16).await;
     assert_ledger_consistent(&db, "team_batch").await;
+}
+
+/// `n` embedding lines for the group `Embedder`, every other one with two inputs.
+fn embedding_lines(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let input = if i % 2 == 0 {
+                json!(format!("text {i}"))
+            } else {
+                json!(["a", "b"])
+            };
+            json!({"custom_id": format!("e-{i}"), "method": "POST", "url": "/v1/embeddings",
+                   "body": {"model": "Embedder", "input": input}})
+        })
+        .collect()
+}
+
+/// Creates a second embeddings batch of `file_id` and asserts that the list shows it first,
+/// paged, then `first_batch`; waits for it to complete.
+async fn assert_listed_newest_first(stack: &Stack, key: &str, file_id: &str, first_batch: &str) {
+    let second = create(stack, key, file_id, "/v1/embeddings").await;
+    let page = stack
+        .app
+        .key_ok(key, Method::GET, "/v1/batches?limit=1")
+        .await;
+    assert_eq!(page["object"], "list");
+    assert_eq!(page["data"][0]["id"], second["id"]);
+    assert_eq!(page["has_more"], true);
+    let rest = stack
+        .app
+        .key_ok(
+            &key,
+            Method::GET,
+            &format!(
+                "/v1/batches?limit=10&after={}",
+                page["last_id"].as_str().expect("id")
+            ),
+        )
+        .await;
+    assert_eq!(rest["data"][0]["id"], first_batch);
+    assert_eq!(rest["has_more"], false);
+    wait_for(
+        stack,
+        key,
+        second["id"].as_str().expect("id"),
+        &["completed"],
+    )
+    .await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -260,17 +327,7 @@ async fn an_embeddings_batch_returns_vectors_and_lists_its_batches(db: PgPool) {
             &[("Embedder", &["text-embedding-3-small"])],
         )
         .await;
-    let lines: Vec<Value> = (0..30)
-        .map(|i| {
-            let input = if i % 2 == 0 {
-                json!(format!("text {i}"))
-            } else {
-                json!(["a", "b"])
-            };
-            json!({"custom_id": format!("e-{i}"), "method": "POST", "url": "/v1/embeddings",
-                   "body": {"model": "Embedder", "input": input}})
-        })
-        .collect();
+    let lines = embedding_lines(30);
     let file_id = upload(&stack, &key, &jsonl(&lines)).await;
     let batch_id = create(&stack, &key, &file_id, "/v1/embeddings").await["id"]
         .as_str()
@@ -300,41 +357,6 @@ async fn an_embeddings_batch_returns_vectors_and_lists_its_batches(db: PgPool) {
     assert_eq!(records, 30);
 
     // A second batch, then the list: newest first, paged.
-    let second = create(&stack, &key, &file_id, "/v1/embeddings").await;
-    let page = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/v1/batches?limit=1")
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(page["object"], "list");
-    assert_eq!(page["data"][0]["id"], second["id"]);
-    assert_eq!(page["has_more"], true);
-    let rest = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::GET,
-                &format!(
-                    "/v1/batches?limit=10&after={}",
-                    page["last_id"].as_str().expect("id")
-                ),
-            )
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(rest["data"][0]["id"], batch_id);
-    assert_eq!(rest["has_more"], false);
-    wait_for(
-        &stack,
-        &key,
-        second["id"].as_str().expect("id"),
-        &["completed"],
-    )
-    .await;
+    assert_listed_newest_first(&stack, &key, &file_id, &batch_id).await;
     assert_ledger_consistent(&db, "team_vectors").await;
 }

@@ -12,6 +12,8 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, ok_json};
+use crate::helpers::fixtures::requests::openai_error;
+use crate::helpers::fixtures::spend::spend_and_open_reservations;
 use crate::helpers::stack::{Stack, spawn_stack};
 /// The embeddings model of the tests.
 pub(super) const MODEL: &str = "text-embedding-3-small";
@@ -32,18 +34,6 @@ pub(super) async fn embed(stack: &Stack, key: &str, body: &str) -> reqwest::Resp
         .send()
         .await
         .expect("request sent")
-}
-
-/// Asserts an OpenAI-shaped error with this status; returns its `error` object.
-pub(super) async fn openai_error(response: reqwest::Response, expected: StatusCode) -> Value {
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(status, expected, "{body}");
-    assert!(
-        body["error"]["message"].is_string() && body["error"]["type"].is_string(),
-        "{body}"
-    );
-    body["error"].clone()
 }
 
 /// A spend record of the team, as written.
@@ -75,18 +65,35 @@ pub(super) async fn spend_records(stack: &Stack, team_id: &str) -> Vec<SpendRow>
     .expect("spend records")
 }
 
-/// (spend, reserved beyond the API's budget slices) of a team once the queued spend is written.
-pub(super) async fn spend_and_open_reservations(stack: &Stack, team_id: &str) -> (i64, i64) {
-    stack.app.spend_written().await;
-    sqlx::query_as(
-        "select spend_micro_usd, budget_reserved_micro_usd
-                - coalesce((select sum(s.reserved_micro_usd) from budget_slices s where s.team_id = b.team_id), 0)::int8
-         from credit_balances b where team_id = $1",
-    )
-    .bind(team_id)
-    .fetch_one(&stack.app.db)
-    .await
-    .expect("balance")
+/// Asserts the spend record of a request for the priced model: `tokens` input tokens, costed
+/// from the price table, answered 200, reserved at least its cost.
+fn assert_priced_record(priced: &SpendRow, tokens: i64) {
+    assert_eq!(
+        (
+            priced.endpoint.as_str(),
+            priced.model.as_str(),
+            priced.stream
+        ),
+        ("embeddings", "text-embedding-3-small", false)
+    );
+    assert_eq!(
+        (priced.status.as_str(), priced.cost_source.as_str()),
+        ("recorded", "price_table")
+    );
+    assert_eq!(
+        (
+            priced.prompt_tokens,
+            priced.completion_tokens,
+            priced.total_tokens
+        ),
+        (Some(tokens), Some(0), Some(tokens))
+    );
+    assert_eq!(priced.cost_micro_usd, tokens * MICRO_USD_PER_TOKEN);
+    assert!(
+        priced.reserved_micro_usd >= priced.cost_micro_usd,
+        "{priced:?}"
+    );
+    assert_eq!(priced.http_status, Some(200));
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -132,32 +139,7 @@ async fn passes_embeddings_through_and_records_their_spend(db: PgPool) {
     let records = spend_records(&stack, "team_e").await;
     assert_eq!(records.len(), 2, "{records:?}");
     let (priced, reported) = (&records[0], &records[1]);
-    assert_eq!(
-        (
-            priced.endpoint.as_str(),
-            priced.model.as_str(),
-            priced.stream
-        ),
-        ("embeddings", "text-embedding-3-small", false)
-    );
-    assert_eq!(
-        (priced.status.as_str(), priced.cost_source.as_str()),
-        ("recorded", "price_table")
-    );
-    assert_eq!(
-        (
-            priced.prompt_tokens,
-            priced.completion_tokens,
-            priced.total_tokens
-        ),
-        (Some(tokens), Some(0), Some(tokens))
-    );
-    assert_eq!(priced.cost_micro_usd, tokens * MICRO_USD_PER_TOKEN);
-    assert!(
-        priced.reserved_micro_usd >= priced.cost_micro_usd,
-        "{priced:?}"
-    );
-    assert_eq!(priced.http_status, Some(200));
+    assert_priced_record(priced, tokens);
     assert_eq!(
         (
             reported.endpoint.as_str(),
@@ -169,14 +151,10 @@ async fn passes_embeddings_through_and_records_their_spend(db: PgPool) {
     let (spend, open) = spend_and_open_reservations(&stack, "team_e").await;
     assert_eq!(spend, priced.cost_micro_usd + 2_500);
     assert_eq!(open, 0, "nothing is left reserved by the requests");
-    let balance = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/api/credits/teams/team_e/balance")
-            .send()
-            .await,
-    )
-    .await;
+    let balance = stack
+        .app
+        .key_ok(&key, Method::GET, "/api/credits/teams/team_e/balance")
+        .await;
     let spend_usd = balance["spend_usd"].as_f64().expect("spend_usd");
     assert!(
         (spend_usd - spend as f64 / 1e6).abs() < 1e-9,

@@ -1,15 +1,15 @@
 //! OpenAI's Files API on a team key: multipart uploads streamed into 1 MiB chunks (whole or
 //! absent), byte-exact content, OpenAI's list paging, deletion of the rows, and files that only
-//! their team can see. This file holds the shared helpers and what succeeds; `refusals` the
-//! admin key, a rotated key, bad fields and a file over the size limit; `slow_uploads` how many
-//! uploads a team may stream at once.
+//! their team can see. This file holds the shared helpers and what succeeds; `listing` the
+//! list's paging and filters; `refusals` the admin key, a rotated key, bad fields and a file
+//! over the size limit; `slow_uploads` how many uploads a team may stream at once.
 
+mod listing;
 mod refusals;
 mod slow_uploads;
 
 use reqwest::multipart::{Form, Part};
 use reqwest::{Method, Response, StatusCode};
-use saasllm_shared::db::files::{self, ChunkWriter};
 use serde_json::Value;
 use sqlx::PgPool;
 
@@ -74,13 +74,9 @@ pub(super) fn id_of(file: &Value) -> String {
     file["id"].as_str().expect("file id").to_owned()
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn uploads_are_stored_in_chunks_and_read_back_byte_for_byte(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_f", 10).await;
-    // A few MiB spanning four chunks, without a trailing newline, sent with the file before
-    // `purpose` and with an Idempotency-Key (neither changes anything for an upload).
-    let large: Vec<u8> = (0..3 * MIB + MIB / 2)
+/// 3.5 MiB of 100-byte lines and a last line without a newline: four chunks.
+fn lines_over_chunks() -> Vec<u8> {
+    (0..3 * MIB + MIB / 2)
         .map(|i| {
             if i % 100 == 99 {
                 b'\n'
@@ -89,7 +85,33 @@ async fn uploads_are_stored_in_chunks_and_read_back_byte_for_byte(db: PgPool) {
             }
         })
         .chain(*b"last line")
-        .collect();
+        .collect()
+}
+
+/// Asserts that the file's content reads back byte for byte, as an octet stream of its length.
+async fn assert_read_back(app: &TestApp, key: &str, file: &Value, content: &[u8]) {
+    let response = get(app, key, &format!("/v1/files/{}/content", id_of(file))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/octet-stream"
+    );
+    assert_eq!(response.content_length(), Some(content.len() as u64));
+    let body = response.bytes().await.expect("content");
+    assert!(
+        body == content,
+        "content differs ({} bytes read)",
+        body.len()
+    );
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn uploads_are_stored_in_chunks_and_read_back_byte_for_byte(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_f", 10).await;
+    // A few MiB spanning four chunks, without a trailing newline, sent with the file before
+    // `purpose` and with an Idempotency-Key (neither changes anything for an upload).
+    let large = lines_over_chunks();
     let form = Form::new()
         .part("file", file_part("dir/large.jsonl", large.clone()))
         .text("purpose", "batch")
@@ -125,19 +147,7 @@ async fn uploads_are_stored_in_chunks_and_read_back_byte_for_byte(db: PgPool) {
     assert_eq!(retrieved, large_file);
 
     for (file, content) in [(&large_file, &large[..]), (&small_file, SMALL_BATCH)] {
-        let response = get(&app, &key, &format!("/v1/files/{}/content", id_of(file))).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/octet-stream"
-        );
-        assert_eq!(response.content_length(), Some(content.len() as u64));
-        let body = response.bytes().await.expect("content");
-        assert!(
-            body == content,
-            "content differs ({} bytes read)",
-            body.len()
-        );
+        assert_read_back(&app, &key, file, content).await;
     }
     let whole = MIB as i32;
     assert_eq!(
@@ -193,108 +203,6 @@ async fn an_idempotency_key_does_not_replay_an_upload(db: PgPool) {
         .await
         .expect("idempotency keys");
     assert_eq!(keys, 0);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn lists_page_by_after_limit_and_order_and_filter_by_purpose(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_l", 10).await;
-    let mut uploaded = Vec::new();
-    for name in ["one.jsonl", "two.jsonl", "three.jsonl"] {
-        uploaded.push(id_of(
-            &ok_json(Ok(upload(&app, &key, name, SMALL_BATCH.to_vec()).await)).await,
-        ));
-    }
-    // A batch's results, as the service writes them.
-    let output_id = files::new_file_id();
-    let mut tx = db.begin().await.expect("tx");
-    let mut writer = ChunkWriter::start(
-        &mut tx,
-        &output_id,
-        "team_l",
-        saasllm_shared::domain::batch_api::FilePurpose::BatchOutput,
-        "batch_out.jsonl",
-    )
-    .await
-    .expect("start");
-    writer
-        .write(&mut tx, b"{\"id\": \"r1\"}\n")
-        .await
-        .expect("write");
-    writer.finish(&mut tx).await.expect("finish");
-    tx.commit().await.expect("commit");
-
-    let page = |query: &'static str| {
-        let app = &app;
-        let key = &key;
-        async move { ok_json(Ok(get(app, key, &format!("/v1/files{query}")).await)).await }
-    };
-    let ids = |list: &Value| -> Vec<String> {
-        list["data"]
-            .as_array()
-            .expect("data")
-            .iter()
-            .map(id_of)
-            .collect()
-    };
-    let newest_first = page("").await;
-    let first_two = page("?limit=2").await;
-    let oldest_first = page("?order=asc&limit=10000").await;
-    let batch_only = page("?purpose=batch&order=asc").await;
-    let outputs = page("?purpose=batch_output").await;
-    let unknown_purpose = page("?purpose=fine-tune").await;
-    let rest = ok_json(Ok(get(
-        &app,
-        &key,
-        &format!("/v1/files?limit=2&after={}", uploaded[1]),
-    )
-    .await))
-    .await;
-
-    let mut all = uploaded.clone();
-    all.push(output_id.clone());
-    let mut all_desc = all.clone();
-    all_desc.reverse();
-    assert_eq!(newest_first["object"], "list");
-    assert_eq!(ids(&newest_first), all_desc);
-    assert_eq!(newest_first["has_more"], false);
-    assert_eq!(newest_first["first_id"], all_desc[0].as_str());
-    assert_eq!(newest_first["last_id"], all[0].as_str());
-    assert_eq!(ids(&first_two), all_desc[..2]);
-    assert_eq!(first_two["has_more"], true);
-    assert_eq!(first_two["last_id"], all_desc[1].as_str());
-    assert_eq!(
-        ids(&rest),
-        [uploaded[0].clone()],
-        "after in newest-first order"
-    );
-    assert_eq!(rest["has_more"], false);
-    assert_eq!(ids(&oldest_first), all);
-    assert_eq!(ids(&batch_only), uploaded);
-    assert_eq!(ids(&outputs), std::slice::from_ref(&output_id));
-    assert_eq!(outputs["data"][0]["purpose"], "batch_output");
-    assert_eq!(ids(&unknown_purpose), Vec::<String>::new());
-    assert!(unknown_purpose["first_id"].is_null() && unknown_purpose["last_id"].is_null());
-    for bad in ["?limit=0", "?limit=10001", "?limit=many", "?order=sideways"] {
-        openai_error(
-            get(&app, &key, &format!("/v1/files{bad}")).await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-    }
-
-    // The service's output file is read and deleted like an upload.
-    let content = get(&app, &key, &format!("/v1/files/{output_id}/content")).await;
-    assert_eq!(
-        content.bytes().await.expect("content"),
-        &b"{\"id\": \"r1\"}\n"[..]
-    );
-    let deleted = app
-        .with_key(&key, Method::DELETE, &format!("/v1/files/{output_id}"))
-        .send()
-        .await;
-    assert_eq!(ok_json(Ok(deleted.expect("sent"))).await["deleted"], true);
-    assert_eq!(stored(&db).await, (3, 3));
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -134,14 +134,7 @@ async fn the_document_lists_exactly_the_served_routes(db: PgPool) {
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn operations_document_their_auth_and_errors(db: PgPool) {
     let app = spawn_app(db).await;
-    let document: Value = app
-        .anonymous(Method::GET, "/openapi.json")
-        .send()
-        .await
-        .expect("request")
-        .json()
-        .await
-        .expect("json");
+    let document: Value = app.openapi_document().await;
     let schemes = &document["components"]["securitySchemes"];
     assert_eq!(schemes["admin_key"]["type"], "apiKey");
     assert_eq!(schemes["admin_key"]["name"], "X-Admin-Key");

@@ -4,7 +4,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::app::{error_detail, ok_json};
+use crate::helpers::app::error_detail;
 use crate::helpers::spawn_app;
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -12,19 +12,12 @@ async fn creates_and_gets_an_organization_in_the_guide_shape(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     let body = json!({"organization_id": "org_your_company", "name": "Your Company", "metadata": {"tier": "premium"}});
 
-    let created = ok_json(
-        app.admin(Method::POST, "/api/organizations/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
-    let fetched = ok_json(
-        app.admin(Method::GET, "/api/organizations/org_your_company")
-            .send()
-            .await,
-    )
-    .await;
+    let created = app
+        .admin_ok_with(Method::POST, "/api/organizations/create", &body)
+        .await;
+    let fetched = app
+        .admin_ok(Method::GET, "/api/organizations/org_your_company")
+        .await;
 
     for org in [&created, &fetched] {
         assert_eq!(org["organization_id"], "org_your_company");
@@ -47,14 +40,14 @@ async fn duplicate_organization_is_409(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.create_org("org_a").await;
 
-    let detail = error_detail(
-        app.admin(Method::POST, "/api/organizations/create")
-            .json(&json!({"organization_id": "org_a", "name": "Again"}))
-            .send()
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    let detail = app
+        .admin_refused(
+            Method::POST,
+            "/api/organizations/create",
+            Some(&json!({"organization_id": "org_a", "name": "Again"})),
+            StatusCode::CONFLICT,
+        )
+        .await;
 
     assert_eq!(detail, "Organization 'org_a' already exists");
     let count: i64 = sqlx::query_scalar("select count(*) from organizations")
@@ -72,11 +65,9 @@ async fn unknown_organization_is_404(db: PgPool) {
         "/api/organizations/org_nope",
         "/api/organizations/org_nope/teams",
     ] {
-        let detail = error_detail(
-            app.admin(Method::GET, path).send().await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        let detail = app
+            .admin_refused(Method::GET, path, None, StatusCode::NOT_FOUND)
+            .await;
         assert_eq!(detail, "Organization 'org_nope' not found");
     }
 }
@@ -91,12 +82,9 @@ async fn lists_the_teams_of_an_organization_with_their_credits(db: PgPool) {
     app.create_team("org_a", "team_2", &[], 0).await;
     app.create_team("org_b", "team_3", &[], 5).await;
 
-    let listed = ok_json(
-        app.admin(Method::GET, "/api/organizations/org_a/teams")
-            .send()
-            .await,
-    )
-    .await;
+    let listed = app
+        .admin_ok(Method::GET, "/api/organizations/org_a/teams")
+        .await;
 
     assert_eq!(listed["organization_id"], "org_a");
     assert_eq!(listed["team_count"], 2);
@@ -120,19 +108,21 @@ async fn organization_endpoints_require_the_admin_key(db: PgPool) {
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    let detail = error_detail(
-        app.with_key(&key, Method::POST, "/api/organizations/create")
-            .json(&body)
-            .send()
-            .await,
-        StatusCode::FORBIDDEN,
-    )
-    .await;
+    let detail = app
+        .key_refused(
+            &key,
+            Method::POST,
+            "/api/organizations/create",
+            Some(&body),
+            StatusCode::FORBIDDEN,
+        )
+        .await;
     assert_eq!(detail, "This endpoint requires the admin key");
-    error_detail(
-        app.with_key(&key, Method::GET, "/api/organizations/org_team_x")
-            .send()
-            .await,
+    app.key_refused(
+        &key,
+        Method::GET,
+        "/api/organizations/org_team_x",
+        None,
         StatusCode::FORBIDDEN,
     )
     .await;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use saasllm_shared::domain::limits::TeamLimits;
-use saasllm_shared::queue::CallQueue;
+use saasllm_shared::queue::{CallQueue, QueueConsumer};
 use saasllm_shared::redis_conn::RedisHandle;
 use serde_json::json;
 use sqlx::PgPool;
@@ -14,9 +14,11 @@ use uuid::Uuid;
 
 use crate::helpers::app::{assert_ledger_consistent, ok_json};
 use crate::helpers::cluster::LocalCluster;
-use crate::helpers::stack::{StackOptions, chat, eventually, spawn_stack_with};
+use crate::helpers::stack::{Stack, StackOptions, chat, eventually, spawn_stack_with};
 
 const HOLD: Duration = Duration::from_secs(60);
+/// How long a consumer's `take` waits for calls.
+const WAIT: Duration = Duration::from_millis(200);
 
 /// Every key on every node of the cluster, with the node that holds it.
 async fn keys_by_node(cluster: &LocalCluster) -> Vec<(usize, String)> {
@@ -42,28 +44,25 @@ async fn slot_of(cluster: &LocalCluster, key: &str) -> i64 {
         .expect("CLUSTER KEYSLOT")
 }
 
-#[tokio::test]
-async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
-    let cluster = LocalCluster::start().await;
-    let redis = RedisHandle::new(&cluster.redis_config("cluster-queue")).expect("settings");
-    let queue = CallQueue::new(redis.clone());
+/// Calls of team_a (one call at a time) and team_b (no limit) pushed, and the order the
+/// consumer takes them in: round-robin over the teams, team_a holding its one slot after its
+/// first call until it is freed; a long call keeps its slot. Leaves team_a's last call queued
+/// and its second holding the slot; returns the consumer.
+async fn assert_round_robin_within_the_concurrency_limit(
+    queue: &CallQueue,
+    a: &[Uuid],
+    b: &[Uuid],
+) -> QueueConsumer {
     let one_at_a_time = TeamLimits {
         max_concurrent_calls: Some(1),
         ..TeamLimits::default()
     };
-    let per_minute = TeamLimits {
-        requests_per_minute: Some(1),
-        tokens_per_minute: Some(1_000),
-        ..TeamLimits::default()
-    };
-    let a: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-    let b: Vec<Uuid> = (0..2).map(|_| Uuid::new_v4()).collect();
     queue
-        .push("team_a", &one_at_a_time, &a)
+        .push("team_a", &one_at_a_time, a)
         .await
         .expect("push a");
     queue
-        .push("team_b", &TeamLimits::default(), &b)
+        .push("team_b", &TeamLimits::default(), b)
         .await
         .expect("push b");
     assert_eq!(queue.len().await.expect("len"), 5);
@@ -74,10 +73,9 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
 
     // Round-robin over the teams; team_a holds its one slot after its first call.
     let mut consumer = queue.consumer(HOLD).await.expect("consumer");
-    let wait = Duration::from_millis(200);
     // One batch of up to ten: team_a's second call waits for its slot.
     let order: Vec<(Uuid, String)> = consumer
-        .take(10, wait)
+        .take(10, WAIT)
         .await
         .expect("take")
         .into_iter()
@@ -92,7 +90,7 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
         ]
     );
     assert_eq!(
-        consumer.take(10, wait).await.expect("take"),
+        consumer.take(10, WAIT).await.expect("take"),
         Vec::new(),
         "team_a is at its limit"
     );
@@ -104,7 +102,7 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
         .await
         .expect("finish");
     let next = consumer
-        .take(1, wait)
+        .take(1, WAIT)
         .await
         .expect("take")
         .pop()
@@ -116,8 +114,16 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
         .await
         .expect("extend");
     assert_eq!(queue.len().await.expect("len"), 1);
+    consumer
+}
 
-    // Synchronous admission against per-minute limits, with tokens counted at the end.
+/// Synchronous admission of team_c against per-minute limits, with tokens counted at the end.
+async fn assert_per_minute_admission(queue: &CallQueue) {
+    let per_minute = TeamLimits {
+        requests_per_minute: Some(1),
+        tokens_per_minute: Some(1_000),
+        ..TeamLimits::default()
+    };
     queue
         .set_limits(&[("team_c".to_owned(), per_minute)])
         .await
@@ -137,14 +143,22 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
         second.expect("admit").is_some(),
         "the minute's one request is used"
     );
+}
 
-    // A consumer waiting on an empty line is woken by a push (its blocking pop on the cluster).
+/// Takes team_a's last call (`last`), then shows that a consumer waiting on the empty line is
+/// woken by a push (its blocking pop on the cluster); leaves one call of team_b waiting.
+async fn assert_a_push_wakes_a_waiting_consumer(
+    queue: &CallQueue,
+    redis: &RedisHandle,
+    mut consumer: QueueConsumer,
+    a: &[Uuid],
+) {
     queue
         .finish("team_a", &a[1].to_string(), 0)
         .await
         .expect("finish");
     let last = consumer
-        .take(1, wait)
+        .take(1, WAIT)
         .await
         .expect("take")
         .pop()
@@ -170,13 +184,17 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
         .expect("dispatched");
     assert_eq!(woken.call_id, late);
     // The batch took the line empty, which also dropped the teams from the ring; a call left
-    // waiting brings the ring and the active set back, so every kind of key is checked below.
+    // waiting brings the ring and the active set back, so that every kind of key exists.
     queue
         .push("team_b", &TeamLimits::default(), &[Uuid::new_v4()])
         .await
         .expect("push");
+}
 
-    let keys = keys_by_node(&cluster).await;
+/// Asserts that every kind of key of the queue `cluster-queue` exists, and that all its keys
+/// are in the slot of `{cluster-queue}`, on one node.
+async fn assert_every_key_in_one_slot(cluster: &LocalCluster) {
+    let keys = keys_by_node(cluster).await;
     let names: BTreeSet<&str> = keys.iter().map(|(_, key)| key.as_str()).collect();
     for expected in [
         "{cluster-queue}:limits",
@@ -195,18 +213,64 @@ async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
             .any(|key| key.starts_with("{cluster-queue}:rate:team_c:")),
         "no per-minute counters in {names:?}"
     );
-    let slot = slot_of(&cluster, "{cluster-queue}").await;
+    let slot = slot_of(cluster, "{cluster-queue}").await;
     for (_, key) in &keys {
         assert!(key.starts_with("{cluster-queue}:"), "{key}");
         assert_eq!(
-            slot_of(&cluster, key).await,
+            slot_of(cluster, key).await,
             slot,
             "{key} is in another slot"
         );
     }
     let nodes: BTreeSet<usize> = keys.iter().map(|(node, _)| *node).collect();
     assert_eq!(nodes.len(), 1, "the keys are spread over nodes {nodes:?}");
+}
+
+#[tokio::test]
+async fn the_queue_runs_on_a_cluster_with_all_its_keys_in_one_slot() {
+    let cluster = LocalCluster::start().await;
+    let redis = RedisHandle::new(&cluster.redis_config("cluster-queue")).expect("settings");
+    let queue = CallQueue::new(redis.clone());
+    let a: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
+    let b: Vec<Uuid> = (0..2).map(|_| Uuid::new_v4()).collect();
+
+    let consumer = assert_round_robin_within_the_concurrency_limit(&queue, &a, &b).await;
+    assert_per_minute_admission(&queue).await;
+    assert_a_push_wakes_a_waiting_consumer(&queue, &redis, consumer, &a).await;
+
+    assert_every_key_in_one_slot(&cluster).await;
     assert!(redis.ping(Duration::from_secs(5)).await.is_ok());
+}
+
+/// Asserts that every concurrency slot the calls of `team_cluster` took is given back, on the
+/// cluster, and that the deployment's keys all carry its hash tag and sit on one node.
+async fn assert_slots_freed_and_keys_in_one_slot(
+    stack: &Stack,
+    cluster: &LocalCluster,
+    queue_name: &str,
+) {
+    let conn = stack.redis.connection().await.expect("redis");
+    let inflight = format!("{{{queue_name}}}:inflight:team_cluster");
+    let freed = eventually(Duration::from_secs(10), || {
+        let (mut conn, inflight) = (conn.clone(), inflight.clone());
+        async move {
+            let held: redis::RedisResult<i64> = redis::cmd("ZCARD")
+                .arg(&inflight)
+                .query_async(&mut conn)
+                .await;
+            held.is_ok_and(|held| held == 0)
+        }
+    })
+    .await;
+    assert!(freed, "concurrency slots still held");
+    let keys = keys_by_node(cluster).await;
+    let prefix = format!("{{{queue_name}}}:");
+    assert!(
+        keys.iter().all(|(_, key)| key.starts_with(&prefix)),
+        "{keys:?}"
+    );
+    let nodes: BTreeSet<usize> = keys.iter().map(|(node, _)| *node).collect();
+    assert_eq!(nodes.len(), 1, "the keys are spread over nodes {nodes:?}");
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -224,15 +288,7 @@ async fn an_api_and_a_worker_on_a_cluster_run_a_job_to_its_settlement(db: PgPool
     let key = stack
         .team("team_cluster", 5, &[("ChatAgent", &["gpt-4o"])])
         .await;
-    let limits = ok_json(
-        stack
-            .app
-            .admin(Method::PUT, "/api/teams/team_cluster/limits")
-            .json(&json!({"max_concurrent_calls": 2}))
-            .send()
-            .await,
-    )
-    .await;
+    let limits = stack.app.limit_concurrent_calls("team_cluster", 2).await;
     assert_eq!(limits["limits"]["max_concurrent_calls"], 2);
     let health = ok_json(stack.app.anonymous(Method::GET, "/health").send().await).await;
     assert_eq!(health["checks"]["redis"]["status"], "ok");
@@ -280,28 +336,6 @@ async fn an_api_and_a_worker_on_a_cluster_run_a_job_to_its_settlement(db: PgPool
     assert_eq!((status.as_str(), charged), ("completed", 1));
     assert_eq!(stack.llm.total_requests(), 4);
     assert_ledger_consistent(&db, "team_cluster").await;
-    // Every concurrency slot the calls took is given back, on the cluster.
-    let conn = stack.redis.connection().await.expect("redis");
-    let inflight = format!("{{{queue_name}}}:inflight:team_cluster");
-    let freed = eventually(Duration::from_secs(10), || {
-        let (mut conn, inflight) = (conn.clone(), inflight.clone());
-        async move {
-            let held: redis::RedisResult<i64> = redis::cmd("ZCARD")
-                .arg(&inflight)
-                .query_async(&mut conn)
-                .await;
-            held.is_ok_and(|held| held == 0)
-        }
-    })
-    .await;
-    assert!(freed, "concurrency slots still held");
-    let keys = keys_by_node(&cluster).await;
-    let prefix = format!("{{{queue_name}}}:");
-    assert!(
-        keys.iter().all(|(_, key)| key.starts_with(&prefix)),
-        "{keys:?}"
-    );
-    let nodes: BTreeSet<usize> = keys.iter().map(|(node, _)| *node).collect();
-    assert_eq!(nodes.len(), 1, "the keys are spread over nodes {nodes:?}");
+    assert_slots_freed_and_keys_in_one_slot(&stack, &cluster, &queue_name).await;
     stack.stop_workers().await;
 }

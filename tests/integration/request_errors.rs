@@ -1,5 +1,8 @@
 //! Bad requests: every one is a 4xx with a JSON `detail`, never a 500, and writes nothing.
 
+mod fields;
+mod routes;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -19,8 +22,54 @@ async fn written_rows(db: &PgPool) -> [i64; 6] {
     ]
 }
 
+/// An app with an organization `org_a`, a group `ChatAgent` and a team `team_a` with 10
+/// credits, and the rows written so far.
+pub(super) struct Arranged {
+    pub(super) app: TestApp,
+    db: PgPool,
+    before: [i64; 6],
+}
+
+impl Arranged {
+    pub(super) async fn new(db: &PgPool) -> Self {
+        let app = spawn_app(db.clone()).await;
+        arrange(&app).await;
+        let before = written_rows(db).await;
+        Self {
+            app,
+            db: db.clone(),
+            before,
+        }
+    }
+
+    /// Asserts that no create endpoint wrote a row since the arrangement.
+    pub(super) async fn assert_nothing_written(&self) {
+        assert_eq!(written_rows(&self.db).await, self.before);
+    }
+
+    /// Posts each `(path, body, field)` as the admin and asserts a 400 whose detail starts with
+    /// `expected_start(field)`, and that none of them wrote a row.
+    pub(super) async fn assert_refused_writing_nothing(
+        &self,
+        cases: &[(&str, Value, &str)],
+        expected_start: impl Fn(&str) -> String,
+    ) {
+        for (path, body, field) in cases {
+            let detail = self
+                .app
+                .admin_refused(Method::POST, path, Some(body), StatusCode::BAD_REQUEST)
+                .await;
+            assert!(
+                detail.starts_with(&expected_start(field)),
+                "{path} {body}: {detail}"
+            );
+        }
+        self.assert_nothing_written().await;
+    }
+}
+
 /// An organization `org_a`, a group `ChatAgent` and a team `team_a` with 10 credits.
-async fn arranged(app: &TestApp) {
+pub(super) async fn arrange(app: &TestApp) {
     app.create_org("org_a").await;
     app.create_group("ChatAgent", &["gpt-4o"]).await;
     app.create_team("org_a", "team_a", &["ChatAgent"], 10).await;
@@ -39,9 +88,8 @@ const BODY_ENDPOINTS: [(Method, &str); 7] = [
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn malformed_json_is_400_with_a_malformed_json_detail(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
+    let arranged = Arranged::new(&db).await;
+    let app = &arranged.app;
 
     for (method, path) in &BODY_ENDPOINTS {
         // Truncated documents of the shape the endpoint expects, and ones broken from the first byte.
@@ -69,233 +117,31 @@ async fn malformed_json_is_400_with_a_malformed_json_detail(db: PgPool) {
             );
         }
     }
-    assert_eq!(written_rows(&db).await, before);
+    arranged.assert_nothing_written().await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn an_empty_body_where_one_is_required_is_400(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
+    let arranged = Arranged::new(&db).await;
+    let app = &arranged.app;
 
     // `check` alone treats an empty body as the default request.
     for (method, path) in &BODY_ENDPOINTS[1..] {
-        let detail = error_detail(
-            app.admin(method.clone(), path).send().await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        let detail = app
+            .admin_refused(method.clone(), path, None, StatusCode::BAD_REQUEST)
+            .await;
         assert_eq!(
             detail, "Request body is empty; a JSON body is required",
             "{method} {path}"
         );
     }
-    assert_eq!(written_rows(&db).await, before);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn fields_of_the_wrong_type_are_400(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
-    let cases = [
-        (
-            "/api/organizations/create",
-            Method::POST,
-            json!({"organization_id": 5, "name": "Five"}),
-        ),
-        (
-            "/api/model-groups/create",
-            Method::POST,
-            json!({"group_name": "G", "models": "gpt-4o"}),
-        ),
-        (
-            "/api/model-groups/create",
-            Method::POST,
-            json!({"group_name": "G", "models": [{"model_name": "m", "priority": "first"}]}),
-        ),
-        (
-            "/api/model-groups/create",
-            Method::POST,
-            json!({"group_name": "G", "models": [{"model_name": "m", "priority": 3_000_000_000_i64}]}),
-        ),
-        (
-            "/api/model-groups/ChatAgent/models",
-            Method::PUT,
-            json!({"models": {"model_name": "m"}}),
-        ),
-        (
-            "/api/model-groups/ChatAgent/models",
-            Method::PUT,
-            json!("gpt-4o"),
-        ),
-        (
-            "/api/teams/create",
-            Method::POST,
-            json!({"organization_id": "org_a", "team_id": "t", "credits_allocated": "10"}),
-        ),
-        (
-            "/api/teams/create",
-            Method::POST,
-            json!({"organization_id": "org_a", "team_id": "t", "credits_allocated": 1e20}),
-        ),
-        (
-            "/api/teams/create",
-            Method::POST,
-            json!({"organization_id": "org_a", "team_id": "t", "model_groups": "ChatAgent"}),
-        ),
-        (
-            "/api/teams/team_a/model-groups",
-            Method::PUT,
-            json!({"model_groups": ["ChatAgent"]}),
-        ),
-        ("/api/teams/team_a/model-groups", Method::PUT, json!([1, 2])),
-        (
-            "/api/credits/teams/team_a/add",
-            Method::POST,
-            json!({"credits_amount": true}),
-        ),
-        (
-            "/api/credits/teams/team_a/check",
-            Method::POST,
-            json!({"credits_required": "lots"}),
-        ),
-        (
-            "/api/credits/teams/team_a/check",
-            Method::POST,
-            json!({"credits_required": 1.5}),
-        ),
-    ];
-
-    for (path, method, body) in &cases {
-        let detail = error_detail(
-            app.admin(method.clone(), path).json(body).send().await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(
-            detail.starts_with("Invalid request body: "),
-            "{method} {path} {body}: {detail}"
-        );
-    }
-    assert_eq!(written_rows(&db).await, before);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_missing_required_field_is_400_naming_the_field(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
-    let cases = [
-        (
-            "/api/organizations/create",
-            json!({"name": "No id"}),
-            "organization_id",
-        ),
-        (
-            "/api/organizations/create",
-            json!({"organization_id": "org_b"}),
-            "name",
-        ),
-        (
-            "/api/model-groups/create",
-            json!({"models": [{"model_name": "gpt-4o"}]}),
-            "group_name",
-        ),
-        (
-            "/api/model-groups/create",
-            json!({"group_name": "G"}),
-            "models",
-        ),
-        (
-            "/api/model-groups/create",
-            json!({"group_name": "G", "models": [{"priority": 0}]}),
-            "model_name",
-        ),
-        (
-            "/api/teams/create",
-            json!({"team_id": "team_b"}),
-            "organization_id",
-        ),
-        (
-            "/api/teams/create",
-            json!({"organization_id": "org_a"}),
-            "team_id",
-        ),
-        ("/api/credits/teams/team_a/add", json!({}), "credits_amount"),
-    ];
-
-    for (path, body, field) in &cases {
-        let detail = error_detail(
-            app.admin(Method::POST, path).json(body).send().await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(
-            detail.starts_with(&format!("Invalid request body: missing field `{field}`")),
-            "{path} {body}: {detail}"
-        );
-    }
-    assert_eq!(written_rows(&db).await, before);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn an_unknown_field_on_a_create_body_is_400_naming_it(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
-    let cases = [
-        (
-            "/api/organizations/create",
-            json!({"organization_id": "org_b", "name": "B", "plan": "pro"}),
-            "plan",
-        ),
-        (
-            "/api/model-groups/create",
-            json!({"group_name": "G", "models": [{"model_name": "gpt-4o"}], "fallback": true}),
-            "fallback",
-        ),
-        (
-            "/api/model-groups/create",
-            json!({"group_name": "G", "models": [{"model_name": "gpt-4o", "weight": 2}]}),
-            "weight",
-        ),
-        (
-            "/api/teams/create",
-            json!({"organization_id": "org_a", "team_id": "team_b", "credits": 5}),
-            "credits",
-        ),
-        (
-            "/api/credits/teams/team_a/add",
-            json!({"credits_amount": 5, "note": "x"}),
-            "note",
-        ),
-        (
-            "/api/credits/teams/team_a/check",
-            json!({"credits": 5}),
-            "credits",
-        ),
-    ];
-
-    for (path, body, field) in &cases {
-        let detail = error_detail(
-            app.admin(Method::POST, path).json(body).send().await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(
-            detail.starts_with(&format!("Invalid request body: unknown field `{field}`")),
-            "{path} {body}: {detail}"
-        );
-    }
-    assert_eq!(written_rows(&db).await, before);
+    arranged.assert_nothing_written().await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn an_oversize_body_is_413_with_a_json_detail(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
+    let arranged = Arranged::new(&db).await;
+    let app = &arranged.app;
     // Valid JSON of about 100 KiB, so that only its size is wrong.
     let big = json!({"organization_id": "org_big", "name": "Big", "metadata": {"blob": "x".repeat(100 * 1024)}});
     let big = serde_json::to_vec(&big).expect("json");
@@ -315,174 +161,5 @@ async fn an_oversize_body_is_413_with_a_json_detail(db: PgPool) {
             "{method} {path}"
         );
     }
-    assert_eq!(written_rows(&db).await, before);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn an_unknown_route_is_404_json(db: PgPool) {
-    let app = spawn_app(db).await;
-
-    for (method, path) in [
-        (Method::GET, "/api/nope"),
-        (Method::POST, "/api/team"),
-        (Method::GET, "/api/teams/team_a/unknown"),
-        (Method::GET, "/nope"),
-    ] {
-        let detail = error_detail(
-            app.admin(method.clone(), path).send().await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        assert_eq!(detail, format!("No route for {method} {path}"));
-    }
-    let anonymous = error_detail(
-        app.anonymous(Method::GET, "/api/nope").send().await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_eq!(anonymous, "No route for GET /api/nope");
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_wrong_method_is_405_json(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-
-    for (method, path) in [
-        (Method::GET, "/api/organizations/create"),
-        (Method::DELETE, "/api/teams/team_a"),
-        (Method::POST, "/api/model-groups"),
-        (Method::GET, "/api/credits/teams/team_a/add"),
-        (Method::POST, "/api/teams/team_a/model-groups"),
-        (Method::PATCH, "/api/model-groups/ChatAgent/models"),
-    ] {
-        let detail = error_detail(
-            app.admin(method.clone(), path).send().await,
-            StatusCode::METHOD_NOT_ALLOWED,
-        )
-        .await;
-        assert_eq!(detail, format!("Method {method} is not allowed on {path}"));
-    }
-    assert_eq!(count(&db, "select count(*) from teams").await, 1);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn bad_pagination_is_400(db: PgPool) {
-    let app = spawn_app(db).await;
-    arranged(&app).await;
-    let cases = [
-        ("limit=0", "limit must be between 1 and 1000"),
-        ("limit=1001", "limit must be between 1 and 1000"),
-        ("limit=-5", "limit must be between 1 and 1000"),
-        ("offset=-1", "offset must not be negative"),
-        ("limit=abc", "Invalid query: "),
-        ("offset=x", "Invalid query: "),
-        ("limit=1.5", "Invalid query: "),
-        ("limit=99999999999999999999", "Invalid query: "),
-        ("page=2", "Invalid query: "),
-    ];
-
-    for (query, expected) in cases {
-        let detail = error_detail(
-            app.admin(
-                Method::GET,
-                &format!("/api/credits/teams/team_a/transactions?{query}"),
-            )
-            .send()
-            .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(detail.starts_with(expected), "{query}: {detail}");
-    }
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn metadata_that_is_not_an_object_is_400(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
-
-    for metadata in [json!([1, 2]), json!("tier=premium"), json!(5), json!(true)] {
-        let bodies: [(&str, Value); 4] = [
-            (
-                "/api/organizations/create",
-                json!({"organization_id": "org_b", "name": "B", "metadata": metadata}),
-            ),
-            (
-                "/api/model-groups/create",
-                json!({"group_name": "G", "models": [{"model_name": "gpt-4o"}], "metadata": metadata}),
-            ),
-            (
-                "/api/teams/create",
-                json!({"organization_id": "org_a", "team_id": "team_b", "metadata": metadata}),
-            ),
-            (
-                "/api/credits/teams/team_a/add",
-                json!({"credits_amount": 5, "metadata": metadata}),
-            ),
-        ];
-        for (path, body) in &bodies {
-            let detail = error_detail(
-                app.admin(Method::POST, path).json(body).send().await,
-                StatusCode::BAD_REQUEST,
-            )
-            .await;
-            assert_eq!(detail, "metadata must be a JSON object", "{path} {body}");
-        }
-    }
-    assert_eq!(written_rows(&db).await, before);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn path_identifiers_with_unsafe_characters_are_400_on_create(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    arranged(&app).await;
-    let before = written_rows(&db).await;
-    let long = "x".repeat(201);
-    let cases = [
-        (
-            "/api/organizations/create",
-            json!({"organization_id": "org b", "name": "B"}),
-            "organization_id",
-        ),
-        (
-            "/api/organizations/create",
-            json!({"organization_id": "", "name": "B"}),
-            "organization_id",
-        ),
-        (
-            "/api/organizations/create",
-            json!({"organization_id": "org_b", "name": "   "}),
-            "name",
-        ),
-        (
-            "/api/teams/create",
-            json!({"organization_id": "org_a", "team_id": "team/b"}),
-            "team_id",
-        ),
-        (
-            "/api/teams/create",
-            json!({"organization_id": "org_a", "team_id": long}),
-            "team_id",
-        ),
-        (
-            "/api/teams/create",
-            json!({"organization_id": "org_a", "team_id": "team_b", "credits_allocated": -1}),
-            "credits_allocated",
-        ),
-    ];
-
-    for (path, body, field) in &cases {
-        let detail = error_detail(
-            app.admin(Method::POST, path).json(body).send().await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(
-            detail.starts_with(&format!("{field} ")),
-            "{path} {body}: {detail}"
-        );
-    }
-    assert_eq!(written_rows(&db).await, before);
+    arranged.assert_nothing_written().await;
 }

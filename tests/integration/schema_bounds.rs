@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::app::{count, error_detail, ok_json};
+use crate::helpers::app::{count, ok_json};
 use crate::helpers::spawn_app;
 
 fn parameter<'a>(document: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
@@ -79,36 +79,35 @@ async fn the_document_states_the_bounds_the_server_enforces(db: PgPool) {
 async fn integers_written_with_a_zero_fraction_are_taken_as_integers(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.create_org("org_a").await;
-    ok_json(
-        app.admin(Method::POST, "/api/model-groups/create")
-            .json(&json!({"group_name": "ChatAgent",
-                          "models": [{"model_name": "gpt-4o", "priority": 3.0}]}))
-            .send()
-            .await,
+    app.admin_ok_with(
+        Method::POST,
+        "/api/model-groups/create",
+        &json!({"group_name": "ChatAgent",
+                          "models": [{"model_name": "gpt-4o", "priority": 3.0}]}),
     )
     .await;
-    let team = ok_json(
-        app.admin(Method::POST, "/api/teams/create")
-            .json(&json!({"organization_id": "org_a", "team_id": "team_a", "credits_allocated": 10.0}))
-            .send()
-            .await,
-    )
-    .await;
-    let added = ok_json(
-        app.admin(Method::POST, "/api/credits/teams/team_a/add")
-            .json(&json!({"credits_amount": 16.0}))
-            .send()
-            .await,
-    )
-    .await;
-    let detail = error_detail(
-        app.admin(Method::POST, "/api/credits/teams/team_a/add")
-            .json(&json!({"credits_amount": 16.5}))
-            .send()
-            .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
+    let team = app
+        .admin_ok_with(
+            Method::POST,
+            "/api/teams/create",
+            &json!({"organization_id": "org_a", "team_id": "team_a", "credits_allocated": 10.0}),
+        )
+        .await;
+    let added = app
+        .admin_ok_with(
+            Method::POST,
+            "/api/credits/teams/team_a/add",
+            &json!({"credits_amount": 16.0}),
+        )
+        .await;
+    let detail = app
+        .admin_refused(
+            Method::POST,
+            "/api/credits/teams/team_a/add",
+            Some(&json!({"credits_amount": 16.5})),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
 
     assert_eq!(team["credits_allocated"], 10);
     assert_eq!(added["credits_remaining"], 26, "{added}");
@@ -155,33 +154,23 @@ async fn json_numbers_at_the_edge_of_f64_are_read_back_after_postgresql_expands_
     let config =
         json!({"largest": f64::MAX, "smallest": -f64::MAX, "tiny": 2.2250738585072014e-308});
     app.create_group("ChatAgent", &["gpt-4o"]).await;
-    ok_json(
-        app.admin(Method::PUT, "/api/model-groups/ChatAgent/models")
-            .json(&json!([{"model_name": "gpt-4o", "priority": 0, "config": config}]))
-            .send()
-            .await,
+    app.admin_ok_with(
+        Method::PUT,
+        "/api/model-groups/ChatAgent/models",
+        &json!([{"model_name": "gpt-4o", "priority": 0, "config": config}]),
     )
     .await;
-    ok_json(
-        app.admin(Method::POST, "/api/organizations/create")
-            .json(&json!({"organization_id": "org_a", "name": "A", "metadata": config}))
-            .send()
-            .await,
+    app.admin_ok_with(
+        Method::POST,
+        "/api/organizations/create",
+        &json!({"organization_id": "org_a", "name": "A", "metadata": config}),
     )
     .await;
 
-    let group = ok_json(
-        app.admin(Method::GET, "/api/model-groups/ChatAgent")
-            .send()
-            .await,
-    )
-    .await;
-    let org = ok_json(
-        app.admin(Method::GET, "/api/organizations/org_a")
-            .send()
-            .await,
-    )
-    .await;
+    let group = app
+        .admin_ok(Method::GET, "/api/model-groups/ChatAgent")
+        .await;
+    let org = app.admin_ok(Method::GET, "/api/organizations/org_a").await;
 
     assert_eq!(group["models"][0]["config"], config);
     assert_eq!(org["metadata"], config);

@@ -4,99 +4,28 @@
 //! validated, shown in the team's info (a team key sees the URL's origin only) and never show
 //! the secret after the answer that set it.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+mod settings;
+
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode as AxumStatus};
-use axum::routing::post;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use chrono::Utc;
-use hmac::{Hmac, Mac};
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use saasllm_worker::evaluate_team_alerts;
 use serde_json::{Value, json};
-use sha2::Sha256;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::helpers::app::{TestApp, count, error_detail, ok_json};
+use crate::helpers::app::{TestApp, count};
+use crate::helpers::fixtures::webhooks::{Received, Receiver, signature_is_valid};
 use crate::helpers::spawn_app;
 use crate::helpers::stack::{eventually, spawn_stack};
 
 const CHAT: (&str, &[&str]) = ("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]);
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// Requests a receiver got: headers and exact body bytes.
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
-
-/// A webhook receiver on 127.0.0.1 answering 200.
-async fn receiver() -> (SocketAddr, Received) {
-    let received: Received = Arc::default();
-    let router = axum::Router::new()
-        .route(
-            "/hook",
-            post(
-                |State(seen): State<Received>, headers: HeaderMap, body: Bytes| async move {
-                    seen.lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((headers, body));
-                    AxumStatus::OK
-                },
-            ),
-        )
-        .with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+pub(super) async fn put_alerts(app: &TestApp, team_id: &str, body: Value) -> Value {
+    app.admin_ok_with(Method::PUT, &format!("/api/teams/{team_id}/alerts"), &body)
         .await
-        .expect("bind receiver");
-    let addr = listener.local_addr().expect("receiver addr");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    (addr, received)
-}
-
-fn received(seen: &Received) -> Vec<(HeaderMap, Bytes)> {
-    seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_else(|| panic!("no {name} header"))
-}
-
-/// The receiver-side check of the Standard Webhooks signature.
-fn signature_is_valid(secret: &str, headers: &HeaderMap, body: &[u8]) -> bool {
-    let key = STANDARD
-        .decode(secret.strip_prefix("whsec_").expect("whsec_ prefix"))
-        .expect("base64 key");
-    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC key");
-    mac.update(
-        format!(
-            "{}.{}.",
-            header(headers, "webhook-id"),
-            header(headers, "webhook-timestamp")
-        )
-        .as_bytes(),
-    );
-    mac.update(body);
-    let expected = format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()));
-    header(headers, "webhook-signature")
-        .split(' ')
-        .any(|s| s == expected)
-}
-
-async fn put_alerts(app: &TestApp, team_id: &str, body: Value) -> Value {
-    ok_json(
-        app.admin(Method::PUT, &format!("/api/teams/{team_id}/alerts"))
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await
 }
 
 /// The team's alert deliveries, oldest first: (delivery_id, event_type, payload, url, status).
@@ -128,17 +57,29 @@ async fn evaluate(db: &PgPool) {
         .expect("alert evaluation");
 }
 
+/// Two reconcilers, on two pools, evaluating the alerts at the same instant.
+async fn evaluate_racing(db: &PgPool, other: &PgPool) {
+    let now = Utc::now();
+    let (a, b) = tokio::join!(
+        evaluate_team_alerts(db, now),
+        evaluate_team_alerts(other, now)
+    );
+    a.expect("first reconciler");
+    b.expect("second reconciler");
+}
+
 /// Opens `n` jobs, each holding a credit; returns their ids.
 async fn hold(app: &TestApp, key: &str, team_id: &str, n: usize) -> Vec<String> {
     let mut jobs = Vec::with_capacity(n);
     for _ in 0..n {
-        let job = ok_json(
-            app.with_key(key, Method::POST, "/api/jobs/create")
-                .json(&json!({"team_id": team_id, "job_type": "alert_test"}))
-                .send()
-                .await,
-        )
-        .await;
+        let job = app
+            .key_ok_with(
+                key,
+                Method::POST,
+                "/api/jobs/create",
+                &json!({"team_id": team_id, "job_type": "alert_test"}),
+            )
+            .await;
         jobs.push(job["job_id"].as_str().expect("job_id").to_owned());
     }
     jobs
@@ -147,11 +88,11 @@ async fn hold(app: &TestApp, key: &str, team_id: &str, n: usize) -> Vec<String> 
 /// Completes the jobs as failed, which releases their holds.
 async fn release(app: &TestApp, key: &str, jobs: &[String]) {
     for job_id in jobs {
-        ok_json(
-            app.with_key(key, Method::POST, &format!("/api/jobs/{job_id}/complete"))
-                .json(&json!({"status": "failed"}))
-                .send()
-                .await,
+        app.key_ok_with(
+            key,
+            Method::POST,
+            &format!("/api/jobs/{job_id}/complete"),
+            &json!({"status": "failed"}),
         )
         .await;
     }
@@ -167,12 +108,35 @@ async fn available(db: &PgPool, team_id: &str) -> i64 {
     .expect("balance")
 }
 
+/// Asserts the request of the first `team.credits_low` event of `team_low`: signed, and the
+/// stored payload's bytes.
+fn assert_credits_low_sent(request: &Received, secret: &str, delivery_id: &str, payload: &Value) {
+    assert!(signature_is_valid(secret, request), "bad signature");
+    assert_eq!(request.header("webhook-id"), delivery_id);
+    // The bytes signed and sent are the stored payload's.
+    assert_eq!(
+        request.body.as_ref(),
+        serde_json::to_vec(payload).expect("payload").as_slice()
+    );
+    let event = request.json();
+    assert_eq!(event["type"], "team.credits_low");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str().expect("timestamp"))
+            .is_ok()
+    );
+    assert_eq!(
+        event["data"],
+        json!({"team_id": "team_low", "organization_id": "org_team_low",
+               "metric": "credits_available", "threshold": 3, "value": 2})
+    );
+}
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_low_balance_alert_is_posted_once_signed_and_again_only_after_rearming(db: PgPool) {
     let mut stack = spawn_stack(db.clone()).await;
-    let (addr, seen) = receiver().await;
+    let receiver = Receiver::healthy().await;
     let key = stack.team("team_low", 5, &[CHAT]).await;
-    let url = format!("http://{addr}/hook");
+    let url = receiver.url();
     let set = put_alerts(
         &stack.app,
         "team_low",
@@ -214,27 +178,9 @@ async fn a_low_balance_alert_is_posted_once_signed_and_again_only_after_rearming
     assert_eq!(event_type, "team.credits_low");
     assert_eq!(stored_url, &url);
     assert_eq!(fired(&db, "team_low").await, (true, false));
-    let requests = received(&seen);
+    let requests = receiver.received();
     assert_eq!(requests.len(), 1);
-    let (headers, body) = &requests[0];
-    assert!(signature_is_valid(&secret, headers, body), "bad signature");
-    assert_eq!(header(headers, "webhook-id"), delivery_id);
-    // The bytes signed and sent are the stored payload's.
-    assert_eq!(
-        body.as_ref(),
-        serde_json::to_vec(payload).expect("payload").as_slice()
-    );
-    let event: Value = serde_json::from_slice(body).expect("JSON body");
-    assert_eq!(event["type"], "team.credits_low");
-    assert!(
-        chrono::DateTime::parse_from_rfc3339(event["timestamp"].as_str().expect("timestamp"))
-            .is_ok()
-    );
-    assert_eq!(
-        event["data"],
-        json!({"team_id": "team_low", "organization_id": "org_team_low",
-               "metric": "credits_available", "threshold": 3, "value": 2})
-    );
+    assert_credits_low_sent(&requests[0], &secret, delivery_id, payload);
 
     // Back above the threshold: armed again, and nothing sent.
     release(&stack.app, &key, &jobs).await;
@@ -247,7 +193,7 @@ async fn a_low_balance_alert_is_posted_once_signed_and_again_only_after_rearming
     hold(&stack.app, &key, "team_low", 3).await;
     evaluate(&db).await;
     assert!(
-        eventually(PATIENCE, || async { received(&seen).len() == 2 }).await,
+        eventually(PATIENCE, || async { receiver.received().len() == 2 }).await,
         "the second crossing was not delivered"
     );
     assert_eq!(deliveries(&db, "team_low").await.len(), 2);
@@ -273,13 +219,7 @@ async fn two_reconcilers_racing_send_one_event_per_crossing(db: PgPool) {
 
     for round in 1..=5usize {
         let jobs = hold(&app, &key, "team_race", 3).await;
-        let now = Utc::now();
-        let (a, b) = tokio::join!(
-            evaluate_team_alerts(&db, now),
-            evaluate_team_alerts(&other, now)
-        );
-        a.expect("first reconciler");
-        b.expect("second reconciler");
+        evaluate_racing(&db, &other).await;
         assert_eq!(
             deliveries(&db, "team_race").await.len(),
             round,
@@ -288,13 +228,7 @@ async fn two_reconcilers_racing_send_one_event_per_crossing(db: PgPool) {
         assert_eq!(fired(&db, "team_race").await, (true, false));
 
         release(&app, &key, &jobs).await;
-        let now = Utc::now();
-        let (a, b) = tokio::join!(
-            evaluate_team_alerts(&db, now),
-            evaluate_team_alerts(&other, now)
-        );
-        a.expect("first reconciler");
-        b.expect("second reconciler");
+        evaluate_racing(&db, &other).await;
         assert_eq!(fired(&db, "team_race").await, (false, false));
         assert_eq!(deliveries(&db, "team_race").await.len(), round);
     }
@@ -311,13 +245,13 @@ async fn the_budget_alert_fires_at_the_percentage_and_rearms_after_a_budget_rese
         json!({"url": "https://hooks.example.com/alerts", "budget_spend_pct": 80}),
     )
     .await;
-    let refills = ok_json(
-        app.admin(Method::PUT, "/api/teams/team_budget/refills")
-            .json(&json!({"budget_duration": "1d"}))
-            .send()
-            .await,
-    )
-    .await;
+    let refills = app
+        .admin_ok_with(
+            Method::PUT,
+            "/api/teams/team_budget/refills",
+            &json!({"budget_duration": "1d"}),
+        )
+        .await;
     let reset_at: chrono::DateTime<Utc> =
         serde_json::from_value(refills["refills"]["next_budget_reset_at"].clone())
             .expect("next_budget_reset_at");
@@ -360,192 +294,4 @@ async fn the_budget_alert_fires_at_the_percentage_and_rearms_after_a_budget_rese
         0
     );
     assert_eq!(deliveries(&db, "team_budget").await.len(), 1);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn team_info_shows_the_settings_a_team_key_sees_the_url_origin_and_nobody_the_secret(
-    db: PgPool,
-) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_info", 5).await;
-    let url = "https://hooks.example.com:8443/alerts?token=s3cr3t";
-    let first = put_alerts(
-        &app,
-        "team_info",
-        json!({"url": url, "credits_below": 2, "budget_spend_pct": 90}),
-    )
-    .await;
-    let secret = first["signing_secret"].as_str().expect("secret").to_owned();
-    // Resending keeps the secret and does not show it again.
-    let again = put_alerts(
-        &app,
-        "team_info",
-        json!({"url": url, "credits_below": 2, "budget_spend_pct": 90}),
-    )
-    .await;
-    assert_eq!(again.get("signing_secret"), None);
-    let stored: String =
-        sqlx::query_scalar("select secret from team_alerts where team_id = 'team_info'")
-            .fetch_one(&db)
-            .await
-            .expect("secret");
-    assert_eq!(stored, secret);
-
-    let by_admin = ok_json(app.admin(Method::GET, "/api/teams/team_info").send().await).await;
-    let by_team = ok_json(
-        app.with_key(&key, Method::GET, "/api/teams/team_info")
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(by_admin["alerts"]["url"], url);
-    assert_eq!(by_team["alerts"]["url"], "https://hooks.example.com:8443");
-    for info in [&by_admin, &by_team] {
-        assert_eq!(info["alerts"]["credits_below"], 2);
-        assert_eq!(info["alerts"]["budget_spend_pct"], 90);
-        assert_eq!(info["alerts"]["credits_below_state"], "armed");
-        assert_eq!(info["refills"]["credit_grant"], Value::Null);
-        assert!(!info.to_string().contains(&secret), "secret shown: {info}");
-    }
-    assert!(!by_team.to_string().contains("s3cr3t"), "{by_team}");
-
-    // Rotating shows the new secret once; turning alerts off keeps it for pending deliveries.
-    let rotated = put_alerts(
-        &app,
-        "team_info",
-        json!({"url": url, "credits_below": 2, "rotate_secret": true}),
-    )
-    .await;
-    let new_secret = rotated["signing_secret"].as_str().expect("rotated secret");
-    assert_ne!(new_secret, secret);
-    assert_eq!(rotated["alerts"]["budget_spend_pct"], Value::Null);
-    let off = put_alerts(&app, "team_info", json!({"enabled": false})).await;
-    assert_eq!(off["alerts"]["enabled"], false);
-    assert_eq!(off["alerts"]["url"], Value::Null);
-    assert_eq!(
-        count(
-            &db,
-            "select count(*) from team_alerts where team_id = 'team_info'
-               and url is null and credits_below is null and budget_spend_pct is null and secret <> ''"
-        )
-        .await,
-        1
-    );
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn bad_alert_settings_get_400_team_keys_403_and_unknown_teams_404(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_bad", 5).await;
-    let ok_url = "https://hooks.example.com/alerts";
-    let long_url = format!("https://hooks.example.com/{}", "a".repeat(10 * 1024));
-    let cases: Vec<(Value, &str)> = vec![
-        (json!([]), "JSON object"),
-        (
-            json!({"url": "http://127.0.0.1/hook", "credits_below": 5}),
-            "url",
-        ),
-        (
-            json!({"url": "http://169.254.169.254/latest", "credits_below": 5}),
-            "url",
-        ),
-        (
-            json!({"url": "http://localhost:8080/hook", "credits_below": 5}),
-            "url",
-        ),
-        (
-            json!({"url": "ftp://hooks.example.com/", "credits_below": 5}),
-            "url",
-        ),
-        (json!({"url": long_url, "credits_below": 5}), "at most 2048"),
-        (
-            json!({"url": "https://hooks.example.com/\u{0}", "credits_below": 5}),
-            "NUL",
-        ),
-        (json!({"url": ok_url, "credits_below": 0}), "credits_below"),
-        (
-            json!({"url": ok_url, "credits_below": 1_000_000_000_000i64}),
-            "credits_below",
-        ),
-        (
-            json!({"url": ok_url, "credits_below": 1e30}),
-            "whole number",
-        ),
-        (
-            json!({"url": ok_url, "budget_spend_pct": 0}),
-            "budget_spend_pct",
-        ),
-        (
-            json!({"url": ok_url, "budget_spend_pct": 101}),
-            "budget_spend_pct",
-        ),
-        (
-            json!({"url": ok_url, "budget_spend_pct": "80"}),
-            "Invalid request body",
-        ),
-        (json!({"credits_below": 5}), "url is required"),
-        (json!({"url": ok_url}), "no threshold"),
-        (
-            json!({"enabled": false, "credits_below": 5, "url": ok_url}),
-            "enabled is false",
-        ),
-        (json!({"enabled": true, "url": ok_url}), "no threshold"),
-        (
-            json!({"url": ok_url, "credits_below": 5, "secret": "whsec_short"}),
-            "secret",
-        ),
-        (
-            json!({"url": ok_url, "credits_below": 5, "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "rotate_secret": true}),
-            "not both",
-        ),
-        (
-            json!({"url": ok_url, "credits_below": 5, "unknown": 1}),
-            "unknown field",
-        ),
-    ];
-    for (body, expected) in cases {
-        let detail = error_detail(
-            app.admin(Method::PUT, "/api/teams/team_bad/alerts")
-                .json(&body)
-                .send()
-                .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(detail.contains(expected), "{body}: {detail}");
-        assert!(detail.len() < 400, "detail echoes the input: {detail}");
-    }
-    let raw = error_detail(
-        app.admin(Method::PUT, "/api/teams/team_bad/alerts")
-            .body("{\"credits_below\": ")
-            .send()
-            .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    assert!(raw.contains("Malformed JSON"), "{raw}");
-
-    let body = json!({"url": ok_url, "credits_below": 5});
-    error_detail(
-        app.with_key(&key, Method::PUT, "/api/teams/team_bad/alerts")
-            .json(&body)
-            .send()
-            .await,
-        StatusCode::FORBIDDEN,
-    )
-    .await;
-    let missing = error_detail(
-        app.admin(Method::PUT, "/api/teams/team_nobody/alerts")
-            .json(&body)
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert!(missing.contains("team_nobody"), "{missing}");
-    assert_eq!(count(&db, "select count(*) from team_alerts").await, 0);
-    assert_eq!(
-        count(&db, "select count(*) from webhook_deliveries").await,
-        0
-    );
 }

@@ -1,13 +1,13 @@
 //! Teams: create (key shown once), get with credits, grant model groups, suspend, resume, rotate key,
 //! and keys stored only as hashes.
 
+mod keys;
+
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
-use crate::helpers::app::{
-    assert_ledger_consistent, assert_not_stored, count, error_detail, ok_json,
-};
+use crate::helpers::app::{assert_ledger_consistent, count};
 use crate::helpers::{TestApp, spawn_app};
 
 /// The team's grants as stored, in grant order.
@@ -55,13 +55,9 @@ async fn creating_a_team_returns_its_key_once_and_the_union_of_its_groups_models
         "metadata": {"cost_center": "42"},
     });
 
-    let created = ok_json(
-        app.admin(Method::POST, "/api/teams/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
+    let created = app
+        .admin_ok_with(Method::POST, "/api/teams/create", &body)
+        .await;
 
     let key = created["virtual_key"].as_str().expect("virtual_key");
     assert!(key.starts_with("sk-") && key.len() == 67, "{key}");
@@ -114,14 +110,7 @@ async fn duplicate_team_id_is_409_and_keeps_the_first_team(db: PgPool) {
     app.create_org("org_b").await;
     app.create_team("org_a", "team_a", &["ChatAgent"], 10).await;
 
-    let detail = error_detail(
-        app.admin(Method::POST, "/api/teams/create")
-            .json(&json!({"organization_id": "org_b", "team_id": "team_a", "model_groups": ["ResearchAgent"], "credits_allocated": 99}))
-            .send()
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    let detail = app.admin_refused(Method::POST, "/api/teams/create", Some(&json!({"organization_id": "org_b", "team_id": "team_a", "model_groups": ["ResearchAgent"], "credits_allocated": 99})), StatusCode::CONFLICT).await;
 
     assert_eq!(detail, "Team 'team_a' already exists");
     assert_eq!(team_rows(&db).await, [1, 1, 1, 1, 1]);
@@ -141,14 +130,7 @@ async fn team_of_an_unknown_organization_is_404_and_writes_nothing(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.create_group("ChatAgent", &["gpt-4o"]).await;
 
-    let detail = error_detail(
-        app.admin(Method::POST, "/api/teams/create")
-            .json(&json!({"organization_id": "org_nope", "team_id": "team_a", "model_groups": ["ChatAgent"], "credits_allocated": 5}))
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let detail = app.admin_refused(Method::POST, "/api/teams/create", Some(&json!({"organization_id": "org_nope", "team_id": "team_a", "model_groups": ["ChatAgent"], "credits_allocated": 5})), StatusCode::NOT_FOUND).await;
 
     assert_eq!(detail, "Organization 'org_nope' not found");
     assert_eq!(team_rows(&db).await, [0, 0, 0, 0, 0]);
@@ -159,24 +141,26 @@ async fn team_with_an_unknown_model_group_is_404_and_writes_nothing(db: PgPool) 
     let app = spawn_app(db.clone()).await;
     org_and_overlapping_groups(&app).await;
 
-    let detail = error_detail(
-        app.admin(Method::POST, "/api/teams/create")
-            .json(&json!({
+    let detail = app
+        .admin_refused(
+            Method::POST,
+            "/api/teams/create",
+            Some(&json!({
                 "organization_id": "org_a",
                 "team_id": "team_a",
                 "model_groups": ["ChatAgent", "NoSuchGroup"],
                 "credits_allocated": 5,
-            }))
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+            })),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
 
     assert_eq!(detail, "Model group 'NoSuchGroup' not found");
     assert_eq!(team_rows(&db).await, [0, 0, 0, 0, 0]);
-    error_detail(
-        app.admin(Method::GET, "/api/teams/team_a").send().await,
+    app.admin_refused(
+        Method::GET,
+        "/api/teams/team_a",
+        None,
         StatusCode::NOT_FOUND,
     )
     .await;
@@ -196,13 +180,8 @@ async fn get_team_nests_the_credit_counters_for_the_admin_and_the_team_itself(db
         .await
         .expect("arrange counters");
 
-    let by_admin = ok_json(app.admin(Method::GET, "/api/teams/team_a").send().await).await;
-    let by_team = ok_json(
-        app.with_key(key, Method::GET, "/api/teams/team_a")
-            .send()
-            .await,
-    )
-    .await;
+    let by_admin = app.admin_ok(Method::GET, "/api/teams/team_a").await;
+    let by_team = app.key_ok(key, Method::GET, "/api/teams/team_a").await;
 
     for team in [&by_admin, &by_team] {
         assert_eq!(team["team_id"], "team_a");
@@ -229,20 +208,24 @@ async fn another_teams_key_gets_404_for_a_team(db: PgPool) {
     app.team_with_key("team_a", 10).await;
     let other_key = app.team_with_key("team_b", 10).await;
 
-    let detail = error_detail(
-        app.with_key(&other_key, Method::GET, "/api/teams/team_a")
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    let unknown = error_detail(
-        app.with_key(&other_key, Method::GET, "/api/teams/team_nope")
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let detail = app
+        .key_refused(
+            &other_key,
+            Method::GET,
+            "/api/teams/team_a",
+            None,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    let unknown = app
+        .key_refused(
+            &other_key,
+            Method::GET,
+            "/api/teams/team_nope",
+            None,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
 
     assert_eq!(detail, "Team 'team_a' not found");
     assert_eq!(
@@ -259,20 +242,17 @@ async fn replacing_model_groups_changes_grants_and_allowed_models(db: PgPool) {
     let created = app.create_team("org_a", "team_a", &["ChatAgent"], 0).await;
     let key = created["virtual_key"].as_str().expect("key");
 
-    let replaced = ok_json(
-        app.admin(Method::PUT, "/api/teams/team_a/model-groups")
-            .json(&json!(["VisionAgent", "ResearchAgent"]))
-            .send()
-            .await,
-    )
-    .await;
-    let fetched = ok_json(app.admin(Method::GET, "/api/teams/team_a").send().await).await;
-    let old_group = ok_json(
-        app.with_key(key, Method::GET, "/api/model-groups/ChatAgent/resolve")
-            .send()
-            .await,
-    )
-    .await;
+    let replaced = app
+        .admin_ok_with(
+            Method::PUT,
+            "/api/teams/team_a/model-groups",
+            &json!(["VisionAgent", "ResearchAgent"]),
+        )
+        .await;
+    let fetched = app.admin_ok(Method::GET, "/api/teams/team_a").await;
+    let old_group = app
+        .key_ok(key, Method::GET, "/api/model-groups/ChatAgent/resolve")
+        .await;
 
     assert_eq!(replaced["team_id"], "team_a");
     assert_eq!(
@@ -298,204 +278,26 @@ async fn replacing_model_groups_with_an_unknown_group_is_404_and_keeps_the_grant
     org_and_overlapping_groups(&app).await;
     app.create_team("org_a", "team_a", &["ChatAgent"], 0).await;
 
-    let detail = error_detail(
-        app.admin(Method::PUT, "/api/teams/team_a/model-groups")
-            .json(&json!(["ResearchAgent", "NoSuchGroup"]))
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    let unknown_team = error_detail(
-        app.admin(Method::PUT, "/api/teams/team_nope/model-groups")
-            .json(&json!(["ChatAgent"]))
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    let detail = app
+        .admin_refused(
+            Method::PUT,
+            "/api/teams/team_a/model-groups",
+            Some(&json!(["ResearchAgent", "NoSuchGroup"])),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    let unknown_team = app
+        .admin_refused(
+            Method::PUT,
+            "/api/teams/team_nope/model-groups",
+            Some(&json!(["ChatAgent"])),
+            StatusCode::NOT_FOUND,
+        )
+        .await;
 
     assert_eq!(detail, "Model group 'NoSuchGroup' not found");
     assert_eq!(unknown_team, "Team 'team_nope' not found");
     assert_eq!(stored_grants(&db, "team_a").await, vec!["ChatAgent"]);
-    let fetched = ok_json(app.admin(Method::GET, "/api/teams/team_a").send().await).await;
+    let fetched = app.admin_ok(Method::GET, "/api/teams/team_a").await;
     assert_eq!(fetched["allowed_models"], json!(["gpt-4o-mini", "gpt-4o"]));
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_suspended_teams_key_is_403_on_every_call_until_the_team_is_resumed(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_a", 10).await;
-    let team_calls = [
-        (Method::GET, "/api/teams/team_a"),
-        (Method::GET, "/api/credits/teams/team_a/balance"),
-        (Method::GET, "/api/credits/teams/team_a/transactions"),
-        (Method::POST, "/api/credits/teams/team_a/check"),
-        (Method::GET, "/api/model-groups"),
-        (Method::GET, "/api/model-groups/ChatAgent"),
-        (Method::GET, "/api/model-groups/ChatAgent/resolve"),
-    ];
-
-    let suspended = ok_json(
-        app.admin(Method::POST, "/api/teams/team_a/suspend")
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(suspended["team_id"], "team_a");
-    assert_eq!(suspended["status"], "suspended");
-    let status: String = sqlx::query_scalar("select status from teams where team_id = 'team_a'")
-        .fetch_one(&db)
-        .await
-        .expect("status");
-    assert_eq!(status, "suspended");
-    for (method, path) in &team_calls {
-        let detail = error_detail(
-            app.with_key(&key, method.clone(), path).send().await,
-            StatusCode::FORBIDDEN,
-        )
-        .await;
-        assert_eq!(detail, "Team 'team_a' is suspended", "{method} {path}");
-    }
-    let by_admin = ok_json(app.admin(Method::GET, "/api/teams/team_a").send().await).await;
-    assert_eq!(by_admin["status"], "suspended");
-
-    let resumed = ok_json(
-        app.admin(Method::POST, "/api/teams/team_a/resume")
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(resumed["status"], "active");
-    let status: String = sqlx::query_scalar("select status from teams where team_id = 'team_a'")
-        .fetch_one(&db)
-        .await
-        .expect("status");
-    assert_eq!(status, "active");
-    for (method, path) in &team_calls {
-        ok_json(app.with_key(&key, method.clone(), path).send().await).await;
-    }
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn suspend_resume_and_rotate_of_an_unknown_team_are_404(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-
-    for action in ["suspend", "resume", "rotate-key"] {
-        let detail = error_detail(
-            app.admin(Method::POST, &format!("/api/teams/team_nope/{action}"))
-                .send()
-                .await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        assert_eq!(detail, "Team 'team_nope' not found", "{action}");
-    }
-    assert_eq!(count(&db, "select count(*) from virtual_keys").await, 0);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn rotating_the_key_revokes_the_old_one_and_the_new_one_works(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let old_key = app.team_with_key("team_a", 10).await;
-
-    let rotated = ok_json(
-        app.admin(Method::POST, "/api/teams/team_a/rotate-key")
-            .send()
-            .await,
-    )
-    .await;
-
-    let new_key = rotated["virtual_key"].as_str().expect("virtual_key");
-    assert!(new_key.starts_with("sk-") && new_key != old_key);
-    assert!(new_key.starts_with(rotated["key_prefix"].as_str().expect("key_prefix")));
-    let detail = error_detail(
-        app.with_key(&old_key, Method::GET, "/api/teams/team_a")
-            .send()
-            .await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
-    assert_eq!(detail, "Invalid API key");
-    let team = ok_json(
-        app.with_key(new_key, Method::GET, "/api/teams/team_a")
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(team["key_prefix"], rotated["key_prefix"]);
-    let keys: Vec<(Vec<u8>, bool)> = sqlx::query_as(
-        "select key_hash, revoked_at is not null from virtual_keys where team_id = 'team_a' order by created_at, key_id",
-    )
-    .fetch_all(&db)
-    .await
-    .expect("keys");
-    assert_eq!(keys.len(), 2);
-    assert!(keys[0].1, "the old key is revoked");
-    assert!(!keys[1].1, "the new key is active");
-    let new_is_active: bool = sqlx::query_scalar(
-        "select exists (select 1 from virtual_keys where key_hash = sha256(convert_to($1, 'UTF8')) and revoked_at is null)",
-    )
-    .bind(new_key)
-    .fetch_one(&db)
-    .await
-    .expect("lookup");
-    assert!(new_is_active);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn virtual_keys_are_stored_only_as_sha256_hashes(db: PgPool) {
-    let app = spawn_app(db.clone()).await;
-    let first_key = app.team_with_key("team_a", 10).await;
-    let rotated = ok_json(
-        app.admin(Method::POST, "/api/teams/team_a/rotate-key")
-            .send()
-            .await,
-    )
-    .await;
-    let second_key = rotated["virtual_key"]
-        .as_str()
-        .expect("virtual_key")
-        .to_owned();
-    // Exercise the key on a few endpoints too, in case a request path stores it.
-    ok_json(
-        app.with_key(&second_key, Method::GET, "/api/teams/team_a")
-            .send()
-            .await,
-    )
-    .await;
-    ok_json(
-        app.with_key(&second_key, Method::POST, "/api/credits/teams/team_a/check")
-            .send()
-            .await,
-    )
-    .await;
-
-    for key in [&first_key, &second_key] {
-        let (hash_len, matches): (i32, bool) = sqlx::query_as(
-            "select length(key_hash), key_hash = sha256(convert_to($1, 'UTF8')) from virtual_keys
-             where key_hash = sha256(convert_to($1, 'UTF8'))",
-        )
-        .bind(key)
-        .fetch_one(&db)
-        .await
-        .expect("a row whose hash is the key's SHA-256");
-        assert_eq!((hash_len, matches), (32, true));
-        assert_not_stored(&db, key).await;
-        // The part after the display prefix is secret too.
-        assert_not_stored(&db, &key[10..]).await;
-    }
-    let prefixes: Vec<String> =
-        sqlx::query_scalar("select key_prefix from virtual_keys order by created_at, key_id")
-            .fetch_all(&db)
-            .await
-            .expect("prefixes");
-    assert!(
-        prefixes
-            .iter()
-            .all(|p| p.len() == 10 && p.starts_with("sk-")),
-        "{prefixes:?}"
-    );
-    let body: Value = ok_json(app.admin(Method::GET, "/api/teams/team_a").send().await).await;
-    assert!(!body.to_string().contains(&second_key));
 }

@@ -2,84 +2,94 @@
 
 use chrono::{Datelike, Utc};
 use reqwest::{Method, StatusCode};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use crate::helpers::app::{error_detail, ok_json};
-use crate::helpers::stack::{chat, spawn_stack};
+use crate::helpers::app::ok_json;
+use crate::helpers::stack::{Stack, chat, spawn_stack};
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn team_and_organization_usage_sum_the_months_jobs_and_calls(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
+/// Makes one call per (group, text) in the job, then completes it with `status`.
+async fn settle_after_calls(
+    stack: &Stack,
+    key: &str,
+    job: &str,
+    calls: &[(&str, &str)],
+    status: &str,
+) {
+    for (group, text) in calls {
+        ok_json(Ok(stack.llm_call(key, job, chat(group, text)).await)).await;
+    }
+    ok_json(Ok(stack.complete(key, job, status).await)).await;
+}
+
+/// The usage report of `team_id` for `query`, as its own key sees it.
+async fn team_usage(stack: &Stack, key: &str, team_id: &str, query: &str) -> Value {
+    stack
+        .app
+        .key_ok(
+            key,
+            Method::GET,
+            &format!("/api/teams/{team_id}/usage?{query}"),
+        )
+        .await
+}
+
+/// Two teams of organization `org_team_ua` with groups `Cheap` and `Dear`. team_ua: two
+/// analysis jobs (completed) with 1 cheap + 1 dear call each, one chat job failed, and one job
+/// of last year; team_ub: one completed job with one dear call. Returns both keys and the id of
+/// last year's job.
+async fn two_teams_of_one_organization(stack: &Stack, db: &PgPool) -> (String, String, String) {
     let groups: &[(&str, &[&str])] = &[("Cheap", &["cost-1000"]), ("Dear", &["cost-25000"])];
     let key_a = stack.team("team_ua", 20, groups).await;
     let key_b = stack.team("team_ub", 20, groups).await;
     sqlx::query("update teams set organization_id = 'org_team_ua' where team_id = 'team_ub'")
-        .execute(&db)
+        .execute(db)
         .await
         .expect("same organization");
 
-    // team_ua: two analysis jobs (completed) with 1 cheap + 1 dear call each, one chat job failed.
     for _ in 0..2 {
         let job = stack.create_job(&key_a, "team_ua").await;
-        ok_json(Ok(stack.llm_call(&key_a, &job, chat("Cheap", "a")).await)).await;
-        ok_json(Ok(stack.llm_call(&key_a, &job, chat("Dear", "b")).await)).await;
-        ok_json(Ok(stack.complete(&key_a, &job, "completed").await)).await;
+        let calls = [("Cheap", "a"), ("Dear", "b")];
+        settle_after_calls(stack, &key_a, &job, &calls, "completed").await;
     }
-    let chat_job = ok_json(
-        stack
-            .app
-            .with_key(&key_a, Method::POST, "/api/jobs/create")
-            .json(&json!({"team_id": "team_ua", "job_type": "chat_session"}))
-            .send()
-            .await,
-    )
-    .await["job_id"]
+    let chat_job = stack
+        .app
+        .key_ok_with(
+            &key_a,
+            Method::POST,
+            "/api/jobs/create",
+            &json!({"team_id": "team_ua", "job_type": "chat_session"}),
+        )
+        .await["job_id"]
         .as_str()
         .expect("job")
         .to_owned();
-    ok_json(Ok(stack
-        .llm_call(&key_a, &chat_job, chat("Cheap", "c"))
-        .await))
-    .await;
-    ok_json(Ok(stack.complete(&key_a, &chat_job, "failed").await)).await;
+    settle_after_calls(stack, &key_a, &chat_job, &[("Cheap", "c")], "failed").await;
     // A job of last year does not count.
     let old = stack.create_job(&key_a, "team_ua").await;
     sqlx::query("update jobs set created_at = now() - interval '400 days' where job_id = $1::uuid")
         .bind(&old)
-        .execute(&db)
+        .execute(db)
         .await
         .expect("age");
     // team_ub: one completed job with one dear call.
     let job_b = stack.create_job(&key_b, "team_ub").await;
-    ok_json(Ok(stack.llm_call(&key_b, &job_b, chat("Dear", "d")).await)).await;
-    ok_json(Ok(stack.complete(&key_b, &job_b, "completed").await)).await;
+    settle_after_calls(stack, &key_b, &job_b, &[("Dear", "d")], "completed").await;
+    (key_a, key_b, old)
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn team_and_organization_usage_sum_the_months_jobs_and_calls(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let (key_a, key_b, old) = two_teams_of_one_organization(&stack, &db).await;
 
     let now = Utc::now();
     let period = format!("{}-{:02}", now.year(), now.month());
-    let team = ok_json(
-        stack
-            .app
-            .with_key(
-                &key_a,
-                Method::GET,
-                &format!("/api/teams/team_ua/usage?period={period}"),
-            )
-            .send()
-            .await,
-    )
-    .await;
-    let org = ok_json(
-        stack
-            .app
-            .admin(
-                Method::GET,
-                &format!("/api/organizations/org_team_ua/usage?period={period}"),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let team = team_usage(&stack, &key_a, "team_ua", &format!("period={period}")).await;
+    let org = stack
+        .app
+        .organization_usage("org_team_ua", &format!("period={period}"))
+        .await;
 
     let (tokens_a, tokens_all): (i64, i64) = sqlx::query_as(
         "select coalesce(sum(total_tokens) filter (where team_id = 'team_ua'), 0)::int8, coalesce(sum(total_tokens), 0)::int8 from llm_calls",
@@ -115,59 +125,57 @@ async fn team_and_organization_usage_sum_the_months_jobs_and_calls(db: PgPool) {
     .fetch_one(&db)
     .await
     .expect("period");
-    let past = ok_json(
-        stack
-            .app
-            .with_key(
-                &key_a,
-                Method::GET,
-                &format!("/api/teams/team_ua/usage?period={old_period}"),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let past = team_usage(&stack, &key_a, "team_ua", &format!("period={old_period}")).await;
     assert_eq!(past["summary"]["total_jobs"], 1);
     assert_eq!(past["summary"]["total_cost_usd"], 0.0);
-    error_detail(
-        stack
-            .app
-            .with_key(
-                &key_a,
-                Method::GET,
-                "/api/teams/team_ua/usage?period=2025-13",
-            )
-            .send()
-            .await,
-        StatusCode::BAD_REQUEST,
+    assert_usage_refused(&stack, &key_a, &key_b, &period).await;
+}
+
+/// Asserts the refusals of usage requests: a bad period, another team's report, and an
+/// organization's report asked for with a team key.
+async fn assert_usage_refused(stack: &Stack, key_a: &str, key_b: &str, period: &str) {
+    stack
+        .app
+        .key_refused(
+            key_a,
+            Method::GET,
+            "/api/teams/team_ua/usage?period=2025-13",
+            None,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    stack
+        .app
+        .key_refused(
+            key_b,
+            Method::GET,
+            &format!("/api/teams/team_ua/usage?period={period}"),
+            None,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    stack
+        .app
+        .key_refused(
+            key_a,
+            Method::GET,
+            &format!("/api/organizations/org_team_ua/usage?period={period}"),
+            None,
+            StatusCode::FORBIDDEN,
+        )
+        .await;
+}
+
+/// The tokens of the calls of the jobs created on `day` (UTC).
+async fn tokens_of_day(db: &PgPool, day: &str) -> i64 {
+    sqlx::query_scalar(
+        "select coalesce(sum(c.total_tokens), 0)::int8 from llm_calls c join jobs j using (job_id)
+         where (j.created_at at time zone 'UTC')::date = $1::date",
     )
-    .await;
-    error_detail(
-        stack
-            .app
-            .with_key(
-                &key_b,
-                Method::GET,
-                &format!("/api/teams/team_ua/usage?period={period}"),
-            )
-            .send()
-            .await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    error_detail(
-        stack
-            .app
-            .with_key(
-                &key_a,
-                Method::GET,
-                &format!("/api/organizations/org_team_ua/usage?period={period}"),
-            )
-            .send()
-            .await,
-        StatusCode::FORBIDDEN,
-    )
-    .await;
+    .bind(day)
+    .fetch_one(db)
+    .await
+    .expect("tokens")
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -178,13 +186,6 @@ async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) 
         .await;
     // Five completed jobs, one call each, then moved to three days: two on the 10th, one just
     // before midnight on the 11th, two on the 12th (outside the asked range).
-    let mut jobs = Vec::new();
-    for _ in 0..5 {
-        let job = stack.create_job(&key, "team_ud").await;
-        ok_json(Ok(stack.llm_call(&key, &job, chat("Cheap", "x")).await)).await;
-        ok_json(Ok(stack.complete(&key, &job, "completed").await)).await;
-        jobs.push(job);
-    }
     let days = [
         "2025-03-10T08:00:00Z",
         "2025-03-10T23:59:59Z",
@@ -192,40 +193,17 @@ async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) 
         "2025-03-12T00:00:00Z",
         "2025-03-12T12:00:00Z",
     ];
-    for (job, at) in jobs.iter().zip(days) {
+    for at in days {
+        let job = stack.create_job(&key, "team_ud").await;
+        settle_after_calls(&stack, &key, &job, &[("Cheap", "x")], "completed").await;
         sqlx::query("update jobs set created_at = $2::timestamptz where job_id = $1::uuid")
-            .bind(job)
+            .bind(&job)
             .bind(at)
             .execute(&db)
             .await
             .expect("move job");
     }
-    let tokens_of_day = |day: &'static str| {
-        let db = db.clone();
-        async move {
-            sqlx::query_scalar::<_, i64>(
-                "select coalesce(sum(c.total_tokens), 0)::int8 from llm_calls c join jobs j using (job_id)
-                 where (j.created_at at time zone 'UTC')::date = $1::date",
-            )
-            .bind(day)
-            .fetch_one(&db)
-            .await
-            .expect("tokens")
-        }
-    };
-
-    let report = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::GET,
-                "/api/teams/team_ud/usage?from=2025-03-10&to=2025-03-11",
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let report = team_usage(&stack, &key, "team_ud", "from=2025-03-10&to=2025-03-11").await;
     assert_eq!(report["period"], "2025-03-10/2025-03-11");
     assert_eq!(report["from"], "2025-03-10");
     assert_eq!(report["to"], "2025-03-11");
@@ -235,22 +213,15 @@ async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) 
         report["daily"],
         json!([
             {"date": "2025-03-10", "total_jobs": 2, "successful_jobs": 2, "failed_jobs": 0,
-             "total_cost_usd": 0.002, "total_tokens": tokens_of_day("2025-03-10").await},
+             "total_cost_usd": 0.002, "total_tokens": tokens_of_day(&db, "2025-03-10").await},
             {"date": "2025-03-11", "total_jobs": 1, "successful_jobs": 1, "failed_jobs": 0,
-             "total_cost_usd": 0.001, "total_tokens": tokens_of_day("2025-03-11").await},
+             "total_cost_usd": 0.001, "total_tokens": tokens_of_day(&db, "2025-03-11").await},
         ])
     );
-    let month = ok_json(
-        stack
-            .app
-            .admin(
-                Method::GET,
-                "/api/organizations/org_team_ud/usage?period=2025-03",
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let month = stack
+        .app
+        .organization_usage("org_team_ud", "period=2025-03")
+        .await;
     assert_eq!(month["summary"]["total_jobs"], 5);
     assert_eq!(month["from"], "2025-03-01");
     assert_eq!(month["to"], "2025-03-31");
@@ -264,19 +235,16 @@ async fn day_ranges_and_the_daily_series_match_the_jobs_of_each_day(db: PgPool) 
         "period=2025-03&from=2025-03-10&to=2025-03-11",
         "from=2019-01-01&to=2025-01-01",
     ] {
-        let detail = error_detail(
-            stack
-                .app
-                .with_key(
-                    &key,
-                    Method::GET,
-                    &format!("/api/teams/team_ud/usage?{bad}"),
-                )
-                .send()
-                .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        let detail = stack
+            .app
+            .key_refused(
+                &key,
+                Method::GET,
+                &format!("/api/teams/team_ud/usage?{bad}"),
+                None,
+                StatusCode::BAD_REQUEST,
+            )
+            .await;
         assert!(!detail.is_empty(), "{bad}");
     }
 }
@@ -305,30 +273,11 @@ async fn the_openai_block_sums_v1_spend_by_endpoint(db: PgPool) {
             json!({"model": "text-embedding-3-small", "input": ["one", "two"]}),
         ),
     ] {
-        ok_json(
-            stack
-                .app
-                .with_key(&key, Method::POST, path)
-                .json(&body)
-                .send()
-                .await,
-        )
-        .await;
+        stack.app.key_ok_with(&key, Method::POST, path, &body).await;
     }
     stack.app.spend_written().await;
     let period = Utc::now().format("%Y-%m").to_string();
-    let report = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::GET,
-                &format!("/api/teams/team_uo/usage?period={period}"),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let report = team_usage(&stack, &key, "team_uo", &format!("period={period}")).await;
     let openai = &report["openai"];
     assert_eq!(openai["requests"], 3, "{report}");
     assert_eq!(openai["endpoints"]["chat"]["requests"], 2);
@@ -342,17 +291,10 @@ async fn the_openai_block_sums_v1_spend_by_endpoint(db: PgPool) {
     assert!(cost > 0);
     assert_eq!(openai["cost_usd"].as_f64(), Some(cost as f64 / 1e6));
     assert_eq!(openai["total_tokens"], tokens);
-    let organization = ok_json(
-        stack
-            .app
-            .admin(
-                Method::GET,
-                &format!("/api/organizations/org_team_uo/usage?period={period}"),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let organization = stack
+        .app
+        .organization_usage("org_team_uo", &format!("period={period}"))
+        .await;
     assert_eq!(organization["openai"], report["openai"]);
     assert_eq!(organization["teams"]["team_uo"]["openai"], report["openai"]);
 }

@@ -2,14 +2,15 @@
 //! call finished after it settled from its calls: the report is the sum of the calls either way.
 
 use chrono::{Duration, Utc};
-use saasllm_shared::db::calls::{self, CallResult, Insertion, NewCall};
+use saasllm_shared::db::calls::{self, Insertion, NewCall};
 use saasllm_shared::db::{jobs, usage};
-use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use saasllm_shared::domain::status::JobStatus;
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
+use crate::helpers::fixtures::calls::succeeded_result;
 
 async fn call_in(db: &PgPool, job_id: Uuid, group: Uuid, custom_id: &str) -> calls::ClaimedCall {
     let request = json!({"messages": [{"role": "user", "content": "hello"}]});
@@ -35,19 +36,7 @@ async fn call_in(db: &PgPool, job_id: Uuid, group: Uuid, custom_id: &str) -> cal
 }
 
 async fn finish(db: &PgPool, call: &calls::ClaimedCall, cost: i64, tokens: i64) {
-    let result = CallResult {
-        status: CallStatus::Succeeded,
-        model_used: Some("gpt-3.5-turbo"),
-        response_content: Some("hi"),
-        finish_reason: Some("stop"),
-        response: None,
-        prompt_tokens: Some(tokens),
-        completion_tokens: Some(0),
-        total_tokens: Some(tokens),
-        cost_micro_usd: Some(cost),
-        latency_ms: 5,
-        error: None,
-    };
+    let result = succeeded_result(tokens, 0, cost);
     assert!(calls::finish(db, call, &[], &result).await.expect("finish"));
 }
 

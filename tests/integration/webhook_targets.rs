@@ -9,29 +9,16 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 
-use crate::helpers::app::{error_detail, ok_json};
+use crate::helpers::app::ok_json;
+use crate::helpers::fixtures::webhooks::{PATIENCE, attempts_of, closed_port_url};
 use crate::helpers::spawn_app;
 use crate::helpers::stack::{
     Stack, StackOptions, eventually, spawn_stack, spawn_stack_with, test_worker_options,
 };
 
 const CHAT: (&str, &[&str]) = ("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]);
-const PATIENCE: Duration = Duration::from_secs(30);
 /// A public receiver; creation does not resolve it, and the tests never settle a job sent there.
 const PUBLIC_URL: &str = "https://hooks.example.com/saasllm";
-
-/// The recorded attempts of a job's delivery: (attempt_number, http_status, error).
-async fn attempts_of(db: &PgPool, job_id: &str) -> Vec<(i32, Option<i32>, Option<String>)> {
-    sqlx::query_as(
-        "select a.attempt_number, a.http_status, a.error
-         from webhook_delivery_attempts a join webhook_deliveries d using (delivery_id)
-         where d.job_id = $1::uuid order by a.attempt_number",
-    )
-    .bind(job_id)
-    .fetch_all(db)
-    .await
-    .expect("attempts")
-}
 
 async fn delivery_status(db: &PgPool, job_id: &str) -> Option<String> {
     sqlx::query_scalar("select status from webhook_deliveries where job_id = $1::uuid")
@@ -60,12 +47,37 @@ async fn was_connected_to(listener: &TcpListener) -> bool {
         .is_ok()
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn callback_urls_aimed_inside_the_network_are_refused_at_creation_and_hold_no_credit(
-    db: PgPool,
-) {
-    let app = spawn_app(db.clone()).await;
-    let key = app.team_with_key("team_ssrf", 5).await;
+/// Creates a job of `team_id` whose events go to `url`; returns its id.
+async fn job_calling_back(stack: &Stack, key: &str, team_id: &str, url: &str) -> String {
+    let body = json!({"team_id": team_id, "job_type": "x", "callback_url": url});
+    let job = stack
+        .app
+        .key_ok_with(key, Method::POST, "/api/jobs/create", &body)
+        .await;
+    job["job_id"].as_str().expect("job_id").to_owned()
+}
+
+/// A team `team_id` with a settled job whose events go to a port where nothing listens, once
+/// its delivery has been attempted `attempts` times: (key, job id).
+async fn settled_job_calling_a_closed_port(
+    stack: &Stack,
+    team_id: &str,
+    attempts: usize,
+) -> (String, String) {
+    let key = stack.team(team_id, 5, &[CHAT]).await;
+    let job_id = job_calling_back(stack, &key, team_id, &closed_port_url().await).await;
+    ok_json(Ok(stack.complete(&key, &job_id, "completed").await)).await;
+    assert!(
+        eventually(PATIENCE, || async {
+            attempts_of(&stack.app.db, &job_id).await.len() >= attempts
+        })
+        .await
+    );
+    (key, job_id)
+}
+
+/// Callback URLs that creation refuses, each with the words its refusal must contain.
+fn callback_urls_aimed_inside() -> Vec<(&'static str, &'static str)> {
     let addresses = [
         "http://127.0.0.1:6379/",
         "http://127.1/hook",
@@ -96,7 +108,7 @@ async fn callback_urls_aimed_inside_the_network_are_refused_at_creation_and_hold
         "http://metadata/computeMetadata/v1/",
         "http://metadata.google.internal/computeMetadata/v1/",
     ];
-    let cases = addresses
+    addresses
         .iter()
         .map(|url| (*url, "non-public address"))
         .chain(names.iter().map(|url| (*url, "local or internal host")))
@@ -109,17 +121,19 @@ async fn callback_urls_aimed_inside_the_network_are_refused_at_creation_and_hold
                 "https://hooks.example.com@169.254.169.254/",
                 "user name or password",
             ),
-        ]);
-    for (url, expected) in cases {
+        ])
+        .collect()
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn callback_urls_aimed_inside_the_network_are_refused_at_creation_and_hold_no_credit(
+    db: PgPool,
+) {
+    let app = spawn_app(db.clone()).await;
+    let key = app.team_with_key("team_ssrf", 5).await;
+    for (url, expected) in callback_urls_aimed_inside() {
         let body = json!({"team_id": "team_ssrf", "job_type": "x", "callback_url": url});
-        let detail = error_detail(
-            app.with_key(&key, Method::POST, "/api/jobs/create")
-                .json(&body)
-                .send()
-                .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        let detail = app.job_refused(&key, &body).await;
         assert!(
             detail.starts_with("callback_url ") && detail.contains(expected),
             "{url}: {detail}"
@@ -140,13 +154,8 @@ async fn callback_urls_aimed_inside_the_network_are_refused_at_creation_and_hold
 
     // A public host, on any port, is accepted without being resolved.
     let body = json!({"team_id": "team_ssrf", "job_type": "x", "callback_url": "https://hooks.example.com:8443/saasllm"});
-    ok_json(
-        app.with_key(&key, Method::POST, "/api/jobs/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
+    app.key_ok_with(&key, Method::POST, "/api/jobs/create", &body)
+        .await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -168,17 +177,7 @@ async fn a_delivery_to_a_non_public_address_fails_at_once_without_connecting(db:
         format!("http://[::ffff:127.0.0.1]:{port}/hook"),
         format!("http://localhost:{port}/hook"),
     ] {
-        let body = json!({"team_id": "team_inside", "job_type": "x", "callback_url": PUBLIC_URL});
-        let job = ok_json(
-            stack
-                .app
-                .with_key(&key, Method::POST, "/api/jobs/create")
-                .json(&body)
-                .send()
-                .await,
-        )
-        .await;
-        let job_id = job["job_id"].as_str().expect("job_id").to_owned();
+        let job_id = job_calling_back(&stack, &key, "team_inside", PUBLIC_URL).await;
         // A URL that never passed the creation check (written before it existed, or by hand).
         sqlx::query("update jobs set callback_url = $2 where job_id = $1::uuid")
             .bind(&job_id)
@@ -218,29 +217,9 @@ async fn a_delivery_to_a_non_public_address_fails_at_once_without_connecting(db:
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_refused_connection_is_logged_as_connection_failed_without_os_details(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let closed = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    drop(listener);
-    let key = stack.team("team_closed", 5, &[CHAT]).await;
-    let body = json!({"team_id": "team_closed", "job_type": "x", "callback_url": closed});
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::POST, "/api/jobs/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
-    let job_id = job["job_id"].as_str().expect("job_id").to_owned();
-    ok_json(Ok(stack.complete(&key, &job_id, "completed").await)).await;
 
-    assert!(
-        eventually(PATIENCE, || async {
-            attempts_of(&db, &job_id).await.len() >= 2
-        })
-        .await
-    );
+    let (key, job_id) = settled_job_calling_a_closed_port(&stack, "team_closed", 2).await;
+
     let attempts = attempts_of(&db, &job_id).await;
     assert!(
         attempts
@@ -264,28 +243,7 @@ async fn a_refused_connection_is_logged_as_connection_failed_without_os_details(
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn errors_recorded_with_os_details_are_cut_back_to_their_generic_part(db: PgPool) {
     let mut stack = spawn_stack(db.clone()).await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let closed = format!("http://{}/hook", listener.local_addr().expect("addr"));
-    drop(listener);
-    let key = stack.team("team_old", 5, &[CHAT]).await;
-    let body = json!({"team_id": "team_old", "job_type": "x", "callback_url": closed});
-    let job = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::POST, "/api/jobs/create")
-            .json(&body)
-            .send()
-            .await,
-    )
-    .await;
-    let job_id = job["job_id"].as_str().expect("job_id").to_owned();
-    ok_json(Ok(stack.complete(&key, &job_id, "completed").await)).await;
-    assert!(
-        eventually(PATIENCE, || async {
-            attempts_of(&db, &job_id).await.len() >= 3
-        })
-        .await
-    );
+    let (key, job_id) = settled_job_calling_a_closed_port(&stack, "team_old", 3).await;
     // No further attempt overwrites what the test writes.
     stack.stop_workers().await;
     // The errors as earlier versions recorded them.

@@ -3,6 +3,7 @@
 pub mod app;
 pub mod browser;
 pub mod cluster;
+pub mod fixtures;
 pub mod groups;
 pub mod peer;
 pub mod stack;

@@ -9,7 +9,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use super::{create, spend, upload, wait_within};
+use super::{spend, start, wait_within};
 use saasllm_worker::WorkerOptions;
 
 use crate::helpers::stack::{StackOptions, spawn_stack_with, test_worker_options};
@@ -51,11 +51,7 @@ async fn a_fifty_thousand_line_batch_is_drained_by_the_fleet(
             format!("{line}\n")
         })
         .collect();
-    let file_id = upload(&stack, &key, &content).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &content, "/v1/chat/completions").await;
     let ended = wait_within(
         &stack,
         &key,

@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 
-use super::{chat_line, create, file_lines, get, jsonl, spend, upload, wait_for};
-use crate::helpers::app::ok_json;
+use super::{chat_line, create, file_lines, get, jsonl, spend, start, upload, wait_for};
 use crate::helpers::stack::{Stack, eventually, spawn_stack};
 
 /// A team whose calls run two at a time on a slow model, so a batch is still running when the
@@ -19,16 +18,16 @@ async fn slow_team(stack: &Stack, team_id: &str) -> String {
     let key = stack
         .team(team_id, 100, &[("SlowAgent", &["slow-150-gpt-3.5-turbo"])])
         .await;
-    ok_json(
-        stack
-            .app
-            .admin(Method::PUT, &format!("/api/teams/{team_id}/limits"))
-            .json(&json!({"max_concurrent_calls": 2}))
-            .send()
-            .await,
-    )
-    .await;
+    stack.app.limit_concurrent_calls(team_id, 2).await;
     key
+}
+
+/// `n` lines for the slow model's group, as JSONL.
+fn slow_lines(n: usize) -> String {
+    let lines: Vec<Value> = (0..n)
+        .map(|i| chat_line(&format!("line-{i}"), "SlowAgent", "work"))
+        .collect();
+    jsonl(&lines)
 }
 
 /// Calls of the batch's job by status.
@@ -42,18 +41,68 @@ async fn statuses(db: &PgPool, job_id: &str) -> Vec<(String, i64)> {
     .expect("statuses")
 }
 
+/// Asserts that of a cancelled batch the `failed` withdrawn lines never reached the upstream,
+/// are in the error file as cancelled and cost nothing, and that the `completed` ones are in the
+/// output file.
+async fn assert_withdrawn_lines_never_ran(
+    stack: &Stack,
+    key: &str,
+    ended: &Value,
+    completed: i64,
+    failed: i64,
+) {
+    let db = &stack.app.db;
+    let job_id = ended["job_id"].as_str().expect("job id");
+    let cancelled_attempts: i64 = sqlx::query_scalar(
+        "select count(*) from llm_call_attempts a join llm_calls c using (call_id)
+         where c.job_id = $1::uuid and c.status = 'cancelled'",
+    )
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+    .expect("attempts");
+    assert_eq!(
+        cancelled_attempts, 0,
+        "a withdrawn line reached the upstream"
+    );
+    let counts = statuses(db, job_id).await;
+    assert_eq!(
+        counts,
+        vec![
+            ("cancelled".to_owned(), failed),
+            ("succeeded".to_owned(), completed)
+        ]
+    );
+    let errors = file_lines(stack, key, &ended["error_file_id"]).await;
+    assert_eq!(errors.len() as i64, failed);
+    assert!(
+        errors
+            .values()
+            .all(|l| l["error"]["code"] == "batch_cancelled")
+    );
+    assert_eq!(
+        file_lines(stack, key, &ended["output_file_id"]).await.len() as i64,
+        completed
+    );
+    // Only the lines that ran cost anything.
+    let cancelled_cost: i64 = sqlx::query_scalar(
+        "select coalesce(sum(s.cost_micro_usd), 0)::int8 from spend_records s
+         join llm_calls c on c.call_id = s.request_id where c.job_id = $1::uuid and c.status = 'cancelled'",
+    )
+    .bind(job_id)
+    .fetch_one(db)
+    .await
+    .expect("cost");
+    assert_eq!(cancelled_cost, 0);
+    let (spent, reserved, recorded) = spend(db, "team_cancel").await;
+    assert_eq!((spent, reserved), (recorded, 0));
+}
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn cancelling_midway_withdraws_queued_lines_and_charges_nothing_for_them(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
     let key = slow_team(&stack, "team_cancel").await;
-    let lines: Vec<Value> = (0..60)
-        .map(|i| chat_line(&format!("line-{i}"), "SlowAgent", "work"))
-        .collect();
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &slow_lines(60), "/v1/chat/completions").await;
     let started = eventually(Duration::from_secs(30), || async {
         get(&stack, &key, &batch_id).await["request_counts"]["completed"]
             .as_i64()
@@ -62,18 +111,14 @@ async fn cancelling_midway_withdraws_queued_lines_and_charges_nothing_for_them(d
     .await;
     assert!(started, "no line finished");
 
-    let cancelling = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::POST,
-                &format!("/v1/batches/{batch_id}/cancel"),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let cancelling = stack
+        .app
+        .key_ok(
+            &key,
+            Method::POST,
+            &format!("/v1/batches/{batch_id}/cancel"),
+        )
+        .await;
     assert!(["cancelling", "cancelled"].contains(&cancelling["status"].as_str().expect("status")));
     assert!(cancelling["cancelling_at"].is_i64());
     let ended = wait_for(&stack, &key, &batch_id, &["cancelled"]).await;
@@ -99,51 +144,7 @@ async fn cancelling_midway_withdraws_queued_lines_and_charges_nothing_for_them(d
     assert_eq!(again.status(), reqwest::StatusCode::CONFLICT);
 
     let job_id = ended["job_id"].as_str().expect("job id");
-    let cancelled_attempts: i64 = sqlx::query_scalar(
-        "select count(*) from llm_call_attempts a join llm_calls c using (call_id)
-         where c.job_id = $1::uuid and c.status = 'cancelled'",
-    )
-    .bind(job_id)
-    .fetch_one(&db)
-    .await
-    .expect("attempts");
-    assert_eq!(
-        cancelled_attempts, 0,
-        "a withdrawn line reached the upstream"
-    );
-    let counts = statuses(&db, job_id).await;
-    assert_eq!(
-        counts,
-        vec![
-            ("cancelled".to_owned(), failed),
-            ("succeeded".to_owned(), completed)
-        ]
-    );
-    let errors = file_lines(&stack, &key, &ended["error_file_id"]).await;
-    assert_eq!(errors.len() as i64, failed);
-    assert!(
-        errors
-            .values()
-            .all(|l| l["error"]["code"] == "batch_cancelled")
-    );
-    assert_eq!(
-        file_lines(&stack, &key, &ended["output_file_id"])
-            .await
-            .len() as i64,
-        completed
-    );
-    // Only the lines that ran cost anything.
-    let cancelled_cost: i64 = sqlx::query_scalar(
-        "select coalesce(sum(s.cost_micro_usd), 0)::int8 from spend_records s
-         join llm_calls c on c.call_id = s.request_id where c.job_id = $1::uuid and c.status = 'cancelled'",
-    )
-    .bind(job_id)
-    .fetch_one(&db)
-    .await
-    .expect("cost");
-    assert_eq!(cancelled_cost, 0);
-    let (spent, reserved, recorded) = spend(&db, "team_cancel").await;
-    assert_eq!((spent, reserved), (recorded, 0));
+    assert_withdrawn_lines_never_ran(&stack, &key, &ended, completed, failed).await;
     let job = stack.get_job(&key, job_id).await;
     assert_eq!(job["status"], "cancelled");
 }
@@ -152,14 +153,7 @@ async fn cancelling_midway_withdraws_queued_lines_and_charges_nothing_for_them(d
 async fn a_batch_past_its_window_expires_with_what_did_not_run_in_the_error_file(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
     let key = slow_team(&stack, "team_expiry").await;
-    let lines: Vec<Value> = (0..40)
-        .map(|i| chat_line(&format!("line-{i}"), "SlowAgent", "work"))
-        .collect();
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &slow_lines(40), "/v1/chat/completions").await;
     wait_for(&stack, &key, &batch_id, &["in_progress"]).await;
 
     // A day and an hour later, as the workers' clock would see it.
@@ -178,18 +172,14 @@ async fn a_batch_past_its_window_expires_with_what_did_not_run_in_the_error_file
             .values()
             .all(|l| l["error"]["code"] == "batch_expired")
     );
-    let job = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::GET,
-                &format!("/api/jobs/{}", ended["job_id"].as_str().expect("job")),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let job = stack
+        .app
+        .key_ok(
+            &key,
+            Method::GET,
+            &format!("/api/jobs/{}", ended["job_id"].as_str().expect("job")),
+        )
+        .await;
     assert_eq!(job["status"], "expired");
     let (spent, reserved, recorded) = spend(&db, "team_expiry").await;
     assert_eq!((spent, reserved), (recorded, 0));

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{create, file_lines, jsonl, spend, upload, wait_for};
+use super::{file_lines, jsonl, spend, start, wait_for};
 use crate::helpers::stack::spawn_stack;
 
 /// A line of `model` asking for up to `max_tokens`.
@@ -33,11 +33,7 @@ async fn lines_past_the_budget_are_refused_and_the_rest_never_overspend(db: PgPo
         .map(|i| costly_line(&format!("big-{i}"), "SlowBig", 500))
         .collect();
     lines.extend((0..3).map(|i| costly_line(&format!("small-{i}"), "SlowBig", 10)));
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &jsonl(&lines), "/v1/chat/completions").await;
     wait_for(&stack, &key, &batch_id, &["in_progress"]).await;
 
     // While the batch holds its reservation, a request the rest cannot cover is refused.
@@ -97,11 +93,7 @@ async fn a_team_without_budget_gets_every_line_in_the_error_file(db: PgPool) {
     let lines: Vec<Value> = (0..3)
         .map(|i| costly_line(&format!("l-{i}"), "gpt-4", 10))
         .collect();
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &jsonl(&lines), "/v1/chat/completions").await;
     let ended = wait_for(&stack, &key, &batch_id, &["completed"]).await;
     assert_eq!(
         ended["request_counts"],
@@ -128,23 +120,11 @@ async fn lines_costing_more_than_estimated_stop_the_batch_before_it_spends_far_p
             &[("Pricey", &["slow-1000-cost-50000-gpt"])],
         )
         .await;
-    crate::helpers::app::ok_json(
-        stack
-            .app
-            .admin(Method::PUT, "/api/teams/team_overrun/limits")
-            .json(&json!({"max_concurrent_calls": 1}))
-            .send()
-            .await,
-    )
-    .await;
+    stack.app.limit_concurrent_calls("team_overrun", 1).await;
     let lines: Vec<Value> = (0..20)
         .map(|i| costly_line(&format!("l-{i}"), "Pricey", 1))
         .collect();
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &jsonl(&lines), "/v1/chat/completions").await;
     let ended = wait_for(&stack, &key, &batch_id, &["completed"]).await;
     let errors = file_lines(&stack, &key, &ended["error_file_id"]).await;
     assert!(
@@ -179,11 +159,7 @@ async fn a_line_with_no_known_price_is_billed_at_its_estimate(db: PgPool) {
     let lines: Vec<Value> = (0..2)
         .map(|i| costly_line(&format!("p-{i}"), "Plain", 5))
         .collect();
-    let file_id = upload(&stack, &key, &jsonl(&lines)).await;
-    let batch_id = create(&stack, &key, &file_id, "/v1/chat/completions").await["id"]
-        .as_str()
-        .expect("id")
-        .to_owned();
+    let batch_id = start(&stack, &key, &jsonl(&lines), "/v1/chat/completions").await;
     wait_for(&stack, &key, &batch_id, &["completed"]).await;
     let (records, costs, estimates): (i64, i64, i64) = sqlx::query_as(
         "select count(*), sum(s.cost_micro_usd)::int8, sum(c.budget_micro_usd)::int8

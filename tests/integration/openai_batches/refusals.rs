@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use super::{chat_line, create, jsonl, upload, wait_for};
 use crate::helpers::ADMIN_KEY;
+use crate::helpers::app::count;
 use crate::helpers::stack::spawn_stack;
 
 async fn error_of(response: reqwest::Response, expected: StatusCode) -> Value {
@@ -17,16 +18,12 @@ async fn error_of(response: reqwest::Response, expected: StatusCode) -> Value {
     body["error"].clone()
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn bad_batch_requests_are_refused_with_openai_errors(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = stack
-        .team("team_refusals", 10, &[("ChatAgent", &["gpt-3.5-turbo"])])
-        .await;
-    let file_id = upload(&stack, &key, &jsonl(&[chat_line("a", "ChatAgent", "x")])).await;
+/// Bodies `POST /v1/batches` refuses, with the status of each refusal; `file_id` is an
+/// uploaded batch file of the team.
+fn bad_create_bodies(file_id: &str) -> Vec<(Value, StatusCode)> {
     let too_much_metadata: serde_json::Map<String, Value> =
         (0..17).map(|i| (format!("k{i}"), json!("v"))).collect();
-    let cases = [
+    vec![
         (
             json!({"input_file_id": file_id, "endpoint": "/v1/completions", "completion_window": "24h"}),
             StatusCode::BAD_REQUEST,
@@ -60,8 +57,17 @@ async fn bad_batch_requests_are_refused_with_openai_errors(db: PgPool) {
             StatusCode::BAD_REQUEST,
         ),
         (json!([1, 2]), StatusCode::BAD_REQUEST),
-    ];
-    for (body, expected) in cases {
+    ]
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn bad_batch_requests_are_refused_with_openai_errors(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_refusals", 10, &[("ChatAgent", &["gpt-3.5-turbo"])])
+        .await;
+    let file_id = upload(&stack, &key, &jsonl(&[chat_line("a", "ChatAgent", "x")])).await;
+    for (body, expected) in bad_create_bodies(&file_id) {
         let response = stack
             .app
             .with_key(&key, Method::POST, "/v1/batches")
@@ -85,12 +91,7 @@ async fn bad_batch_requests_are_refused_with_openai_errors(db: PgPool) {
         ("/v1/batches/x'--", StatusCode::NOT_FOUND),
         ("/v1/batches/%00", StatusCode::BAD_REQUEST),
     ] {
-        let response = stack
-            .app
-            .with_key(&key, Method::GET, path)
-            .send()
-            .await
-            .expect("request");
+        let response = stack.app.key_send(&key, Method::GET, path).await;
         error_of(response, expected).await;
     }
     let admin = stack
@@ -101,11 +102,11 @@ async fn bad_batch_requests_are_refused_with_openai_errors(db: PgPool) {
         .await
         .expect("request");
     error_of(admin, StatusCode::FORBIDDEN).await;
-    let batches: i64 = sqlx::query_scalar("select count(*) from batches")
-        .fetch_one(&db)
-        .await
-        .expect("count");
-    assert_eq!(batches, 0, "a refused request created a batch");
+    assert_eq!(
+        count(&db, "select count(*) from batches").await,
+        0,
+        "a refused request created a batch"
+    );
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -131,12 +132,7 @@ async fn another_team_finds_neither_the_batch_nor_its_files_and_its_job_changes_
         (Method::GET, format!("/v1/files/{output_file}")),
         (Method::GET, format!("/v1/files/{output_file}/content")),
     ] {
-        let response = stack
-            .app
-            .with_key(&other, method, &path)
-            .send()
-            .await
-            .expect("request");
+        let response = stack.app.key_send(&other, method, &path).await;
         error_of(response, StatusCode::NOT_FOUND).await;
     }
     let theirs = stack

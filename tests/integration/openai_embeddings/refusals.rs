@@ -6,7 +6,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{MODEL, embed, openai_error, priced, spend_and_open_reservations, spend_records};
+use super::{MODEL, embed, priced, spend_records};
+use crate::helpers::fixtures::requests::openai_error;
+use crate::helpers::fixtures::spend::spend_and_open_reservations;
 use crate::helpers::stack::spawn_stack;
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -91,6 +93,7 @@ async fn refuses_a_request_that_could_cost_more_than_the_budget(db: PgPool) {
     );
 }
 
+// Long only because of its table of cases.
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn invalid_bodies_get_openai_shaped_400s(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;

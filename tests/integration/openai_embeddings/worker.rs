@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use super::{MICRO_USD_PER_TOKEN, priced};
+use crate::helpers::fixtures::resilience::{attempt, attempts_of};
 use crate::helpers::stack::{Stack, eventually, spawn_stack_without_workers};
 
 /// Inserts a queued embeddings call of `group` in a new job of the team and pushes it to the
@@ -50,6 +51,31 @@ struct CallRow {
     cost_micro_usd: Option<i64>,
 }
 
+/// Whether the call has finished (neither queued nor running), within 30 s.
+async fn finished(db: &PgPool, call_id: uuid::Uuid) -> bool {
+    eventually(Duration::from_secs(30), || async {
+        let status: String = sqlx::query_scalar("select status from llm_calls where call_id = $1")
+            .bind(call_id)
+            .fetch_one(db)
+            .await
+            .expect("status");
+        !matches!(status.as_str(), "queued" | "running")
+    })
+    .await
+}
+
+async fn call_row(db: &PgPool, call_id: uuid::Uuid) -> CallRow {
+    sqlx::query_as(
+        "select status, model_used, response_content, finish_reason, response, prompt_tokens,
+                completion_tokens, total_tokens, cost_micro_usd
+         from llm_calls where call_id = $1",
+    )
+    .bind(call_id)
+    .fetch_one(db)
+    .await
+    .expect("call")
+}
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn the_worker_runs_an_embeddings_call_with_fallback_and_stores_the_whole_answer(db: PgPool) {
     let mut stack = spawn_stack_without_workers(db.clone()).await;
@@ -68,26 +94,8 @@ async fn the_worker_runs_an_embeddings_call_with_fallback_and_stores_the_whole_a
     let call_id = queue_embeddings_call(&stack, &key, "team_w", "Embedder").await;
 
     stack.start_worker();
-    let finished = eventually(Duration::from_secs(30), || async {
-        let status: String = sqlx::query_scalar("select status from llm_calls where call_id = $1")
-            .bind(call_id)
-            .fetch_one(&db)
-            .await
-            .expect("status");
-        !matches!(status.as_str(), "queued" | "running")
-    })
-    .await;
-
-    assert!(finished, "the call never finished");
-    let call: CallRow = sqlx::query_as(
-        "select status, model_used, response_content, finish_reason, response, prompt_tokens,
-                completion_tokens, total_tokens, cost_micro_usd
-         from llm_calls where call_id = $1",
-    )
-    .bind(call_id)
-    .fetch_one(&db)
-    .await
-    .expect("call");
+    assert!(finished(&db, call_id).await, "the call never finished");
+    let call = call_row(&db, call_id).await;
     assert_eq!(call.status, "succeeded", "{call:?}");
     assert_eq!(call.model_used.as_deref(), Some("text-embedding-3-small"));
     assert_eq!((call.response_content, call.finish_reason), (None, None));
@@ -105,26 +113,11 @@ async fn the_worker_runs_an_embeddings_call_with_fallback_and_stores_the_whole_a
         (Some(tokens), Some(0), Some(tokens))
     );
     assert_eq!(call.cost_micro_usd, Some(tokens * MICRO_USD_PER_TOKEN));
-    let attempts: Vec<(String, String, Option<i32>)> = sqlx::query_as(
-        "select model_name, outcome, http_status from llm_call_attempts where call_id = $1 order by attempt_id",
-    )
-    .bind(call_id)
-    .fetch_all(&db)
-    .await
-    .expect("attempts");
     assert_eq!(
-        attempts,
+        attempts_of(&db, &json!({"call_id": call_id})).await,
         [
-            (
-                "fail-503-embed".to_owned(),
-                "fallback".to_owned(),
-                Some(503)
-            ),
-            (
-                "text-embedding-3-small".to_owned(),
-                "succeeded".to_owned(),
-                Some(200)
-            ),
+            attempt("fail-503-embed", "fallback", Some(503)),
+            attempt("text-embedding-3-small", "succeeded", Some(200)),
         ]
     );
     let sent = stack.llm.requests();

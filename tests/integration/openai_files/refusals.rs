@@ -30,12 +30,8 @@ async fn the_admin_key_is_403_and_a_rotated_key_401(db: PgPool) {
         ))
         .await,
     );
-    ok_json(
-        app.admin(Method::POST, "/api/teams/team_r/rotate-key")
-            .send()
-            .await,
-    )
-    .await;
+    app.admin_ok(Method::POST, "/api/teams/team_r/rotate-key")
+        .await;
 
     let admin_upload = upload(&app, ADMIN_KEY, "admin.jsonl", SMALL_BATCH.to_vec()).await;
     let admin_list = get(&app, ADMIN_KEY, "/v1/files").await;
@@ -58,6 +54,7 @@ async fn the_admin_key_is_403_and_a_rotated_key_401(db: PgPool) {
     assert_eq!(stored(&db).await, (1, 1));
 }
 
+// Long only because of its table of cases.
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn uploads_with_bad_fields_are_400_and_store_nothing(db: PgPool) {
     let app = spawn_app(db.clone()).await;
