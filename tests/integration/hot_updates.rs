@@ -3,13 +3,14 @@
 //! index entry. PostgreSQL counts the updates of the current transaction, HOT ones apart, in
 //! `pg_stat_xact_user_tables`.
 
-use saasllm_shared::db::calls::{self, CallResult, Insertion, NewCall};
+use saasllm_shared::db::calls;
 use saasllm_shared::db::jobs;
-use saasllm_shared::domain::status::{CallStatus, JobStatus};
+use saasllm_shared::domain::status::JobStatus;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
+use crate::helpers::call_rows::{chat_agent_call, hello_request, insert_call, succeeded_result};
 
 /// Updates of `table` in the current transaction: (all, HOT).
 async fn updates_in_transaction(conn: &mut PgConnection, table: &str) -> (i64, i64) {
@@ -28,26 +29,15 @@ async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPoo
     let model_group_id = team_with_chat_group(&db, "team_hot").await;
     let mut tx = db.begin().await.expect("begin");
     let job = job_holding_credit(&mut *tx, "team_hot", "hot").await;
-    let request = json!({"messages": [{"role": "user", "content": "hello"}]});
-    let insertion = calls::insert_into_open_job(
-        &mut *tx,
-        &NewCall {
-            job_id: job.job_id,
-            team_id: "team_hot",
-            model_group_id,
-            model_group: "ChatAgent",
-            purpose: None,
-            request: &request,
-            request_id: None,
-            custom_id: Some("first"),
-            notify_on_finish: false,
-        },
-    )
-    .await
-    .expect("insert call");
-    let Insertion::Inserted(call_id) = insertion else {
-        panic!("call not inserted: {insertion:?}");
-    };
+    let request = hello_request();
+    let call = chat_agent_call(
+        job.job_id,
+        "team_hot",
+        model_group_id,
+        &request,
+        Some("first"),
+    );
+    let call_id = insert_call(&mut *tx, &call).await;
 
     let claimed = calls::claim(&mut *tx, call_id, "worker-hot", 30.0)
         .await
@@ -82,19 +72,7 @@ async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPoo
 
     // The finish sets `finished_at`, which the index of unfinished calls filters by: it must
     // leave that index, so it is no HOT update (and the counters do tell them apart).
-    let result = CallResult {
-        status: CallStatus::Succeeded,
-        model_used: Some("gpt-3.5-turbo"),
-        response_content: Some("hi"),
-        finish_reason: Some("stop"),
-        response: None,
-        prompt_tokens: Some(1),
-        completion_tokens: Some(1),
-        total_tokens: Some(2),
-        cost_micro_usd: Some(10),
-        latency_ms: 5,
-        error: None,
-    };
+    let result = succeeded_result();
     assert!(
         calls::finish(&mut *tx, &claimed, &[], &result)
             .await
@@ -134,25 +112,9 @@ async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPoo
 async fn a_call_has_a_finish_time_exactly_when_finished(db: PgPool) {
     let model_group_id = team_with_chat_group(&db, "team_fin").await;
     let job = job_holding_credit(&db, "team_fin", "hot").await;
-    let request = json!({"messages": [{"role": "user", "content": "hello"}]});
-    let Insertion::Inserted(call_id) = calls::insert_into_open_job(
-        &db,
-        &NewCall {
-            job_id: job.job_id,
-            team_id: "team_fin",
-            model_group_id,
-            model_group: "ChatAgent",
-            purpose: None,
-            request: &request,
-            request_id: None,
-            custom_id: None,
-            notify_on_finish: false,
-        },
-    )
-    .await
-    .expect("insert call") else {
-        panic!("call not inserted");
-    };
+    let request = hello_request();
+    let call = chat_agent_call(job.job_id, "team_fin", model_group_id, &request, None);
+    let call_id = insert_call(&db, &call).await;
 
     // A queued call with a finish time would be missing from the index of unfinished calls,
     // and so from every reconciler pass; a finished one without would stay in it.

@@ -2,9 +2,12 @@
 
 pub mod app;
 pub mod browser;
+pub mod call_rows;
 pub mod cluster;
 pub mod groups;
 pub mod peer;
+pub mod requests;
 pub mod stack;
+pub mod team_jobs;
 
 pub use app::{ADMIN_KEY, TestApp, spawn_app};
