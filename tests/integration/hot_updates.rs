@@ -8,6 +8,7 @@ use saasllm_shared::db::jobs;
 use saasllm_shared::domain::status::JobStatus;
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
 use crate::helpers::call_rows::{chat_agent_call, hello_request, insert_call, succeeded_result};
@@ -22,6 +23,36 @@ async fn updates_in_transaction(conn: &mut PgConnection, table: &str) -> (i64, i
     .fetch_one(conn)
     .await
     .expect("table statistics")
+}
+
+/// Asserts what the committed steps left: the call succeeded, its lease released, claimed once by
+/// `worker-hot`; the job completing.
+async fn assert_call_finished_and_job_completing(db: &PgPool, call_id: Uuid, job_id: Uuid) {
+    let (status, lease_token, worker, lease, finished): (String, i64, Option<String>, Option<bool>, bool) =
+        sqlx::query_as(
+            "select status, lease_token, worker_id, lease_expires_at is not null, finished_at is not null
+             from llm_calls where call_id = $1",
+        )
+        .bind(call_id)
+        .fetch_one(db)
+        .await
+        .expect("call row");
+    assert_eq!(
+        (
+            status.as_str(),
+            lease_token,
+            worker.as_deref(),
+            lease,
+            finished
+        ),
+        ("succeeded", 1, Some("worker-hot"), Some(false), true)
+    );
+    let job_status: String = sqlx::query_scalar("select status from jobs where job_id = $1")
+        .bind(job_id)
+        .fetch_one(db)
+        .await
+        .expect("job row");
+    assert_eq!(job_status, "completing");
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -81,31 +112,7 @@ async fn claim_lease_extension_and_open_job_steps_write_no_index_entry(db: PgPoo
     assert_eq!(updates_in_transaction(&mut tx, "llm_calls").await, (3, 2));
     tx.commit().await.expect("commit");
 
-    let (status, lease_token, worker, lease, finished): (String, i64, Option<String>, Option<bool>, bool) =
-        sqlx::query_as(
-            "select status, lease_token, worker_id, lease_expires_at is not null, finished_at is not null
-             from llm_calls where call_id = $1",
-        )
-        .bind(call_id)
-        .fetch_one(&db)
-        .await
-        .expect("call row");
-    assert_eq!(
-        (
-            status.as_str(),
-            lease_token,
-            worker.as_deref(),
-            lease,
-            finished
-        ),
-        ("succeeded", 1, Some("worker-hot"), Some(false), true)
-    );
-    let job_status: String = sqlx::query_scalar("select status from jobs where job_id = $1")
-        .bind(job.job_id)
-        .fetch_one(&db)
-        .await
-        .expect("job row");
-    assert_eq!(job_status, "completing");
+    assert_call_finished_and_job_completing(&db, call_id, job.job_id).await;
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -124,6 +124,23 @@ async fn team_changes_leave_one_row_each_and_no_key_is_kept(db: PgPool) {
     assert_eq!(row["before"], json!({"model_groups": ["Chat"]}));
     assert_eq!(row["after"], json!({"model_groups": []}));
 
+    // No secret is kept in the log (or anywhere).
+    for secret in [team["virtual_key"].as_str().expect("key"), owner.as_str()] {
+        assert_not_stored(&db, secret).await;
+    }
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn suspending_resuming_and_rotating_leave_one_row_each_and_no_key_is_kept(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let (_, owner) = admin_key(&app, "ops-owner", "owner").await;
+    let as_owner = |method: Method, path: &str| app.with_key(&owner, method, path);
+    app.create_org("org_a").await;
+    app.create_group("Chat", &["gpt-4o"]).await;
+    let team = app.create_team("org_a", "team_a", &["Chat"], 5).await;
+    let mut trail = Trail::start(&app).await;
+    let team_target = ("team", "team_a");
+
     for (verb, before, after) in [
         ("suspend", "active", "suspended"),
         ("resume", "suspended", "active"),
