@@ -136,12 +136,3 @@ async fn calls_are_refused_for_groups_the_team_lacks_and_on_bad_input(db: PgPool
     assert_eq!(calls, 0);
     assert_eq!(stack.llm.total_requests(), 0);
 }
-
-/// Reads an SSE body into its `data:` payloads.
-async fn sse_events(response: reqwest::Response) -> Vec<String> {
-    let text = response.text().await.expect("body");
-    text.lines()
-        .filter_map(|line| line.strip_prefix("data: "))
-        .map(str::to_owned)
-        .collect()
-}
