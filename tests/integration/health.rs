@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::spawn_app_with;
+use crate::helpers::requests::metrics_text;
 use crate::helpers::{TestApp, spawn_app};
 
 /// `GET /health` without credentials: the status, whether the answer carries a request id, and
@@ -69,17 +70,7 @@ async fn metrics_move_after_a_job_flow(db: PgPool) {
     let key = stack
         .team("team_m", 5, &[("MetricsAgent", &["fail-500", "gpt-4o"])])
         .await;
-    let scrape = || async {
-        stack
-            .app
-            .admin(Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("text")
-    };
+    let scrape = || metrics_text(&stack.app);
     let value = |text: &str, prefix: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(prefix))

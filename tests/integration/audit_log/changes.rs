@@ -205,12 +205,13 @@ async fn a_credit_addition_leaves_one_row_naming_its_ledger_row(db: PgPool) {
     let transaction_id = added["transaction"]["transaction_id"]
         .as_str()
         .expect("transaction id");
-    let ledger_rows: i64 =
-        sqlx::query_scalar("select count(*) from credit_transactions where transaction_id = $1")
-            .bind(transaction_id)
-            .fetch_one(&db)
-            .await
-            .expect("ledger rows");
+    let ledger_rows: i64 = sqlx::query_scalar(
+        "select count(*) from credit_transactions where transaction_id = $1::uuid",
+    )
+    .bind(transaction_id)
+    .fetch_one(&db)
+    .await
+    .expect("ledger rows");
     assert_eq!(ledger_rows, 1);
     assert_eq!(row["after"]["transaction_id"], transaction_id);
 }

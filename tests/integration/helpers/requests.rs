@@ -38,3 +38,14 @@ pub async fn cancel_job(app: &TestApp, key: &str, job_id: &str) -> Value {
     )
     .await
 }
+
+/// The metrics page scraped with the admin key, as text.
+pub async fn metrics_text(app: &TestApp) -> String {
+    app.admin(Method::GET, "/metrics")
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("text")
+}
