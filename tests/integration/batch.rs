@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, count, error_detail, ok_json};
-use crate::helpers::stack::{chat, eventually, spawn_stack, spawn_stack_without_workers};
+use crate::helpers::requests::{cancel_job, ok_with_key, submit_calls};
+use crate::helpers::stack::{Stack, chat, eventually, spawn_stack, spawn_stack_without_workers};
+use crate::helpers::team_jobs::team_with_job;
 
 fn bulk_body(group: &str, count: usize, prefix: &str) -> Value {
     let calls: Vec<Value> = (0..count)
@@ -24,23 +26,63 @@ fn bulk_body(group: &str, count: usize, prefix: &str) -> Value {
     json!({ "calls": calls })
 }
 
+/// A team `team_id` with 5 credits and the `ChatAgent` group, and an open job of it: the key
+/// and the job id.
+async fn chat_job(stack: &Stack, team_id: &str) -> (String, String) {
+    team_with_job(stack, team_id, 5, &[("ChatAgent", &["gpt-4o"])]).await
+}
+
+/// Every succeeded call of the job, read in pages of 1 000 through `after`: its content by
+/// custom id (each listed once), and the number of pages.
+async fn succeeded_contents(
+    stack: &Stack,
+    key: &str,
+    job_id: &str,
+) -> (HashMap<String, String>, usize) {
+    let mut results: HashMap<String, String> = HashMap::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut path = format!("/api/jobs/{job_id}/calls?limit=1000&status=succeeded");
+        if let Some(after) = &after {
+            path.push_str(&format!("&after={after}"));
+        }
+        let page = ok_with_key(&stack.app, key, Method::GET, &path).await;
+        pages += 1;
+        for call in page["calls"].as_array().expect("calls") {
+            let custom_id = call["custom_id"].as_str().expect("custom_id").to_owned();
+            let content = call["response"]["content"]
+                .as_str()
+                .expect("content")
+                .to_owned();
+            assert!(call["usage"]["total_tokens"].as_i64().expect("tokens") > 0);
+            assert!(
+                results.insert(custom_id, content).is_none(),
+                "a call listed twice"
+            );
+        }
+        if page["has_more"] == true {
+            after = Some(page["next_after"].as_str().expect("next_after").to_owned());
+        } else {
+            assert!(page["next_after"].is_null());
+            break;
+        }
+    }
+    (results, pages)
+}
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn ten_thousand_calls_in_one_request_are_paged_back_by_custom_id(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = stack
-        .team("team_batch", 5, &[("ChatAgent", &["gpt-4o"])])
-        .await;
-    let job_id = stack.create_job(&key, "team_batch").await;
+    let (key, job_id) = chat_job(&stack, "team_batch").await;
 
-    let accepted = stack
-        .app
-        .with_key(&key, Method::POST, &format!("/api/jobs/{job_id}/llm-calls"))
-        .json(&bulk_body("ChatAgent", 10_000, "doc"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let accepted: Value = accepted.json().await.expect("json");
+    let accepted = submit_calls(
+        &stack.app,
+        &key,
+        &job_id,
+        &bulk_body("ChatAgent", 10_000, "doc"),
+    )
+    .await;
     assert_eq!(accepted["count"], 10_000);
     let listed = accepted["calls"].as_array().expect("calls");
     assert_eq!(listed.len(), 10_000);
@@ -76,35 +118,7 @@ async fn ten_thousand_calls_in_one_request_are_paged_back_by_custom_id(db: PgPoo
     assert_eq!(job["calls"].as_array().expect("calls").len(), 1_000);
 
     // Page through every result and match it to its input by custom_id.
-    let mut results: HashMap<String, String> = HashMap::new();
-    let mut after: Option<String> = None;
-    let mut pages = 0;
-    loop {
-        let mut path = format!("/api/jobs/{job_id}/calls?limit=1000&status=succeeded");
-        if let Some(after) = &after {
-            path.push_str(&format!("&after={after}"));
-        }
-        let page = ok_json(stack.app.with_key(&key, Method::GET, &path).send().await).await;
-        pages += 1;
-        for call in page["calls"].as_array().expect("calls") {
-            let custom_id = call["custom_id"].as_str().expect("custom_id").to_owned();
-            let content = call["response"]["content"]
-                .as_str()
-                .expect("content")
-                .to_owned();
-            assert!(call["usage"]["total_tokens"].as_i64().expect("tokens") > 0);
-            assert!(
-                results.insert(custom_id, content).is_none(),
-                "a call listed twice"
-            );
-        }
-        if page["has_more"] == true {
-            after = Some(page["next_after"].as_str().expect("next_after").to_owned());
-        } else {
-            assert!(page["next_after"].is_null());
-            break;
-        }
-    }
+    let (results, pages) = succeeded_contents(&stack, &key, &job_id).await;
     assert_eq!(pages, 10);
     assert_eq!(results.len(), 10_000);
     for i in 0..10_000 {
@@ -133,11 +147,8 @@ async fn ten_thousand_calls_in_one_request_are_paged_back_by_custom_id(db: PgPoo
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn a_bulk_submission_is_all_or_nothing_and_checked_call_by_call(db: PgPool) {
     let stack = spawn_stack_without_workers(db.clone()).await;
-    let key = stack
-        .team("team_bulk_errors", 5, &[("ChatAgent", &["gpt-4o"])])
-        .await;
+    let (key, job_id) = chat_job(&stack, "team_bulk_errors").await;
     stack.app.create_group("OtherGroup", &["gpt-4o"]).await;
-    let job_id = stack.create_job(&key, "team_bulk_errors").await;
     let post = |body: Value| {
         stack
             .app
@@ -181,35 +192,22 @@ async fn a_bulk_submission_is_all_or_nothing_and_checked_call_by_call(db: PgPool
     single["async"] = json!(true);
     let response = stack.llm_call(&key, &job_id, single).await;
     assert_eq!(response.status(), StatusCode::CONFLICT);
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn calls_are_paged_with_checked_parameters_and_hidden_from_other_teams(db: PgPool) {
+    let stack = spawn_stack_without_workers(db.clone()).await;
+    let (key, job_id) = chat_job(&stack, "team_bulk_errors").await;
+    submit_calls(&stack.app, &key, &job_id, &bulk_body("ChatAgent", 3, "x")).await;
 
     // Bad paging parameters.
     for query in ["limit=0", "limit=1001", "status=done", "after=not-a-uuid"] {
-        error_detail(
-            stack
-                .app
-                .with_key(
-                    &key,
-                    Method::GET,
-                    &format!("/api/jobs/{job_id}/calls?{query}"),
-                )
-                .send()
-                .await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
+        let path = format!("/api/jobs/{job_id}/calls?{query}");
+        let response = stack.app.with_key(&key, Method::GET, &path).send().await;
+        error_detail(response, StatusCode::BAD_REQUEST).await;
     }
-    let queued = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::GET,
-                &format!("/api/jobs/{job_id}/calls?status=queued&limit=2"),
-            )
-            .send()
-            .await,
-    )
-    .await;
+    let queued_path = format!("/api/jobs/{job_id}/calls?status=queued&limit=2");
+    let queued = ok_with_key(&stack.app, &key, Method::GET, &queued_path).await;
     assert_eq!(queued["calls"].as_array().expect("calls").len(), 2);
     assert_eq!(queued["has_more"], true);
 
@@ -232,50 +230,12 @@ async fn a_bulk_submission_is_all_or_nothing_and_checked_call_by_call(db: PgPool
     }
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = stack
-        .team("team_cancel", 3, &[("SlowAgent", &["slow-400-gpt"])])
-        .await;
-    let job_id = stack.create_job(&key, "team_cancel").await;
-    let accepted = stack
-        .app
-        .with_key(&key, Method::POST, &format!("/api/jobs/{job_id}/llm-calls"))
-        .json(&bulk_body("SlowAgent", 100, "c"))
-        .send()
-        .await
-        .expect("request");
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-    let running = eventually(Duration::from_secs(20), || async {
-        count(
-            &db,
-            "select count(*) from llm_calls where status = 'running'",
-        )
-        .await
-            > 0
-    })
-    .await;
-    assert!(running, "no call started");
-
-    let cancelled = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::POST, &format!("/api/jobs/{job_id}/cancel"))
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(cancelled["status"], "cancelled");
-    assert_eq!(cancelled["credit_applied"], false);
-    // The hold is released at once: all 3 credits are available again.
-    assert_eq!(cancelled["credits_remaining"], 3);
-    assert!(cancelled["calls_cancelled"].as_i64().expect("n") > 0);
-
-    // Running calls finish; none is left running and none starts afterwards.
+/// Waits until no call is queued or running, then returns how many succeeded and how many were
+/// cancelled.
+async fn settled_calls(db: &PgPool) -> (i64, i64) {
     let settled = eventually(Duration::from_secs(20), || async {
         count(
-            &db,
+            db,
             "select count(*) from llm_calls where status in ('queued', 'running')",
         )
         .await
@@ -283,13 +243,17 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
     })
     .await;
     assert!(settled, "calls still running after the cancel");
-    let (succeeded, cancelled_calls): (i64, i64) = sqlx::query_as(
+    sqlx::query_as(
         "select count(*) filter (where status = 'succeeded'), count(*) filter (where status = 'cancelled') from llm_calls",
     )
-    .fetch_one(&db)
+    .fetch_one(db)
     .await
-    .expect("counts");
-    assert_eq!(succeeded + cancelled_calls, 100);
+    .expect("counts")
+}
+
+/// Asserts every cancelled call left the queue without reaching the upstream: only the
+/// `succeeded` calls ever did.
+async fn assert_no_cancelled_call_ran(stack: &Stack, succeeded: i64) {
     // Every cancelled id has left the queue (dispatched and dropped by a worker)...
     let queue = stack.queue();
     let drained = eventually(Duration::from_secs(20), || async {
@@ -307,15 +271,41 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
         "a cancelled call ran"
     );
     assert_eq!(upstream_before as i64, succeeded);
+}
 
-    let balance = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/api/credits/teams/team_cancel/balance")
-            .send()
-            .await,
-    )
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let key = stack
+        .team("team_cancel", 3, &[("SlowAgent", &["slow-400-gpt"])])
+        .await;
+    let job_id = stack.create_job(&key, "team_cancel").await;
+    submit_calls(&stack.app, &key, &job_id, &bulk_body("SlowAgent", 100, "c")).await;
+    let running = eventually(Duration::from_secs(20), || async {
+        count(
+            &db,
+            "select count(*) from llm_calls where status = 'running'",
+        )
+        .await
+            > 0
+    })
     .await;
+    assert!(running, "no call started");
+
+    let cancelled = cancel_job(&stack.app, &key, &job_id).await;
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_eq!(cancelled["credit_applied"], false);
+    // The hold is released at once: all 3 credits are available again.
+    assert_eq!(cancelled["credits_remaining"], 3);
+    assert!(cancelled["calls_cancelled"].as_i64().expect("n") > 0);
+
+    // Running calls finish; none is left running and none starts afterwards.
+    let (succeeded, cancelled_calls) = settled_calls(&db).await;
+    assert_eq!(succeeded + cancelled_calls, 100);
+    assert_no_cancelled_call_ran(&stack, succeeded).await;
+
+    let balance_path = "/api/credits/teams/team_cancel/balance";
+    let balance = ok_with_key(&stack.app, &key, Method::GET, balance_path).await;
     assert_eq!(balance["credits_remaining"], 3);
     assert_eq!(
         count(
@@ -328,14 +318,7 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
     assert_ledger_consistent(&db, "team_cancel").await;
 
     // Cancel again: the same answer. Complete or add calls afterwards: 409.
-    let again = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::POST, &format!("/api/jobs/{job_id}/cancel"))
-            .send()
-            .await,
-    )
-    .await;
+    let again = cancel_job(&stack.app, &key, &job_id).await;
     assert_eq!(again["status"], "cancelled");
     assert_eq!(again["calls_cancelled"], cancelled_calls);
     error_detail(
@@ -353,8 +336,14 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
     let job = stack.get_job(&key, &job_id).await;
     assert_eq!(job["status"], "cancelled");
     assert_eq!(job["progress"]["cancelled"], cancelled_calls);
+}
 
-    // A completed job cannot be cancelled.
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_completed_job_cannot_be_cancelled(db: PgPool) {
+    let stack = spawn_stack_without_workers(db.clone()).await;
+    let key = stack
+        .team("team_cancel", 3, &[("SlowAgent", &["slow-400-gpt"])])
+        .await;
     let done_job = stack.create_job(&key, "team_cancel").await;
     assert!(
         stack

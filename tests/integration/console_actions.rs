@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, count, ok_json};
 use crate::helpers::browser::Browser;
-use crate::helpers::stack::{chat, spawn_stack};
+use crate::helpers::stack::{Stack, chat, spawn_stack};
 use crate::helpers::{ADMIN_KEY, spawn_app};
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -88,10 +88,9 @@ async fn an_operator_sets_up_a_tenant_and_the_new_key_is_shown_once(db: PgPool) 
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn credits_limits_grants_and_rotation_go_through_the_api_with_its_ledger_rows(db: PgPool) {
+async fn credits_added_in_the_console_write_one_ledger_row_even_on_a_double_click(db: PgPool) {
     let app = spawn_app(db.clone()).await;
-    let old_key = app.team_with_key("team_ops", 10).await;
-    app.create_group("Backup", &["gpt-4o"]).await;
+    app.team_with_key("team_ops", 10).await;
     let browser = Browser::signed_in(&app, ADMIN_KEY).await;
     let page = browser.get("/console/teams/team_ops").await;
     let (csrf, once) = (page.csrf(), page.idempotency_key());
@@ -108,6 +107,34 @@ async fn credits_limits_grants_and_rotation_go_through_the_api_with_its_ledger_r
     let double_click = browser
         .post("/console/teams/team_ops/add-credits", &fields)
         .await;
+
+    assert!(first.body.contains("Credits added") && double_click.body.contains("Credits added"));
+    let additions: Vec<(i64, Option<String>)> = sqlx::query_as(
+        "select credits_amount, reason from credit_transactions where team_id = 'team_ops' and transaction_type = 'addition'",
+    )
+    .fetch_all(&db)
+    .await
+    .expect("ledger");
+    assert_eq!(
+        additions,
+        [(40, Some("invoice 7".to_owned()))],
+        "one addition for a double click"
+    );
+    assert_ledger_consistent(&db, "team_ops").await;
+    let team = ok_json(app.admin(Method::GET, "/api/teams/team_ops").send().await).await;
+    assert_eq!(team["credits"]["credits_allocated"], 50);
+    let ledger = browser.get("/console/teams/team_ops/ledger").await;
+    assert!(ledger.body.contains("invoice 7") && ledger.body.contains("addition"));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn limits_and_grants_set_in_the_console_go_through_the_api(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    app.team_with_key("team_ops", 10).await;
+    app.create_group("Backup", &["gpt-4o"]).await;
+    let browser = Browser::signed_in(&app, ADMIN_KEY).await;
+    let csrf = browser.get("/console/teams/team_ops").await.csrf();
+
     let limits = browser
         .post(
             "/console/teams/team_ops/limits",
@@ -132,7 +159,6 @@ async fn credits_limits_grants_and_rotation_go_through_the_api_with_its_ledger_r
         )
         .await;
 
-    assert!(first.body.contains("Credits added") && double_click.body.contains("Credits added"));
     assert!(limits.body.contains("Limits set"), "{}", limits.body);
     assert!(
         grants.body.contains("Model groups granted"),
@@ -147,27 +173,20 @@ async fn credits_limits_grants_and_rotation_go_through_the_api_with_its_ledger_r
         "{}",
         unknown.body
     );
-    let additions: Vec<(i64, Option<String>)> = sqlx::query_as(
-        "select credits_amount, reason from credit_transactions where team_id = 'team_ops' and transaction_type = 'addition'",
-    )
-    .fetch_all(&db)
-    .await
-    .expect("ledger");
-    assert_eq!(
-        additions,
-        [(40, Some("invoice 7".to_owned()))],
-        "one addition for a double click"
-    );
-    assert_ledger_consistent(&db, "team_ops").await;
     let team = ok_json(app.admin(Method::GET, "/api/teams/team_ops").send().await).await;
-    assert_eq!(team["credits"]["credits_allocated"], 50);
     assert_eq!(
         team["limits"],
         json!({"max_concurrent_calls": 3, "requests_per_minute": 120, "tokens_per_minute": null})
     );
     assert_eq!(team["model_groups"], json!(["Backup", "ChatAgent"]));
-    let ledger = browser.get("/console/teams/team_ops/ledger").await;
-    assert!(ledger.body.contains("invoice 7") && ledger.body.contains("addition"));
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn rotating_the_key_in_the_console_shows_the_new_one_and_ends_the_old(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    let old_key = app.team_with_key("team_ops", 10).await;
+    let browser = Browser::signed_in(&app, ADMIN_KEY).await;
+    let csrf = browser.get("/console/teams/team_ops").await.csrf();
 
     let rotate_once = uuid::Uuid::new_v4().to_string();
     let rotate = [
@@ -186,9 +205,9 @@ async fn credits_limits_grants_and_rotation_go_through_the_api_with_its_ledger_r
     assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_job_page_shows_calls_with_every_attempt_and_cancel_releases_the_credit(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
+/// Team `team_runs` with a job whose one call fell back from a failing model to a working one,
+/// and a second job with no call: the two job ids.
+async fn a_job_with_a_fallback_and_an_open_one(stack: &Stack) -> (String, String) {
     let key = stack
         .team(
             "team_runs",
@@ -200,6 +219,13 @@ async fn a_job_page_shows_calls_with_every_attempt_and_cancel_releases_the_credi
     let answer = stack.llm_call(&key, &job, chat("Fallback", "hello")).await;
     assert_eq!(answer.status(), StatusCode::OK);
     let open_job = stack.create_job(&key, "team_runs").await;
+    (job, open_job)
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_job_page_shows_calls_with_every_attempt_and_cancel_releases_the_credit(db: PgPool) {
+    let stack = spawn_stack(db.clone()).await;
+    let (job, open_job) = a_job_with_a_fallback_and_an_open_one(&stack).await;
     let browser = Browser::signed_in(&stack.app, ADMIN_KEY).await;
 
     let list = browser

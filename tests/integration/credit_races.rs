@@ -43,6 +43,20 @@ async fn cancel(app: &TestApp, key: &str, job_id: &str) -> (StatusCode, Value) {
     send(app.with_key(key, Method::POST, &format!("/api/jobs/{job_id}/cancel"))).await
 }
 
+/// Asserts no job of the team has more than one deduction.
+async fn assert_no_job_charged_twice(db: &PgPool, team_id: &str) {
+    let charged_twice: i64 = sqlx::query_scalar(
+        "select count(*) from (select job_id from credit_transactions
+         where team_id = $1 and transaction_type = 'deduction'
+         group by job_id having count(*) > 1) t",
+    )
+    .bind(team_id)
+    .fetch_one(db)
+    .await
+    .expect("deductions");
+    assert_eq!(charged_twice, 0);
+}
+
 /// Creates a job through one app and, if it got a credit, settles it through the other in the
 /// way its number picks; returns the job and what its answers say became of it.
 async fn lifecycle(apps: [&TestApp; 2], key: &str, n: usize) -> Option<(String, Expected)> {
@@ -152,14 +166,7 @@ async fn concurrent_lifecycles_across_two_apps_never_overdraw_nor_charge_twice(d
         (CREDITS, of(Expected::Charged), of(Expected::Open))
     );
     assert!(used + reserved <= allocated);
-    let charged_twice = count(
-        &db,
-        "select count(*) from (select job_id from credit_transactions
-         where team_id = 'team_hot' and transaction_type = 'deduction'
-         group by job_id having count(*) > 1) t",
-    )
-    .await;
-    assert_eq!(charged_twice, 0);
+    assert_no_job_charged_twice(&db, "team_hot").await;
     assert_ledger_consistent(&db, "team_hot").await;
 }
 
@@ -210,23 +217,73 @@ async fn two_hundred_creates_on_fifty_credits_across_two_apps_get_exactly_fifty_
     assert_ledger_consistent(&db, "team_scarce").await;
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn expiry_racing_completes_and_cancels_across_two_apps_settles_each_job_once(db: PgPool) {
-    let first = spawn_app(db.clone()).await;
-    let second = spawn_app(db.clone()).await;
-    let key = first.team_with_key("team_expiry", 100).await;
+/// `n` jobs of `team_expiry`, created through the two apps in turn; their ids.
+async fn jobs_through_both(apps: [&TestApp; 2], key: &str, n: usize) -> Vec<String> {
     let body = json!({"team_id": "team_expiry", "job_type": "racing"});
     let mut job_ids = Vec::new();
-    for n in 0..60 {
-        let app = if n % 2 == 0 { &first } else { &second };
+    for i in 0..n {
         let (status, job) = send(
-            app.with_key(&key, Method::POST, "/api/jobs/create")
+            apps[i % 2]
+                .with_key(key, Method::POST, "/api/jobs/create")
                 .json(&body),
         )
         .await;
         assert_eq!(status, StatusCode::OK, "{job}");
         job_ids.push(job["job_id"].as_str().expect("job_id").to_owned());
     }
+    job_ids
+}
+
+/// Four concurrent expiry loops of 20 passes each over the overdue jobs; how many they expired.
+async fn expire_in_passes(db: &PgPool) -> u64 {
+    let expiries = join_all((0..4).map(|_| async {
+        let mut expired = 0;
+        for _ in 0..20 {
+            expired += saasllm_shared::db::jobs::expire_overdue(db, 5)
+                .await
+                .expect("expiry");
+            tokio::task::yield_now().await;
+        }
+        expired
+    }));
+    expiries.await.into_iter().sum()
+}
+
+/// A job, whether its client cancelled it (or else completed it), and the answer it got.
+type ClientAnswer = (String, bool, (StatusCode, Value));
+
+/// Asserts each job ended as its client's answer allows: charged only if its complete
+/// succeeded, cancelled only if its cancel did, expired only if the client was refused or told
+/// so.
+async fn assert_each_job_ended_as_answered(db: &PgPool, answers: &[ClientAnswer]) {
+    for (job_id, cancelled, (status, answer)) in answers {
+        let (job_status, hold): (String, String) =
+            sqlx::query_as("select status, credit_hold from jobs where job_id = $1::uuid")
+                .bind(job_id)
+                .fetch_one(db)
+                .await
+                .expect("job");
+        match (job_status.as_str(), hold.as_str()) {
+            ("completed", "charged") => assert!(
+                !cancelled && status.is_success(),
+                "job {job_id} charged although its client got {status} {answer}"
+            ),
+            ("cancelled", "released") => assert!(*cancelled && status.is_success()),
+            ("expired", "released") => assert!(
+                !status.is_success() || answer["status"] == "expired",
+                "job {job_id} expired although its client got {status} {answer}"
+            ),
+            other => panic!("job {job_id} left as {other:?} ({status} {answer})"),
+        }
+    }
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn expiry_racing_completes_and_cancels_across_two_apps_settles_each_job_once(db: PgPool) {
+    let first = spawn_app(db.clone()).await;
+    let second = spawn_app(db.clone()).await;
+    let key = first.team_with_key("team_expiry", 100).await;
+    let job_ids = jobs_through_both([&first, &second], &key, 60).await;
     // Every job is past its TTL: the reconciler's expiry races the clients' completes and cancels.
     sqlx::query(
         "update jobs set expires_at = now() - interval '1 second' where team_id = 'team_expiry'",
@@ -247,18 +304,7 @@ async fn expiry_racing_completes_and_cancels_across_two_apps_settles_each_job_on
             (job_id.clone(), n % 3 == 0, answer)
         }
     }));
-    let expiries = join_all((0..4).map(|_| async {
-        let mut expired = 0;
-        for _ in 0..20 {
-            expired += saasllm_shared::db::jobs::expire_overdue(&db, 5)
-                .await
-                .expect("expiry");
-            tokio::task::yield_now().await;
-        }
-        expired
-    }));
-    let (answers, expired) = tokio::join!(clients, expiries);
-    let expired: u64 = expired.into_iter().sum();
+    let (answers, expired) = tokio::join!(clients, expire_in_passes(&db));
     // Whatever the clients did not settle, expiry does.
     while saasllm_shared::db::jobs::expire_overdue(&db, 100)
         .await
@@ -266,26 +312,7 @@ async fn expiry_racing_completes_and_cancels_across_two_apps_settles_each_job_on
         > 0
     {}
 
-    for (job_id, cancelled, (status, answer)) in &answers {
-        let (job_status, hold): (String, String) =
-            sqlx::query_as("select status, credit_hold from jobs where job_id = $1::uuid")
-                .bind(job_id)
-                .fetch_one(&db)
-                .await
-                .expect("job");
-        match (job_status.as_str(), hold.as_str()) {
-            ("completed", "charged") => assert!(
-                !cancelled && status.is_success(),
-                "job {job_id} charged although its client got {status} {answer}"
-            ),
-            ("cancelled", "released") => assert!(*cancelled && status.is_success()),
-            ("expired", "released") => assert!(
-                !status.is_success() || answer["status"] == "expired",
-                "job {job_id} expired although its client got {status} {answer}"
-            ),
-            other => panic!("job {job_id} left as {other:?} ({status} {answer})"),
-        }
-    }
+    assert_each_job_ended_as_answered(&db, &answers).await;
     let charged = count(
         &db,
         "select count(*) from jobs where team_id = 'team_expiry' and credit_hold = 'charged'",
@@ -302,13 +329,6 @@ async fn expiry_racing_completes_and_cancels_across_two_apps_settles_each_job_on
         expired > 0 || charged < 40,
         "the expiry never raced anything"
     );
-    let charged_twice = count(
-        &db,
-        "select count(*) from (select job_id from credit_transactions
-         where team_id = 'team_expiry' and transaction_type = 'deduction'
-         group by job_id having count(*) > 1) t",
-    )
-    .await;
-    assert_eq!(charged_twice, 0);
+    assert_no_job_charged_twice(&db, "team_expiry").await;
     assert_ledger_consistent(&db, "team_expiry").await;
 }

@@ -3,7 +3,6 @@
 //! request that finds its job settled already affects no other. Rows written in one transaction
 //! share its `xmin`, which shows how many transactions served the requests.
 
-use futures::future::join_all;
 use saasllm_shared::db::jobs::{self, Cancellation, NewJob, Settlement};
 use saasllm_shared::db::settlement::SettleAnswer;
 use saasllm_shared::domain::status::JobStatus;
@@ -14,7 +13,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::app::assert_ledger_consistent;
-use crate::helpers::groups::{Created, Pending, balance, lock_balance, new_job, submit_all, team};
+use crate::helpers::groups::{
+    FirstFlush, Pending, balance, creates, gathered, jobs_holding_credit, new_job, team,
+};
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn creates_waiting_on_the_balance_row_go_in_one_group_first_come_first_served(db: PgPool) {
@@ -25,14 +26,8 @@ async fn creates_waiting_on_the_balance_row_go_in_one_group_first_come_first_ser
         .map(|_| new_job("team_group", "grouped", &metadata))
         .collect();
 
-    let lock = lock_balance(&db, "team_group").await;
-    let mut creates: Vec<Pending<'_, Created>> = new_jobs
-        .iter()
-        .map(|job| Box::pin(credits.create(job)) as Pending<'_, _>)
-        .collect();
-    submit_all(&mut creates).await;
-    lock.commit().await.expect("unlock");
-    let created = join_all(creates).await;
+    let requests = creates(&credits, &new_jobs);
+    let created = gathered(&db, "team_group", requests, FirstFlush::Runs).await;
 
     for (position, job) in created.iter().enumerate() {
         let job = job.as_ref().expect("no create failed");
@@ -57,68 +52,75 @@ async fn creates_waiting_on_the_balance_row_go_in_one_group_first_come_first_ser
     assert_ledger_consistent(&db, "team_group").await;
 }
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn a_settlement_group_answers_each_request_as_if_alone_and_charges_each_job_once(db: PgPool) {
-    team(&db, "team_settle", 20).await;
-    let credits = JobCredits::new(db.clone());
-    let mut ids = Vec::new();
-    for _ in 0..11 {
-        let job = jobs::insert_holding_credit(&db, &new_job("team_settle", "settle", &json!({})))
-            .await
-            .expect("insert")
-            .expect("held");
-        ids.push(job.job_id);
-    }
-    // Jobs 0..=8 are being completed (8 as failed), 9 and 10 stay pending.
+/// A settlement request of the group: a completion's settlement or a cancel.
+#[derive(Clone, Copy)]
+enum Ask {
+    Settle,
+    Cancel,
+}
+
+fn settle_request(
+    credits: &JobCredits,
+    ask: Ask,
+    id: Uuid,
+) -> Pending<'_, Result<SettleAnswer, GroupError>> {
+    Box::pin(async move {
+        match ask {
+            Ask::Settle => credits
+                .settle("team_settle", id)
+                .await
+                .map(SettleAnswer::Complete),
+            Ask::Cancel => credits
+                .cancel("team_settle", id)
+                .await
+                .map(SettleAnswer::Cancel),
+        }
+    })
+}
+
+/// Eleven jobs of `team_settle`, each holding a credit: 0..=8 are being completed (8 as
+/// failed), 9 and 10 stay pending; job 0 is settled already.
+async fn eleven_jobs_one_settled(db: &PgPool, credits: &JobCredits) -> Vec<Uuid> {
+    let ids = jobs_holding_credit(db, "team_settle", "settle", 11).await;
     for (index, id) in ids.iter().take(9).enumerate() {
         let requested = if index == 8 {
             JobStatus::Failed
         } else {
             JobStatus::Completed
         };
-        jobs::mark_completing(&db, *id, requested, &json!({}), None)
+        jobs::mark_completing(db, *id, requested, &json!({}), None)
             .await
             .expect("mark")
             .expect("open");
     }
-    // Job 0 is settled before the group.
     assert_eq!(
         credits.settle("team_settle", ids[0]).await.expect("settle"),
         Settlement::Settled
     );
+    ids
+}
 
-    let lock = lock_balance(&db, "team_settle").await;
-    let settle = |id: Uuid| {
-        let credits = &credits;
-        Box::pin(async move {
-            credits
-                .settle("team_settle", id)
-                .await
-                .map(SettleAnswer::Complete)
-        }) as Pending<'_, Result<SettleAnswer, GroupError>>
-    };
-    let cancel = |id: Uuid| {
-        let credits = &credits;
-        Box::pin(async move {
-            credits
-                .cancel("team_settle", id)
-                .await
-                .map(SettleAnswer::Cancel)
-        }) as Pending<'_, Result<SettleAnswer, GroupError>>
-    };
-    let mut requests = vec![settle(ids[0])];
-    requests.extend(ids[1..9].iter().map(|id| settle(*id)));
-    requests.extend([
-        settle(ids[1]),
-        cancel(ids[2]),
-        settle(ids[9]),
-        cancel(ids[9]),
-        cancel(ids[9]),
-        cancel(Uuid::now_v7()),
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn a_settlement_group_answers_each_request_as_if_alone_and_charges_each_job_once(db: PgPool) {
+    team(&db, "team_settle", 20).await;
+    let credits = JobCredits::new(db.clone());
+    let ids = eleven_jobs_one_settled(&db, &credits).await;
+
+    let mut asks = vec![(Ask::Settle, ids[0])];
+    asks.extend(ids[1..9].iter().map(|id| (Ask::Settle, *id)));
+    asks.extend([
+        (Ask::Settle, ids[1]),
+        (Ask::Cancel, ids[2]),
+        (Ask::Settle, ids[9]),
+        (Ask::Cancel, ids[9]),
+        (Ask::Cancel, ids[9]),
+        (Ask::Cancel, Uuid::now_v7()),
     ]);
-    submit_all(&mut requests).await;
-    lock.commit().await.expect("unlock");
-    let answers: Vec<SettleAnswer> = join_all(requests)
+    let requests = asks
+        .into_iter()
+        .map(|(ask, id)| settle_request(&credits, ask, id))
+        .collect();
+    let answers: Vec<SettleAnswer> = gathered(&db, "team_settle", requests, FirstFlush::Runs)
         .await
         .into_iter()
         .map(|a| a.expect("no request failed"))
@@ -136,11 +138,17 @@ async fn a_settlement_group_answers_each_request_as_if_alone_and_charges_each_jo
         SettleAnswer::Cancel(Cancellation::NotFound),
     ]);
     assert_eq!(answers, expected);
+    assert_each_job_settled_once(&db, &ids).await;
+}
 
+/// The states and ledger after the settlement group: jobs 0..=7 charged once each (0 before the
+/// group), 8 failed and 9 cancelled with their holds released, 10 still holding, all charges of
+/// the group written in at most two transactions.
+async fn assert_each_job_settled_once(db: &PgPool, ids: &[Uuid]) {
     let states: Vec<(Uuid, String, String)> = sqlx::query_as(
         "select job_id, status, credit_hold from jobs where team_id = 'team_settle' order by job_id",
     )
-    .fetch_all(&db)
+    .fetch_all(db)
     .await
     .expect("jobs");
     let state_of = |id: Uuid| {
@@ -160,7 +168,7 @@ async fn a_settlement_group_answers_each_request_as_if_alone_and_charges_each_jo
                and job_id <> $1) t",
     )
     .bind(ids[0])
-    .fetch_one(&db)
+    .fetch_one(db)
     .await
     .expect("ledger");
     assert_eq!((deductions, per_job_max), (7, 1), "each job charged once");
@@ -168,6 +176,6 @@ async fn a_settlement_group_answers_each_request_as_if_alone_and_charges_each_jo
         transactions <= 2,
         "{transactions} transactions for one group of settlements"
     );
-    assert_eq!(balance(&db, "team_settle").await, (20, 8, 1));
-    assert_ledger_consistent(&db, "team_settle").await;
+    assert_eq!(balance(db, "team_settle").await, (20, 8, 1));
+    assert_ledger_consistent(db, "team_settle").await;
 }

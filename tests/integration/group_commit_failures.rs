@@ -1,7 +1,6 @@
 //! Failed group flushes: a request the database refuses fails alone and the rest of its group is
 //! served; a flush whose connection breaks is retried without holding or charging twice.
 
-use futures::future::join_all;
 use saasllm_shared::db::jobs::{self, NewJob, Settlement};
 use saasllm_shared::domain::status::JobStatus;
 use saasllm_shared::group_commit::GroupError;
@@ -11,7 +10,7 @@ use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, count};
 use crate::helpers::groups::{
-    Created, Pending, balance, kill_the_blocked_flush, lock_balance, new_job, submit_all, team,
+    FirstFlush, Pending, balance, creates, gathered, jobs_holding_credit, new_job, team,
 };
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -30,14 +29,8 @@ async fn a_create_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_
         })
         .collect();
 
-    let lock = lock_balance(&db, "team_refused").await;
-    let mut creates: Vec<Pending<'_, Created>> = new_jobs
-        .iter()
-        .map(|job| Box::pin(credits.create(job)) as Pending<'_, _>)
-        .collect();
-    submit_all(&mut creates).await;
-    lock.commit().await.expect("unlock");
-    let created = join_all(creates).await;
+    let requests = creates(&credits, &new_jobs);
+    let created = gathered(&db, "team_refused", requests, FirstFlush::Runs).await;
 
     for (position, job) in created.into_iter().enumerate() {
         if position == 10 {
@@ -75,17 +68,10 @@ async fn a_group_of_creates_whose_connection_breaks_is_retried_and_held_once(db:
         .map(|_| new_job("team_retry", "retried", &metadata))
         .collect();
 
-    let lock = lock_balance(&db, "team_retry").await;
-    let mut creates: Vec<Pending<'_, Created>> = new_jobs
-        .iter()
-        .map(|job| Box::pin(credits.create(job)) as Pending<'_, _>)
-        .collect();
-    submit_all(&mut creates).await;
     // The flush waits for the balance row: ending its connection fails its statement, and the
     // retry holds the credits once.
-    kill_the_blocked_flush(&db).await;
-    lock.commit().await.expect("unlock");
-    let created = join_all(creates).await;
+    let requests = creates(&credits, &new_jobs);
+    let created = gathered(&db, "team_retry", requests, FirstFlush::Broken).await;
 
     for (position, job) in created.iter().enumerate() {
         assert!(
@@ -112,30 +98,21 @@ async fn a_group_of_settlements_whose_connection_breaks_is_retried_and_charged_o
     team(&db, "team_resettle", 10).await;
     let credits = JobCredits::new(db.clone());
     let completed = JobStatus::Completed;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        let job = jobs::insert_holding_credit(&db, &new_job("team_resettle", "settle", &json!({})))
-            .await
-            .expect("insert")
-            .expect("held");
-        jobs::mark_completing(&db, job.job_id, completed, &json!({}), None)
+    let ids = jobs_holding_credit(&db, "team_resettle", "settle", 6).await;
+    for id in &ids {
+        jobs::mark_completing(&db, *id, completed, &json!({}), None)
             .await
             .expect("mark")
             .expect("open");
-        ids.push(job.job_id);
     }
 
-    let lock = lock_balance(&db, "team_resettle").await;
-    let mut settles: Vec<Pending<'_, Result<Settlement, GroupError>>> = ids
+    let settles: Vec<Pending<'_, Result<Settlement, GroupError>>> = ids
         .iter()
         .map(|id| Box::pin(credits.settle("team_resettle", *id)) as Pending<'_, _>)
         .collect();
-    submit_all(&mut settles).await;
     // The flush has moved its jobs and waits for the balance row: ending its connection rolls
     // all of it back, and the retry settles them again, once.
-    kill_the_blocked_flush(&db).await;
-    lock.commit().await.expect("unlock");
-    let answers = join_all(settles).await;
+    let answers = gathered(&db, "team_resettle", settles, FirstFlush::Broken).await;
 
     for answer in answers {
         assert_eq!(

@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use crate::helpers::app::{
     count, error_detail, ok_json, redis_url, spawn_app, spawn_app_configured,
 };
+use crate::helpers::requests::metrics_text;
 
 /// Creates a job with a callback under an `Idempotency-Key`; returns the response.
 async fn create_job_idempotently(app: &crate::helpers::app::TestApp, key: &str) -> Value {
@@ -234,14 +235,7 @@ async fn invented_methods_do_not_add_metric_series(db: PgPool) {
             .expect("request");
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
-    let text = app
-        .admin(Method::GET, "/metrics")
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let text = metrics_text(&app).await;
     assert!(
         !text.contains("ZZMETHOD"),
         "a client-chosen method became a label"

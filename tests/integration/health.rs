@@ -1,28 +1,44 @@
 //! `GET /health` reports PostgreSQL and Redis, and is 503 when either is down.
 
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::spawn_app_with;
-use crate::helpers::spawn_app;
+use crate::helpers::requests::metrics_text;
+use crate::helpers::{TestApp, spawn_app};
 
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn health_is_ok_when_postgres_and_redis_answer(db: PgPool) {
-    let app = spawn_app(db).await;
-
+/// `GET /health` without credentials: the status, whether the answer carries a request id, and
+/// the body.
+async fn health(app: &TestApp) -> (StatusCode, bool, Value) {
     let response = app
         .anonymous(Method::GET, "/health")
         .send()
         .await
         .expect("request");
+    let status = response.status();
+    let has_request_id = response.headers().contains_key("x-request-id");
+    (status, has_request_id, response.json().await.expect("json"))
+}
 
-    assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers().contains_key("x-request-id"));
-    let body: Value = response.json().await.expect("json");
+/// The status of each dependency the body reports: PostgreSQL's and Redis's.
+fn checks(body: &Value) -> (&Value, &Value) {
+    (
+        &body["checks"]["postgres"]["status"],
+        &body["checks"]["redis"]["status"],
+    )
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn health_is_ok_when_postgres_and_redis_answer(db: PgPool) {
+    let app = spawn_app(db).await;
+
+    let (status, has_request_id, body) = health(&app).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert!(has_request_id);
     assert_eq!(body["status"], "healthy");
-    assert_eq!(body["checks"]["postgres"]["status"], "ok");
-    assert_eq!(body["checks"]["redis"]["status"], "ok");
+    assert_eq!(checks(&body), (&json!("ok"), &json!("ok")));
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -30,17 +46,11 @@ async fn health_is_503_when_redis_is_unreachable(db: PgPool) {
     // Nothing listens on port 1.
     let app = spawn_app_with(db, "redis://127.0.0.1:1", 1024).await;
 
-    let response = app
-        .anonymous(Method::GET, "/health")
-        .send()
-        .await
-        .expect("request");
+    let (status, _, body) = health(&app).await;
 
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "unhealthy");
-    assert_eq!(body["checks"]["postgres"]["status"], "ok");
-    assert_eq!(body["checks"]["redis"]["status"], "error");
+    assert_eq!(checks(&body), (&json!("ok"), &json!("error")));
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -48,16 +58,10 @@ async fn health_is_503_when_postgres_is_gone(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     db.close().await;
 
-    let response = app
-        .anonymous(Method::GET, "/health")
-        .send()
-        .await
-        .expect("request");
+    let (status, _, body) = health(&app).await;
 
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = response.json().await.expect("json");
-    assert_eq!(body["checks"]["postgres"]["status"], "error");
-    assert_eq!(body["checks"]["redis"]["status"], "ok");
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(checks(&body), (&json!("error"), &json!("ok")));
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -66,17 +70,7 @@ async fn metrics_move_after_a_job_flow(db: PgPool) {
     let key = stack
         .team("team_m", 5, &[("MetricsAgent", &["fail-500", "gpt-4o"])])
         .await;
-    let scrape = || async {
-        stack
-            .app
-            .admin(Method::GET, "/metrics")
-            .send()
-            .await
-            .expect("scrape")
-            .text()
-            .await
-            .expect("text")
-    };
+    let scrape = || metrics_text(&stack.app);
     let value = |text: &str, prefix: &str| -> f64 {
         text.lines()
             .filter(|l| l.starts_with(prefix))

@@ -1,13 +1,16 @@
 //! `Idempotency-Key`: a retried request returns the first response and has no second effect.
 
 use futures::future::join_all;
-use reqwest::{Method, StatusCode};
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use crate::helpers::TestApp;
 use crate::helpers::app::{assert_ledger_consistent, error_detail, ok_json};
 use crate::helpers::fixtures::requests::is_replayed;
+use crate::helpers::requests::{ok_as_admin, ok_with_key};
 use crate::helpers::stack::{chat, spawn_stack};
+use crate::helpers::team_jobs::team_with_job;
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn ten_concurrent_identical_job_creations_create_one_job(db: PgPool) {
@@ -42,14 +45,8 @@ async fn ten_concurrent_identical_job_creations_create_one_job(db: PgPool) {
         .await
         .expect("count");
     assert_eq!(jobs, 1);
-    let balance = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/api/credits/teams/team_i/balance")
-            .send()
-            .await,
-    )
-    .await;
+    let balance_path = "/api/credits/teams/team_i/balance";
+    let balance = ok_with_key(&stack.app, &key, Method::GET, balance_path).await;
     assert_eq!(balance["credits_reserved"], 1);
     let mismatch = error_detail(
         stack
@@ -66,89 +63,71 @@ async fn ten_concurrent_identical_job_creations_create_one_job(db: PgPool) {
     assert_ledger_consistent(&db, "team_i").await;
 }
 
+/// `POST path` with this `Idempotency-Key` and body, sent with the team's key or, without one,
+/// the admin key.
+fn idempotent_post(
+    app: &TestApp,
+    key: Option<&str>,
+    path: &str,
+    idempotency_key: &str,
+    body: &Value,
+) -> RequestBuilder {
+    let request = match key {
+        Some(key) => app.with_key(key, Method::POST, path),
+        None => app.admin(Method::POST, path),
+    };
+    request
+        .header("Idempotency-Key", idempotency_key)
+        .json(body)
+}
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn retried_llm_call_complete_and_credit_addition_have_one_effect(db: PgPool) {
     let stack = spawn_stack(db.clone()).await;
-    let key = stack.team("team_j", 5, &[("ChatAgent", &["gpt-4o"])]).await;
-    let job_id = stack.create_job(&key, "team_j").await;
-    let send = |method: Method, path: String, idem: &'static str, body: Value, admin: bool| {
-        let request = if admin {
-            stack.app.admin(method, &path)
-        } else {
-            stack.app.with_key(&key, method, &path)
-        };
-        request.header("Idempotency-Key", idem).json(&body).send()
+    let (key, job_id) = team_with_job(&stack, "team_j", 5, &[("ChatAgent", &["gpt-4o"])]).await;
+    let call_path = format!("/api/jobs/{job_id}/llm-call");
+    let call = || {
+        idempotent_post(
+            &stack.app,
+            Some(&key),
+            &call_path,
+            "call-1",
+            &chat("ChatAgent", "once"),
+        )
     };
 
-    let first = ok_json(
-        send(
-            Method::POST,
-            format!("/api/jobs/{job_id}/llm-call"),
-            "call-1",
-            chat("ChatAgent", "once"),
-            false,
-        )
-        .await,
-    )
-    .await;
-    let retry = stack
-        .app
-        .with_key(&key, Method::POST, &format!("/api/jobs/{job_id}/llm-call"))
-        .header("Idempotency-Key", "call-1")
-        .json(&chat("ChatAgent", "once"))
-        .send()
-        .await
-        .expect("sent");
+    let first = ok_json(call().send().await).await;
+    let retry = call().send().await.expect("sent");
     assert!(is_replayed(&retry));
     let retry: Value = retry.json().await.expect("json");
     assert_eq!(retry, first);
     assert_eq!(stack.llm.total_requests(), 1);
 
-    let done = ok_json(
-        send(
-            Method::POST,
-            format!("/api/jobs/{job_id}/complete"),
+    let complete_path = format!("/api/jobs/{job_id}/complete");
+    let complete = || {
+        idempotent_post(
+            &stack.app,
+            Some(&key),
+            &complete_path,
             "done-1",
-            json!({"status": "completed"}),
-            false,
+            &json!({"status": "completed"}),
         )
-        .await,
-    )
-    .await;
-    let again = ok_json(
-        send(
-            Method::POST,
-            format!("/api/jobs/{job_id}/complete"),
-            "done-1",
-            json!({"status": "completed"}),
-            false,
-        )
-        .await,
-    )
-    .await;
+    };
+    let done = ok_json(complete().send().await).await;
+    let again = ok_json(complete().send().await).await;
     assert_eq!(done, again);
 
     for _ in 0..3 {
+        let add = json!({"credits_amount": 10});
+        let path = "/api/credits/teams/team_j/add";
         ok_json(
-            send(
-                Method::POST,
-                "/api/credits/teams/team_j/add".into(),
-                "refill-1",
-                json!({"credits_amount": 10}),
-                true,
-            )
-            .await,
+            idempotent_post(&stack.app, None, path, "refill-1", &add)
+                .send()
+                .await,
         )
         .await;
     }
-    let balance = ok_json(
-        stack
-            .app
-            .admin(Method::GET, "/api/credits/teams/team_j/balance")
-            .send()
-            .await,
-    )
-    .await;
+    let balance = ok_as_admin(&stack.app, Method::GET, "/api/credits/teams/team_j/balance").await;
     assert_eq!(balance["credits_allocated"], 15);
     assert_eq!(balance["credits_used"], 1);
     let calls: i64 = sqlx::query_scalar("select count(*) from llm_calls")

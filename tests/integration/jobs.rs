@@ -1,16 +1,21 @@
-//! Jobs: credit holds at creation, settlement at completion (exactly once), tenancy.
+//! Jobs: credit holds at creation, settlement at completion (exactly once), tenancy. This file
+//! holds creation, charging and expiry; `completion` concurrent and waiting completes, `tenancy`
+//! other teams and the job list.
 
 use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, error_detail, ok_json};
-use crate::helpers::stack::{StackOptions, chat, eventually, spawn_stack, spawn_stack_with};
+use crate::helpers::stack::{chat, eventually, spawn_stack};
 
-const CHAT: (&str, &[&str]) = ("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]);
+mod completion;
+mod tenancy;
+
+pub(super) const CHAT: (&str, &[&str]) = ("ChatAgent", &["gpt-3.5-turbo", "gpt-4"]);
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn guide_flow_charges_one_credit_for_a_job_with_two_calls(db: PgPool) {
@@ -199,195 +204,6 @@ async fn failed_jobs_and_jobs_with_a_failed_call_are_not_charged_and_release_the
     assert_eq!(balance["credits_used"], 0);
     assert_eq!(balance["credits_reserved"], 0);
     assert_ledger_consistent(&db, "team_f").await;
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn complete_repeated_ten_times_concurrently_charges_once(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = stack.team("team_r", 5, &[CHAT]).await;
-    let job_id = stack.create_job(&key, "team_r").await;
-    ok_json(Ok(stack
-        .llm_call(&key, &job_id, chat("ChatAgent", "hi"))
-        .await))
-    .await;
-
-    let responses = join_all((0..10).map(|_| stack.complete(&key, &job_id, "completed"))).await;
-    let mut bodies = Vec::new();
-    for response in responses {
-        bodies.push(ok_json(Ok(response)).await);
-    }
-    let conflict = error_detail(
-        Ok(stack.complete(&key, &job_id, "failed").await),
-        StatusCode::CONFLICT,
-    )
-    .await;
-
-    assert!(bodies.iter().all(|b| b["costs"]["credit_applied"] == true));
-    assert!(bodies.iter().all(|b| b["costs"]["credits_remaining"] == 4));
-    assert!(conflict.contains("already completed"), "{conflict}");
-    let deductions: i64 = sqlx::query_scalar(
-        "select count(*) from credit_transactions where transaction_type = 'deduction'",
-    )
-    .fetch_one(&db)
-    .await
-    .expect("count");
-    assert_eq!(deductions, 1);
-    assert_ledger_consistent(&db, "team_r").await;
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn complete_waits_for_an_in_flight_call_then_settles(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let key = stack.team("team_w", 3, &[("Slow", &["slow-700"])]).await;
-    let job_id = stack.create_job(&key, "team_w").await;
-    let mut body = chat("Slow", "take your time");
-    body["async"] = json!(true);
-    let accepted = stack.llm_call(&key, &job_id, body).await;
-    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
-
-    let completion = ok_json(Ok(stack.complete(&key, &job_id, "completed").await)).await;
-
-    assert_eq!(completion["costs"]["successful_calls"], 1);
-    assert_eq!(completion["costs"]["credit_applied"], true);
-    assert_eq!(completion["costs"]["credits_remaining"], 2);
-    assert_ledger_consistent(&db, "team_w").await;
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn complete_answers_202_completing_and_the_worker_settles_when_the_call_ends(db: PgPool) {
-    let options = StackOptions {
-        complete_wait: Duration::from_millis(100),
-        ..StackOptions::default()
-    };
-    let stack = spawn_stack_with(db.clone(), options).await;
-    let key = stack.team("team_c", 3, &[("Slow", &["slow-1500"])]).await;
-    let job_id = stack.create_job(&key, "team_c").await;
-    let mut body = chat("Slow", "long");
-    body["async"] = json!(true);
-    assert_eq!(
-        stack.llm_call(&key, &job_id, body).await.status(),
-        StatusCode::ACCEPTED
-    );
-
-    let response = stack.complete(&key, &job_id, "completed").await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let pending: Value = response.json().await.expect("json");
-    assert_eq!(pending["status"], "completing");
-    let extra = stack
-        .llm_call(&key, &job_id, chat("Slow", "too late"))
-        .await;
-    assert_eq!(extra.status(), StatusCode::CONFLICT);
-
-    let settled = eventually(Duration::from_secs(15), || async {
-        let job = stack.get_job(&key, &job_id).await;
-        job["status"] == "completed"
-    })
-    .await;
-    assert!(settled, "the worker did not settle the job");
-    let job = stack.get_job(&key, &job_id).await;
-    assert_eq!(job["credit_applied"], true);
-    assert_eq!(job["costs"]["credits_remaining"], 2);
-    assert_ledger_consistent(&db, "team_c").await;
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn another_teams_key_gets_404_on_every_job_route(db: PgPool) {
-    let stack = spawn_stack(db.clone()).await;
-    let owner = stack.team("team_owner", 5, &[CHAT]).await;
-    let stranger = stack.team("team_stranger", 5, &[CHAT]).await;
-    let job_id = stack.create_job(&owner, "team_owner").await;
-    let call = ok_json(Ok(stack
-        .llm_call(&owner, &job_id, chat("ChatAgent", "mine"))
-        .await))
-    .await;
-    let call_id = call["call_id"].as_str().expect("call_id");
-
-    let routes = [
-        (Method::GET, format!("/api/jobs/{job_id}"), None),
-        (
-            Method::GET,
-            format!("/api/jobs/{job_id}/calls/{call_id}"),
-            None,
-        ),
-        (
-            Method::POST,
-            format!("/api/jobs/{job_id}/llm-call"),
-            Some(chat("ChatAgent", "theirs")),
-        ),
-        (
-            Method::POST,
-            format!("/api/jobs/{job_id}/complete"),
-            Some(json!({"status": "completed"})),
-        ),
-        (Method::GET, "/api/teams/team_owner/jobs".to_owned(), None),
-    ];
-    for (method, path, body) in routes {
-        let mut request = stack.app.with_key(&stranger, method, &path);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let detail = error_detail(request.send().await, StatusCode::NOT_FOUND).await;
-        assert!(!detail.contains("mine"), "{detail}");
-    }
-    let forbidden = error_detail(
-        stack
-            .app
-            .with_key(&stranger, Method::POST, "/api/jobs/create")
-            .json(&json!({"team_id": "team_owner", "job_type": "x"}))
-            .send()
-            .await,
-        StatusCode::FORBIDDEN,
-    )
-    .await;
-    assert!(forbidden.contains("does not match"), "{forbidden}");
-    let job = stack.get_job(&owner, &job_id).await;
-    assert_eq!(job["status"], "in_progress");
-    assert_eq!(job["progress"]["total"], 1);
-}
-
-#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn lists_a_teams_jobs_newest_first_with_a_status_filter(db: PgPool) {
-    let stack = spawn_stack(db).await;
-    let key = stack.team("team_l", 10, &[CHAT]).await;
-    let first = stack.create_job(&key, "team_l").await;
-    let second = stack.create_job(&key, "team_l").await;
-    ok_json(Ok(stack.complete(&key, &first, "failed").await)).await;
-
-    let all = ok_json(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/api/teams/team_l/jobs")
-            .send()
-            .await,
-    )
-    .await;
-    let failed = ok_json(
-        stack
-            .app
-            .with_key(
-                &key,
-                Method::GET,
-                "/api/teams/team_l/jobs?status=failed&limit=5",
-            )
-            .send()
-            .await,
-    )
-    .await;
-    let bad = error_detail(
-        stack
-            .app
-            .with_key(&key, Method::GET, "/api/teams/team_l/jobs?status=done")
-            .send()
-            .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-
-    assert_eq!(all["total"], 2);
-    assert_eq!(all["jobs"][0]["job_id"], second.as_str());
-    assert_eq!(failed["total"], 1);
-    assert_eq!(failed["jobs"][0]["job_id"], first.as_str());
-    assert!(bad.contains("Invalid status 'done'"), "{bad}");
 }
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]

@@ -4,14 +4,13 @@
 //! a second time after its lease lapsed.
 
 use futures::future::join_all;
-use saasllm_shared::db::calls::{self, ClaimedCall, Insertion, NewCall};
+use saasllm_shared::db::calls::ClaimedCall;
 use saasllm_shared::db::claims::{self, Finished};
-use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
-use crate::helpers::fixtures::calls::succeeded_result;
+use crate::helpers::call_rows::{chat_agent_call, hello_request, insert_call, succeeded_result};
 
 const CALLS: usize = 64;
 const ROUNDS: usize = 60;
@@ -21,27 +20,11 @@ async fn queued_calls(db: &PgPool) -> (Uuid, Vec<Uuid>) {
     let model_group_id = team_with_chat_group(db, "team_locks").await;
     let mut tx = db.begin().await.expect("begin");
     let job = job_holding_credit(&mut *tx, "team_locks", "locks").await;
-    let request = json!({"messages": [{"role": "user", "content": "hello"}]});
+    let request = hello_request();
     let mut ids = Vec::new();
     for _ in 0..CALLS {
-        let call = NewCall {
-            job_id: job.job_id,
-            team_id: "team_locks",
-            model_group_id,
-            model_group: "ChatAgent",
-            purpose: None,
-            request: &request,
-            request_id: None,
-            custom_id: None,
-            notify_on_finish: false,
-        };
-        match calls::insert_into_open_job(&mut *tx, &call)
-            .await
-            .expect("insert")
-        {
-            Insertion::Inserted(call_id) => ids.push(call_id),
-            other => panic!("call not inserted: {other:?}"),
-        }
+        let call = chat_agent_call(job.job_id, "team_locks", model_group_id, &request, None);
+        ids.push(insert_call(&mut *tx, &call).await);
     }
     tx.commit().await.expect("commit");
     (job.job_id, ids)

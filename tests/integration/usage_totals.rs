@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::helpers::app::{job_holding_credit, team_with_chat_group};
-use crate::helpers::fixtures::calls::succeeded_result;
+use crate::helpers::call_rows::succeeded_result;
 
 async fn call_in(db: &PgPool, job_id: Uuid, group: Uuid, custom_id: &str) -> calls::ClaimedCall {
     let request = json!({"messages": [{"role": "user", "content": "hello"}]});

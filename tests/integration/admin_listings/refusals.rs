@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{list, seed, snapshot};
 use crate::helpers::app::{error_detail, ok_json};
-use crate::helpers::spawn_app;
+use crate::helpers::{TestApp, spawn_app};
 
 /// A path, its query parameters, and a part of the expected detail.
 type Refusal<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
@@ -33,27 +33,26 @@ async fn lists_are_for_the_admin_only(db: PgPool) {
     }
 }
 
+/// Sends each refused query as the admin: each is a 400 whose detail names the problem without
+/// echoing the input, and none changes the database.
+async fn assert_refused(app: &TestApp, cases: Vec<Refusal<'_>>) {
+    let before = snapshot(&app.db).await;
+    for (path, query, expected) in cases {
+        let detail = error_detail(
+            app.admin(Method::GET, path).query(&query).send().await,
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(detail.contains(expected), "{path} {query:?}: {detail}");
+        assert!(detail.len() < 1_000, "{path}: the detail echoes the input");
+    }
+    assert_eq!(snapshot(&app.db).await, before);
+}
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn bad_input_is_a_400_that_changes_nothing(db: PgPool) {
+async fn unknown_statuses_bad_dates_and_limits_are_400s_that_change_nothing(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     seed(&app).await;
-    let before = snapshot(&db).await;
-    let huge = "x".repeat(10 * 1024);
-    let page = list(&app, "/api/jobs", &[("team_id", "team_a1"), ("limit", "2")]).await;
-    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
-    let teams_cursor = list(&app, "/api/teams", &[("limit", "1")]).await["next_cursor"]
-        .as_str()
-        .expect("teams cursor")
-        .to_owned();
-    // The cursor's bytes with its last character changed, and a cursor made up from its layout.
-    let mut edited = cursor.clone();
-    let last = if cursor.ends_with('0') { "1" } else { "0" };
-    edited.replace_range(cursor.len() - 1.., last);
-    let made_up: String = format!("{}2026-12-01T12:00:00Z_{}", "0".repeat(12), Uuid::new_v4())
-        .bytes()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-
     let cases: Vec<Refusal> = vec![
         ("/api/jobs", vec![("status", "done")], "unknown variant"),
         ("/api/teams", vec![("status", "paused")], "unknown variant"),
@@ -90,6 +89,32 @@ async fn bad_input_is_a_400_that_changes_nothing(db: PgPool) {
             vec![("limit", "99999999999999999999")],
             "Invalid query",
         ),
+        ("/api/jobs", vec![("offset", "10")], "unknown field"),
+    ];
+    assert_refused(&app, cases).await;
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn garbled_edited_made_up_and_foreign_cursors_are_400s_that_change_nothing(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    seed(&app).await;
+    let huge = "x".repeat(10 * 1024);
+    let page = list(&app, "/api/jobs", &[("team_id", "team_a1"), ("limit", "2")]).await;
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    let teams_cursor = list(&app, "/api/teams", &[("limit", "1")]).await["next_cursor"]
+        .as_str()
+        .expect("teams cursor")
+        .to_owned();
+    // The cursor's bytes with its last character changed, and a cursor made up from its layout.
+    let mut edited = cursor.clone();
+    let last = if cursor.ends_with('0') { "1" } else { "0" };
+    edited.replace_range(cursor.len() - 1.., last);
+    let made_up: String = format!("{}2026-12-01T12:00:00Z_{}", "0".repeat(12), Uuid::new_v4())
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+
+    let cases: Vec<Refusal> = vec![
         (
             "/api/jobs",
             vec![("cursor", "not-a-cursor")],
@@ -118,6 +143,16 @@ async fn bad_input_is_a_400_that_changes_nothing(db: PgPool) {
             "Invalid cursor",
         ),
         ("/api/teams", vec![("cursor", &huge)], "Invalid cursor"),
+    ];
+    assert_refused(&app, cases).await;
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn nul_oversized_and_empty_filters_are_400s_that_change_nothing(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    seed(&app).await;
+    let huge = "x".repeat(10 * 1024);
+    let cases: Vec<Refusal> = vec![
         (
             "/api/jobs",
             vec![("team_id", "team\0a1")],
@@ -163,19 +198,10 @@ async fn bad_input_is_a_400_that_changes_nothing(db: PgPool) {
             vec![("job_type", " ")],
             "job_type must not be empty",
         ),
-        ("/api/jobs", vec![("offset", "10")], "unknown field"),
     ];
-    for (path, query, expected) in cases {
-        let detail = error_detail(
-            app.admin(Method::GET, path).query(&query).send().await,
-            StatusCode::BAD_REQUEST,
-        )
-        .await;
-        assert!(detail.contains(expected), "{path} {query:?}: {detail}");
-        assert!(detail.len() < 1_000, "{path}: the detail echoes the input");
-    }
-    assert_eq!(snapshot(&db).await, before);
+    assert_refused(&app, cases).await;
 }
+
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn the_document_describes_the_lists_and_their_filters(db: PgPool) {
     let app = spawn_app(db).await;

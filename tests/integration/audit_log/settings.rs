@@ -5,76 +5,49 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
-use super::{assert_row, change, no_new_row, one_new_row};
-use crate::helpers::app::{assert_not_stored, count, error_detail};
+use super::Trail;
+use crate::helpers::app::{assert_not_stored, error_detail};
 use crate::helpers::spawn_app;
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
-async fn alert_and_refill_settings_leave_one_row_per_change(db: PgPool) {
+async fn alert_settings_leave_one_row_per_change_and_never_the_secret(db: PgPool) {
     let app = spawn_app(db.clone()).await;
     app.team_with_key("audited", 10).await;
-    let mut rows = count(&db, "select count(*) from audit_log").await;
+    let mut trail = Trail::start(&app).await;
+    let set_alerts = || app.admin(Method::PUT, "/api/teams/audited/alerts");
 
     let alerts = json!({"url": "https://hooks.example.com/alerts", "credits_below": 3});
-    let set = change(
-        app.admin(Method::PUT, "/api/teams/audited/alerts")
-            .json(&alerts),
-        "req-alerts",
-    )
-    .await;
-    let secret = set["signing_secret"]
-        .as_str()
-        .expect("secret shown once")
-        .to_owned();
-    let row = one_new_row(&app, &mut rows).await;
-    assert_row(&row, "team.set_alerts", ("team", "audited"), "req-alerts");
+    let (set, row) = trail
+        .logged(
+            set_alerts().json(&alerts),
+            "req-alerts",
+            "team.set_alerts",
+            ("team", "audited"),
+        )
+        .await;
+    let secret = set["signing_secret"].as_str().expect("secret shown once");
     assert_eq!(row["before"], Value::Null, "{row}");
     assert_eq!(row["after"]["credits_below"], 3, "{row}");
     assert_eq!(row["after"]["secret_set"], true, "{row}");
 
     // The same settings again change nothing: no row.
-    change(
-        app.admin(Method::PUT, "/api/teams/audited/alerts")
-            .json(&alerts),
-        "req-same",
-    )
-    .await;
-    no_new_row(&app, rows).await;
+    super::change(set_alerts().json(&alerts), "req-same").await;
+    trail.no_new_row().await;
 
     // Rotating only the secret is a change, recorded without the secret.
-    change(
-        app.admin(Method::PUT, "/api/teams/audited/alerts")
-            .json(&json!({"url": "https://hooks.example.com/alerts", "credits_below": 3, "rotate_secret": true})),
-        "req-rotate",
-    )
-    .await;
-    let row = one_new_row(&app, &mut rows).await;
-    assert_row(&row, "team.set_alerts", ("team", "audited"), "req-rotate");
+    let (_, row) = trail
+        .logged(
+            set_alerts().json(&json!({"url": "https://hooks.example.com/alerts", "credits_below": 3, "rotate_secret": true})),
+            "req-rotate",
+            "team.set_alerts",
+            ("team", "audited"),
+        )
+        .await;
     assert_eq!(row["after"]["secret_set"], true, "{row}");
 
-    change(
-        app.admin(Method::PUT, "/api/teams/audited/refills").json(
-            &json!({"credit_grant": {"credits": 100, "period": "1mo"}, "budget_duration": "30d"}),
-        ),
-        "req-refills",
-    )
-    .await;
-    let row = one_new_row(&app, &mut rows).await;
-    assert_row(&row, "team.set_refills", ("team", "audited"), "req-refills");
-    assert_eq!(row["before"], Value::Null, "{row}");
-    assert_eq!(row["after"]["credit_grant"]["credits"], 100, "{row}");
-
-    // Refused: a bad period, an array body, another team's key. None leaves a row.
+    // Refused: an array body.
     error_detail(
-        app.admin(Method::PUT, "/api/teams/audited/refills")
-            .json(&json!({"budget_duration": "2w"}))
-            .send()
-            .await,
-        StatusCode::BAD_REQUEST,
-    )
-    .await;
-    error_detail(
-        app.admin(Method::PUT, "/api/teams/audited/alerts")
+        set_alerts()
             .header("content-type", "application/json")
             .body("[]")
             .send()
@@ -82,8 +55,40 @@ async fn alert_and_refill_settings_leave_one_row_per_change(db: PgPool) {
         StatusCode::BAD_REQUEST,
     )
     .await;
+    assert_not_stored(&db, secret).await;
+}
+
+#[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
+async fn refill_settings_leave_one_row_per_change_and_none_when_refused(db: PgPool) {
+    let app = spawn_app(db.clone()).await;
+    app.team_with_key("audited", 10).await;
+    let set_refills = || app.admin(Method::PUT, "/api/teams/audited/refills");
+    let mut trail = Trail::start(&app).await;
+
+    let (_, row) = trail
+        .logged(
+            set_refills().json(
+                &json!({"credit_grant": {"credits": 100, "period": "1mo"}, "budget_duration": "30d"}),
+            ),
+            "req-refills",
+            "team.set_refills",
+            ("team", "audited"),
+        )
+        .await;
+    assert_eq!(row["before"], Value::Null, "{row}");
+    assert_eq!(row["after"]["credit_grant"]["credits"], 100, "{row}");
+
+    // Refused: a bad period, another team's key. Neither leaves a row.
+    error_detail(
+        set_refills()
+            .json(&json!({"budget_duration": "2w"}))
+            .send()
+            .await,
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
     let other = app.team_with_key("other", 1).await;
-    rows = count(&db, "select count(*) from audit_log").await;
+    let mut trail = Trail::start(&app).await;
     error_detail(
         app.with_key(&other, Method::PUT, "/api/teams/audited/refills")
             .json(&json!({"budget_duration": "1d"}))
@@ -92,16 +97,14 @@ async fn alert_and_refill_settings_leave_one_row_per_change(db: PgPool) {
         StatusCode::FORBIDDEN,
     )
     .await;
-    no_new_row(&app, rows).await;
+    trail.no_new_row().await;
 
     // Turning them off is a change with the settings before it.
-    change(
-        app.admin(Method::PUT, "/api/teams/audited/refills")
-            .json(&json!({"credit_grant": null, "budget_duration": null})),
+    super::change(
+        set_refills().json(&json!({"credit_grant": null, "budget_duration": null})),
         "req-off",
     )
     .await;
-    let row = one_new_row(&app, &mut rows).await;
+    let row = trail.one_new_row().await;
     assert_eq!(row["before"]["credit_grant"]["credits"], 100, "{row}");
-    assert_not_stored(&db, &secret).await;
 }

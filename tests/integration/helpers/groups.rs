@@ -6,9 +6,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use futures::future::join_all;
 use futures::poll;
-use saasllm_shared::db::jobs::{JobRow, NewJob};
+use saasllm_shared::db::jobs::{self, JobRow, NewJob};
 use saasllm_shared::group_commit::GroupError;
+use saasllm_shared::job_credits::JobCredits;
 use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::helpers::app::spawn_app;
@@ -45,6 +47,62 @@ pub async fn submit_all<T>(requests: &mut [Pending<'_, T>]) {
             "answered while the balance row was locked"
         );
     }
+}
+
+/// How the first flush of a gathered group fares.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum FirstFlush {
+    /// It runs once the balance row is unlocked.
+    Runs,
+    /// Its connection is ended while it waits on the locked balance row.
+    Broken,
+}
+
+/// Sends every request while the team's balance row is locked, so that they gather in groups
+/// behind the first flush (broken first if asked), then unlocks the row; the answers, in order.
+pub async fn gathered<'a, T>(
+    db: &PgPool,
+    team_id: &str,
+    mut requests: Vec<Pending<'a, T>>,
+    first_flush: FirstFlush,
+) -> Vec<T> {
+    let lock = lock_balance(db, team_id).await;
+    submit_all(&mut requests).await;
+    if first_flush == FirstFlush::Broken {
+        kill_the_blocked_flush(db).await;
+    }
+    lock.commit().await.expect("unlock");
+    join_all(requests).await
+}
+
+/// A create request for each job, to be sent by `gathered`.
+pub fn creates<'a>(
+    credits: &'a JobCredits,
+    new_jobs: &'a [NewJob<'a>],
+) -> Vec<Pending<'a, Created>> {
+    new_jobs
+        .iter()
+        .map(|job| Box::pin(credits.create(job)) as Pending<'_, _>)
+        .collect()
+}
+
+/// `count` jobs of the team, each holding a credit, written directly; their ids in order.
+pub async fn jobs_holding_credit(
+    db: &PgPool,
+    team_id: &str,
+    job_type: &str,
+    count: usize,
+) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::with_capacity(count);
+    for _ in 0..count {
+        let job =
+            jobs::insert_holding_credit(db, &new_job(team_id, job_type, &serde_json::json!({})))
+                .await
+                .expect("insert")
+                .expect("held");
+        ids.push(job.job_id);
+    }
+    ids
 }
 
 pub fn new_job<'a>(
