@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{assert_ledger_consistent, count, error_detail, ok_json};
-use crate::helpers::requests::{cancel_job, ok_with_key, submit_calls};
+use crate::helpers::fixtures::requests::{cancel_job, submit_calls};
 use crate::helpers::stack::{Stack, chat, eventually, spawn_stack, spawn_stack_without_workers};
 use crate::helpers::team_jobs::team_with_job;
 
@@ -47,7 +47,7 @@ async fn succeeded_contents(
         if let Some(after) = &after {
             path.push_str(&format!("&after={after}"));
         }
-        let page = ok_with_key(&stack.app, key, Method::GET, &path).await;
+        let page = stack.app.key_ok(key, Method::GET, &path).await;
         pages += 1;
         for call in page["calls"].as_array().expect("calls") {
             let custom_id = call["custom_id"].as_str().expect("custom_id").to_owned();
@@ -207,7 +207,7 @@ async fn calls_are_paged_with_checked_parameters_and_hidden_from_other_teams(db:
         error_detail(response, StatusCode::BAD_REQUEST).await;
     }
     let queued_path = format!("/api/jobs/{job_id}/calls?status=queued&limit=2");
-    let queued = ok_with_key(&stack.app, &key, Method::GET, &queued_path).await;
+    let queued = stack.app.key_ok(&key, Method::GET, &queued_path).await;
     assert_eq!(queued["calls"].as_array().expect("calls").len(), 2);
     assert_eq!(queued["has_more"], true);
 
@@ -305,7 +305,7 @@ async fn cancel_stops_queued_calls_lets_running_ones_finish_and_charges_nothing(
     assert_no_cancelled_call_ran(&stack, succeeded).await;
 
     let balance_path = "/api/credits/teams/team_cancel/balance";
-    let balance = ok_with_key(&stack.app, &key, Method::GET, balance_path).await;
+    let balance = stack.app.key_ok(&key, Method::GET, balance_path).await;
     assert_eq!(balance["credits_remaining"], 3);
     assert_eq!(
         count(

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{count, ok_json};
-use crate::helpers::requests::submit_calls;
+use crate::helpers::fixtures::requests::submit_calls;
 use crate::helpers::stack::{Stack, chat, eventually, spawn_stack};
 
 mod per_minute;

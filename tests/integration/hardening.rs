@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use crate::helpers::app::{
     count, error_detail, ok_json, redis_url, spawn_app, spawn_app_configured,
 };
-use crate::helpers::requests::metrics_text;
+use crate::helpers::fixtures::requests::metrics_text;
 
 /// Creates a job with a callback under an `Idempotency-Key`; returns the response.
 async fn create_job_idempotently(app: &crate::helpers::app::TestApp, key: &str) -> Value {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::spawn_app_with;
-use crate::helpers::requests::metrics_text;
+use crate::helpers::fixtures::requests::metrics_text;
 use crate::helpers::{TestApp, spawn_app};
 
 /// `GET /health` without credentials: the status, whether the answer carries a request id, and

@@ -8,7 +8,6 @@ use sqlx::PgPool;
 use crate::helpers::TestApp;
 use crate::helpers::app::{assert_ledger_consistent, error_detail, ok_json};
 use crate::helpers::fixtures::requests::is_replayed;
-use crate::helpers::requests::{ok_as_admin, ok_with_key};
 use crate::helpers::stack::{chat, spawn_stack};
 use crate::helpers::team_jobs::team_with_job;
 
@@ -46,7 +45,7 @@ async fn ten_concurrent_identical_job_creations_create_one_job(db: PgPool) {
         .expect("count");
     assert_eq!(jobs, 1);
     let balance_path = "/api/credits/teams/team_i/balance";
-    let balance = ok_with_key(&stack.app, &key, Method::GET, balance_path).await;
+    let balance = stack.app.key_ok(&key, Method::GET, balance_path).await;
     assert_eq!(balance["credits_reserved"], 1);
     let mismatch = error_detail(
         stack
@@ -127,7 +126,10 @@ async fn retried_llm_call_complete_and_credit_addition_have_one_effect(db: PgPoo
         )
         .await;
     }
-    let balance = ok_as_admin(&stack.app, Method::GET, "/api/credits/teams/team_j/balance").await;
+    let balance = stack
+        .app
+        .admin_ok(Method::GET, "/api/credits/teams/team_j/balance")
+        .await;
     assert_eq!(balance["credits_allocated"], 15);
     assert_eq!(balance["credits_used"], 1);
     let calls: i64 = sqlx::query_scalar("select count(*) from llm_calls")

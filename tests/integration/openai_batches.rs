@@ -298,7 +298,7 @@ async fn assert_listed_newest_first(stack: &Stack, key: &str, file_id: &str, fir
     let rest = stack
         .app
         .key_ok(
-            &key,
+            key,
             Method::GET,
             &format!(
                 "/v1/batches?limit=10&after={}",

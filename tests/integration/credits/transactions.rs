@@ -6,7 +6,6 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::{count, ok_json};
-use crate::helpers::requests::{ok_as_admin, ok_with_key};
 use crate::helpers::spawn_app;
 
 /// The page's rows as (kind, amount, balance_after), in the order listed.
@@ -44,10 +43,12 @@ async fn transactions_are_listed_newest_first_with_limit_offset_and_a_total(db: 
     }
     let path = "/api/credits/teams/team_a/transactions";
 
-    let first = ok_as_admin(&app, Method::GET, &format!("{path}?limit=2")).await;
-    let second = ok_with_key(&app, &key, Method::GET, &format!("{path}?limit=2&offset=2")).await;
-    let past_the_end = ok_as_admin(&app, Method::GET, &format!("{path}?offset=4")).await;
-    let default_page = ok_as_admin(&app, Method::GET, path).await;
+    let first = app.admin_ok(Method::GET, &format!("{path}?limit=2")).await;
+    let second = app
+        .key_ok(&key, Method::GET, &format!("{path}?limit=2&offset=2"))
+        .await;
+    let past_the_end = app.admin_ok(Method::GET, &format!("{path}?offset=4")).await;
+    let default_page = app.admin_ok(Method::GET, path).await;
 
     assert_eq!(first["team_id"], "team_a");
     let paging = |page: &Value| {

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use super::{bulk, set_limits};
 use crate::helpers::app::{count, error_detail};
-use crate::helpers::requests::submit_calls;
+use crate::helpers::fixtures::requests::submit_calls;
 use crate::helpers::stack::{Stack, chat, eventually, spawn_stack};
 
 /// The minute the per-minute limits count in: the limiter's windows follow Redis's clock.

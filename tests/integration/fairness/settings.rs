@@ -7,7 +7,6 @@ use sqlx::PgPool;
 
 use super::set_limits;
 use crate::helpers::app::error_detail;
-use crate::helpers::requests::ok_with_key;
 use crate::helpers::stack::spawn_stack;
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
@@ -52,7 +51,10 @@ async fn limits_are_set_by_the_admin_only_and_validated(db: PgPool) {
         json!({"max_concurrent_calls": 4, "requests_per_minute": 100, "tokens_per_minute": 5000}),
     )
     .await;
-    let team = ok_with_key(&stack.app, &key, Method::GET, "/api/teams/team_lim").await;
+    let team = stack
+        .app
+        .key_ok(&key, Method::GET, "/api/teams/team_lim")
+        .await;
     assert_eq!(
         team["limits"],
         json!({"max_concurrent_calls": 4, "requests_per_minute": 100, "tokens_per_minute": 5000})
@@ -65,7 +67,10 @@ async fn limits_are_set_by_the_admin_only_and_validated(db: PgPool) {
     .expect("limits");
     assert_eq!(stored, (Some(4), Some(100), Some(5000)));
     set_limits(&stack, "team_lim", json!({})).await;
-    let team = ok_with_key(&stack.app, &key, Method::GET, "/api/teams/team_lim").await;
+    let team = stack
+        .app
+        .key_ok(&key, Method::GET, "/api/teams/team_lim")
+        .await;
     assert_eq!(
         team["limits"],
         json!({"max_concurrent_calls": null, "requests_per_minute": null, "tokens_per_minute": null})

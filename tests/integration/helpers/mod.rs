@@ -7,7 +7,6 @@ pub mod cluster;
 pub mod fixtures;
 pub mod groups;
 pub mod peer;
-pub mod requests;
 pub mod stack;
 pub mod team_jobs;
 
