@@ -21,11 +21,14 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+#[path = "budget_slot.rs"]
+mod slot;
 #[path = "budget_tasks.rs"]
 mod tasks;
 #[path = "budget_ticket.rs"]
 mod ticket;
 
+use slot::TeamSlot;
 pub use ticket::Ticket;
 
 /// PostgreSQL notification channel on which a refused process asks the others to give back the
@@ -88,25 +91,6 @@ struct Pending {
     last_seq: u64,
 }
 
-/// One team's slice in this process. `taking` serialises growing it, so concurrent requests
-/// that find it empty wait for one update instead of each making their own.
-struct TeamSlot {
-    team_id: String,
-    slice: Mutex<Option<LiveSlice>>,
-    /// Held while growing the slice; holds when the team was last refused after waiting.
-    taking: tokio::sync::Mutex<Option<Instant>>,
-}
-
-struct LiveSlice {
-    slice_id: Uuid,
-    /// What the slice row holds once this process's queued changes are written.
-    reserved: i64,
-    /// Estimates of admitted requests not finished yet (never above `reserved`).
-    in_flight: i64,
-    usable_until: Instant,
-    last_used: Instant,
-}
-
 /// A request the budget cannot admit.
 #[derive(Debug)]
 pub enum Refusal {
@@ -145,75 +129,31 @@ impl Budgets {
         endpoint: CallEndpoint,
     ) -> Result<Ticket, Refusal> {
         let slot = self.slot(team_id);
-        let ticket = |slice_id| {
-            Ticket::new(
-                self,
-                &slot,
-                slice_id,
-                estimate,
-                model.clone(),
-                stream,
-                endpoint,
-            )
+        let slice_id = match slot.try_admit(estimate) {
+            Some(slice_id) => slice_id,
+            None => self.admit_growing(&slot, estimate).await?,
         };
-        if let Some(slice_id) = slot.try_admit(estimate) {
-            return Ok(ticket(slice_id));
-        }
+        Ok(Ticket::new(
+            self, &slot, slice_id, estimate, model, stream, endpoint,
+        ))
+    }
+
+    /// Admits `estimate` once the team's slice has grown enough, taking more of the budget
+    /// (one request at a time per team) and asking other processes for what they have parked.
+    async fn admit_growing(&self, slot: &TeamSlot, estimate: i64) -> Result<Uuid, Refusal> {
         let mut taking = slot.taking.lock().await;
         let refused_lately = taking.is_some_and(|at| at.elapsed() < REFUSAL_MEMORY);
         let waits: &[Duration] = if refused_lately { &[] } else { &RECLAIM_PAUSES };
         let mut pauses = waits.iter();
         loop {
             if let Some(slice_id) = slot.try_admit(estimate) {
-                return Ok(ticket(slice_id));
+                return Ok(slice_id);
             }
-            // What the slice has not lent counts towards the request: only the rest is needed.
-            let (slice_id, create, own, unlent) = match &*slot.lock() {
-                Some(slice) => (
-                    slice.slice_id,
-                    false,
-                    slice.reserved,
-                    (slice.reserved - slice.in_flight).max(0),
-                ),
-                None => (Uuid::now_v7(), true, 0, 0),
-            };
-            // The free amount read below must include every cost this process has seen
-            // (a cost above its estimate is only in the queue until written).
-            self.written(Duration::from_secs(5)).await;
-            let started = Instant::now();
-            let taken = budget_slices::take(
-                &self.db,
-                slice_id,
-                create,
-                team_id,
-                &self.holder,
-                (estimate - unlent).max(1),
-                self.settings.max_micro_usd,
-                self.usd_per_credit_micro,
-                self.settings.lease.as_secs_f64(),
-            )
-            .await
-            .map_err(Refusal::Database)?;
+            let (slice_id, own, started, taken) = self.take_more(slot, estimate).await?;
             match taken {
                 Taken::Granted { added } => {
                     *taking = None;
-                    let usable_until = started + self.usable_part_of_lease();
-                    let mut held = slot.lock();
-                    match &mut *held {
-                        Some(slice) if slice.slice_id == slice_id => {
-                            slice.reserved += added;
-                            slice.usable_until = usable_until;
-                        }
-                        _ => {
-                            *held = Some(LiveSlice {
-                                slice_id,
-                                reserved: added,
-                                in_flight: 0,
-                                usable_until,
-                                last_used: Instant::now(),
-                            });
-                        }
-                    }
+                    slot.grow(slice_id, added, started + self.usable_part_of_lease());
                 }
                 Taken::SliceGone => slot.forget(slice_id),
                 Taken::Refused { parked } => {
@@ -226,12 +166,50 @@ impl Budgets {
                         return Err(Refusal::OverBudget);
                     };
                     if pause == &RECLAIM_PAUSES[0] {
-                        self.ask_for_parked_budget(team_id).await;
+                        self.ask_for_parked_budget(&slot.team_id).await;
                     }
                     tokio::time::sleep(*pause).await;
                 }
             }
         }
+    }
+
+    /// Asks PostgreSQL for enough of the team's budget to add to the slice (creating it if the
+    /// process has none) for `estimate` to fit. Returns the slice, what it reserved before, when
+    /// the update started (the lease counts from then) and what the update did.
+    async fn take_more(
+        &self,
+        slot: &TeamSlot,
+        estimate: i64,
+    ) -> Result<(Uuid, i64, Instant, Taken), Refusal> {
+        // What the slice has not lent counts towards the request: only the rest is needed.
+        let (slice_id, create, own, unlent) = match &*slot.lock() {
+            Some(slice) => (
+                slice.slice_id,
+                false,
+                slice.reserved,
+                (slice.reserved - slice.in_flight).max(0),
+            ),
+            None => (Uuid::now_v7(), true, 0, 0),
+        };
+        // The free amount read below must include every cost this process has seen
+        // (a cost above its estimate is only in the queue until written).
+        self.written(Duration::from_secs(5)).await;
+        let started = Instant::now();
+        let taken = budget_slices::take(
+            &self.db,
+            slice_id,
+            create,
+            &slot.team_id,
+            &self.holder,
+            (estimate - unlent).max(1),
+            self.settings.max_micro_usd,
+            self.usd_per_credit_micro,
+            self.settings.lease.as_secs_f64(),
+        )
+        .await
+        .map_err(Refusal::Database)?;
+        Ok((slice_id, own, started, taken))
     }
 
     /// Waits until every request that finished before this call is written (bounded), so a
@@ -292,13 +270,11 @@ impl Budgets {
 
     fn slot(&self, team_id: &str) -> Arc<TeamSlot> {
         let mut teams = self.teams();
-        Arc::clone(teams.entry(team_id.to_owned()).or_insert_with(|| {
-            Arc::new(TeamSlot {
-                team_id: team_id.to_owned(),
-                slice: Mutex::new(None),
-                taking: tokio::sync::Mutex::new(None),
-            })
-        }))
+        Arc::clone(
+            teams
+                .entry(team_id.to_owned())
+                .or_insert_with(|| Arc::new(TeamSlot::new(team_id))),
+        )
     }
 
     fn teams(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<TeamSlot>>> {
@@ -333,49 +309,6 @@ impl Budgets {
             pending.last_seq += 1;
         }
         self.wake_writer.notify_one();
-    }
-}
-
-impl TeamSlot {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<LiveSlice>> {
-        self.slice.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Lends `estimate` from the slice if it is usable and has that much free.
-    fn try_admit(&self, estimate: i64) -> Option<Uuid> {
-        let mut held = self.lock();
-        let slice = held.as_mut()?;
-        let now = Instant::now();
-        if now >= slice.usable_until || slice.reserved - slice.in_flight < estimate {
-            return None;
-        }
-        slice.in_flight += estimate;
-        slice.last_used = now;
-        Some(slice.slice_id)
-    }
-
-    /// Drops the slice if it is still `slice_id` (the reconciler returned it).
-    fn forget(&self, slice_id: Uuid) {
-        let mut held = self.lock();
-        if held.as_ref().is_some_and(|s| s.slice_id == slice_id) {
-            *held = None;
-        }
-    }
-
-    /// Ends the slice when `ready` says so, returning what it still holds. Not while another
-    /// request is growing it: that update must find the slice where it left it.
-    fn end_if(&self, ready: impl Fn(&LiveSlice) -> bool) -> Option<SliceChange> {
-        let _taking = self.taking.try_lock().ok()?;
-        let mut held = self.lock();
-        let slice = held.as_ref().filter(|s| ready(s))?;
-        let change = SliceChange {
-            slice_id: slice.slice_id,
-            spent: 0,
-            returned: slice.reserved,
-            delete: true,
-        };
-        *held = None;
-        Some(change)
     }
 }
 

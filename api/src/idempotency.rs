@@ -14,7 +14,7 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, to_bytes};
+use axum::body::{Body, Bytes, to_bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -57,17 +57,41 @@ async fn run(
     request: Request,
     next: Next,
 ) -> Result<Response, Response> {
-    let key = key
-        .to_str()
+    let key = checked_key(&key)?;
+    let scope = scope_of(&request);
+    let (parts, bytes) = buffer_body(request).await?;
+    let request_hash = Sha256::new()
+        .chain_update(parts.uri.path().as_bytes())
+        .chain_update([0])
+        .chain_update(&bytes)
+        .finalize()
+        .to_vec();
+    if let Some(earlier) = wait_for_turn(&state, &scope, &key, &request_hash).await? {
+        return Ok(earlier);
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    store(&state, &scope, &key, response).await
+}
+
+/// The key as sent: 1 to 255 visible characters, trimmed.
+fn checked_key(key: &HeaderValue) -> Result<String, Response> {
+    key.to_str()
         .ok()
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible characters".into())
                 .into_response()
-        })?
-        .to_owned();
-    let scope = match request.extensions().get::<InProcess>() {
+        })
+}
+
+/// Whose keys this request's key is among: the in-process caller's scope, else a digest of the
+/// credential it sent.
+fn scope_of(request: &Request) -> String {
+    match request.extensions().get::<InProcess>() {
         Some(in_process) => in_process.idempotency_scope.clone(),
         None => {
             let credential = request
@@ -78,7 +102,11 @@ async fn run(
                 .unwrap_or_default();
             hex_digest(&[&credential])
         }
-    };
+    }
+}
+
+/// The request's body, read whole within the route's body limit.
+async fn buffer_body(request: Request) -> Result<(axum::http::request::Parts, Bytes), Response> {
     let limit = request
         .extensions()
         .get::<BodyLimit>()
@@ -87,21 +115,25 @@ async fn run(
     let bytes = to_bytes(body, limit)
         .await
         .map_err(|_| ApiError::PayloadTooLarge(limit).into_response())?;
-    let request_hash = Sha256::new()
-        .chain_update(parts.uri.path().as_bytes())
-        .chain_update([0])
-        .chain_update(&bytes)
-        .finalize()
-        .to_vec();
+    Ok((parts, bytes))
+}
 
+/// Takes the key for this request, waiting (bounded) while a first request with it runs.
+/// `Some` is the answer to give instead of running the request: the stored one replayed.
+async fn wait_for_turn(
+    state: &AppState,
+    scope: &str,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<Response>, Response> {
     let deadline = tokio::time::Instant::now() + WAIT_FOR_FIRST;
     loop {
-        let lookup = idempotency::begin(&state.db, &scope, &key, &request_hash)
+        let lookup = idempotency::begin(&state.db, scope, key, request_hash)
             .await
             .map_err(|e| ApiError::from(e).into_response())?;
         match lookup {
-            Lookup::Started => break,
-            Lookup::Replay { status, body } => return Ok(replay(status, body)),
+            Lookup::Started => return Ok(None),
+            Lookup::Replay { status, body } => return Ok(Some(replay(status, body))),
             Lookup::Mismatch => {
                 return Err(ApiError::UnprocessableEntity(
                     "Idempotency-Key was already used with a different request".into(),
@@ -117,17 +149,23 @@ async fn run(
             Lookup::InProgress => tokio::time::sleep(Duration::from_millis(50)).await,
         }
     }
+}
 
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+/// Stores the response for retries, less its secrets, and passes it on; one not worth replaying
+/// (or not JSON) gives the key up instead.
+async fn store(
+    state: &AppState,
+    scope: &str,
+    key: &str,
+    response: Response,
+) -> Result<Response, Response> {
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     if !is_json || !worth_replaying(response.status()) {
-        let _ = idempotency::abandon(&state.db, &scope, &key).await;
+        let _ = idempotency::abandon(&state.db, scope, key).await;
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
@@ -139,15 +177,15 @@ async fn run(
     remove_secrets(&mut stored);
     if let Err(e) = idempotency::complete(
         &state.db,
-        &scope,
-        &key,
+        scope,
+        key,
         i32::from(parts.status.as_u16()),
         &stored,
     )
     .await
     {
         tracing::error!(error = %e, "could not store the idempotent response");
-        let _ = idempotency::abandon(&state.db, &scope, &key).await;
+        let _ = idempotency::abandon(&state.db, scope, key).await;
     }
     Ok(Response::from_parts(parts, Body::from(bytes)))
 }

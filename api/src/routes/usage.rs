@@ -5,7 +5,6 @@
 use axum::extract::State;
 use axum::response::Json as JsonResponse;
 use saasllm_shared::db;
-use saasllm_shared::db::usage::UsageRow;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -18,10 +17,7 @@ use crate::usage_period::PeriodQuery;
 
 mod report;
 
-use report::{
-    DailyUsage, OrganizationUsageReport, TeamUsageBlock, TeamUsageReport, UsageRows, openai_report,
-    report,
-};
+use report::{OrganizationUsageReport, TeamUsageReport, UsageRows};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -48,24 +44,8 @@ async fn team_usage(
     caller.ensure_can_see_team(&team_id)?;
     let range = query.range()?;
     lookup::team(&state.db, &team_id).await?;
-    let UsageRows {
-        by_type: rows,
-        credits,
-        daily,
-        openai,
-    } = UsageRows::load(&state.db, std::slice::from_ref(&team_id), &range).await?;
-    let credits: i64 = credits.iter().map(|(_, n)| n).sum();
-    let (summary, job_types) = report(&rows.iter().collect::<Vec<_>>(), credits);
-    Ok(JsonResponse(TeamUsageReport {
-        team_id,
-        period: range.label,
-        from: range.first_day,
-        to: range.last_day,
-        summary,
-        job_types,
-        openai: openai_report(openai.iter()),
-        daily: daily.iter().map(DailyUsage::from).collect(),
-    }))
+    let rows = UsageRows::load(&state.db, std::slice::from_ref(&team_id), &range).await?;
+    Ok(JsonResponse(TeamUsageReport::new(team_id, range, &rows)))
 }
 
 /// An organization's usage (admin): totals, by job type, by day, and per team.
@@ -90,46 +70,15 @@ async fn organization_usage(
         .into_iter()
         .map(|t| t.team_id)
         .collect();
-    let UsageRows {
-        by_type: rows,
-        credits,
-        daily,
-        openai,
-    } = UsageRows::load(&state.db, &team_ids, &range).await?;
-    let credits_of = |team: &str| {
-        credits
-            .iter()
-            .filter(|(t, _)| t == team)
-            .map(|(_, n)| n)
-            .sum::<i64>()
-    };
-    let (summary, job_types) = report(
-        &rows.iter().collect::<Vec<_>>(),
-        credits.iter().map(|(_, n)| n).sum(),
-    );
+    let rows = UsageRows::load(&state.db, &team_ids, &range).await?;
     let teams = team_ids
         .iter()
-        .map(|team| {
-            let own: Vec<&UsageRow> = rows.iter().filter(|r| &r.team_id == team).collect();
-            let (summary, job_types) = report(&own, credits_of(team));
-            let openai = openai_report(openai.iter().filter(|r| &r.team_id == team));
-            let block = TeamUsageBlock {
-                summary,
-                job_types,
-                openai,
-            };
-            (team.clone(), block)
-        })
+        .map(|team| (team.clone(), rows.block(Some(team))))
         .collect();
-    Ok(JsonResponse(OrganizationUsageReport {
+    Ok(JsonResponse(OrganizationUsageReport::new(
         organization_id,
-        period: range.label,
-        from: range.first_day,
-        to: range.last_day,
-        summary,
-        job_types,
-        openai: openai_report(openai.iter()),
-        daily: daily.iter().map(DailyUsage::from).collect(),
+        range,
+        &rows,
         teams,
-    }))
+    )))
 }

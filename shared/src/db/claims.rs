@@ -155,10 +155,20 @@ pub async fn finish_many(
             attempts.push(item.call, attempt);
         }
     }
+    write_results(db, &results, &attempts).await
+}
+
+/// The results and their attempts in one statement: lock the calls, write each result under
+/// its lease, add the attempts of the calls written and notify the waiting API processes.
+async fn write_results(
+    db: impl PgExecutor<'_>,
+    results: &ResultColumns<'_>,
+    attempts: &AttemptColumns<'_>,
+) -> sqlx::Result<Vec<Written>> {
     // The arrays of borrowed or optional elements are typed by their casts: sqlx's check expects
     // arrays of owned, non-null elements (`Vec<String>`, `Vec<i64>`, `Vec<JsonValue>`). The
     // answer's columns come from `written`, the update's `returning` of non-null columns.
-    let written = sqlx::query_as!(
+    sqlx::query_as!(
         Written,
         r#"with input as (
              select * from unnest($1::uuid[], $2::int8[], $3::text[], $4::text[], $5::text[], $6::text[],
@@ -212,8 +222,7 @@ pub async fn finish_many(
         CALL_FINISHED_CHANNEL
     )
     .fetch_all(db)
-    .await?;
-    Ok(written)
+    .await
 }
 
 /// The jobs among `job_ids` waiting on their calls to settle.

@@ -25,15 +25,17 @@ pub struct FileRow {
 }
 
 /// `sqlx::query_as!` into [`FileRow`], with the file's column list between `$head` and `$tail`
-/// (sqlx's macros take only string literals, so the list cannot be a constant).
+/// (`$tail` may go on in more `+ "..."` literals). sqlx's macros take only string literals, so
+/// the list cannot be a constant.
 macro_rules! query_file {
-    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+    ($head:literal, $tail:literal $(+ $more:literal)* $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
             FileRow,
             $head
                 + r#"file_id, team_id, purpose as "purpose: FilePurpose", filename, bytes, line_count,
                      created_at"#
                 + $tail
+                $(+ $more)*
             $(, $arg)*
         )
     };
@@ -176,32 +178,31 @@ pub async fn list(
     limit: i64,
 ) -> sqlx::Result<Vec<FileRow>> {
     // Two statements rather than one with a dynamic ORDER BY: each keeps its index order.
+    // `$after` compares the id with the cursor, `$order` follows `order by file_id`.
+    macro_rules! page {
+        ($after:literal, $order:literal) => {
+            query_file!(
+                "select ",
+                " from files
+             where team_id = $1 and ($2::text is null or purpose = $2) and ($3::text is null or file_id "
+                    + $after
+                    + " $3)
+             order by file_id"
+                    + $order
+                    + " limit $4",
+                team_id,
+                purpose,
+                after,
+                limit
+            )
+            .fetch_all(db)
+            .await
+        };
+    }
     if ascending {
-        query_file!(
-            "select ",
-            " from files
-             where team_id = $1 and ($2::text is null or purpose = $2) and ($3::text is null or file_id > $3)
-             order by file_id limit $4",
-            team_id,
-            purpose,
-            after,
-            limit
-        )
-        .fetch_all(db)
-        .await
+        page!(">", "")
     } else {
-        query_file!(
-            "select ",
-            " from files
-             where team_id = $1 and ($2::text is null or purpose = $2) and ($3::text is null or file_id < $3)
-             order by file_id desc limit $4",
-            team_id,
-            purpose,
-            after,
-            limit
-        )
-        .fetch_all(db)
-        .await
+        page!("<", " desc")
     }
 }
 

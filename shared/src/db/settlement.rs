@@ -61,97 +61,15 @@ pub async fn settle_group(
     requests: &[&SettleRequest],
 ) -> sqlx::Result<Vec<SettleAnswer>> {
     let mut tx = db.begin().await?;
-    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.job_id()).collect();
-    ids.sort_unstable();
-    ids.dedup();
-    let locked: Vec<JobRow> = query_job!(
-        "select ",
-        " from jobs where job_id = any($1) order by job_id for no key update",
-        &ids
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let locked = lock_jobs(&mut tx, requests).await?;
     let counts = finished_counts(&mut tx, &locked, requests).await?;
-    let mut current: HashMap<Uuid, (JobStatus, bool)> = locked
-        .iter()
-        .map(|j| (j.job_id, (j.status, j.credit_hold == CreditHold::Held)))
-        .collect();
-    let by_id: HashMap<Uuid, &JobRow> = locked.iter().map(|j| (j.job_id, j)).collect();
-
-    let mut answers = Vec::with_capacity(requests.len());
-    let mut transitions: Vec<Transition<'_>> = Vec::new();
-    let mut to_notify: Vec<Uuid> = Vec::new();
-    for (index, request) in requests.iter().enumerate() {
-        let id = request.job_id();
-        let (Some(job), Some(state)) = (by_id.get(&id), current.get_mut(&id)) else {
-            answers.push(match request {
-                SettleRequest::Complete(_) => SettleAnswer::Complete(Settlement::NotCompleting),
-                SettleRequest::Cancel(_) => SettleAnswer::Cancel(Cancellation::NotFound),
-            });
-            continue;
-        };
-        let (status, held) = *state;
-        let answer = match request {
-            SettleRequest::Complete(_) if status != JobStatus::Completing => {
-                SettleAnswer::Complete(Settlement::NotCompleting)
-            }
-            SettleRequest::Complete(_) => {
-                let counts = counts.get(&id).copied().unwrap_or_default();
-                if counts.unfinished() > 0 {
-                    SettleAnswer::Complete(Settlement::Waiting)
-                } else {
-                    let final_status = job.requested_status.unwrap_or(JobStatus::Failed);
-                    if held {
-                        let charge = final_status == JobStatus::Completed && counts.failed == 0;
-                        transitions.push(Transition {
-                            job,
-                            status: final_status,
-                            charge,
-                            answer: index,
-                        });
-                        *state = (final_status, false);
-                    }
-                    to_notify.push(id);
-                    SettleAnswer::Complete(Settlement::Settled)
-                }
-            }
-            SettleRequest::Cancel(_) => match status {
-                JobStatus::Cancelled => SettleAnswer::Cancel(Cancellation::AlreadyCancelled),
-                JobStatus::Completed | JobStatus::Failed | JobStatus::Expired => {
-                    SettleAnswer::Cancel(Cancellation::Settled(status))
-                }
-                JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing if held => {
-                    let status = JobStatus::Cancelled;
-                    transitions.push(Transition {
-                        job,
-                        status,
-                        charge: false,
-                        answer: index,
-                    });
-                    *state = (status, false);
-                    SettleAnswer::Cancel(Cancellation::Cancelled { calls_cancelled: 0 })
-                }
-                JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing => {
-                    SettleAnswer::Cancel(Cancellation::Settled(status))
-                }
-            },
-        };
-        answers.push(answer);
-    }
-
+    let Plan {
+        mut answers,
+        transitions,
+        mut to_notify,
+    } = Plan::decide(requests, &locked, &counts);
     let moved = move_jobs(&mut tx, &transitions).await?;
-    for t in transitions
-        .iter()
-        .filter(|t| !moved.contains(&t.job.job_id))
-    {
-        if t.status == JobStatus::Cancelled {
-            answers[t.answer] = SettleAnswer::Cancel(Cancellation::Settled(t.job.status));
-        }
-    }
-    let transitions: Vec<&Transition<'_>> = transitions
-        .iter()
-        .filter(|t| moved.contains(&t.job.job_id))
-        .collect();
+    let transitions = keep_moved(&transitions, &moved, &mut answers);
     for t in &transitions {
         if t.status == JobStatus::Cancelled {
             let calls_cancelled = calls::cancel_queued(&mut tx, t.job.job_id).await?;
@@ -164,15 +82,7 @@ pub async fn settle_group(
             webhooks::enqueue_job_settled(&mut tx, t.job.job_id).await?;
         }
     }
-    if !to_notify.is_empty() {
-        sqlx::query!(
-            "select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)",
-            JOB_SETTLED_CHANNEL,
-            &to_notify
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
+    notify_settled(&mut tx, &to_notify).await?;
     // Last, so the team's hot balance row stays locked only for its update, the ledger rows and
     // the commit.
     let charged = settle_balances(&mut tx, &transitions).await?;
@@ -181,6 +91,167 @@ pub async fn settle_group(
         metrics::counter!("credits_deducted_total").increment(charged);
     }
     Ok(answers)
+}
+
+/// Locks the requests' jobs, in job id order.
+async fn lock_jobs(
+    conn: &mut PgConnection,
+    requests: &[&SettleRequest],
+) -> sqlx::Result<Vec<JobRow>> {
+    let mut ids: Vec<Uuid> = requests.iter().map(|r| r.job_id()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    query_job!(
+        "select ",
+        " from jobs where job_id = any($1) order by job_id for no key update",
+        &ids
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// What the group does, decided request by request under the job locks.
+struct Plan<'a> {
+    /// One per request, in order; a cancellation's may change once its job has moved.
+    answers: Vec<SettleAnswer>,
+    transitions: Vec<Transition<'a>>,
+    /// Jobs whose settlement is announced on `JOB_SETTLED_CHANNEL`.
+    to_notify: Vec<Uuid>,
+}
+
+impl<'a> Plan<'a> {
+    /// Answers the requests in order, each seeing the jobs as the earlier ones left them.
+    fn decide(
+        requests: &[&SettleRequest],
+        locked: &'a [JobRow],
+        counts: &HashMap<Uuid, CallCounts>,
+    ) -> Self {
+        let mut current: HashMap<Uuid, (JobStatus, bool)> = locked
+            .iter()
+            .map(|j| (j.job_id, (j.status, j.credit_hold == CreditHold::Held)))
+            .collect();
+        let by_id: HashMap<Uuid, &JobRow> = locked.iter().map(|j| (j.job_id, j)).collect();
+        let mut plan = Plan {
+            answers: Vec::with_capacity(requests.len()),
+            transitions: Vec::new(),
+            to_notify: Vec::new(),
+        };
+        for (index, request) in requests.iter().enumerate() {
+            let id = request.job_id();
+            let (Some(job), Some(state)) = (by_id.get(&id), current.get_mut(&id)) else {
+                plan.answers.push(match request {
+                    SettleRequest::Complete(_) => SettleAnswer::Complete(Settlement::NotCompleting),
+                    SettleRequest::Cancel(_) => SettleAnswer::Cancel(Cancellation::NotFound),
+                });
+                continue;
+            };
+            let answer = match request {
+                SettleRequest::Complete(_) => {
+                    let counts = counts.get(&id).copied().unwrap_or_default();
+                    plan.complete(job, state, counts, index)
+                }
+                SettleRequest::Cancel(_) => plan.cancel(job, state, index),
+            };
+            plan.answers.push(answer);
+        }
+        plan
+    }
+
+    /// A completion: the job settles once it is `completing` and every call has finished.
+    fn complete(
+        &mut self,
+        job: &'a JobRow,
+        state: &mut (JobStatus, bool),
+        counts: CallCounts,
+        answer: usize,
+    ) -> SettleAnswer {
+        let (status, held) = *state;
+        if status != JobStatus::Completing {
+            return SettleAnswer::Complete(Settlement::NotCompleting);
+        }
+        if counts.unfinished() > 0 {
+            return SettleAnswer::Complete(Settlement::Waiting);
+        }
+        let final_status = job.requested_status.unwrap_or(JobStatus::Failed);
+        if held {
+            let charge = final_status == JobStatus::Completed && counts.failed == 0;
+            self.transitions.push(Transition {
+                job,
+                status: final_status,
+                charge,
+                answer,
+            });
+            *state = (final_status, false);
+        }
+        self.to_notify.push(job.job_id);
+        SettleAnswer::Complete(Settlement::Settled)
+    }
+
+    /// A cancellation: an open job whose hold is still held is cancelled; its queued calls are
+    /// counted once it has moved.
+    fn cancel(
+        &mut self,
+        job: &'a JobRow,
+        state: &mut (JobStatus, bool),
+        answer: usize,
+    ) -> SettleAnswer {
+        let (status, held) = *state;
+        match status {
+            JobStatus::Cancelled => SettleAnswer::Cancel(Cancellation::AlreadyCancelled),
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Expired => {
+                SettleAnswer::Cancel(Cancellation::Settled(status))
+            }
+            JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing if held => {
+                let status = JobStatus::Cancelled;
+                self.transitions.push(Transition {
+                    job,
+                    status,
+                    charge: false,
+                    answer,
+                });
+                *state = (status, false);
+                SettleAnswer::Cancel(Cancellation::Cancelled { calls_cancelled: 0 })
+            }
+            JobStatus::Pending | JobStatus::InProgress | JobStatus::Completing => {
+                SettleAnswer::Cancel(Cancellation::Settled(status))
+            }
+        }
+    }
+}
+
+/// The transitions whose job moved. A cancellation whose job did not move is answered with the
+/// status the job had when locked.
+fn keep_moved<'t, 'a>(
+    transitions: &'t [Transition<'a>],
+    moved: &HashSet<Uuid>,
+    answers: &mut [SettleAnswer],
+) -> Vec<&'t Transition<'a>> {
+    for t in transitions
+        .iter()
+        .filter(|t| !moved.contains(&t.job.job_id))
+    {
+        if t.status == JobStatus::Cancelled {
+            answers[t.answer] = SettleAnswer::Cancel(Cancellation::Settled(t.job.status));
+        }
+    }
+    transitions
+        .iter()
+        .filter(|t| moved.contains(&t.job.job_id))
+        .collect()
+}
+
+/// Announces the settled jobs on `JOB_SETTLED_CHANNEL` (delivered on commit).
+async fn notify_settled(conn: &mut PgConnection, job_ids: &[Uuid]) -> sqlx::Result<()> {
+    if !job_ids.is_empty() {
+        sqlx::query!(
+            "select pg_notify($1, id::text) from unnest($2::uuid[]) as t(id)",
+            JOB_SETTLED_CHANNEL,
+            job_ids
+        )
+        .execute(conn)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The call counts of the jobs that a completion may settle now (locked `completing`).

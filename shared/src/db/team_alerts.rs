@@ -144,6 +144,37 @@ struct BudgetCrossing {
     budget_micro_usd: i64,
 }
 
+/// `sqlx::query_as!` into `$row` firing (setting `$fired_at` to `$1`) up to `$2` armed
+/// thresholds, in team order, whose crossing `$crossed` holds (`a` the alert, `b` its team's
+/// balance), returning the team, its organization, the URL and `$returning`; rows another
+/// evaluation holds are skipped. sqlx's macros take only string literals, so both kinds of
+/// threshold fire by the statement spelled here.
+macro_rules! fire_where {
+    ($row:ident, $crossed:literal, $fired_at:literal, $returning:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $row,
+            "with crossed as (
+             select a.team_id from team_alerts a join credit_balances b using (team_id)
+             where "
+                + $crossed
+                + "
+             order by a.team_id limit $2
+             for update of a skip locked)
+         update team_alerts a set "
+                + $fired_at
+                + " = $1
+         from crossed, credit_balances b, teams t
+         where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
+           and a."
+                + $fired_at
+                + r#" is null
+         returning a.team_id, t.organization_id, a.url as "url!", "#
+                + $returning
+            $(, $arg)*
+        )
+    };
+}
+
 /// Fires every armed threshold whose value has crossed it (at most `limit` of each kind) and
 /// queues its event, in one transaction: the guarded armed -> fired updates and the deliveries
 /// commit together. Rows another evaluation holds are skipped; it is firing or re-arming them.
@@ -155,19 +186,12 @@ pub async fn fire_crossed(
     let mut tx = db.begin().await?;
     // `url!`, `credits_below!`: the rows selected have a threshold set, and with it a URL
     // (`team_alerts_url_when_on`); `available!`: a difference of not-null columns.
-    let credits = sqlx::query_as!(
+    let credits = fire_where!(
         CreditsCrossing,
-        r#"with crossed as (
-             select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where a.credits_below is not null and a.credits_fired_at is null
-               and b.credits_allocated - b.credits_used - b.credits_reserved < a.credits_below
-             order by a.team_id limit $2
-             for update of a skip locked)
-         update team_alerts a set credits_fired_at = $1
-         from crossed, credit_balances b, teams t
-         where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
-           and a.credits_fired_at is null
-         returning a.team_id, t.organization_id, a.url as "url!", a.credits_below as "credits_below!",
+        "a.credits_below is not null and a.credits_fired_at is null
+               and b.credits_allocated - b.credits_used - b.credits_reserved < a.credits_below",
+        "credits_fired_at",
+        r#"a.credits_below as "credits_below!",
                    b.credits_allocated - b.credits_used - b.credits_reserved as "available!""#,
         now,
         limit
@@ -179,21 +203,14 @@ pub async fn fire_crossed(
     // used (here and in `rearm`): sqlx's macros take only string literals.
     // `url!`, `budget_spend_pct!`: the rows selected have a threshold set, and with it a URL;
     // `budget_micro_usd!`: `least` of not-null values.
-    let budget = sqlx::query_as!(
+    let budget = fire_where!(
         BudgetCrossing,
-        r#"with crossed as (
-             select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where a.budget_spend_pct is not null and a.budget_fired_at is null
+        "a.budget_spend_pct is not null and a.budget_fired_at is null
                and least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807) > 0
                and b.spend_micro_usd::numeric * 100
-                   >= a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)
-             order by a.team_id limit $2
-             for update of a skip locked)
-         update team_alerts a set budget_fired_at = $1
-         from crossed, credit_balances b, teams t
-         where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
-           and a.budget_fired_at is null
-         returning a.team_id, t.organization_id, a.url as "url!", a.budget_spend_pct as "budget_spend_pct!",
+                   >= a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)",
+        "budget_fired_at",
+        r#"a.budget_spend_pct as "budget_spend_pct!",
                    b.spend_micro_usd,
                    least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)::int8
                        as "budget_micro_usd!""#,
@@ -202,108 +219,151 @@ pub async fn fire_crossed(
     )
     .fetch_all(&mut *tx)
     .await?;
+    let deliveries: Vec<Delivery> = credits
+        .into_iter()
+        .map(|c| c.delivery(now))
+        .chain(budget.into_iter().map(|b| b.delivery(now)))
+        .collect();
+    queue_deliveries(&mut tx, &deliveries).await?;
+    tx.commit().await?;
+    Ok(deliveries
+        .into_iter()
+        .map(|d| FiredAlert {
+            team_id: d.team_id,
+            event_type: d.event_type,
+            delivery_id: d.delivery_id,
+        })
+        .collect())
+}
 
-    let mut fired = Vec::with_capacity(credits.len() + budget.len());
-    let mut rows: Vec<(Uuid, String, &'static str, serde_json::Value, String)> = Vec::new();
-    for c in credits {
+/// The webhook delivery of a threshold that fired.
+struct Delivery {
+    delivery_id: Uuid,
+    team_id: String,
+    event_type: &'static str,
+    payload: serde_json::Value,
+    url: String,
+}
+
+impl CreditsCrossing {
+    fn delivery(self, now: DateTime<Utc>) -> Delivery {
         let payload = json!({
             "type": TEAM_CREDITS_LOW,
             "timestamp": now,
             "data": {
-                "team_id": c.team_id,
-                "organization_id": c.organization_id,
+                "team_id": self.team_id,
+                "organization_id": self.organization_id,
                 "metric": "credits_available",
-                "threshold": c.credits_below,
-                "value": c.available,
+                "threshold": self.credits_below,
+                "value": self.available,
             },
         });
-        rows.push((Uuid::now_v7(), c.team_id, TEAM_CREDITS_LOW, payload, c.url));
+        Delivery {
+            delivery_id: Uuid::now_v7(),
+            team_id: self.team_id,
+            event_type: TEAM_CREDITS_LOW,
+            payload,
+            url: self.url,
+        }
     }
-    for b in budget {
+}
+
+impl BudgetCrossing {
+    fn delivery(self, now: DateTime<Utc>) -> Delivery {
         // Basis points, so the percentage is exact to two decimals without a float in the maths.
         let basis_points =
-            i128::from(b.spend_micro_usd) * 10_000 / i128::from(b.budget_micro_usd.max(1));
+            i128::from(self.spend_micro_usd) * 10_000 / i128::from(self.budget_micro_usd.max(1));
         let payload = json!({
             "type": TEAM_BUDGET_THRESHOLD,
             "timestamp": now,
             "data": {
-                "team_id": b.team_id,
-                "organization_id": b.organization_id,
+                "team_id": self.team_id,
+                "organization_id": self.organization_id,
                 "metric": "budget_spent_pct",
-                "threshold": b.budget_spend_pct,
+                "threshold": self.budget_spend_pct,
                 "value": basis_points as f64 / 100.0,
-                "spend_usd": MicroUsd(b.spend_micro_usd).usd(),
-                "budget_usd": MicroUsd(b.budget_micro_usd).usd(),
+                "spend_usd": MicroUsd(self.spend_micro_usd).usd(),
+                "budget_usd": MicroUsd(self.budget_micro_usd).usd(),
             },
         });
-        rows.push((
-            Uuid::now_v7(),
-            b.team_id,
-            TEAM_BUDGET_THRESHOLD,
+        Delivery {
+            delivery_id: Uuid::now_v7(),
+            team_id: self.team_id,
+            event_type: TEAM_BUDGET_THRESHOLD,
             payload,
-            b.url,
-        ));
+            url: self.url,
+        }
     }
-    if !rows.is_empty() {
-        let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-        let teams: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
-        let events: Vec<String> = rows.iter().map(|r| r.2.to_owned()).collect();
-        let payloads: Vec<serde_json::Value> = rows.iter().map(|r| r.3.clone()).collect();
-        let urls: Vec<String> = rows.iter().map(|r| r.4.clone()).collect();
-        sqlx::query!(
-            "insert into webhook_deliveries (delivery_id, job_id, team_id, event_type, payload, url)
+}
+
+/// Queues the deliveries in one statement.
+async fn queue_deliveries(conn: &mut PgConnection, deliveries: &[Delivery]) -> sqlx::Result<()> {
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Uuid> = deliveries.iter().map(|d| d.delivery_id).collect();
+    let teams: Vec<String> = deliveries.iter().map(|d| d.team_id.clone()).collect();
+    let events: Vec<String> = deliveries.iter().map(|d| d.event_type.to_owned()).collect();
+    let payloads: Vec<serde_json::Value> = deliveries.iter().map(|d| d.payload.clone()).collect();
+    let urls: Vec<String> = deliveries.iter().map(|d| d.url.clone()).collect();
+    sqlx::query!(
+        "insert into webhook_deliveries (delivery_id, job_id, team_id, event_type, payload, url)
              select d.id, null, d.team_id, d.event_type, d.payload, d.url
              from unnest($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::text[])
                  as d(id, team_id, event_type, payload, url)",
-            &ids,
-            &teams,
-            &events,
-            &payloads,
-            &urls
+        &ids,
+        &teams,
+        &events,
+        &payloads,
+        &urls
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// `sqlx::query!` setting the `$fired_at` column back to null (armed) for up to `$limit` alerts,
+/// in team order, where `$back` holds (`a` the alert, `b` its team's balance); rows another
+/// evaluation holds are skipped. sqlx's macros take only string literals, so both kinds of
+/// threshold are re-armed by the statement spelled here.
+macro_rules! rearm_where {
+    ($back:literal, $fired_at:literal, $limit:expr) => {
+        sqlx::query!(
+            "with back as (
+             select a.team_id from team_alerts a join credit_balances b using (team_id)
+             where "
+                + $back
+                + "
+             order by a.team_id limit $1
+             for update of a skip locked)
+         update team_alerts a set "
+                + $fired_at
+                + " = null
+         from back where a.team_id = back.team_id",
+            $limit
         )
-        .execute(&mut *tx)
-        .await?;
-        for (delivery_id, team_id, event_type, _, _) in rows {
-            fired.push(FiredAlert {
-                team_id,
-                event_type,
-                delivery_id,
-            });
-        }
-    }
-    tx.commit().await?;
-    Ok(fired)
+    };
 }
 
 /// Arms again every fired threshold whose value is back on the safe side: credits available at
 /// or above `credits_below` (credits were added, holds released), spend below the percentage
 /// (a budget reset, a larger budget). Returns how many thresholds were re-armed.
 pub async fn rearm(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
-    let credits = sqlx::query!(
-        "with back as (
-             select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where a.credits_fired_at is not null
-               and b.credits_allocated - b.credits_used - b.credits_reserved >= a.credits_below
-             order by a.team_id limit $1
-             for update of a skip locked)
-         update team_alerts a set credits_fired_at = null
-         from back where a.team_id = back.team_id",
+    let credits = rearm_where!(
+        "a.credits_fired_at is not null
+               and b.credits_allocated - b.credits_used - b.credits_reserved >= a.credits_below",
+        "credits_fired_at",
         limit
     )
     .execute(db)
     .await?
     .rows_affected();
-    let budget = sqlx::query!(
-        "with back as (
-             select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where a.budget_fired_at is not null
+    let budget = rearm_where!(
+        "a.budget_fired_at is not null
                and least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807) > 0
                and b.spend_micro_usd::numeric * 100
-                   < a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)
-             order by a.team_id limit $1
-             for update of a skip locked)
-         update team_alerts a set budget_fired_at = null
-         from back where a.team_id = back.team_id",
+                   < a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)",
+        "budget_fired_at",
         limit
     )
     .execute(db)

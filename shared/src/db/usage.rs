@@ -18,21 +18,21 @@ pub struct UsageRow {
     pub tokens: i64,
 }
 
-/// Usage of the given teams' jobs created in `[from, to)`, by team and job type.
-pub async fn by_team_and_type(
-    db: impl PgExecutor<'_>,
-    team_ids: &[String],
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) -> sqlx::Result<Vec<UsageRow>> {
-    // The cost and tokens of jobs `j`: a settled job's own totals (see
-    // `jobs.calls_cost_micro_usd`), else (an open job, or a settled one with a call that finished
-    // after it) the sum of its calls. `coalesce` evaluates the subquery only for those jobs; the
-    // sums stay `int8`, which PostgreSQL adds far faster than `numeric`. `by_day` has the same
-    // two sums, written out there too: sqlx's macros cannot splice a shared fragment.
-    sqlx::query_as!(
-        UsageRow,
-        r#"select j.team_id, j.job_type, count(*) as "jobs!",
+/// `sqlx::query_as!` into `$row`: the totals of the jobs `j` of the teams `$1` created in
+/// `[$2, $3)`, selected after `$keys` and grouped by `$grouping`. sqlx's macros take only string
+/// literals, so the reports' shared figures are spelled here.
+///
+/// The cost and tokens of a job: a settled job's own totals (see `jobs.calls_cost_micro_usd`),
+/// else (an open job, or a settled one with a call that finished after it) the sum of its calls.
+/// `coalesce` evaluates the subquery only for those jobs; the sums stay `int8`, which PostgreSQL
+/// adds far faster than `numeric`.
+macro_rules! query_job_usage {
+    ($row:ident, $keys:literal, $grouping:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $row,
+            "select "
+                + $keys
+                + r#", count(*) as "jobs!",
                 count(*) filter (where j.status = 'completed') as "completed!",
                 count(*) filter (where j.status = 'failed') as "failed!",
                 coalesce(sum(coalesce(j.calls_cost_micro_usd,
@@ -42,7 +42,24 @@ pub async fn by_team_and_type(
                     (select sum(c.total_tokens)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
                     as "tokens!"
          from jobs j where j.team_id = any($1) and j.created_at >= $2 and j.created_at < $3
-         group by j.team_id, j.job_type order by j.team_id, j.job_type"#,
+         group by "#
+                + $grouping
+            $(, $arg)*
+        )
+    };
+}
+
+/// Usage of the given teams' jobs created in `[from, to)`, by team and job type.
+pub async fn by_team_and_type(
+    db: impl PgExecutor<'_>,
+    team_ids: &[String],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> sqlx::Result<Vec<UsageRow>> {
+    query_job_usage!(
+        UsageRow,
+        "j.team_id, j.job_type",
+        "j.team_id, j.job_type order by j.team_id, j.job_type",
         team_ids,
         from,
         to
@@ -94,20 +111,10 @@ pub async fn by_day(
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> sqlx::Result<Vec<DailyUsageRow>> {
-    // The cost and token sums of `by_team_and_type` (see there).
-    sqlx::query_as!(
+    query_job_usage!(
         DailyUsageRow,
-        r#"select (j.created_at at time zone 'UTC')::date as "day!", count(*) as "jobs!",
-                count(*) filter (where j.status = 'completed') as "completed!",
-                count(*) filter (where j.status = 'failed') as "failed!",
-                coalesce(sum(coalesce(j.calls_cost_micro_usd,
-                    (select sum(c.cost_micro_usd)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
-                    as "cost_micro_usd!",
-                coalesce(sum(coalesce(j.calls_tokens,
-                    (select sum(c.total_tokens)::int8 from llm_calls c where c.job_id = j.job_id))), 0)::int8
-                    as "tokens!"
-         from jobs j where j.team_id = any($1) and j.created_at >= $2 and j.created_at < $3
-         group by 1 order by 1"#,
+        r#"(j.created_at at time zone 'UTC')::date as "day!""#,
+        "1 order by 1",
         team_ids,
         from,
         to

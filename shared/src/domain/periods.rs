@@ -143,24 +143,21 @@ mod tests {
     #[test]
     fn the_next_boundary_is_strictly_after_the_given_time() {
         let anchor = at(2027, 1, 31, 9);
-        assert_eq!(Period::Month.next_after(anchor, anchor), at(2027, 2, 28, 9));
-        assert_eq!(
-            Period::Month.next_after(anchor, at(2027, 2, 28, 9)),
-            at(2027, 3, 31, 9)
-        );
-        assert_eq!(
-            Period::Month.next_after(anchor, at(2027, 3, 1, 0)),
-            at(2027, 3, 31, 9)
-        );
-        assert_eq!(Period::Day.next_after(anchor, anchor), at(2027, 2, 1, 9));
-        assert_eq!(
-            Period::Week.next_after(anchor, at(2027, 2, 7, 9)),
-            at(2027, 2, 14, 9)
-        );
-        assert_eq!(
-            Period::ThirtyDays.next_after(anchor, at(2027, 2, 1, 0)),
-            at(2027, 3, 2, 9)
-        );
+        let cases = [
+            (Period::Month, anchor, at(2027, 2, 28, 9)),
+            (Period::Month, at(2027, 2, 28, 9), at(2027, 3, 31, 9)),
+            (Period::Month, at(2027, 3, 1, 0), at(2027, 3, 31, 9)),
+            (Period::Day, anchor, at(2027, 2, 1, 9)),
+            (Period::Week, at(2027, 2, 7, 9), at(2027, 2, 14, 9)),
+            (Period::ThirtyDays, at(2027, 2, 1, 0), at(2027, 3, 2, 9)),
+        ];
+        for (period, now, next) in cases {
+            assert_eq!(
+                period.next_after(anchor, now),
+                next,
+                "{period:?} after {now}"
+            );
+        }
     }
 
     #[test]

@@ -12,18 +12,42 @@ use utoipa::ToSchema;
 
 use crate::usage_period::Range;
 
-/// The guide's `summary` block.
-#[derive(Serialize, ToSchema)]
-pub(super) struct Summary {
-    pub(super) total_jobs: i64,
-    pub(super) successful_jobs: i64,
-    pub(super) failed_jobs: i64,
-    pub(super) total_cost_usd: Usd,
-    pub(super) total_tokens: i64,
-    /// `total_cost_usd / total_jobs`, rounded to the micro-dollar.
-    pub(super) avg_cost_per_job: Usd,
-    /// Credits deducted in the period.
-    pub(super) credits_used: i64,
+/// Declares a struct of the reports: its own fields before `..`, then the totals of jobs that
+/// the summary and each day of the series have, then its own fields after `..`. The totals are
+/// declared here rather than in a `#[serde(flatten)]` struct, which the documented schema would
+/// show as an `allOf` instead of the struct's own properties.
+macro_rules! with_job_totals {
+    (
+        $(#[$attr:meta])*
+        $name:ident {
+            $($(#[$before_attr:meta])* $before:ident: $before_ty:ty,)*
+            ..
+            $(, $(#[$after_attr:meta])* $after:ident: $after_ty:ty)* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Serialize, ToSchema)]
+        pub(super) struct $name {
+            $($(#[$before_attr])* pub(super) $before: $before_ty,)*
+            pub(super) total_jobs: i64,
+            pub(super) successful_jobs: i64,
+            pub(super) failed_jobs: i64,
+            pub(super) total_cost_usd: Usd,
+            pub(super) total_tokens: i64,
+            $($(#[$after_attr])* pub(super) $after: $after_ty,)*
+        }
+    };
+}
+
+with_job_totals! {
+    /// The guide's `summary` block.
+    Summary {
+        ..,
+        /// `total_cost_usd / total_jobs`, rounded to the micro-dollar.
+        avg_cost_per_job: Usd,
+        /// Credits deducted in the period.
+        credits_used: i64,
+    }
 }
 
 /// One job type's figures in `job_types`.
@@ -53,7 +77,7 @@ pub(super) struct OpenAiEndpointUsage {
 }
 
 /// The OpenAI-compatible path's figures over some rows, in total and by endpoint.
-pub(super) fn openai_report<'a>(rows: impl Iterator<Item = &'a OpenAiUsageRow>) -> OpenAiUsage {
+fn openai_report<'a>(rows: impl Iterator<Item = &'a OpenAiUsageRow>) -> OpenAiUsage {
     let mut endpoints: BTreeMap<String, (i64, i64, i64)> = BTreeMap::new();
     for row in rows {
         let entry = endpoints
@@ -82,15 +106,12 @@ pub(super) fn openai_report<'a>(rows: impl Iterator<Item = &'a OpenAiUsageRow>) 
     }
 }
 
-/// One UTC day's figures, for charts (days without jobs are left out).
-#[derive(Serialize, ToSchema)]
-pub(super) struct DailyUsage {
-    pub(super) date: NaiveDate,
-    pub(super) total_jobs: i64,
-    pub(super) successful_jobs: i64,
-    pub(super) failed_jobs: i64,
-    pub(super) total_cost_usd: Usd,
-    pub(super) total_tokens: i64,
+with_job_totals! {
+    /// One UTC day's figures, for charts (days without jobs are left out).
+    DailyUsage {
+        date: NaiveDate,
+        ..
+    }
 }
 
 impl From<&DailyUsageRow> for DailyUsage {
@@ -106,17 +127,63 @@ impl From<&DailyUsageRow> for DailyUsage {
     }
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct TeamUsageReport {
-    pub(super) team_id: String,
-    /// `YYYY-MM`, or `YYYY-MM-DD/YYYY-MM-DD` for a from..to range.
-    pub(super) period: String,
-    pub(super) from: NaiveDate,
-    pub(super) to: NaiveDate,
-    pub(super) summary: Summary,
-    pub(super) job_types: BTreeMap<String, JobTypeUsage>,
-    pub(super) openai: OpenAiUsage,
-    pub(super) daily: Vec<DailyUsage>,
+/// Declares a usage report: the id of whose usage it is (`$owner`), the period, the figures over
+/// all its teams, then its `$extra` fields; and `new`, which makes it from the report's rows. The
+/// shared fields are declared here rather than in a `#[serde(flatten)]` struct, which the
+/// documented schema would show as an `allOf` instead of the report's own properties.
+macro_rules! usage_report {
+    (
+        $(#[$attr:meta])*
+        $name:ident {
+            $owner:ident
+            $(, $(#[$extra_attr:meta])* $extra:ident: $extra_ty:ty)* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        #[derive(Serialize, ToSchema)]
+        pub(super) struct $name {
+            pub(super) $owner: String,
+            /// `YYYY-MM`, or `YYYY-MM-DD/YYYY-MM-DD` for a from..to range.
+            pub(super) period: String,
+            pub(super) from: NaiveDate,
+            pub(super) to: NaiveDate,
+            pub(super) summary: Summary,
+            pub(super) job_types: BTreeMap<String, JobTypeUsage>,
+            pub(super) openai: OpenAiUsage,
+            pub(super) daily: Vec<DailyUsage>,
+            $($(#[$extra_attr])* pub(super) $extra: $extra_ty,)*
+        }
+
+        impl $name {
+            pub(super) fn new(
+                $owner: String,
+                range: Range,
+                rows: &UsageRows,
+                $($extra: $extra_ty,)*
+            ) -> Self {
+                let TeamUsageBlock {
+                    summary,
+                    job_types,
+                    openai,
+                } = rows.block(None);
+                Self {
+                    $owner,
+                    period: range.label,
+                    from: range.first_day,
+                    to: range.last_day,
+                    summary,
+                    job_types,
+                    openai,
+                    daily: rows.daily.iter().map(DailyUsage::from).collect(),
+                    $($extra,)*
+                }
+            }
+        }
+    };
+}
+
+usage_report! {
+    TeamUsageReport { team_id }
 }
 
 /// A team's figures inside an organization report.
@@ -127,24 +194,15 @@ pub(super) struct TeamUsageBlock {
     pub(super) openai: OpenAiUsage,
 }
 
-#[derive(Serialize, ToSchema)]
-pub(super) struct OrganizationUsageReport {
-    pub(super) organization_id: String,
-    pub(super) period: String,
-    pub(super) from: NaiveDate,
-    pub(super) to: NaiveDate,
-    pub(super) summary: Summary,
-    pub(super) job_types: BTreeMap<String, JobTypeUsage>,
-    pub(super) openai: OpenAiUsage,
-    pub(super) daily: Vec<DailyUsage>,
-    pub(super) teams: BTreeMap<String, TeamUsageBlock>,
+usage_report! {
+    OrganizationUsageReport {
+        organization_id,
+        teams: BTreeMap<String, TeamUsageBlock>,
+    }
 }
 
 /// The guide's `summary` and `job_types` blocks over some rows.
-pub(super) fn report(
-    rows: &[&UsageRow],
-    credits_used: i64,
-) -> (Summary, BTreeMap<String, JobTypeUsage>) {
+fn report(rows: &[&UsageRow], credits_used: i64) -> (Summary, BTreeMap<String, JobTypeUsage>) {
     let jobs: i64 = rows.iter().map(|r| r.jobs).sum();
     let cost: i64 = rows.iter().map(|r| r.cost_micro_usd).sum();
     let mut job_types: BTreeMap<String, JobTypeUsage> = BTreeMap::new();
@@ -198,5 +256,29 @@ impl UsageRows {
             daily,
             openai,
         })
+    }
+
+    /// The `summary`, `job_types` and `openai` blocks over the rows of one team, or of all of
+    /// them with `None`.
+    pub(super) fn block(&self, team: Option<&str>) -> TeamUsageBlock {
+        let counted = |team_id: &str| team.is_none_or(|team| team_id == team);
+        let by_type: Vec<&UsageRow> = self
+            .by_type
+            .iter()
+            .filter(|r| counted(&r.team_id))
+            .collect();
+        let credits = self
+            .credits
+            .iter()
+            .filter(|(team_id, _)| counted(team_id))
+            .map(|(_, n)| n)
+            .sum();
+        let (summary, job_types) = report(&by_type, credits);
+        let openai = openai_report(self.openai.iter().filter(|r| counted(&r.team_id)));
+        TeamUsageBlock {
+            summary,
+            job_types,
+            openai,
+        }
     }
 }
