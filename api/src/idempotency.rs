@@ -57,7 +57,7 @@ async fn run(
     request: Request,
     next: Next,
 ) -> Result<Response, Response> {
-    let key = checked_key(&key)?;
+    let key = checked_key(&key).map_err(IntoResponse::into_response)?;
     let scope = scope_of(&request);
     let (parts, bytes) = buffer_body(request).await?;
     let request_hash = Sha256::new()
@@ -76,7 +76,7 @@ async fn run(
 }
 
 /// The key as sent: 1 to 255 visible characters, trimmed.
-fn checked_key(key: &HeaderValue) -> Result<String, Response> {
+fn checked_key(key: &HeaderValue) -> Result<String, ApiError> {
     key.to_str()
         .ok()
         .map(str::trim)
@@ -84,7 +84,6 @@ fn checked_key(key: &HeaderValue) -> Result<String, Response> {
         .map(str::to_owned)
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible characters".into())
-                .into_response()
         })
 }
 
