@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use crate::helpers::app::ok_json;
+use crate::helpers::fixtures::requests::assert_event_stream;
 use crate::helpers::fixtures::requests::openai_error;
 use crate::helpers::fixtures::spend::spend_and_open_reservations;
 use crate::helpers::stack::{Stack, eventually, spawn_stack};
@@ -214,12 +215,7 @@ async fn streams_chunks_as_they_arrive_and_records_usage(db: PgPool) {
     )
     .await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/event-stream")
-    );
+    assert_event_stream(&response);
     let mut arrivals = Vec::new();
     let mut text = String::new();
     let mut body = response.bytes_stream();

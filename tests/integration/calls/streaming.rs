@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use super::attempts;
 use crate::helpers::app::ok_json;
+use crate::helpers::fixtures::requests::assert_event_stream;
 use crate::helpers::stack::{chat, spawn_stack};
 use crate::helpers::team_jobs::{call_status_of_job, refused_call, team_with_job};
 
@@ -34,12 +35,7 @@ async fn job_path_streaming_falls_back_before_the_first_byte_and_records_the_cal
 
     let response = stack.llm_call(&key, &job_id, body).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/event-stream")
-    );
+    assert_event_stream(&response);
     let events = sse_events(response).await;
 
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));

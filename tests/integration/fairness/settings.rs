@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use super::set_limits;
 use crate::helpers::app::error_detail;
-use crate::helpers::stack::spawn_stack;
+use crate::helpers::stack::{Stack, spawn_stack};
 
 #[sqlx::test(migrator = "saasllm_shared::MIGRATOR")]
 async fn limits_are_set_by_the_admin_only_and_validated(db: PgPool) {
@@ -45,19 +45,11 @@ async fn limits_are_set_by_the_admin_only_and_validated(db: PgPool) {
         .await;
     error_detail(unknown, StatusCode::NOT_FOUND).await;
 
-    set_limits(
-        &stack,
-        "team_lim",
-        json!({"max_concurrent_calls": 4, "requests_per_minute": 100, "tokens_per_minute": 5000}),
-    )
-    .await;
-    let team = stack
-        .app
-        .key_ok(&key, Method::GET, "/api/teams/team_lim")
-        .await;
+    let limits =
+        json!({"max_concurrent_calls": 4, "requests_per_minute": 100, "tokens_per_minute": 5000});
     assert_eq!(
-        team["limits"],
-        json!({"max_concurrent_calls": 4, "requests_per_minute": 100, "tokens_per_minute": 5000})
+        limits_after_setting(&stack, &key, limits.clone()).await,
+        limits
     );
     let stored: (Option<i32>, Option<i32>, Option<i32>) = sqlx::query_as(
         "select max_concurrent_calls, requests_per_minute, tokens_per_minute from teams where team_id = 'team_lim'",
@@ -66,13 +58,18 @@ async fn limits_are_set_by_the_admin_only_and_validated(db: PgPool) {
     .await
     .expect("limits");
     assert_eq!(stored, (Some(4), Some(100), Some(5000)));
-    set_limits(&stack, "team_lim", json!({})).await;
-    let team = stack
-        .app
-        .key_ok(&key, Method::GET, "/api/teams/team_lim")
-        .await;
     assert_eq!(
-        team["limits"],
+        limits_after_setting(&stack, &key, json!({})).await,
         json!({"max_concurrent_calls": null, "requests_per_minute": null, "tokens_per_minute": null})
     );
+}
+
+/// Sets team_lim's limits with the admin key, then reads them back as the team sees them.
+async fn limits_after_setting(stack: &Stack, key: &str, limits: Value) -> Value {
+    set_limits(stack, "team_lim", limits).await;
+    let team = stack
+        .app
+        .key_ok(key, Method::GET, "/api/teams/team_lim")
+        .await;
+    team["limits"].clone()
 }
