@@ -13,13 +13,13 @@ const BATCH: i64 = 1_000;
 /// Applies every grant and budget reset due at `now` (the reconciler's clock, injectable for
 /// tests).
 pub async fn apply_due(db: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
-    for due in db::refills::due_grants(db, now, BATCH).await? {
-        let next_at = due.period.next_after(due.anchor, now);
-        match db::refills::apply_grant(db, &due, next_at).await? {
+    for grant in db::refills::due_grants(db, now, BATCH).await? {
+        let (due, next_at) = (&grant.due, grant.due.next_after(now));
+        match db::refills::apply_grant(db, &grant, next_at).await? {
             Some((balance, _)) => {
                 metrics::counter!("credit_refills_total").increment(1);
                 tracing::info!(
-                    team_id = %due.team_id, credits = due.credits, due_at = %due.due_at,
+                    team_id = %due.team_id, credits = grant.credits, due_at = %due.due_at,
                     %next_at, credits_remaining = balance.remaining(),
                     "scheduled credit grant applied"
                 );
@@ -31,7 +31,7 @@ pub async fn apply_due(db: &PgPool, now: DateTime<Utc>) -> anyhow::Result<()> {
         }
     }
     for due in db::refills::due_resets(db, now, BATCH).await? {
-        let next_at = due.period.next_after(due.anchor, now);
+        let next_at = due.next_after(now);
         match db::refills::apply_reset(db, &due, next_at).await? {
             Some(cleared) => {
                 metrics::counter!("budget_resets_total").increment(1);

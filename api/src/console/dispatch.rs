@@ -112,4 +112,21 @@ impl Api {
             Err(refusal) => Notice::Refused(refusal.detail),
         }
     }
+
+    /// Sends a create form's `POST`, as `notice`; the success reads "`what` 'name' created",
+    /// the name taken from the answer's `name_field`.
+    pub async fn created(
+        &self,
+        session: &Session,
+        path: &str,
+        body: Value,
+        what: &str,
+        name_field: &str,
+    ) -> Notice {
+        self.notice(session, Method::POST, path, Some(body), |answer| {
+            let name = answer[name_field].as_str().unwrap_or_default();
+            format!("{what} '{name}' created")
+        })
+        .await
+    }
 }

@@ -111,17 +111,12 @@ pub async fn create(
         "models": models_from(form.text("models").unwrap_or_default()),
     });
     let notice = api
-        .notice(
+        .created(
             session,
-            Method::POST,
             "/api/model-groups/create",
-            Some(body),
-            |group| {
-                format!(
-                    "Model group '{}' created",
-                    group["group_name"].as_str().unwrap_or_default()
-                )
-            },
+            body,
+            "Model group",
+            "group_name",
         )
         .await;
     Ok(pushed(

@@ -94,15 +94,12 @@ pub async fn create_organization(
         "name": form.text("name").unwrap_or_default(),
     });
     let notice = api
-        .notice(
+        .created(
             session,
-            Method::POST,
             "/api/organizations/create",
-            Some(body),
-            |org| {
-                let id = org["organization_id"].as_str().unwrap_or_default();
-                format!("Organization '{id}' created")
-            },
+            body,
+            "Organization",
+            "organization_id",
         )
         .await;
     let response = render_organizations(session, &state, None, Some(notice)).await;

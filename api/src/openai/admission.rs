@@ -2,6 +2,7 @@
 //! team's, its tokens counted off the async workers when that is slow, and its worst-case cost
 //! reserved against the team's USD budget (see `crate::budget`).
 
+use axum::body::Bytes;
 use axum::http::StatusCode;
 use saasllm_shared::domain::estimate::{self, OutputLimit};
 use saasllm_shared::domain::limits::TeamLimits;
@@ -14,11 +15,31 @@ use super::OpenAiError;
 use crate::auth::Caller;
 use crate::budget::{Refusal, Ticket};
 use crate::error::ApiError;
+use crate::extract::RawBody;
+use crate::limits::{self, Admission};
 use crate::state::AppState;
 
 /// Bodies above this size are tokenized on a blocking thread, off the async workers (a 4 KB
 /// prompt takes a few hundred microseconds; 2 MB, about a second).
 const TOKENIZE_INLINE_BYTES: usize = 64 * 1024;
+
+/// The team behind the key, then the request's body: a missing or unknown key is refused before
+/// anything is said of the body.
+pub(crate) fn team_and_body(
+    caller: Result<Caller, ApiError>,
+    body: Result<RawBody, ApiError>,
+) -> Result<(String, TeamLimits, Bytes), OpenAiError> {
+    let (team_id, limits) = team_of(caller)?;
+    let RawBody(bytes) = body?;
+    Ok((team_id, limits, bytes))
+}
+
+/// The team and the model on the request's span, once the body has named the model.
+pub(crate) fn trace_team_model(team_id: &str, model: &str) {
+    let span = tracing::Span::current();
+    span.record("team_id", team_id);
+    span.record("model", model);
+}
 
 /// The team behind a virtual key; the admin key has no budget and is refused here.
 pub(crate) fn team_of(
@@ -115,9 +136,28 @@ pub(crate) fn worst_case_cost(
     .max(MicroUsd(1))
 }
 
+/// Admits a priced request before it is sent, holding until its response (or its stream) ends:
+/// first a slot of the team's concurrency limit with the request counted in its requests per
+/// minute, then its estimated cost reserved against the team's budget. The request id goes on
+/// the span.
+pub(crate) async fn admit_request(
+    state: &AppState,
+    team_id: &str,
+    limits: &TeamLimits,
+    estimate: MicroUsd,
+    model: &str,
+    stream: bool,
+    endpoint: CallEndpoint,
+) -> Result<(Option<Admission>, Ticket), OpenAiError> {
+    let admission = limits::admit(state, team_id, limits, true).await?;
+    let ticket = admit_budget(state, team_id, estimate, model, stream, endpoint).await?;
+    tracing::Span::current().record("request_id", tracing::field::display(ticket.request_id()));
+    Ok((admission, ticket))
+}
+
 /// Reserves the request's worst-case cost against the team's budget: its ticket, or a 402 when
 /// less than `estimate` is left.
-pub(crate) async fn admit_budget(
+async fn admit_budget(
     state: &AppState,
     team_id: &str,
     estimate: MicroUsd,

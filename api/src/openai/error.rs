@@ -7,6 +7,44 @@ use serde_json::json;
 
 use crate::error::ApiError;
 
+/// The refusals of every `/v1` request but those that name a model, as the OpenAPI document
+/// lists them: `responses(..., KeyRefusals)` in a route's annotation. Never built; the handlers
+/// answer with `OpenAiError`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum KeyRefusals {
+    #[response(
+        status = 401,
+        description = "Missing or unknown key (OpenAI error shape)"
+    )]
+    UnknownKey(#[to_schema] serde_json::Value),
+    #[response(
+        status = 403,
+        description = "The admin key, or a suspended team (OpenAI error shape)"
+    )]
+    NotATeam(#[to_schema] serde_json::Value),
+}
+
+/// The refusals of a `/v1` request that names a model, as the OpenAPI document lists them:
+/// `responses(..., ModelRefusals)` in a route's annotation. Never built; the handlers answer with
+/// `OpenAiError`.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ModelRefusals {
+    #[response(
+        status = 401,
+        description = "Missing or unknown key (OpenAI error shape)"
+    )]
+    UnknownKey(#[to_schema] serde_json::Value),
+    #[response(status = 402, description = "Budget exceeded (OpenAI error shape)")]
+    OverBudget(#[to_schema] serde_json::Value),
+    #[response(
+        status = 403,
+        description = "Model not allowed for the team, the admin key, or a suspended team (OpenAI error shape)"
+    )]
+    NotAllowed(#[to_schema] serde_json::Value),
+}
+
 /// An error in OpenAI's wire shape.
 pub struct OpenAiError {
     status: StatusCode,

@@ -8,4 +8,4 @@ mod error;
 pub(crate) mod relay;
 pub(crate) mod usage;
 
-pub use error::OpenAiError;
+pub use error::{KeyRefusals, ModelRefusals, OpenAiError};

@@ -18,11 +18,14 @@ use crate::auth::Caller;
 use crate::budget::Ticket;
 use crate::error::ApiError;
 use crate::extract::RawBody;
-use crate::limits::{self, Admission};
-use crate::openai::OpenAiError;
-use crate::openai::admission::{admit_budget, chat_estimate, count_tokens, model_config, team_of};
+use crate::limits::Admission;
+use crate::openai::admission::{
+    admit_request, chat_estimate, count_tokens, model_config, team_and_body, team_of,
+    trace_team_model,
+};
 use crate::openai::relay;
 use crate::openai::usage::Pricing;
+use crate::openai::{KeyRefusals, ModelRefusals, OpenAiError};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -39,8 +42,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 200, description = "OpenAI model list", body = serde_json::Value,
          example = json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "created": 0, "owned_by": "saasllm"}]})),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
     ),
     security(("bearer" = []))
 )]
@@ -72,9 +74,7 @@ async fn models(
     request_body(content = crate::openapi::ChatCompletionRequest, description = "An OpenAI chat completion request"),
     responses(
         (status = 200, description = "The upstream's completion, or its SSE stream with `stream: true`", body = serde_json::Value),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 402, description = "Budget exceeded (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "Model not allowed for the team, the admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        ModelRefusals,
     ),
     security(("bearer" = []))
 )]
@@ -84,12 +84,9 @@ async fn chat_completions(
     caller: Result<Caller, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let (team_id, limits) = team_of(caller)?;
-    let RawBody(bytes) = body?;
+    let (team_id, limits, bytes) = team_and_body(caller, body)?;
     let (request, model) = parse_chat_request(&bytes)?;
-    let span = tracing::Span::current();
-    span.record("team_id", team_id.as_str());
-    span.record("model", model.as_str());
+    trace_team_model(&team_id, &model);
 
     // Tokenized before a pooled connection is taken: a large prompt takes milliseconds.
     let (mut request, prompt_tokens) =
@@ -98,20 +95,17 @@ async fn chat_completions(
     let price = pricing::price_for(&model, &config);
     let estimate = chat_estimate(&mut request, &config, price, prompt_tokens)?;
 
-    // Held until the response (or its stream) ends: a slot of the team's concurrency limit, and
-    // the request counted in its requests per minute.
-    let admission = limits::admit(&state, &team_id, &limits, true).await?;
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
-    let ticket = admit_budget(
+    let (admission, ticket) = admit_request(
         &state,
         &team_id,
+        &limits,
         estimate,
         &model,
         stream,
         CallEndpoint::Chat,
     )
     .await?;
-    span.record("request_id", tracing::field::display(ticket.request_id()));
     let pricing = Pricing {
         model,
         config,

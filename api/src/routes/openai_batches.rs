@@ -21,9 +21,9 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{Path, Query, RawBody, parse_json};
-use crate::openai::OpenAiError;
 use crate::openai::admission::team_of;
 use crate::openai::batch_progress::progress;
+use crate::openai::{KeyRefusals, OpenAiError};
 use crate::state::AppState;
 
 /// The only completion window OpenAI offers, and its length.
@@ -68,8 +68,7 @@ struct CreateBatch {
     responses(
         (status = 200, description = "The batch, validating", body = serde_json::Value),
         (status = 400, description = "Invalid request (OpenAI error shape)", body = serde_json::Value),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
         (status = 404, description = "No such input file for the team (OpenAI error shape)", body = serde_json::Value),
     ),
     security(("bearer" = []))

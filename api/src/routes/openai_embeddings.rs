@@ -20,13 +20,12 @@ use utoipa_axum::routes;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::RawBody;
-use crate::limits;
-use crate::openai::OpenAiError;
 use crate::openai::admission::{
-    admit_budget, count_tokens, model_config, team_of, worst_case_cost,
+    admit_request, count_tokens, model_config, team_and_body, trace_team_model, worst_case_cost,
 };
 use crate::openai::relay;
 use crate::openai::usage::{Pricing, bill_input_only};
+use crate::openai::{ModelRefusals, OpenAiError};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -104,9 +103,7 @@ fn input_schema() -> Schema {
     responses(
         (status = 200, description = "The upstream's embeddings", body = serde_json::Value),
         (status = 400, description = "Invalid body, `model` or `input` (OpenAI error shape)", body = serde_json::Value),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 402, description = "Budget exceeded (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "Model not allowed for the team, the admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        ModelRefusals,
     ),
     security(("bearer" = []))
 )]
@@ -116,13 +113,10 @@ async fn embeddings(
     caller: Result<Caller, ApiError>,
     body: Result<RawBody, ApiError>,
 ) -> Result<Response, OpenAiError> {
-    let (team_id, limits) = team_of(caller)?;
-    let RawBody(bytes) = body?;
+    let (team_id, limits, bytes) = team_and_body(caller, body)?;
     let request = parse_object(&bytes)?;
     let model = model_of(&request)?;
-    let span = tracing::Span::current();
-    span.record("team_id", team_id.as_str());
-    span.record("model", model.as_str());
+    trace_team_model(&team_id, &model);
 
     // Tokenized before a pooled connection is taken: a large input takes milliseconds.
     let (request, input_tokens) = count_tokens(request, &model, bytes.len(), input_bound).await?;
@@ -132,19 +126,16 @@ async fn embeddings(
     // Embeddings bill no output.
     let estimate = worst_case_cost(price, input_tokens, 0);
 
-    // Held until the response is read: a slot of the team's concurrency limit, and the request
-    // counted in its requests per minute.
-    let admission = limits::admit(&state, &team_id, &limits, true).await?;
-    let ticket = admit_budget(
+    let (admission, ticket) = admit_request(
         &state,
         &team_id,
+        &limits,
         estimate,
         &model,
         false,
         CallEndpoint::Embeddings,
     )
     .await?;
-    span.record("request_id", tracing::field::display(ticket.request_id()));
     let pricing = Pricing {
         model,
         config,

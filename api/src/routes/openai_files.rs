@@ -23,8 +23,8 @@ use utoipa_axum::routes;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::openai::OpenAiError;
 use crate::openai::admission::team_of;
+use crate::openai::{KeyRefusals, OpenAiError};
 use crate::state::AppState;
 
 /// Longest `purpose` or `after` of a list query (a file id has 37 characters).
@@ -175,8 +175,7 @@ struct ListQuery {
     responses(
         (status = 200, description = "A page of the team's files", body = FileList),
         (status = 400, description = "A malformed query (OpenAI error shape)", body = serde_json::Value),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
     ),
     security(("bearer" = []))
 )]
@@ -266,8 +265,7 @@ fn not_found(file_id: &str) -> OpenAiError {
     params(("file_id" = String, Path, description = "A file id (`file-...`)")),
     responses(
         (status = 200, description = "The file", body = FileObject),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
         (status = 404, description = "No such file of the team (OpenAI error shape)", body = serde_json::Value),
     ),
     security(("bearer" = []))
@@ -289,8 +287,7 @@ async fn get_file(
     params(("file_id" = String, Path, description = "A file id (`file-...`)")),
     responses(
         (status = 200, description = "The file is deleted", body = DeletedFile),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
         (status = 404, description = "No such file of the team (OpenAI error shape)", body = serde_json::Value),
     ),
     security(("bearer" = []))
@@ -324,8 +321,7 @@ async fn delete_file(
     params(("file_id" = String, Path, description = "A file id (`file-...`)")),
     responses(
         (status = 200, description = "The content", content_type = "application/octet-stream", body = FileContent),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
         (status = 404, description = "No such file of the team (OpenAI error shape)", body = serde_json::Value),
     ),
     security(("bearer" = []))

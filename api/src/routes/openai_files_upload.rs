@@ -20,8 +20,8 @@ use super::{FileObject, invalid};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::BodyLimit;
-use crate::openai::OpenAiError;
 use crate::openai::admission::team_of;
+use crate::openai::{KeyRefusals, OpenAiError};
 use crate::state::AppState;
 
 /// Largest file accepted (OpenAI's limit for a batch input file).
@@ -98,8 +98,7 @@ impl ToSchema for FileUpload {}
     responses(
         (status = 200, description = "The stored file", body = FileObject),
         (status = 400, description = "Not a multipart body, `file` or `purpose` missing, a purpose other than `batch`, an empty file or a bad filename (OpenAI error shape)", body = serde_json::Value),
-        (status = 401, description = "Missing or unknown key (OpenAI error shape)", body = serde_json::Value),
-        (status = 403, description = "The admin key, or a suspended team (OpenAI error shape)", body = serde_json::Value),
+        KeyRefusals,
         (status = 413, description = "The file is larger than 200 MiB; nothing was stored (OpenAI error shape)", body = serde_json::Value),
         (status = 429, description = "Too many uploads of the team (or of this process) are streaming at once (OpenAI error shape)", body = serde_json::Value),
     ),

@@ -102,21 +102,7 @@ pub async fn insert(conn: &mut PgConnection, batch: &NewBatch<'_>) -> sqlx::Resu
     .await
 }
 
-/// The team's batch, if it exists.
-pub async fn find(
-    db: impl PgExecutor<'_>,
-    team_id: &str,
-    batch_id: &str,
-) -> sqlx::Result<Option<BatchRow>> {
-    query_batch!(
-        "select ",
-        " from batches where batch_id = $1 and team_id = $2",
-        batch_id,
-        team_id
-    )
-    .fetch_optional(db)
-    .await
-}
+find_team_row! { query_batch, BatchRow, " from batches where batch_id = $1 and team_id = $2" }
 
 /// A page of the team's batches, newest first, after the batch `after`.
 pub async fn list(

@@ -151,21 +151,7 @@ impl ChunkWriter {
     }
 }
 
-/// The team's file, if it exists.
-pub async fn find(
-    db: impl PgExecutor<'_>,
-    team_id: &str,
-    file_id: &str,
-) -> sqlx::Result<Option<FileRow>> {
-    query_file!(
-        "select ",
-        " from files where file_id = $1 and team_id = $2",
-        file_id,
-        team_id
-    )
-    .fetch_optional(db)
-    .await
-}
+find_team_row! { query_file, FileRow, " from files where file_id = $1 and team_id = $2" }
 
 /// A page of the team's files, newest first (or oldest first with `ascending`), after the file
 /// `after` in that order, optionally of one purpose.

@@ -1,6 +1,25 @@
 //! Every SQL statement of the service. Functions take an executor or a connection so that the
 //! caller owns the transaction; row structs stay here and are mapped to wire types by the API.
 
+/// Declares `find(db, team_id, id)`: the row with that id if the team owns it, `None` otherwise,
+/// so that another team's id reads as absent (a 404, never a 403). `$query` is the table's row
+/// macro (`query_batch!`, `query_file!`: the select head, then the rest of the statement), and
+/// `$from` names the table and binds the id as `$1` and the team as `$2`.
+macro_rules! find_team_row {
+    ($query:ident, $row:ty, $from:literal) => {
+        /// The team's row with this id, if it exists; `None` for another team's.
+        pub async fn find(
+            db: impl sqlx::PgExecutor<'_>,
+            team_id: &str,
+            id: &str,
+        ) -> sqlx::Result<Option<$row>> {
+            $query!("select ", $from, id, team_id)
+                .fetch_optional(db)
+                .await
+        }
+    };
+}
+
 pub mod activity;
 pub mod admin_keys;
 pub mod audit;

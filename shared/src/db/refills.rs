@@ -147,15 +147,28 @@ pub async fn upsert(
     .await
 }
 
-/// A grant whose boundary has come.
+/// A schedule boundary that has come: a credit grant's or a budget period's end.
 #[derive(Debug, Clone)]
-pub struct DueGrant {
+pub struct Due {
     pub team_id: String,
-    pub credits: i64,
     pub period: Period,
     pub anchor: DateTime<Utc>,
     /// The boundary that came (the value the guarded update expects).
     pub due_at: DateTime<Utc>,
+}
+
+impl Due {
+    /// The schedule's first boundary after `now`, where applying this one moves it.
+    pub fn next_after(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        self.period.next_after(self.anchor, now)
+    }
+}
+
+/// A grant whose boundary has come, with the credits it adds.
+#[derive(Debug, Clone)]
+pub struct DueGrant {
+    pub due: Due,
+    pub credits: i64,
 }
 
 /// Grants due at `now`, earliest first.
@@ -165,8 +178,7 @@ pub async fn due_grants(
     limit: i64,
 ) -> sqlx::Result<Vec<DueGrant>> {
     // `!`: a row with `next_grant_at` set has its whole grant schedule (`team_refills_grant_complete`).
-    sqlx::query_as!(
-        DueGrant,
+    let rows = sqlx::query!(
         r#"select team_id, grant_credits as "credits!", grant_period as "period!: Period",
                   grant_anchor as "anchor!", next_grant_at as "due_at!"
            from team_refills where next_grant_at <= $1 order by next_grant_at limit $2"#,
@@ -174,7 +186,19 @@ pub async fn due_grants(
         limit
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| DueGrant {
+            credits: row.credits,
+            due: Due {
+                team_id: row.team_id,
+                period: row.period,
+                anchor: row.anchor,
+                due_at: row.due_at,
+            },
+        })
+        .collect())
 }
 
 /// Applies one due grant: moves the schedule from `due.due_at` to `next_at` (guarded: only if
@@ -183,23 +207,12 @@ pub async fn due_grants(
 /// or the schedule was changed since it was read.
 pub async fn apply_grant(
     db: &PgPool,
-    due: &DueGrant,
+    grant: &DueGrant,
     next_at: DateTime<Utc>,
 ) -> sqlx::Result<Option<(BalanceRow, TransactionRow)>> {
+    let (due, amount) = (&grant.due, grant.credits);
     let mut tx = db.begin().await?;
-    let moved = sqlx::query!(
-        "update team_refills set next_grant_at = $5, last_grant_at = $2
-         where team_id = $1 and next_grant_at = $2 and grant_credits = $3 and grant_period = $4",
-        due.team_id,
-        due.due_at,
-        due.credits,
-        due.period as Period,
-        next_at
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved == 0 {
+    if !advance(&mut tx, due, Boundary::Grant { credits: amount }, next_at).await? {
         return Ok(None);
     }
     let metadata = json!({
@@ -211,7 +224,7 @@ pub async fn apply_grant(
     let Some(applied) = credits::allocate(
         &mut tx,
         &due.team_id,
-        due.credits,
+        amount,
         TransactionType::Refill,
         Some(&reason),
         &metadata,
@@ -224,25 +237,16 @@ pub async fn apply_grant(
     Ok(Some(applied))
 }
 
-/// A budget period whose end has come.
-#[derive(Debug, Clone)]
-pub struct DueReset {
-    pub team_id: String,
-    pub period: Period,
-    pub anchor: DateTime<Utc>,
-    pub due_at: DateTime<Utc>,
-}
-
 /// Budget resets due at `now`, earliest first.
 pub async fn due_resets(
     db: impl PgExecutor<'_>,
     now: DateTime<Utc>,
     limit: i64,
-) -> sqlx::Result<Vec<DueReset>> {
+) -> sqlx::Result<Vec<Due>> {
     // `!`: a row with `next_budget_reset_at` set has its whole budget schedule
     // (`team_refills_budget_complete`).
     sqlx::query_as!(
-        DueReset,
+        Due,
         r#"select team_id, budget_duration as "period!: Period", budget_anchor as "anchor!",
                   next_budget_reset_at as "due_at!"
            from team_refills where next_budget_reset_at <= $1 order by next_budget_reset_at limit $2"#,
@@ -260,22 +264,11 @@ pub async fn due_resets(
 /// `None` when the guard failed.
 pub async fn apply_reset(
     db: &PgPool,
-    due: &DueReset,
+    due: &Due,
     next_at: DateTime<Utc>,
 ) -> sqlx::Result<Option<i64>> {
     let mut tx = db.begin().await?;
-    let moved = sqlx::query!(
-        "update team_refills set next_budget_reset_at = $4, last_budget_reset_at = $2
-         where team_id = $1 and next_budget_reset_at = $2 and budget_duration = $3",
-        due.team_id,
-        due.due_at,
-        due.period as Period,
-        next_at
-    )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if moved == 0 {
+    if !advance(&mut tx, due, Boundary::BudgetReset, next_at).await? {
         return Ok(None);
     }
     // The old value comes from the locked row, so spend written concurrently is either cleared
@@ -306,4 +299,53 @@ pub async fn apply_reset(
     .await?;
     tx.commit().await?;
     Ok(Some(cleared))
+}
+
+/// Which schedule a due boundary belongs to.
+enum Boundary {
+    /// A credit grant of this amount.
+    Grant {
+        credits: i64,
+    },
+    BudgetReset,
+}
+
+/// Moves the schedule's next boundary from `due.due_at` to `next_at` and records `due.due_at` as
+/// the last one applied, only if it still stands there with the same period (and, for a grant,
+/// the same amount). False when it does not: another reconciler applied the boundary, or the
+/// schedule was changed since it was read.
+async fn advance(
+    conn: &mut PgConnection,
+    due: &Due,
+    boundary: Boundary,
+    next_at: DateTime<Utc>,
+) -> sqlx::Result<bool> {
+    let done = match boundary {
+        Boundary::Grant { credits } => {
+            sqlx::query!(
+                "update team_refills set next_grant_at = $5, last_grant_at = $2
+         where team_id = $1 and next_grant_at = $2 and grant_credits = $3 and grant_period = $4",
+                due.team_id,
+                due.due_at,
+                credits,
+                due.period as Period,
+                next_at
+            )
+            .execute(conn)
+            .await?
+        }
+        Boundary::BudgetReset => {
+            sqlx::query!(
+                "update team_refills set next_budget_reset_at = $4, last_budget_reset_at = $2
+         where team_id = $1 and next_budget_reset_at = $2 and budget_duration = $3",
+                due.team_id,
+                due.due_at,
+                due.period as Period,
+                next_at
+            )
+            .execute(conn)
+            .await?
+        }
+    };
+    Ok(done.rows_affected() == 1)
 }

@@ -144,33 +144,35 @@ struct BudgetCrossing {
     budget_micro_usd: i64,
 }
 
-/// `sqlx::query_as!` into `$row` firing (setting `$fired_at` to `$1`) up to `$2` armed
-/// thresholds, in team order, whose crossing `$crossed` holds (`a` the alert, `b` its team's
-/// balance), returning the team, its organization, the URL and `$returning`; rows another
-/// evaluation holds are skipped. sqlx's macros take only string literals, so both kinds of
-/// threshold fire by the statement spelled here.
-macro_rules! fire_where {
-    ($row:ident, $crossed:literal, $fired_at:literal, $returning:literal $(, $arg:expr)* $(,)?) => {
+/// `sqlx::query_as!` into `$row` setting the `$fired_at` column to `$2` (a time fires the
+/// threshold, null arms it again) on up to `$1` alerts, in team order, where `$chosen` holds (`a`
+/// the alert, `b` its team's balance) and the value changes, returning the team and
+/// `$returning` (`t` the team). Rows another evaluation holds are skipped: it is firing or
+/// re-arming them. sqlx's macros take only string literals, so every threshold is fired and
+/// re-armed by the statement spelled here.
+macro_rules! set_fired_where {
+    ($row:ident, $chosen:literal, $fired_at:literal, $returning:literal, $limit:expr, $value:expr) => {
         sqlx::query_as!(
             $row,
-            "with crossed as (
+            "with chosen as (
              select a.team_id from team_alerts a join credit_balances b using (team_id)
              where "
-                + $crossed
+                + $chosen
                 + "
-             order by a.team_id limit $2
+             order by a.team_id limit $1
              for update of a skip locked)
          update team_alerts a set "
                 + $fired_at
-                + " = $1
-         from crossed, credit_balances b, teams t
-         where a.team_id = crossed.team_id and b.team_id = a.team_id and t.team_id = a.team_id
+                + " = $2
+         from chosen, credit_balances b, teams t
+         where a.team_id = chosen.team_id and b.team_id = a.team_id and t.team_id = a.team_id
            and a."
                 + $fired_at
-                + r#" is null
-         returning a.team_id, t.organization_id, a.url as "url!", "#
-                + $returning
-            $(, $arg)*
+                + " is distinct from $2
+         returning a.team_id"
+                + $returning,
+            $limit,
+            $value
         )
     };
 }
@@ -186,15 +188,15 @@ pub async fn fire_crossed(
     let mut tx = db.begin().await?;
     // `url!`, `credits_below!`: the rows selected have a threshold set, and with it a URL
     // (`team_alerts_url_when_on`); `available!`: a difference of not-null columns.
-    let credits = fire_where!(
+    let credits = set_fired_where!(
         CreditsCrossing,
         "a.credits_below is not null and a.credits_fired_at is null
                and b.credits_allocated - b.credits_used - b.credits_reserved < a.credits_below",
         "credits_fired_at",
-        r#"a.credits_below as "credits_below!",
+        r#", t.organization_id, a.url as "url!", a.credits_below as "credits_below!",
                    b.credits_allocated - b.credits_used - b.credits_reserved as "available!""#,
-        now,
-        limit
+        limit,
+        now
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -203,19 +205,19 @@ pub async fn fire_crossed(
     // used (here and in `rearm`): sqlx's macros take only string literals.
     // `url!`, `budget_spend_pct!`: the rows selected have a threshold set, and with it a URL;
     // `budget_micro_usd!`: `least` of not-null values.
-    let budget = fire_where!(
+    let budget = set_fired_where!(
         BudgetCrossing,
         "a.budget_spend_pct is not null and a.budget_fired_at is null
                and least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807) > 0
                and b.spend_micro_usd::numeric * 100
                    >= a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)",
         "budget_fired_at",
-        r#"a.budget_spend_pct as "budget_spend_pct!",
+        r#", t.organization_id, a.url as "url!", a.budget_spend_pct as "budget_spend_pct!",
                    b.spend_micro_usd,
                    least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)::int8
                        as "budget_micro_usd!""#,
-        now,
-        limit
+        limit,
+        now
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -322,52 +324,46 @@ async fn queue_deliveries(conn: &mut PgConnection, deliveries: &[Delivery]) -> s
     Ok(())
 }
 
-/// `sqlx::query!` setting the `$fired_at` column back to null (armed) for up to `$limit` alerts,
-/// in team order, where `$back` holds (`a` the alert, `b` its team's balance); rows another
-/// evaluation holds are skipped. sqlx's macros take only string literals, so both kinds of
-/// threshold are re-armed by the statement spelled here.
-macro_rules! rearm_where {
-    ($back:literal, $fired_at:literal, $limit:expr) => {
-        sqlx::query!(
-            "with back as (
-             select a.team_id from team_alerts a join credit_balances b using (team_id)
-             where "
-                + $back
-                + "
-             order by a.team_id limit $1
-             for update of a skip locked)
-         update team_alerts a set "
-                + $fired_at
-                + " = null
-         from back where a.team_id = back.team_id",
-            $limit
-        )
-    };
+/// A team whose threshold was armed again.
+struct Rearmed {
+    team_id: String,
+}
+
+/// Logs the teams whose `threshold` was armed again and counts them.
+fn rearmed(rows: Vec<Rearmed>, threshold: &str) -> u64 {
+    for row in &rows {
+        tracing::debug!(team_id = %row.team_id, threshold, "alert threshold armed again");
+    }
+    rows.len() as u64
 }
 
 /// Arms again every fired threshold whose value is back on the safe side: credits available at
 /// or above `credits_below` (credits were added, holds released), spend below the percentage
 /// (a budget reset, a larger budget). Returns how many thresholds were re-armed.
 pub async fn rearm(db: &PgPool, limit: i64) -> sqlx::Result<u64> {
-    let credits = rearm_where!(
+    let credits = set_fired_where!(
+        Rearmed,
         "a.credits_fired_at is not null
                and b.credits_allocated - b.credits_used - b.credits_reserved >= a.credits_below",
         "credits_fired_at",
-        limit
+        "",
+        limit,
+        None::<DateTime<Utc>>
     )
-    .execute(db)
-    .await?
-    .rows_affected();
-    let budget = rearm_where!(
+    .fetch_all(db)
+    .await?;
+    let budget = set_fired_where!(
+        Rearmed,
         "a.budget_fired_at is not null
                and least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807) > 0
                and b.spend_micro_usd::numeric * 100
                    < a.budget_spend_pct * least(b.credits_allocated::numeric * a.usd_per_credit_micro, 9223372036854775807)",
         "budget_fired_at",
-        limit
+        "",
+        limit,
+        None::<DateTime<Utc>>
     )
-    .execute(db)
-    .await?
-    .rows_affected();
-    Ok(credits + budget)
+    .fetch_all(db)
+    .await?;
+    Ok(rearmed(credits, "credits") + rearmed(budget, "budget"))
 }
