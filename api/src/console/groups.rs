@@ -104,8 +104,7 @@ pub async fn create(
     Extension(api): Extension<Api>,
     form: ConsoleForm,
 ) -> PageResult {
-    let session = &form.session;
-    admin_only(session)?;
+    let session = form.operator()?;
     let body = json!({
         "group_name": form.text("group_name").unwrap_or_default(),
         "models": models_from(form.text("models").unwrap_or_default()),
@@ -180,8 +179,7 @@ pub async fn update(
     Path(group_name): Path<String>,
     form: ConsoleForm,
 ) -> PageResult {
-    let session = &form.session;
-    admin_only(session)?;
+    let session = form.operator()?;
     let path = format!("/api/model-groups/{}/models", segment(&group_name));
     let body = models_from(form.text("models").unwrap_or_default());
     let notice = api

@@ -161,6 +161,12 @@ impl FromRequest<AppState> for ConsoleForm {
 }
 
 impl ConsoleForm {
+    /// The session of an operator (admin key); any other sees no such page (404).
+    pub fn operator(&self) -> Result<&Session, view::ErrorPage> {
+        view::admin_only(&self.session)?;
+        Ok(&self.session)
+    }
+
     /// A field's value, trimmed; `None` when absent or blank.
     pub fn text(&self, name: &str) -> Option<&str> {
         self.fields

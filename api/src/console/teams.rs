@@ -117,8 +117,7 @@ pub async fn act(
     Path((team_id, action)): Path<(String, String)>,
     form: ConsoleForm,
 ) -> PageResult {
-    let session = &form.session;
-    admin_only(session)?;
+    let session = form.operator()?;
     let idempotency_key = form.text("idempotency_key");
     let (method, path, body) = match action_request(&action, &team_id, &form) {
         Some(Ok(request)) => request,

@@ -87,8 +87,7 @@ pub async fn create_organization(
     Extension(api): Extension<Api>,
     form: ConsoleForm,
 ) -> PageResult {
-    let session = &form.session;
-    admin_only(session)?;
+    let session = form.operator()?;
     let body = json!({
         "organization_id": form.text("organization_id").unwrap_or_default(),
         "name": form.text("name").unwrap_or_default(),
@@ -206,8 +205,7 @@ pub async fn teams(
 
 /// `POST /console/teams`: `POST /api/teams/create`; the new key is shown on this page only.
 pub async fn create_team(Extension(api): Extension<Api>, form: ConsoleForm) -> PageResult {
-    let session = &form.session;
-    admin_only(session)?;
+    let session = form.operator()?;
     let groups: Vec<String> = form
         .text("model_groups")
         .unwrap_or_default()

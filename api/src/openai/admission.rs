@@ -12,6 +12,7 @@ use saasllm_shared::domain::status::CallEndpoint;
 use serde_json::{Map, Value};
 
 use super::OpenAiError;
+use super::usage::Pricing;
 use crate::auth::Caller;
 use crate::budget::{Refusal, Ticket};
 use crate::error::ApiError;
@@ -145,11 +146,12 @@ pub(crate) async fn admit_request(
     team_id: &str,
     limits: &TeamLimits,
     estimate: MicroUsd,
-    model: &str,
+    pricing: &Pricing,
     stream: bool,
     endpoint: CallEndpoint,
 ) -> Result<(Option<Admission>, Ticket), OpenAiError> {
     let admission = limits::admit(state, team_id, limits, true).await?;
+    let model = &pricing.model;
     let ticket = admit_budget(state, team_id, estimate, model, stream, endpoint).await?;
     tracing::Span::current().record("request_id", tracing::field::display(ticket.request_id()));
     Ok((admission, ticket))

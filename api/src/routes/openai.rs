@@ -95,22 +95,22 @@ async fn chat_completions(
     let price = pricing::price_for(&model, &config);
     let estimate = chat_estimate(&mut request, &config, price, prompt_tokens)?;
 
+    let pricing = Pricing {
+        model,
+        config,
+        price,
+    };
     let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
     let (admission, ticket) = admit_request(
         &state,
         &team_id,
         &limits,
         estimate,
-        &model,
+        &pricing,
         stream,
         CallEndpoint::Chat,
     )
     .await?;
-    let pricing = Pricing {
-        model,
-        config,
-        price,
-    };
     forward(&state, request, stream, ticket, admission, pricing).await
 }
 

@@ -126,21 +126,16 @@ async fn embeddings(
     // Embeddings bill no output.
     let estimate = worst_case_cost(price, input_tokens, 0);
 
-    let (admission, ticket) = admit_request(
-        &state,
-        &team_id,
-        &limits,
-        estimate,
-        &model,
-        false,
-        CallEndpoint::Embeddings,
-    )
-    .await?;
     let pricing = Pricing {
         model,
         config,
         price,
     };
+    let endpoint = CallEndpoint::Embeddings;
+    let (admission, ticket) = admit_request(
+        &state, &team_id, &limits, estimate, &pricing, false, endpoint,
+    )
+    .await?;
     let sent = state
         .engine
         .upstream()
