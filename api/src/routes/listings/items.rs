@@ -52,8 +52,7 @@ pub(super) struct TeamItem {
     team_id: String,
     organization_id: String,
     team_alias: Option<String>,
-    #[schema(value_type = TeamStatus)]
-    status: String,
+    status: TeamStatus,
     /// As `GET /api/teams/{team_id}` reports them.
     credits: CreditsView,
     /// Spend of the OpenAI-compatible path.
@@ -70,7 +69,7 @@ impl From<TeamSummary> for TeamItem {
             team_id: row.team_id,
             organization_id: row.organization_id,
             team_alias: row.team_alias,
-            status: row.status.as_str().to_owned(),
+            status: row.status,
             key_prefix: row.key_prefix,
             created_at: row.created_at,
         }
